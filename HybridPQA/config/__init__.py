@@ -1,0 +1,243 @@
+"""Load, merge, validate and freeze a configuration.
+
+    cfg = load_config("configs/quickstart.yaml", overrides=["RETRIEVER.SOLVER.ALPHA", "0.3"])
+
+Merge order, later wins: defaults < experiment YAML (with `_BASE_` chains) < `.env` and
+environment variables named HPQA__SECTION__KEY < command-line KEY VALUE pairs.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import os
+import re
+from pathlib import Path
+
+import yaml
+from dotenv import dotenv_values
+from yacs.config import CfgNode as CN
+
+from HybridPQA.config.defaults import get_cfg_defaults
+from HybridPQA.errors import InputError
+
+ENV_PREFIX = "HPQA__"
+METRICS = ("mrr@5", "map", "ndcg@5", "ndcg@10", "precision@1", "hit_rate@5", "r-precision")
+CHOICES = {
+    "RETRIEVER.MODEL.BIENCODER_TYPE": ("hybrid", "dense", "sparse"),
+    "RETRIEVER.MODEL.POOLING": ("cls", "mean"),
+    "RETRIEVER.MODEL.AGG": ("max", "sum"),
+    "RETRIEVER.SOLVER.LEVEL": ("pooled", "seq"),
+    "RETRIEVER.SOLVER.BROADCAST": ("local", "global"),
+    "RETRIEVER.SOLVER.FUNC": ("dot", "cosine"),
+    "RETRIEVER.SOLVER.OPTIMIZER.NAME": ("AdamW", "Adam"),
+    "RETRIEVER.SOLVER.SELECT_METRIC": METRICS + ("recall@100",),
+}
+VOCAB_MASK_PARTS = ("special", "punctuation", "stopwords")
+# key -> (minimum, may be None); integers must be >= minimum, floats > or >= as noted
+POSITIVE_INTS = {
+    "RETRIEVER.DATA.NUM_POSITIVE_CONTEXTS": 1, "RETRIEVER.DATA.NUM_TOTAL_CONTEXTS": 1,
+    "RETRIEVER.MODEL.QUESTION_MAX_LENGTH": 2, "RETRIEVER.MODEL.CONTEXT_MAX_LENGTH": 2,
+    "RETRIEVER.SOLVER.TRAIN_BATCH_SIZE": 1, "RETRIEVER.SOLVER.TEST_BATCH_SIZE": 1,
+    "RETRIEVER.SOLVER.TEST_CTX_BSZ": 1, "RETRIEVER.SOLVER.TOTAL_TRAIN_STEPS": 1,
+    "RETRIEVER.SOLVER.NUM_STEP_PER_EVAL": 1, "RETRIEVER.SOLVER.CP_SAVE_LIMIT": 1,
+    "RETRIEVER.SOLVER.LOG_STEPS": 1, "RETRIEVER.SOLVER.OPTIMIZER.GRADIENT_ACCUMULATION_STEPS": 1,
+    "RETRIEVER.SOLVER.OPTIMIZER.WARMUP_STEPS": 0, "NUM_THREADS": 0, "RETRIEVER.SOLVER.TOP_RETRIEVE_COUNT": 1,
+}
+OPTIONAL_POSITIVE_INTS = {
+    "RETRIEVER.DATA.COUNT": 1, "RETRIEVER.MODEL.TOP_K": 1, "RETRIEVER.MODEL.PROJECTION_DIM": 1,
+    "RETRIEVER.SOLVER.REG_WARMUP_STEPS": 1,
+}
+
+
+def all_keys(cfg: CN, prefix: str = "") -> list[str]:
+    """Every leaf key of `cfg`, dotted."""
+    keys = []
+    for name, value in cfg.items():
+        keys += all_keys(value, f"{prefix}{name}.") if isinstance(value, CN) else [prefix + name]
+    return keys
+
+
+def _unknown_key(key: str, source: str, known: list[str]) -> InputError:
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else "; see HybridPQA/config/defaults.py"
+    return InputError(f"{source}: unknown config key {key}{hint}")
+
+
+def _decode(value):
+    """YAML and command-line strings like 'None', '1e-5', '(0.9, 0.99)' become Python values."""
+    if isinstance(value, str):
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    return value
+
+
+def _coerce(key: str, default, value, source: str):
+    value = _decode(value)
+    if default is None or value is None:
+        return tuple(value) if isinstance(value, list) else value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, (tuple, list)):
+        ok = isinstance(value, (tuple, list))
+        value = tuple(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise InputError(f"{source}: {key} must be a {type(default).__name__} like {default!r}, got {value!r}")
+    return value
+
+
+def _resolve_key(cfg: CN, key: str, source: str) -> str:
+    """Full dotted key; a unique suffix such as SOLVER.ALPHA is accepted on the command line."""
+    known = all_keys(cfg)
+    if key in known:
+        return key
+    matches = [k for k in known if k.endswith("." + key)]
+    if len(matches) == 1:
+        return matches[0]
+    raise _unknown_key(key, source, known)
+
+
+def _set(cfg: CN, key: str, value, source: str) -> None:
+    *parents, leaf = key.split(".")
+    node = cfg
+    for name in parents:
+        node = node[name]
+    if isinstance(node[leaf], CN):
+        raise InputError(f"{source}: {key} is a section, not a key; set one of its keys")
+    node[leaf] = _coerce(key, node[leaf], value, source)
+
+
+def _merge_dict(cfg: CN, updates: dict, source: str, prefix: str = "") -> None:
+    for name, value in updates.items():
+        key = prefix + str(name)
+        node = cfg
+        for part in key.split(".")[:-1]:
+            node = node[part]
+        if name not in node:
+            raise _unknown_key(key, source, all_keys(cfg))
+        if isinstance(node[name], CN):
+            if not isinstance(value, dict):
+                raise InputError(f"{source}: {key} is a section; give it a mapping of keys, got {value!r}")
+            _merge_dict(cfg, value, source, key + ".")
+        else:
+            _set(cfg, key, value, source)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """One experiment file as a dict, its `_BASE_` chain merged underneath it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: experiment config not found; give an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise InputError(f"{where}: invalid YAML ({getattr(err, 'problem', err)}); fix the syntax") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: an experiment config must be a mapping of keys, got {type(data).__name__}")
+    base = data.pop("_BASE_", None)
+    if base is None:
+        return data
+    return _deep_update(read_yaml(path.parent / base), data)
+
+
+def _deep_update(base: dict, update: dict) -> dict:
+    for name, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(name), dict):
+            _deep_update(base[name], value)
+        else:
+            base[name] = value
+    return base
+
+
+def env_overrides(dotenv_path: str | Path | None = ".env") -> list[tuple[str, str, str]]:
+    """(key, value, source) from a `.env` file and HPQA__ environment variables (these win)."""
+    found = []
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        found += [(n, v, f"{dotenv_path} ({n})") for n, v in dotenv_values(dotenv_path).items()]
+    found += [(n, v, f"environment variable {n}") for n, v in os.environ.items()]
+    return [(n[len(ENV_PREFIX):].replace("__", "."), v, src) for n, v, src in found
+            if n.startswith(ENV_PREFIX) and v is not None]
+
+
+def load_config(path_yaml: str | Path | None = None, overrides: list[str] = (),
+                dotenv_path: str | Path | None = ".env", freeze: bool = True) -> CN:
+    """Defaults < YAML < .env < KEY VALUE overrides, validated and frozen."""
+    cfg = get_cfg_defaults()
+    if path_yaml is not None:
+        _merge_dict(cfg, read_yaml(path_yaml), str(path_yaml))
+    for key, value, source in env_overrides(dotenv_path):
+        _set(cfg, _resolve_key(cfg, key, source), value, source)
+    if len(overrides) % 2:
+        raise InputError(f"command line: overrides come in KEY VALUE pairs; {overrides[-1]!r} has no value")
+    for key, value in zip(overrides[::2], overrides[1::2]):
+        _set(cfg, _resolve_key(cfg, key, "command line"), value, "command line")
+    validate(cfg)
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
+def _get(cfg: CN, key: str):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def validate(cfg: CN) -> None:
+    """Choices, ranges and cross-field checks; each failure names the key and what to do."""
+    for key, choices in CHOICES.items():
+        if _get(cfg, key) not in choices:
+            raise InputError(f"config: {key} = {_get(cfg, key)!r} is not one of {', '.join(choices)}")
+    for key, minimum in {**POSITIVE_INTS, **OPTIONAL_POSITIVE_INTS}.items():
+        value = _get(cfg, key)
+        if value is None and key in OPTIONAL_POSITIVE_INTS:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            allowed = " or None" if key in OPTIONAL_POSITIVE_INTS else ""
+            raise InputError(f"config: {key} = {value!r} must be an integer >= {minimum}{allowed}")
+    m, s, d = cfg.RETRIEVER.MODEL, cfg.RETRIEVER.SOLVER, cfg.RETRIEVER.DATA
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(cfg.DEVICE)):
+        raise InputError(f"config: DEVICE = {cfg.DEVICE!r} is not one of auto, cpu, cuda, cuda:N")
+    bad = [p for p in m.VOCAB_MASK if p not in VOCAB_MASK_PARTS]
+    if not isinstance(m.VOCAB_MASK, tuple) or bad:
+        raise InputError(f"config: RETRIEVER.MODEL.VOCAB_MASK takes a list of {', '.join(VOCAB_MASK_PARTS)}; "
+                         f"got {m.VOCAB_MASK!r}")
+    checks = [
+        (cfg.FP16 and cfg.BF16, "FP16 and BF16 are both True; choose one precision"),
+        (cfg.DISTRIBUTED, "DISTRIBUTED = True: multi-process training is not supported yet (issue 6); set False"),
+        (m.CROSS_INTERACTION, "RETRIEVER.MODEL.CROSS_INTERACTION = True: late interaction is not supported yet "
+                              "(issue 5); set False and RETRIEVER.SOLVER.LEVEL 'pooled'"),
+        (not isinstance(m.PRETRAINED_MODEL_TYPE, str) or not m.PRETRAINED_MODEL_TYPE,
+         "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE must name a hub model or a local directory"),
+        (d.NUM_POSITIVE_CONTEXTS > d.NUM_TOTAL_CONTEXTS,
+         "RETRIEVER.DATA.NUM_POSITIVE_CONTEXTS exceeds NUM_TOTAL_CONTEXTS; lower it or raise the total"),
+        (not 0.0 <= s.ALPHA <= 1.0, f"RETRIEVER.SOLVER.ALPHA = {s.ALPHA} must lie in [0, 1]"),
+        (s.TEMPERATURE <= 0, f"RETRIEVER.SOLVER.TEMPERATURE = {s.TEMPERATURE} must be > 0"),
+        (s.LAMBDA_QUERY < 0 or s.LAMBDA_CONTEXT < 0, "RETRIEVER.SOLVER.LAMBDA_QUERY/LAMBDA_CONTEXT must be >= 0"),
+        (s.HYBRID_LOSS_WEIGHT < 0, "RETRIEVER.SOLVER.HYBRID_LOSS_WEIGHT must be >= 0"),
+        (m.DROPOUT is not None and not (isinstance(m.DROPOUT, (int, float)) and 0 <= m.DROPOUT < 1),
+         f"RETRIEVER.MODEL.DROPOUT = {m.DROPOUT!r} must be None or in [0, 1)"),
+        (s.OPTIMIZER.BASE_LR <= 0, "RETRIEVER.SOLVER.OPTIMIZER.BASE_LR must be > 0"),
+        (len(s.OPTIMIZER.BETAS) != 2 or not all(0 <= b < 1 for b in s.OPTIMIZER.BETAS),
+         f"RETRIEVER.SOLVER.OPTIMIZER.BETAS = {s.OPTIMIZER.BETAS!r} must be two numbers in [0, 1)"),
+        (s.OPTIMIZER.MAX_GRAD_NORM is not None and s.OPTIMIZER.MAX_GRAD_NORM <= 0,
+         "RETRIEVER.SOLVER.OPTIMIZER.MAX_GRAD_NORM must be > 0 or None"),
+        (s.LEVEL == "seq", "RETRIEVER.SOLVER.LEVEL = 'seq' (late interaction) is not supported yet (issue 5); "
+                           "use 'pooled'"),
+    ]
+    for failed, message in checks:
+        if failed:
+            raise InputError(f"config: {message}")
+    for key in ("TRAIN_DATA_PATH", "VAL_DATA_PATH", "TEST_DATA_PATH", "NAME"):
+        if d[key] is not None and not isinstance(d[key], str):
+            raise InputError(f"config: RETRIEVER.DATA.{key} must be a string path or None, got {d[key]!r}")

@@ -1,0 +1,105 @@
+"""Every configuration key, declared once, with its default and meaning.
+
+The key schema is the original HybridPQA code's, so its experiment YAMLs load unchanged;
+keys marked "(new)" are ours. An experiment YAML holds only the keys it changes
+(`_BASE_: other.yaml` inherits another file). Merge order, later wins:
+defaults < experiment YAML < `.env` (HPQA__SECTION__KEY=value) < command-line KEY VALUE.
+Cross-field checks live in `HybridPQA.config.validate`.
+"""
+from yacs.config import CfgNode as CN
+
+_C = CN()
+
+_C.EXP = "default"  # run name: the run directory is <path_output>/<EXP>/
+_C.SEED = 42  # seeds python, numpy and torch; data order and negative sampling derive from it
+_C.DEVICE = "auto"  # "auto" (cuda if available, else cpu) | "cpu" | "cuda" | "cuda:N"
+_C.FP16 = False  # fp16 autocast + GradScaler; CUDA only
+_C.BF16 = False  # (new) bf16 autocast, on CPU (AMX) or CUDA; exclusive with FP16
+_C.DISTRIBUTED = False  # multi-process training under torchrun; not supported yet (issue 6)
+_C.NUM_THREADS = 0  # (new) torch intra-op threads; 0 = torch's default (all cores)
+
+_C.RETRIEVER = CN()
+_C.RETRIEVER.DO_TRAIN = True  # train on DATA.TRAIN_DATA_PATH, selecting on DATA.VAL_DATA_PATH
+_C.RETRIEVER.DO_TEST = True  # evaluate the best checkpoint (or the zero-shot model) on DATA.TEST_DATA_PATH
+_C.RETRIEVER.COMPUTE_FLOPS = True  # encoder GFLOPs per query and per context via calflops, in results
+_C.RETRIEVER.VISUALIZE = False  # write the top expansion terms of a sample of test queries and their top hit
+
+# -----------------------------------------------------------------------------
+# Data. Paths are relative to --path_data. A path is a `.csv` (hetPQA TSV), a `.json`
+# (original HybridPQA records) or a BEIR qrels file `qrels/<split>.tsv` (corpus.jsonl and
+# queries.jsonl are read from the BEIR folder). None = no such split.
+# -----------------------------------------------------------------------------
+_C.RETRIEVER.DATA = CN()
+_C.RETRIEVER.DATA.NAME = "product-qa"  # dataset label, recorded in results
+_C.RETRIEVER.DATA.TRAIN_DATA_PATH = "train.json"
+_C.RETRIEVER.DATA.VAL_DATA_PATH = "dev.json"
+_C.RETRIEVER.DATA.TEST_DATA_PATH = "test.json"
+_C.RETRIEVER.DATA.NUM_POSITIVE_CONTEXTS = 1  # positives per training question (sampled each epoch)
+# contexts per training question: positives + hard negatives; missing negatives are filled
+# with random contexts of other questions (never one of the question's positives)
+_C.RETRIEVER.DATA.NUM_TOTAL_CONTEXTS = 5
+_C.RETRIEVER.DATA.INSERT_SOURCE = True  # prepend the evidence source label ("review ...")
+_C.RETRIEVER.DATA.NORMALIZE = True  # the paper's cleanup of quotes, units and numbers (contexts)
+_C.RETRIEVER.DATA.NORMALIZE_NUMBERS = False  # (new) also replace digits by "number", as the paper did
+_C.RETRIEVER.DATA.FLATTEN_ATTRIBUTE = True  # attribute pseudo-JSON -> "key : value" text (flatten-json)
+_C.RETRIEVER.DATA.COUNT = None  # keep only the first N questions of each split (debugging); None = all
+
+# -----------------------------------------------------------------------------
+# Model: one masked-LM backbone per side feeds a dense and a sparse (SPLADE) head.
+# -----------------------------------------------------------------------------
+_C.RETRIEVER.MODEL = CN()
+_C.RETRIEVER.MODEL.MODEL_PATH = None  # checkpoint directory to load weights from; None = pretrained
+_C.RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE = "bert-base-uncased"  # hub name or local path of a BERT-like MLM
+_C.RETRIEVER.MODEL.BIENCODER_TYPE = "hybrid"  # "hybrid" | "dense" | "sparse"
+_C.RETRIEVER.MODEL.SHARED_ENCODER = False  # (new) one backbone for queries and contexts (siamese)
+_C.RETRIEVER.MODEL.CROSS_INTERACTION = False  # late interaction (ColBERT-style); not supported yet (issue 5)
+_C.RETRIEVER.MODEL.POOLING = "cls"  # dense head pooling: "cls" | "mean"
+_C.RETRIEVER.MODEL.PROJECTION_DIM = None  # dense head: linear projection to this size; None = hidden size
+_C.RETRIEVER.MODEL.QUESTION_MAX_LENGTH = 128  # tokens, truncation; batches are padded dynamically
+_C.RETRIEVER.MODEL.CONTEXT_MAX_LENGTH = 128
+_C.RETRIEVER.MODEL.AGG = "max"  # sparse head pooling over tokens: "max" (SPLADE-max) | "sum"
+_C.RETRIEVER.MODEL.TOP_K = 768  # sparse head: keep the K largest term weights; None = keep all
+# (new) vocabulary entries the sparse head may never use: any of "special", "punctuation",
+# "stopwords" (NLTK English word pieces). The paper masks all three.
+_C.RETRIEVER.MODEL.VOCAB_MASK = ("special", "punctuation", "stopwords")
+_C.RETRIEVER.MODEL.DO_LOWER_CASE = True  # passed to the tokenizer
+_C.RETRIEVER.MODEL.DROPOUT = None  # backbone hidden + attention dropout; None = the checkpoint's own
+
+# -----------------------------------------------------------------------------
+# Solver: loss, schedule, evaluation. Steps are optimizer steps.
+# -----------------------------------------------------------------------------
+_C.RETRIEVER.SOLVER = CN()
+_C.RETRIEVER.SOLVER.TRAIN_BATCH_SIZE = 8  # questions per micro-batch (each with NUM_TOTAL_CONTEXTS contexts)
+_C.RETRIEVER.SOLVER.TEST_BATCH_SIZE = 32  # questions per encoding batch at evaluation
+_C.RETRIEVER.SOLVER.TEST_CTX_BSZ = 64  # contexts per encoding batch at evaluation
+_C.RETRIEVER.SOLVER.TOTAL_TRAIN_STEPS = 1000
+_C.RETRIEVER.SOLVER.NUM_STEP_PER_EVAL = 200  # evaluate on the val split (and checkpoint) every N steps
+_C.RETRIEVER.SOLVER.CP_SAVE_LIMIT = 1  # keep the N best checkpoints by SELECT_METRIC (plus `last`)
+_C.RETRIEVER.SOLVER.SELECT_METRIC = "mrr@5"  # (new) ranx metric of the hybrid/only scorer that picks the best
+_C.RETRIEVER.SOLVER.LOG_STEPS = 10  # (new) write a metrics.jsonl line every N steps
+_C.RETRIEVER.SOLVER.LEVEL = "pooled"  # one vector per text; "seq" (late interaction) not supported yet
+_C.RETRIEVER.SOLVER.BROADCAST = "global"  # "local": own contexts only | "global": every context in the batch
+_C.RETRIEVER.SOLVER.FUNC = "dot"  # similarity: "dot" | "cosine"
+_C.RETRIEVER.SOLVER.TEMPERATURE = 0.5  # scores are divided by it in the contrastive loss
+_C.RETRIEVER.SOLVER.TOP_RETRIEVE_COUNT = 100  # depth of each query's run when retrieving from a corpus
+_C.RETRIEVER.SOLVER.ALPHA = 0.5  # hybrid score = ALPHA * dense + (1 - ALPHA) * sparse
+_C.RETRIEVER.SOLVER.HYBRID_LOSS_WEIGHT = 0.0  # (new) weight of a contrastive loss on the fused score
+_C.RETRIEVER.SOLVER.LAMBDA_QUERY = 3e-4  # FLOPS regulariser weight on query vectors
+_C.RETRIEVER.SOLVER.LAMBDA_CONTEXT = 1e-4  # FLOPS regulariser weight on context vectors
+# (new) lambdas grow as (step / REG_WARMUP_STEPS)^2 up to their value; None = TOTAL_TRAIN_STEPS
+_C.RETRIEVER.SOLVER.REG_WARMUP_STEPS = None
+
+_C.RETRIEVER.SOLVER.OPTIMIZER = CN()
+_C.RETRIEVER.SOLVER.OPTIMIZER.NAME = "AdamW"  # "AdamW" | "Adam"
+_C.RETRIEVER.SOLVER.OPTIMIZER.WARMUP_STEPS = 200  # linear LR warm-up, then linear decay to 0
+_C.RETRIEVER.SOLVER.OPTIMIZER.BASE_LR = 1e-5
+_C.RETRIEVER.SOLVER.OPTIMIZER.EPS = 1e-8
+_C.RETRIEVER.SOLVER.OPTIMIZER.WEIGHT_DECAY = 0.0  # not applied to biases and LayerNorm weights
+_C.RETRIEVER.SOLVER.OPTIMIZER.BETAS = (0.9, 0.999)
+_C.RETRIEVER.SOLVER.OPTIMIZER.GRADIENT_ACCUMULATION_STEPS = 1  # micro-batches per optimizer step
+_C.RETRIEVER.SOLVER.OPTIMIZER.MAX_GRAD_NORM = 1.0  # global gradient-norm clip; None = no clipping
+
+
+def get_cfg_defaults() -> CN:
+    """A fresh, mutable copy of the defaults."""
+    return _C.clone()

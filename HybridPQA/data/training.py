@@ -1,0 +1,71 @@
+"""Training batches: each question with P positives and C - P negatives, sampled per epoch.
+
+Sampling is a pure function of (seed, epoch, position), so a resumed run sees exactly the
+batches an uninterrupted one would, and the data position is just (epoch, batch index).
+Missing hard negatives are filled with random contexts of other questions, never with one
+of the question's own positives (by id or by identical text).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from HybridPQA.data.readers import RankingData
+from HybridPQA.errors import InputError
+
+
+@dataclass
+class Batch:
+    """Q questions, each followed by its C contexts; `positive` (Q, Q*C) marks every context
+    that is a positive of a question, the first of its own C being the loss target."""
+
+    questions: list[str]
+    contexts: list[str]
+    positive: torch.Tensor
+
+
+class TrainingSet:
+    def __init__(self, data: RankingData, batch_size: int, num_positives: int, num_total: int, seed: int):
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.num_positives, self.num_total = num_positives, num_total
+        self.qids = data.judged_qids()
+        if len(self.qids) < batch_size:
+            raise InputError(f"training split {data.name}: {len(self.qids)} questions with a positive, fewer "
+                             f"than RETRIEVER.SOLVER.TRAIN_BATCH_SIZE = {batch_size}; lower it or add data")
+        self.pool = sorted(data.docs)  # random negatives come from here
+        self.negatives = {q: [d for d in (data.candidates or {}).get(q, []) if d not in data.qrels[q]
+                              or data.qrels[q][d] <= 0] for q in self.qids}
+
+    def batches_per_epoch(self) -> int:
+        return len(self.qids) // self.batch_size  # drop_last: every batch has the same size
+
+    def _contexts(self, qid: str, rng: np.random.Generator) -> list[str]:
+        pos = self.data.positives(qid)
+        take = rng.choice(len(pos), self.num_positives, replace=len(pos) < self.num_positives)
+        chosen = [pos[i] for i in take]
+        negs = self.negatives[qid]
+        want = self.num_total - len(chosen)
+        chosen += [negs[i] for i in rng.permutation(len(negs))[:want]]
+        forbidden = set(pos) | {self.data.docs[d] for d in pos}
+        while len(chosen) < self.num_total:
+            doc = self.pool[rng.integers(len(self.pool))]
+            if doc not in forbidden and self.data.docs[doc] not in forbidden and doc not in chosen:
+                chosen.append(doc)
+        return chosen
+
+    def batch(self, epoch: int, index: int) -> Batch:
+        """Batch `index` of `epoch`, identical however many times it is asked for."""
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.qids))
+        qids = [self.qids[i] for i in order[index * self.batch_size:(index + 1) * self.batch_size]]
+        docids = [d for pos, q in enumerate(qids)
+                  for d in self._contexts(q, np.random.default_rng([self.seed, epoch, index, pos]))]
+        texts = [self.data.docs[d] for d in docids]
+        positive = torch.zeros(len(qids), len(docids), dtype=torch.bool)
+        for i, qid in enumerate(qids):
+            pos_ids = set(self.data.positives(qid))
+            pos_texts = {self.data.docs[d] for d in pos_ids}
+            for j, (doc, text) in enumerate(zip(docids, texts)):
+                positive[i, j] = doc in pos_ids or text in pos_texts
+        return Batch([self.data.queries[q] for q in qids], texts, positive)

@@ -1,0 +1,42 @@
+"""ranx metrics over a run, overall and per evidence source.
+
+Only questions with at least one positive are scored; the caller reports how many were left out.
+"""
+from __future__ import annotations
+
+from ranx import Qrels, Run, evaluate
+
+from HybridPQA.data.readers import RankingData
+from HybridPQA.evaluation.trec import Run as RunDict
+
+RERANK_METRICS = ["mrr@5", "map", "ndcg@5", "ndcg@10", "precision@1", "hit_rate@5", "r-precision"]
+RETRIEVE_METRICS = RERANK_METRICS + ["recall@100"]
+
+
+def score_run(run: RunDict, qrels: dict[str, dict[str, int]], metrics: list[str]) -> dict[str, float]:
+    """ranx metrics of `run` on the queries of `qrels` that have a positive."""
+    judged = {q: {d: r for d, r in docs.items() if r > 0} for q, docs in qrels.items()}
+    judged = {q: docs for q, docs in judged.items() if docs}
+    run = {q: run.get(q, {}) for q in judged}
+    if not judged:
+        return {m: float("nan") for m in metrics}
+    empty = [q for q, docs in run.items() if not docs]
+    for q in empty:  # ranx needs a document per query; a dummy one scores zero
+        run[q] = {"__none__": 0.0}
+    values = evaluate(Qrels(judged), Run(run), metrics, make_comparable=True)
+    values = values if isinstance(values, dict) else {metrics[0]: values}
+    return {m: float(v) for m, v in values.items()}
+
+
+def per_source(run: RunDict, data: RankingData, metrics: list[str]) -> dict[str, dict[str, float]]:
+    """For each source s: questions with a positive from s, ranked among their s candidates only
+    (the paper's breakdown). Each entry carries `count`, the number of such questions."""
+    out = {}
+    for source in sorted(set(data.doc_source.values())):
+        qrels = {q: {d: r for d, r in data.qrels[q].items() if r > 0 and data.doc_source.get(d) == source}
+                 for q in data.judged_qids()}
+        qrels = {q: d for q, d in qrels.items() if d}
+        sub = {q: {d: s for d, s in run.get(q, {}).items() if data.doc_source.get(d) == source} for q in qrels}
+        if qrels:
+            out[source] = {**score_run(sub, qrels, metrics), "count": len(qrels)}
+    return out

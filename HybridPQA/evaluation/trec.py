@@ -1,0 +1,34 @@
+"""TREC run files: `qid Q0 docid rank score tag`, ranked by (-score, docid) so ties are deterministic."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from HybridPQA.errors import InputError
+
+Run = dict[str, dict[str, float]]
+
+
+def write_trec(run: Run, path: Path, tag: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for qid, scores in run.items():
+        ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+        lines += [f"{qid} Q0 {docid} {rank} {score:.6f} {tag}" for rank, (docid, score) in enumerate(ranked, 1)]
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+
+
+def read_trec(path: Path) -> Run:
+    run: Run = {}
+    for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
+        cols = line.split()
+        if not cols:
+            continue
+        if len(cols) != 6:
+            raise InputError(f"{path}:{line_no}: expected 6 columns 'qid Q0 docid rank score tag', got {len(cols)}")
+        try:
+            run.setdefault(cols[0], {})[cols[2]] = float(cols[4])
+        except ValueError:
+            raise InputError(f"{path}:{line_no}: score {cols[4]!r} is not a number") from None
+    return run

@@ -1,0 +1,119 @@
+"""`build_model` turns the MODEL config into a BiEncoder; checkpoints save and load it.
+
+A checkpoint directory holds `model.pt` (the BiEncoder state dict), `backbone/` (the HF
+config, so the architecture is rebuilt offline), `tokenizer/` and `config.yaml` (the run's
+full config).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+from yacs.config import CfgNode
+
+from HybridPQA.errors import InputError
+from HybridPQA.modeling.encoder import BiEncoder, HybridEncoder
+from HybridPQA.modeling.heads import DenseHead, SpladeHead
+from HybridPQA.modeling.vocab import build_vocab_mask
+
+log = logging.getLogger(__name__)
+DROPOUT_ATTRS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout")
+HEADS = {"hybrid": ("dense", "sparse"), "dense": ("dense",), "sparse": ("sparse",)}
+
+
+def _load_mlm(source: str, dropout: float | None, weights: bool) -> torch.nn.Module:
+    """A masked LM from a hub name or directory; a missing MLM head is built tied to the embeddings."""
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except OSError as err:
+        raise InputError(f"RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE = {source!r}: cannot load it ({err.__class__.__name__}); "
+                         "give a local model directory or a hub name reachable from here") from None
+    for attr in DROPOUT_ATTRS:
+        if dropout is not None and hasattr(config, attr):
+            setattr(config, attr, dropout)
+    if not weights:
+        return AutoModelForMaskedLM.from_config(config)
+    mlm, info = AutoModelForMaskedLM.from_pretrained(source, config=config, output_loading_info=True)
+    head_missing = [k for k in info["missing_keys"] if not k.startswith(mlm.base_model_prefix)]
+    if head_missing:
+        mlm.get_output_embeddings().weight = mlm.get_input_embeddings().weight
+        log.warning("%s has no MLM head (%d missing weights): built one with its decoder tied to the word "
+                    "embeddings; the transform layer starts random", source, len(head_missing))
+    return mlm
+
+
+def build_tokenizer(source: str, do_lower_case: bool):
+    try:
+        return AutoTokenizer.from_pretrained(source, do_lower_case=do_lower_case)
+    except OSError as err:
+        raise InputError(f"{source}: cannot load its tokenizer ({err.__class__.__name__}); "
+                         "check RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE / the checkpoint") from None
+
+
+def _encoder(mlm: torch.nn.Module, tokenizer, model_cfg: CfgNode) -> HybridEncoder:
+    heads = HEADS[model_cfg.BIENCODER_TYPE]
+    dense = DenseHead(mlm.config.hidden_size, model_cfg.POOLING, model_cfg.PROJECTION_DIM) if "dense" in heads else None
+    sparse = None
+    if "sparse" in heads:
+        vocab_size = mlm.get_output_embeddings().weight.shape[0]
+        mask = build_vocab_mask(tokenizer, tuple(model_cfg.VOCAB_MASK), vocab_size)
+        sparse = SpladeHead(mask, model_cfg.AGG, model_cfg.TOP_K)
+    return HybridEncoder(mlm, dense, sparse)
+
+
+def build_model(cfg: CfgNode, checkpoint: str | Path | None = None) -> tuple[BiEncoder, object]:
+    """(BiEncoder, tokenizer) from MODEL.PRETRAINED_MODEL_TYPE, or from a checkpoint directory
+    (`checkpoint`, else MODEL.MODEL_PATH) whose weights replace the pretrained ones."""
+    model_cfg = cfg.RETRIEVER.MODEL
+    checkpoint = checkpoint or model_cfg.MODEL_PATH
+    if checkpoint is None:
+        source, weights = model_cfg.PRETRAINED_MODEL_TYPE, True
+    else:
+        checkpoint = Path(checkpoint)
+        if not (checkpoint / "model.pt").is_file():
+            raise InputError(f"{checkpoint}: not a HybridPQA checkpoint (no model.pt); give a directory under "
+                             "<run>/checkpoints/")
+        _check_compatible(checkpoint, model_cfg)
+        source, weights = str(checkpoint / "backbone"), False
+    tokenizer = build_tokenizer(str(checkpoint / "tokenizer") if checkpoint else source, model_cfg.DO_LOWER_CASE)
+    query = _encoder(_load_mlm(source, model_cfg.DROPOUT, weights), tokenizer, model_cfg)
+    context = None
+    if not model_cfg.SHARED_ENCODER:
+        context = _encoder(_load_mlm(source, model_cfg.DROPOUT, weights), tokenizer, model_cfg)
+    model = BiEncoder(query, context)
+    if checkpoint is not None:
+        model.load_state_dict(torch.load(checkpoint / "model.pt", map_location="cpu", weights_only=True))
+        log.info("loaded weights from %s", checkpoint)
+    elif model_cfg.PROJECTION_DIM and "dense" in HEADS[model_cfg.BIENCODER_TYPE]:
+        log.warning("RETRIEVER.MODEL.PROJECTION_DIM is set and no checkpoint is loaded: the projection is random")
+    return model, tokenizer
+
+
+STRUCTURAL_KEYS = ("BIENCODER_TYPE", "SHARED_ENCODER", "PROJECTION_DIM")
+
+
+def _check_compatible(checkpoint: Path, model_cfg: CfgNode) -> None:
+    saved = CfgNode(CfgNode.load_yaml_with_base(str(checkpoint / "config.yaml"))).RETRIEVER.MODEL
+    for key in STRUCTURAL_KEYS:
+        if saved[key] != model_cfg[key]:
+            raise InputError(f"{checkpoint}: saved with RETRIEVER.MODEL.{key} = {saved[key]!r} but the config says "
+                             f"{model_cfg[key]!r}; evaluate with that checkpoint's config.yaml")
+
+
+def save_checkpoint(model: BiEncoder, tokenizer, cfg: CfgNode, path: Path) -> None:
+    """Write the checkpoint directory atomically enough: files first, model.pt last."""
+    path.mkdir(parents=True, exist_ok=True)
+    model.query_encoder.mlm.config.save_pretrained(path / "backbone")
+    tokenizer.save_pretrained(path / "tokenizer")
+    (path / "config.yaml").write_text(cfg.dump())
+    torch.save(model.state_dict(), path / "model.tmp")
+    (path / "model.tmp").replace(path / "model.pt")
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int, device: torch.device | str = "cpu") -> dict:
+    """Dynamic padding to the longest text of the batch, truncation at max_length."""
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+                      return_token_type_ids=False)
+    return {k: v.to(device) for k, v in batch.items()}

@@ -1,0 +1,23 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+
+def read_requirements(name: str) -> list[str]:
+    lines = (Path(__file__).parent / "requirements" / name).read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith(("#", "-r"))]
+
+
+setup(
+    name="HybridPQA",
+    version="0.1.0",
+    description="Hybrid lexical + semantic dual encoders (SPLADE + dense) for retrieval research",
+    long_description=(Path(__file__).parent / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["HybridPQA", "HybridPQA.*"]),
+    package_data={"HybridPQA": ["resources/*.txt"]},
+    python_requires=">=3.10",
+    install_requires=read_requirements("base.txt"),
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={"console_scripts": ["hybridpqa=HybridPQA.cli:main"]},
+)
