@@ -142,10 +142,10 @@ def flatten_attribute(text: str) -> str:
 def context_text(text: str, source: str | None, *, insert_source: bool, normalize: bool,
                  normalize_numbers: bool, flatten_attributes: bool) -> str:
     """The text a context encoder sees, with the paper's options applied in the paper's order."""
-    if flatten_attributes and source == "attribute":
-        text = flatten_attribute(text)
     if normalize:
         text = normalize_text(text, numbers=normalize_numbers)
+    if flatten_attributes and source == "attribute":
+        text = flatten_attribute(text)
     if insert_source and source:
         text = f"{source} {text}"
     return text

@@ -16,9 +16,7 @@ Reps = dict[str, object]  # {"dense": Tensor (N, D), "sparse": csr_matrix (N, V)
 
 
 def _to_csr(weights: torch.Tensor) -> sp.csr_matrix:
-    csr = weights.float().cpu().to_sparse_csr()
-    return sp.csr_matrix((csr.values().numpy(), csr.col_indices().numpy(), csr.crow_indices().numpy()),
-                         shape=tuple(weights.shape))
+    return sp.csr_matrix(weights.float().cpu().numpy())
 
 
 @torch.inference_mode()

@@ -95,7 +95,7 @@ STRUCTURAL_KEYS = ("BIENCODER_TYPE", "SHARED_ENCODER", "PROJECTION_DIM")
 
 
 def _check_compatible(checkpoint: Path, model_cfg: CfgNode) -> None:
-    saved = CfgNode(CfgNode.load_yaml_with_base(str(checkpoint / "config.yaml"))).RETRIEVER.MODEL
+    saved = CfgNode.load_cfg((checkpoint / "config.yaml").read_text()).RETRIEVER.MODEL
     for key in STRUCTURAL_KEYS:
         if saved[key] != model_cfg[key]:
             raise InputError(f"{checkpoint}: saved with RETRIEVER.MODEL.{key} = {saved[key]!r} but the config says "

@@ -10,28 +10,35 @@ from HybridPQA.modeling.heads import DenseHead, SpladeHead
 class HybridEncoder(nn.Module):
     """input_ids, attention_mask (B, L) -> {"dense": (B, D), "sparse": (B, V)}, each head optional.
 
-    The MLM head is only run when the sparse head needs its logits. Backbones whose MLM head is
-    a known module (`cls` in BERT, `lm_head` in RoBERTa) run body and head separately; any other
-    masked LM runs whole, with hidden states.
+    The MLM head runs only when the sparse head needs it. BERT-family heads (`cls.predictions`:
+    transform + decoder) hand the decoder to the sparse head, which pools without building the
+    (B, L, V) logits; RoBERTa-style `lm_head`s produce logits; any other masked LM runs whole,
+    with hidden states.
     """
 
     def __init__(self, mlm: nn.Module, dense_head: DenseHead | None, sparse_head: SpladeHead | None):
         super().__init__()
         self.mlm, self.dense_head, self.sparse_head = mlm, dense_head, sparse_head
-        self.lm_head = next((getattr(mlm, n) for n in ("cls", "lm_head") if hasattr(mlm, n)), None)
+        predictions = getattr(getattr(mlm, "cls", None), "predictions", None)
+        self.split_head = predictions is not None and hasattr(predictions, "transform") and hasattr(predictions, "decoder")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.lm_head is not None:
+        reps, sparse = {}, None
+        if self.split_head or hasattr(self.mlm, "lm_head"):
             hidden = self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            logits = self.lm_head(hidden) if self.sparse_head is not None else None
+            if self.sparse_head is not None and self.split_head:
+                predictions = self.mlm.cls.predictions
+                sparse = self.sparse_head(predictions.transform(hidden), attention_mask, predictions.decoder)
+            elif self.sparse_head is not None:
+                sparse = self.sparse_head(self.mlm.lm_head(hidden), attention_mask)
         else:
             out = self.mlm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-            hidden, logits = out.hidden_states[-1], out.logits
-        reps = {}
+            hidden = out.hidden_states[-1]
+            sparse = self.sparse_head(out.logits, attention_mask) if self.sparse_head is not None else None
         if self.dense_head is not None:
             reps["dense"] = self.dense_head(hidden, attention_mask)
-        if self.sparse_head is not None:
-            reps["sparse"] = self.sparse_head(logits, attention_mask)
+        if sparse is not None:
+            reps["sparse"] = sparse
         return reps
 
 

@@ -22,26 +22,71 @@ class DenseHead(nn.Module):
         return self.projection(pooled) if self.projection is not None else pooled
 
 
-class SpladeHead(nn.Module):
-    """(B, L, V) MLM logits, (B, L) mask -> (B, V) term weights.
+class MaxPooledProjection(torch.autograd.Function):
+    """max over tokens of (hidden @ weight.T + bias): (B, L, H), (V, H), (V,), (B, L) pad -> (B, V).
 
-    w_v = agg_t log(1 + ReLU(logit_tv)) over real (non-padding) tokens, zero on masked terms,
-    then only the `top_k` largest kept. For max, the max is taken before the activation:
-    exact, since log1p(relu(.)) is monotone, and it never materialises a second (B, L, V)
-    tensor; torch.max saves only the argmax indices for the backward pass.
+    The vocabulary is projected in chunks, so the (B, L, V) logits never exist at once, and only
+    the argmax token of each (text, term) is saved. The backward pass is sparse: a gradient
+    reaches a token only through the terms it won and that have a non-zero gradient (active
+    after ReLU, inside the vocabulary mask and the top-k), which are a few hundred per text.
     """
 
-    def __init__(self, vocab_mask: torch.Tensor, agg: str = "max", top_k: int | None = None):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, pad, chunk: int):
+        device = hidden.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+        h, w = hidden.to(dtype), weight.to(dtype)
+        values = torch.empty(hidden.shape[0], weight.shape[0], dtype=dtype, device=hidden.device)
+        index = torch.empty(values.shape, dtype=torch.long, device=hidden.device)
+        has_pad = bool(pad.any())
+        with torch.autocast(device, enabled=False):
+            for start in range(0, weight.shape[0], chunk):
+                logits = h @ w[start:start + chunk].T  # (B, L, chunk)
+                if has_pad:
+                    logits[pad] = float("-inf")  # padding can never be the max
+                torch.max(logits, dim=1, out=(values[:, start:start + chunk], index[:, start:start + chunk]))
+            values = values + bias.to(dtype)  # a per-term constant: max(x + b) = max(x) + b
+        ctx.save_for_backward(hidden, weight, index)
+        return values
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, weight, index = ctx.saved_tensors
+        batch, length, size = hidden.shape
+        rows, terms = grad.nonzero(as_tuple=True)
+        g = grad[rows, terms].float().unsqueeze(1)
+        tokens = rows * length + index[rows, terms]  # flat (B*L) position of each winning token
+        flat = hidden.reshape(-1, size)
+        grad_hidden = torch.zeros(batch * length, size, device=hidden.device).index_add_(0, tokens, g * weight[terms].float())
+        grad_weight = torch.zeros(weight.shape, device=weight.device).index_add_(0, terms, g * flat[tokens].float())
+        grad_bias = torch.zeros(weight.shape[0], device=weight.device).index_add_(0, terms, g.squeeze(1))
+        return grad_hidden.view_as(hidden).to(hidden.dtype), grad_weight.to(weight.dtype), grad_bias, None, None
+
+
+class SpladeHead(nn.Module):
+    """(B, L, H) pre-decoder states + the MLM decoder, or (B, L, V) logits; (B, L) mask -> (B, V) weights.
+
+    w_v = agg_t log(1 + ReLU(logit_tv)) over real (non-padding) tokens, zero on masked terms,
+    then only the `top_k` largest kept. For max the max is taken before the activation, which
+    is exact because log1p(relu(.)) is monotone; given the decoder, it runs MaxPooledProjection.
+    """
+
+    def __init__(self, vocab_mask: torch.Tensor, agg: str = "max", top_k: int | None = None, chunk: int = 4096):
         super().__init__()
         self.register_buffer("vocab_mask", vocab_mask.bool(), persistent=False)
-        self.agg, self.top_k = agg, top_k
+        self.agg, self.top_k, self.chunk = agg, top_k, chunk
 
-    def forward(self, logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        pad = ~attention_mask.bool().unsqueeze(-1)
-        if self.agg == "max":
-            weights = torch.log1p(torch.relu(logits.masked_fill(pad, float("-inf")).max(dim=1).values))
+    def forward(self, states: torch.Tensor, attention_mask: torch.Tensor, decoder: nn.Linear | None = None):
+        pad = ~attention_mask.bool()
+        if self.agg == "max" and decoder is not None:
+            bias = decoder.bias if decoder.bias is not None else torch.zeros(decoder.out_features, device=states.device)
+            weights = torch.log1p(torch.relu(MaxPooledProjection.apply(states, decoder.weight, bias, pad, self.chunk)))
         else:
-            weights = torch.log1p(torch.relu(logits)).masked_fill(pad, 0.0).sum(dim=1)
+            logits = decoder(states) if decoder is not None else states
+            if self.agg == "max":
+                weights = torch.log1p(torch.relu(logits.masked_fill(pad.unsqueeze(-1), float("-inf")).max(dim=1).values))
+            else:
+                weights = torch.log1p(torch.relu(logits)).masked_fill(pad.unsqueeze(-1), 0.0).sum(dim=1)
         weights = weights * self.vocab_mask.to(weights.dtype)
         if self.top_k is not None and self.top_k < weights.shape[-1]:
             values, index = weights.topk(self.top_k, dim=-1)

@@ -1,0 +1,106 @@
+"""HybridPQA: train and evaluate hybrid lexical + semantic dual encoders.
+
+Usage:
+  hybridpqa train --path_output=DIR --path_data=DIR --path_cfg_exp=FILE [--overwrite | --resume] [--print-config] [--env=FILE] [<KEY_VALUE>...]
+  hybridpqa evaluate --path_output=DIR --path_data=DIR [--path_cfg_exp=FILE] [--checkpoint=PATH] [--split=NAME] [--overwrite] [--print-config] [--env=FILE] [<KEY_VALUE>...]
+  hybridpqa prepare [--path_raw=DIR] [--path_models=DIR] [--path_out=DIR]
+  hybridpqa -h | --help
+
+Options:
+  --path_output=DIR    runs go to DIR/<EXP>/
+  --path_data=DIR      folder the config's RETRIEVER.DATA.*_DATA_PATH are relative to
+  --path_cfg_exp=FILE  experiment YAML (only the keys that differ from the defaults)
+  --overwrite          replace a non-empty run directory (or existing results)
+  --resume             continue the run in DIR/<EXP>/ from checkpoints/last
+  --print-config       print the merged config and exit, loading no model or data
+  --env=FILE           dotenv file with HPQA__SECTION__KEY=value lines [default: .env]
+  --checkpoint=PATH    checkpoint directory to evaluate; default: PRETRAINED_MODEL_TYPE, zero-shot
+  --split=NAME         evaluate NAME.json, NAME.csv or qrels/NAME.tsv in --path_data (default: TEST_DATA_PATH)
+  --path_raw=DIR       where raw datasets are copied or downloaded [default: data/raw]
+  --path_models=DIR    where splade-tiny is copied or unpacked [default: models]
+  --path_out=DIR       where the product-QA experiment is written [default: data/product-qa]
+
+Trailing KEY VALUE pairs override the config, e.g. RETRIEVER.SOLVER.ALPHA 0.3 (a unique suffix
+such as SOLVER.ALPHA is enough). Merge order: defaults < YAML < .env < KEY VALUE.
+
+Examples:
+  hybridpqa prepare
+  hybridpqa train --path_output=output --path_data=data/product-qa --path_cfg_exp=configs/quickstart.yaml
+  hybridpqa evaluate --path_output=output --path_data=data/raw/scifact --split=test --path_cfg_exp=configs/zero_shot_scifact.yaml
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from docopt import docopt
+
+from HybridPQA.errors import InputError
+
+log = logging.getLogger("HybridPQA")
+
+
+def _config(args: dict):
+    from HybridPQA.config import load_config
+
+    cfg_path = args["--path_cfg_exp"]
+    if cfg_path is None and args.get("--checkpoint"):
+        cfg_path = Path(args["--checkpoint"]) / "config.yaml"  # evaluate a checkpoint with its own config
+    return load_config(cfg_path, args["<KEY_VALUE>"], dotenv_path=args["--env"])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Parse, run, and return the results ({split: results}) so sweeps and tests can call it."""
+    args = docopt(__doc__, argv=argv)
+    try:
+        return _dispatch(args, argv)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _dispatch(args: dict, argv: list[str] | None) -> dict:
+    from HybridPQA.engine import run
+
+    if args["prepare"]:
+        from HybridPQA.data.assets import fetch_all
+        from HybridPQA.data.prepare import prepare_product_qa
+
+        run.setup_logging()
+        fetch_all(Path(args["--path_raw"]), Path(args["--path_models"]))
+        stats = prepare_product_qa(Path(args["--path_raw"]) / "hetpqa", Path(args["--path_out"]))
+        print(json.dumps({k: v for k, v in stats.items() if k != "input_issues"}, indent=2))
+        return stats
+    cfg = _config(args)
+    if args["--print-config"]:
+        print(cfg.dump(), end="")
+        return {}
+    if not Path(args["--path_data"]).is_dir():
+        raise InputError(f"--path_data={args['--path_data']}: not a directory; run `hybridpqa prepare` first")
+    if args["train"]:
+        run_dir = run.prepare_run_dir(args["--path_output"], cfg, args["--overwrite"], args["--resume"])
+        run.setup_logging(run_dir)
+        run.log_environment(argv)
+        results = run.train_and_test(cfg, run_dir, Path(args["--path_data"]), resume=args["--resume"])
+    else:
+        run_dir = Path(args["--path_output"]) / cfg.EXP
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run.setup_logging(run_dir)
+        run.log_environment(argv)
+        results = run.evaluate_only(cfg, run_dir, Path(args["--path_data"]), args["--checkpoint"], args["--split"],
+                                    args["--overwrite"])
+    if results:
+        print(run.results_table(results))
+        print(f"run directory: {run_dir}")
+    return results
+
+
+def entry_point() -> None:
+    """Console script: run main() and exit 0 (its return value is for Python callers)."""
+    main()
+
+
+if __name__ == "__main__":
+    entry_point()

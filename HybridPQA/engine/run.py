@@ -1,0 +1,184 @@
+"""A run directory that describes itself, and the two jobs run in it: train and evaluate.
+
+<path_output>/<EXP>/
+    config.yaml  log.txt  metrics.jsonl  checkpoints/  runs/<split>.<scorer>.trec  results/<split>.json
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import transformers
+from yacs.config import CfgNode
+
+from HybridPQA.data import build_split, find_split
+from HybridPQA.data.readers import RankingData
+from HybridPQA.data.training import TrainingSet
+from HybridPQA.engine.runtime import amp_dtype, build_device, seed_everything
+from HybridPQA.engine.train import do_train
+from HybridPQA.errors import InputError
+from HybridPQA.evaluation.evaluator import evaluate_split
+from HybridPQA.modeling import build_model
+
+log = logging.getLogger("HybridPQA")
+
+
+def prepare_run_dir(path_output: str | Path, cfg: CfgNode, overwrite: bool = False, resume: bool = False) -> Path:
+    """<path_output>/<EXP>; refuses a non-empty one unless overwrite or resume."""
+    run_dir = Path(path_output) / cfg.EXP
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if overwrite:
+            shutil.rmtree(run_dir)
+        elif resume:
+            saved = run_dir / "config.yaml"
+            if saved.is_file() and saved.read_text() != cfg.dump():
+                old = CfgNode.load_cfg(saved.read_text())
+                diff = _diff(old, cfg)
+                raise InputError(f"{saved}: --resume needs the same config; these keys differ: {', '.join(diff)}")
+        else:
+            raise InputError(f"{run_dir} is not empty; pass --overwrite to replace it or --resume to continue it")
+    elif resume:
+        raise InputError(f"{run_dir}: nothing to resume; run without --resume")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _diff(a: CfgNode, b: CfgNode, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{key}.")
+        elif va != vb and not (isinstance(va, (list, tuple)) and list(va) == list(vb or [])):
+            out.append(f"{prefix}{key} ({va!r} -> {vb!r})")
+    return out
+
+
+def setup_logging(run_dir: Path | None = None) -> None:
+    """Console and (with a run directory) log.txt; called by the command line, never at import."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if run_dir is not None:
+        handlers.append(logging.FileHandler(run_dir / "log.txt"))
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    for noisy in ("transformers", "httpx", "urllib3", "numba"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def log_environment(argv: list[str] | None) -> None:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    log.info("argv: %s", " ".join(argv or sys.argv))
+    log.info("python %s, torch %s, transformers %s, %s, git %s", platform.python_version(), torch.__version__,
+             transformers.__version__, platform.platform(), commit or "unknown")
+
+
+def _report_issues(data: RankingData) -> None:
+    if data.issues:
+        log.warning("%s: %d input problem(s) skipped or repaired; first: %s", data.name, len(data.issues),
+                    "; ".join(data.issues[:3]))
+    missing = len(data.queries) - len(data.judged_qids())
+    if missing:
+        log.info("%s: %d of %d questions have no positive and are left out of the metrics",
+                 data.name, missing, len(data.queries))
+
+
+def load_split(path_data: Path, rel: str | None, cfg: CfgNode) -> RankingData | None:
+    if rel is None:
+        return None
+    data = build_split(Path(path_data) / rel, cfg.RETRIEVER.DATA)
+    _report_issues(data)
+    return data
+
+
+def write_config(run_dir: Path, cfg: CfgNode, name: str = "config.yaml") -> None:
+    (run_dir / name).write_text(cfg.dump())
+
+
+def train_and_test(cfg: CfgNode, run_dir: Path, path_data: Path, resume: bool = False,
+                   stop_at_step: int | None = None) -> dict[str, dict]:
+    """DO_TRAIN then DO_TEST as configured; returns {split: results}."""
+    d = cfg.RETRIEVER.DATA
+    device = build_device(cfg)
+    dtype = amp_dtype(cfg, device)
+    seed_everything(cfg.SEED)
+    write_config(run_dir, cfg)
+    model, tokenizer = build_model(cfg)
+    val = load_split(path_data, d.VAL_DATA_PATH, cfg)
+    if cfg.RETRIEVER.DO_TRAIN:
+        train = load_split(path_data, d.TRAIN_DATA_PATH, cfg)
+        if train is None:
+            raise InputError("config: RETRIEVER.DO_TRAIN is True but RETRIEVER.DATA.TRAIN_DATA_PATH is None")
+        train_set = TrainingSet(train, cfg.RETRIEVER.SOLVER.TRAIN_BATCH_SIZE, d.NUM_POSITIVE_CONTEXTS,
+                                d.NUM_TOTAL_CONTEXTS, cfg.SEED)
+        best = do_train(cfg, run_dir, model, tokenizer, train_set, val, device, dtype, resume, stop_at_step)
+        if stop_at_step is not None and not (run_dir / "checkpoints" / "last" / "trainer.pt").is_file():
+            return {}
+        model, tokenizer = build_model(cfg, checkpoint=best)
+        log.info("evaluating %s", best)
+    results = {}
+    if cfg.RETRIEVER.DO_TEST:
+        model.to(device)
+        for split, data in (("dev", val), ("test", load_split(path_data, d.TEST_DATA_PATH, cfg))):
+            if data is not None:
+                results[split] = evaluate_split(model, tokenizer, data, cfg, device, dtype, run_dir, split)
+                if cfg.RETRIEVER.VISUALIZE:
+                    from HybridPQA.evaluation.explain import write_term_report
+
+                    write_term_report(model, tokenizer, data, cfg, device, run_dir / "results" / f"{split}.terms.txt")
+    return results
+
+
+def evaluate_only(cfg: CfgNode, run_dir: Path, path_data: Path, checkpoint: str | None, split: str | None,
+                  overwrite: bool = False) -> dict[str, dict]:
+    """Evaluate a checkpoint, or PRETRAINED_MODEL_TYPE zero-shot, on one split."""
+    name = split or Path(cfg.RETRIEVER.DATA.TEST_DATA_PATH or "test").stem
+    path = find_split(path_data, split) if split else Path(path_data) / cfg.RETRIEVER.DATA.TEST_DATA_PATH
+    target = run_dir / "results" / f"{name}.json"
+    if target.exists() and not overwrite:
+        raise InputError(f"{target} exists; pass --overwrite to replace it")
+    device = build_device(cfg)
+    dtype = amp_dtype(cfg, device)
+    seed_everything(cfg.SEED)
+    write_config(run_dir, cfg, "config.yaml" if not (run_dir / "config.yaml").exists() else f"config.eval.{name}.yaml")
+    model, tokenizer = build_model(cfg, checkpoint=checkpoint)
+    data = build_split(path, cfg.RETRIEVER.DATA)
+    _report_issues(data)
+    log.info("evaluating %s on %s (%s, %d queries)", checkpoint or cfg.RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE,
+             path, data.mode, len(data.queries))
+    return {name: evaluate_split(model.to(device), tokenizer, data, cfg, device, dtype, run_dir, name)}
+
+
+def results_table(results: dict[str, dict], metrics: tuple[str, ...] = ("mrr@5", "map", "ndcg@5", "ndcg@10",
+                                                                        "precision@1", "hit_rate@5")) -> str:
+    """Markdown table: one row per (split, scorer)."""
+    rows = ["| split | scorer | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for split, res in results.items():
+        extra = [m for m in res["metrics"][next(iter(res["metrics"]))] if m not in metrics]
+        for scorer, values in res["metrics"].items():
+            cells = [f"{values[m]:.4f}" if m in values else "" for m in metrics]
+            rows.append(f"| {split} | {scorer} | " + " | ".join(cells) + " |")
+        if extra:
+            rows.append(f"| {split} | | also in results/{split}.json: {', '.join(extra)} |")
+    return "\n".join(rows)
+
+
+def dump_json(obj, path: Path) -> None:
+    path.write_text(json.dumps(obj, indent=2))

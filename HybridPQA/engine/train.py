@@ -1,0 +1,147 @@
+"""The training loop: one function, read top to bottom."""
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+from yacs.config import CfgNode
+
+from HybridPQA.data.readers import RankingData
+from HybridPQA.data.training import TrainingSet
+from HybridPQA.engine import checkpoint as ckpt
+from HybridPQA.engine.runtime import autocast
+from HybridPQA.evaluation.evaluator import evaluate_split
+from HybridPQA.losses import hybrid_loss, lambda_at
+from HybridPQA.modeling import BiEncoder, tokenize
+
+log = logging.getLogger(__name__)
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+def build_optimizer(model: torch.nn.Module, opt: CfgNode) -> torch.optim.Optimizer:
+    """AdamW/Adam with no weight decay on biases and LayerNorm weights."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in params if not n.endswith(NO_DECAY)], "weight_decay": opt.WEIGHT_DECAY},
+              {"params": [p for n, p in params if n.endswith(NO_DECAY)], "weight_decay": 0.0}]
+    cls = {"AdamW": torch.optim.AdamW, "Adam": torch.optim.Adam}[opt.NAME]
+    return cls(groups, lr=opt.BASE_LR, eps=opt.EPS, betas=tuple(opt.BETAS))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup` steps, then linear decay to 0 at `total`."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def selection_value(results: dict, metric: str) -> float:
+    """SELECT_METRIC of the hybrid scorer, or of the only scorer a dense/sparse model has."""
+    metrics = results["metrics"]
+    return metrics.get("hybrid", next(iter(metrics.values())))[metric]
+
+
+def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder, tokenizer, train_set: TrainingSet,
+             val_data: RankingData | None, device: torch.device, dtype: torch.dtype | None,
+             resume: bool = False, stop_at_step: int | None = None) -> Path:
+    """Train until TOTAL_TRAIN_STEPS (or `stop_at_step`, for tests and interruptions); return the
+    best checkpoint directory (by SELECT_METRIC on the val split, else the last one)."""
+    s, m = cfg.RETRIEVER.SOLVER, cfg.RETRIEVER.MODEL
+    accumulation = s.OPTIMIZER.GRADIENT_ACCUMULATION_STEPS
+    reg_warmup = s.REG_WARMUP_STEPS or s.TOTAL_TRAIN_STEPS
+    optimizer = build_optimizer(model, s.OPTIMIZER)
+    scheduler = build_scheduler(optimizer, s.OPTIMIZER.WARMUP_STEPS, s.TOTAL_TRAIN_STEPS)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None  # fp16 needs loss scaling
+    state = {"step": 0, "epoch": 0, "batch": 0, "kept": []}
+    if resume:
+        last, saved = ckpt.load_last(run_dir)
+        model.load_state_dict(torch.load(last / "model.pt", map_location="cpu", weights_only=True))
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if scaler is not None and saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
+        ckpt.set_rng_state(saved["rng"])
+        state = {k: saved[k] for k in state}
+        log.info("resumed at step %d (epoch %d, batch %d)", state["step"], state["epoch"], state["batch"])
+    model.to(device)
+    metrics_file = (run_dir / "metrics.jsonl").open("a")
+
+    def trainer_state() -> dict:
+        return {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None}
+
+    def write(record: dict) -> None:
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+
+    logged = defaultdict(float)
+    progress = tqdm(total=s.TOTAL_TRAIN_STEPS, initial=state["step"], desc=f"train {cfg.EXP}", dynamic_ncols=True)
+    while state["step"] < s.TOTAL_TRAIN_STEPS:
+        model.train()
+        # the lambdas ramp up quadratically with the optimizer step, not the micro-batch
+        lambda_q = lambda_at(state["step"], s.LAMBDA_QUERY, reg_warmup)
+        lambda_d = lambda_at(state["step"], s.LAMBDA_CONTEXT, reg_warmup)
+        for _ in range(accumulation):  # gradient accumulation: more steps, same in-batch negatives
+            batch = train_set.batch(state["epoch"], state["batch"])
+            state["batch"] += 1
+            if state["batch"] == train_set.batches_per_epoch():
+                state["epoch"], state["batch"] = state["epoch"] + 1, 0
+            questions = tokenize(tokenizer, batch.questions, m.QUESTION_MAX_LENGTH, device)
+            contexts = tokenize(tokenizer, batch.contexts, m.CONTEXT_MAX_LENGTH, device)
+            with autocast(device, dtype):
+                q_reps = model.encode("query", **questions)
+                c_reps = model.encode("context", **contexts)
+                parts = hybrid_loss(q_reps, c_reps, batch.positive.to(device), temperature=s.TEMPERATURE,
+                                    broadcast=s.BROADCAST, func=s.FUNC, alpha=s.ALPHA,
+                                    hybrid_weight=s.HYBRID_LOSS_WEIGHT, lambda_q=lambda_q, lambda_d=lambda_d)
+            loss = sum(parts.values()) / accumulation
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            for name, value in parts.items():
+                logged[name] += value.item() / accumulation / s.LOG_STEPS
+            if "sparse" in q_reps:
+                logged["active_dims_q"] += (q_reps["sparse"] > 0).sum(-1).float().mean().item() / accumulation / s.LOG_STEPS
+                logged["active_dims_d"] += (c_reps["sparse"] > 0).sum(-1).float().mean().item() / accumulation / s.LOG_STEPS
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        if s.OPTIMIZER.MAX_GRAD_NORM is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s.OPTIMIZER.MAX_GRAD_NORM)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        progress.update(1)
+
+        if state["step"] % s.LOG_STEPS == 0:
+            record = {"step": state["step"], "loss": sum(v for k, v in logged.items() if not k.startswith("active")),
+                      **logged, "lr": scheduler.get_last_lr()[0], "lambda_q": lambda_q, "lambda_d": lambda_d,
+                      "epoch": state["epoch"]}
+            write(record)
+            progress.set_postfix(loss=f"{record['loss']:.3f}")
+            logged = defaultdict(float)
+        done = state["step"] == s.TOTAL_TRAIN_STEPS
+        if state["step"] % s.NUM_STEP_PER_EVAL == 0 or done:
+            if val_data is not None:  # checkpoint before evaluating: a crash in eval loses nothing
+                results = evaluate_split(model, tokenizer, val_data, cfg, device, dtype, with_efficiency=False)
+                value = selection_value(results, s.SELECT_METRIC)
+                write({"step": state["step"], "split": "val", **{f"{sc}/{k}": v for sc, ms in results["metrics"].items()
+                                                                for k, v in ms.items()}})
+                log.info("step %d: val %s = %.4f", state["step"], s.SELECT_METRIC, value)
+                state["kept"] = ckpt.keep_best(run_dir, model, tokenizer, cfg, state["kept"], state["step"], value,
+                                               s.CP_SAVE_LIMIT)
+            ckpt.save_last(run_dir, model, tokenizer, cfg, trainer_state())
+        if stop_at_step is not None and state["step"] >= stop_at_step and not done:
+            ckpt.save_last(run_dir, model, tokenizer, cfg, trainer_state())
+            break
+    progress.close()
+    metrics_file.close()
+    return ckpt.best_checkpoint(run_dir)
+

@@ -1,0 +1,115 @@
+"""Config loading: shipped YAMLs, the original code's files, merge order, and clear errors."""
+from pathlib import Path
+
+import pytest
+
+from HybridPQA.config import load_config
+from HybridPQA.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+# the original HybridPQA experiment file, verbatim in schema (hybrid.yaml of the paper's code)
+ORIGINAL_HYBRID = """EXP: 'hybrid'
+DISTRIBUTED: False
+RETRIEVER:
+  DO_TRAIN: True
+  DO_TEST: True
+  DATA:
+    NORMALIZE: True
+    FLATTEN_ATTRIBUTE: True
+    NUM_POSITIVE_CONTEXTS: 1
+    NUM_TOTAL_CONTEXTS: 5
+    INSERT_SOURCE: True
+    COUNT: None
+  MODEL:
+    BIENCODER_TYPE: 'hybrid'
+    CROSS_INTERACTION: False
+    POOLING: 'cls'
+    PROJECTION_DIM: None
+    QUESTION_MAX_LENGTH: 128
+    CONTEXT_MAX_LENGTH: 128
+    TOP_K: 512
+  SOLVER:
+    LEVEL: 'pooled'
+    BROADCAST: 'global'
+    FUNC: 'dot'
+    TEMPERATURE: 0.5
+    TRAIN_BATCH_SIZE: 8
+    TEST_BATCH_SIZE: 1
+    TEST_CTX_BSZ: 64
+    TOTAL_TRAIN_STEPS: 1699
+    NUM_STEP_PER_EVAL: 200
+    CP_SAVE_LIMIT: 1
+    LAMBDA_QUERY: 0.0003
+    LAMBDA_CONTEXT: 0.0001
+    OPTIMIZER:
+      BASE_LR: 1e-5
+      GRADIENT_ACCUMULATION_STEPS: 4
+      WARMUP_STEPS: 200
+"""
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_yaml_loads(path):
+    cfg = load_config(path, dotenv_path=None)
+    assert cfg.is_frozen()
+
+
+def test_original_experiment_file_loads_unchanged(tmp_path):
+    (tmp_path / "hybrid.yaml").write_text(ORIGINAL_HYBRID)
+    cfg = load_config(tmp_path / "hybrid.yaml", dotenv_path=None)
+    assert cfg.RETRIEVER.DATA.COUNT is None and cfg.RETRIEVER.MODEL.PROJECTION_DIM is None
+    assert cfg.RETRIEVER.SOLVER.OPTIMIZER.BASE_LR == 1e-5 and cfg.RETRIEVER.MODEL.TOP_K == 512
+
+
+def test_merge_order_yaml_env_cli(tmp_path, monkeypatch):
+    base = tmp_path / "base.yaml"
+    base.write_text("RETRIEVER:\n  SOLVER:\n    ALPHA: 0.1\n    TEMPERATURE: 2.0\n    TOP_RETRIEVE_COUNT: 7\n")
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("_BASE_: base.yaml\nRETRIEVER:\n  SOLVER:\n    ALPHA: 0.2\n")
+    env = tmp_path / ".env"
+    env.write_text("HPQA__RETRIEVER__SOLVER__ALPHA=0.3\nHPQA__RETRIEVER__SOLVER__TEMPERATURE=0.7\n")
+    cfg = load_config(exp, ["SOLVER.TEMPERATURE", "0.9"], dotenv_path=env)
+    assert cfg.RETRIEVER.SOLVER.TOP_RETRIEVE_COUNT == 7  # from the base
+    assert cfg.RETRIEVER.SOLVER.ALPHA == 0.3  # .env beats the YAML
+    assert cfg.RETRIEVER.SOLVER.TEMPERATURE == 0.9  # the command line beats .env
+    monkeypatch.setenv("HPQA__RETRIEVER__SOLVER__ALPHA", "0.4")  # the environment beats the .env file
+    assert load_config(exp, dotenv_path=env).RETRIEVER.SOLVER.ALPHA == 0.4
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["RETRIEVER.SOLVER.ALHPA", "1"], "unknown config key RETRIEVER.SOLVER.ALHPA; did you mean RETRIEVER.SOLVER.ALPHA"),
+    (["RETRIEVER.MODEL.AGG", "mean"], "RETRIEVER.MODEL.AGG = 'mean' is not one of max, sum"),
+    (["RETRIEVER.SOLVER.BROADCAST", "all"], "is not one of local, global"),
+    (["RETRIEVER.SOLVER.TRAIN_BATCH_SIZE", "many"], "TRAIN_BATCH_SIZE must be a int like 8"),
+    (["RETRIEVER.SOLVER.TRAIN_BATCH_SIZE", "0"], "TRAIN_BATCH_SIZE = 0 must be an integer >= 1"),
+    (["RETRIEVER.SOLVER.ALPHA", "1.5"], "ALPHA = 1.5 must lie in"),
+    (["RETRIEVER.MODEL.VOCAB_MASK", "['special', 'emoji']"], "VOCAB_MASK takes a list of special, punctuation"),
+    (["FP16", "True", "BF16", "True"], "choose one precision"),
+    (["RETRIEVER.SOLVER.LEVEL", "seq"], "late interaction) is not supported yet"),
+    (["RETRIEVER.SOLVER.ALPHA"], "has no value"),
+])
+def test_bad_values_give_one_line_errors(overrides, message):
+    with pytest.raises(InputError) as err:
+        load_config(None, overrides, dotenv_path=None)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_yaml_key_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("RETRIEVER:\n  MODEL:\n    POOLIN: 'cls'\n")
+    with pytest.raises(InputError, match=r"bad.yaml: unknown config key RETRIEVER.MODEL.POOLIN; did you mean"):
+        load_config(bad, dotenv_path=None)
+
+
+def test_broken_yaml_names_the_line(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("EXP: 'x'\nRETRIEVER:\n  DATA: [unclosed\n")
+    with pytest.raises(InputError, match=r"broken.yaml:\d+: invalid YAML"):
+        load_config(bad, dotenv_path=None)
+
+
+def test_unknown_env_variable_is_an_error(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("HPQA__RETRIEVER__NOPE=1\n")
+    with pytest.raises(InputError, match=r"\.env \(HPQA__RETRIEVER__NOPE\): unknown config key RETRIEVER.NOPE"):
+        load_config(None, dotenv_path=env)

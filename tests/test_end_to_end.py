@@ -1,0 +1,97 @@
+"""End to end with the real splade-tiny on real data: run directory, resume, evaluate, CLI errors."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from HybridPQA.cli import main
+from HybridPQA.config import load_config
+from HybridPQA.engine.run import prepare_run_dir, setup_logging, train_and_test
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = str(REPO / "configs" / "quickstart.yaml")
+
+
+def small(model: Path, steps: int = 4) -> list[str]:
+    return ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(model), "SOLVER.TOTAL_TRAIN_STEPS", str(steps),
+            "SOLVER.NUM_STEP_PER_EVAL", "2", "SOLVER.LOG_STEPS", "1", "DATA.COUNT", "24",
+            "SOLVER.TRAIN_BATCH_SIZE", "4", "SOLVER.OPTIMIZER.WARMUP_STEPS", "1", "SOLVER.CP_SAVE_LIMIT", "1"]
+
+
+def test_train_writes_a_self_describing_run_directory(tmp_path, splade_tiny, product_qa):
+    results = main(["train", f"--path_output={tmp_path}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}",
+                    "--env=none", *small(splade_tiny), "RETRIEVER.VISUALIZE", "True"])
+    run = tmp_path / "quickstart"
+    for name in ("config.yaml", "log.txt", "metrics.jsonl", "checkpoints/last/model.pt", "checkpoints/best.json",
+                 "results/test.json", "results/dev.json", "results/test.terms.txt"):
+        assert (run / name).is_file(), name
+    for scorer in ("hybrid", "dense", "sparse"):
+        assert (run / "runs" / f"test.{scorer}.trec").stat().st_size > 0
+    saved = json.loads((run / "results" / "test.json").read_text())
+    assert set(saved["metrics"]) == {"hybrid", "dense", "sparse"}
+    assert 0.0 < saved["metrics"]["hybrid"]["mrr@5"] <= 1.0 and "r-precision" in saved["metrics"]["sparse"]
+    assert saved["queries_without_positive"] > 0 and saved["queries_scored"] + saved["queries_without_positive"] == 24
+    assert saved["efficiency"]["gflops_per_query"] > 0 and saved["efficiency"]["avg_active_dims_query"] > 0
+    assert set(saved["per_source"]["hybrid"]) <= {"attribute", "bullet", "Desc", "OSP", "review", "CQA"}
+    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [l for l in lines if "split" not in l]
+    assert [l["step"] for l in steps] == [1, 2, 3, 4]
+    assert {"contrastive_dense", "contrastive_sparse", "flops_q", "flops_d", "lr", "lambda_q", "active_dims_q"} <= set(steps[0])
+    assert steps[0]["lambda_q"] == 0.0 < steps[-1]["lambda_q"]  # quadratic warm-up
+    assert [l["step"] for l in lines if l.get("split") == "val"] == [2, 4]
+    assert len(list((run / "checkpoints").glob("step_*"))) == 1  # CP_SAVE_LIMIT
+    assert results["test"]["metrics"] == saved["metrics"]
+
+
+def test_refuses_non_empty_run_dir(tmp_path, capsys):
+    (tmp_path / "quickstart").mkdir()
+    (tmp_path / "quickstart" / "old.txt").write_text("x")
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", f"--path_output={tmp_path}", f"--path_data={tmp_path}", f"--path_cfg_exp={QUICK}", "--env=none"])
+    assert exit_.value.code == 2
+    assert "is not empty; pass --overwrite" in capsys.readouterr().err
+
+
+def test_print_config_loads_no_model(capsys):
+    main(["train", "--path_output=x", "--path_data=x", f"--path_cfg_exp={QUICK}", "--print-config", "--env=none",
+          "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", "/no/such/model"])
+    assert "PRETRAINED_MODEL_TYPE: /no/such/model" in capsys.readouterr().out
+
+
+def test_unreachable_model_is_a_clear_error(tmp_path, product_qa, capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", f"--path_output={tmp_path}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}",
+              "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", "no-such-org/no-such-model"])
+    assert "no-such-org/no-such-model" in capsys.readouterr().err
+
+
+def _train(tmp_path, name, splade_tiny, product_qa, steps, stop=None, resume=False):
+    cfg = load_config(QUICK, small(splade_tiny, steps) + ["EXP", name, "RETRIEVER.DO_TEST", "False"], dotenv_path=None)
+    run_dir = prepare_run_dir(tmp_path, cfg, resume=resume)
+    setup_logging(run_dir)
+    train_and_test(cfg, run_dir, product_qa, resume=resume, stop_at_step=stop)
+    return torch.load(run_dir / "checkpoints" / "last" / "model.pt", weights_only=True)
+
+
+def test_resume_is_exact(tmp_path, splade_tiny, product_qa):
+    straight = _train(tmp_path, "straight", splade_tiny, product_qa, steps=6)
+    _train(tmp_path, "resumed", splade_tiny, product_qa, steps=6, stop=3)
+    resumed = _train(tmp_path, "resumed", splade_tiny, product_qa, steps=6, resume=True)
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_evaluate_zero_shot_corpus_retrieval_and_checkpoint(tmp_path, splade_tiny, small_beir):
+    args = ["evaluate", f"--path_output={tmp_path}", f"--path_data={small_beir}", f"--path_cfg_exp={QUICK}",
+            "--split=test", "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny),
+            "RETRIEVER.DATA.NAME", "scifact-slice", "RETRIEVER.MODEL.CONTEXT_MAX_LENGTH", "256"]
+    results = main(args)["test"]
+    assert results["mode"] == "retrieve" and results["documents"] > 300
+    assert results["metrics"]["sparse"]["ndcg@10"] > 0.5  # splade-tiny is a real retriever
+    assert "recall@100" in results["metrics"]["hybrid"]
+    trec = (tmp_path / "quickstart" / "runs" / "test.sparse.trec").read_text().splitlines()
+    assert len(trec) == 40 * 100
+    with pytest.raises(SystemExit):  # results exist: not silently overwritten
+        main(args)

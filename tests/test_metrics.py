@@ -1,0 +1,47 @@
+"""ranx metrics on a hand-made run, and the TREC round trip."""
+import math
+
+import pytest
+
+from HybridPQA.data.readers import RankingData
+from HybridPQA.errors import InputError
+from HybridPQA.evaluation.metrics import per_source, score_run
+from HybridPQA.evaluation.trec import read_trec, write_trec
+
+QRELS = {"q1": {"a": 1, "b": 0, "c": 1}, "q2": {"x": 0, "y": 1}, "q3": {"z": 0}}
+RUN = {"q1": {"a": 0.2, "b": 0.9, "c": 0.1}, "q2": {"x": 0.5, "y": 0.4}, "q3": {"z": 1.0}}
+
+
+def test_metrics_by_hand():
+    m = score_run(RUN, QRELS, ["mrr@5", "map", "precision@1", "hit_rate@5", "r-precision", "ndcg@5"])
+    # q1 ranking b a c: first positive at 2; AP = (1/2 + 2/3) / 2; R-prec (R=2) = 1/2
+    # q2 ranking x y: first positive at 2; AP = 1/2; R-prec (R=1) = 0; q3 has no positive: not scored
+    assert math.isclose(m["mrr@5"], 0.5)
+    assert math.isclose(m["map"], ((0.5 + 2 / 3) / 2 + 0.5) / 2)
+    assert m["precision@1"] == 0.0 and m["hit_rate@5"] == 1.0
+    assert math.isclose(m["r-precision"], 0.25)
+    idcg1 = 1 + 1 / math.log2(3)
+    ndcg1 = (1 / math.log2(3) + 1 / math.log2(4)) / idcg1
+    assert math.isclose(m["ndcg@5"], (ndcg1 + 1 / math.log2(3)) / 2, rel_tol=1e-6)
+
+
+def test_per_source_ranks_within_source():
+    data = RankingData("t", {"q1": "?"}, {"a": "", "b": "", "c": ""}, {"q1": {"a": 1, "b": 0, "c": 1}},
+                       {"q1": ["a", "b", "c"]}, {"a": "review", "b": "review", "c": "CQA"})
+    out = per_source({"q1": {"a": 0.2, "b": 0.9, "c": 0.1}}, data, ["mrr@5"])
+    assert out["review"] == {"mrr@5": 0.5, "count": 1}
+    assert out["CQA"] == {"mrr@5": 1.0, "count": 1}
+
+
+def test_trec_round_trip_and_tie_break(tmp_path):
+    run = {"q1": {"b": 1.0, "a": 1.0, "c": 2.5}, "q2": {"x": -1.0}}
+    write_trec(run, tmp_path / "r.trec", "tag")
+    lines = (tmp_path / "r.trec").read_text().splitlines()
+    assert lines[:3] == ["q1 Q0 c 1 2.500000 tag", "q1 Q0 a 2 1.000000 tag", "q1 Q0 b 3 1.000000 tag"]
+    assert read_trec(tmp_path / "r.trec") == run
+
+
+def test_bad_trec_line_names_file_and_line(tmp_path):
+    (tmp_path / "bad.trec").write_text("q1 Q0 a 1 0.5 tag\nq1 Q0 b 2\n")
+    with pytest.raises(InputError, match=r"bad.trec:2: expected 6 columns"):
+        read_trec(tmp_path / "bad.trec")
