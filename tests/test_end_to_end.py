@@ -42,6 +42,11 @@ def test_train_writes_a_self_describing_run_directory(tmp_path, splade_tiny, pro
     assert [l["step"] for l in lines if l.get("split") == "val"] == [2, 4]
     assert len(list((run / "checkpoints").glob("step_*"))) == 1  # CP_SAVE_LIMIT
     assert results["test"]["metrics"] == saved["metrics"]
+    # the best checkpoint, evaluated again with its own config, gives the same test metrics
+    best = run / "checkpoints" / json.loads((run / "checkpoints" / "best.json").read_text())[0]["path"]
+    again = main(["evaluate", f"--path_output={tmp_path}", f"--path_data={product_qa}", f"--checkpoint={best}",
+                  "--split=test", "--overwrite", "--env=none"])
+    assert again["test"]["metrics"] == saved["metrics"]
 
 
 def test_refuses_non_empty_run_dir(tmp_path, capsys):

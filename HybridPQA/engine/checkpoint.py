@@ -52,12 +52,13 @@ def load_last(run_dir: Path) -> tuple[Path, dict]:
 
 def keep_best(run_dir: Path, model, tokenizer, cfg, kept: list[dict], step: int, value: float, limit: int) -> list[dict]:
     """Save step_N if it is among the `limit` best so far; delete the ones that fall out."""
-    ranked = sorted(kept + [{"step": step, "value": value}], key=lambda c: (-c["value"], c["step"]))
+    entry = {"step": step, "value": value, "path": f"step_{step:06d}"}
+    ranked = sorted(kept + [entry], key=lambda c: (-c["value"], c["step"]))
     new_kept = ranked[:limit]
     if any(c["step"] == step for c in new_kept):
-        save_checkpoint(model, tokenizer, cfg, run_dir / "checkpoints" / f"step_{step:06d}")
+        save_checkpoint(model, tokenizer, cfg, run_dir / "checkpoints" / entry["path"])
     for gone in ranked[limit:]:
-        shutil.rmtree(run_dir / "checkpoints" / f"step_{gone['step']:06d}", ignore_errors=True)
+        shutil.rmtree(run_dir / "checkpoints" / gone["path"], ignore_errors=True)
     (run_dir / "checkpoints" / "best.json").write_text(json.dumps(new_kept, indent=1))
     return new_kept
 
@@ -65,6 +66,5 @@ def keep_best(run_dir: Path, model, tokenizer, cfg, kept: list[dict], step: int,
 def best_checkpoint(run_dir: Path) -> Path:
     """The best kept checkpoint, else `last`."""
     best = run_dir / "checkpoints" / "best.json"
-    if best.is_file() and json.loads(best.read_text()):
-        return run_dir / "checkpoints" / f"step_{json.loads(best.read_text())[0]['step']:06d}"
-    return run_dir / "checkpoints" / "last"
+    kept = json.loads(best.read_text()) if best.is_file() else []
+    return run_dir / "checkpoints" / (kept[0]["path"] if kept else "last")

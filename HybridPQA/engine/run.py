@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import shutil
@@ -179,6 +178,3 @@ def results_table(results: dict[str, dict], metrics: tuple[str, ...] = ("mrr@5",
             rows.append(f"| {split} | | also in results/{split}.json: {', '.join(extra)} |")
     return "\n".join(rows)
 
-
-def dump_json(obj, path: Path) -> None:
-    path.write_text(json.dumps(obj, indent=2))
