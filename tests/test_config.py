@@ -94,6 +94,13 @@ def test_bad_values_give_one_line_errors(overrides, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def test_original_none_device_means_auto(tmp_path):
+    (tmp_path / "e.yaml").write_text("DEVICE: None\n")
+    from HybridPQA.engine.runtime import build_device
+
+    assert build_device(load_config(tmp_path / "e.yaml", dotenv_path=None)).type in ("cpu", "cuda")
+
+
 def test_unknown_yaml_key_names_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("RETRIEVER:\n  MODEL:\n    POOLIN: 'cls'\n")

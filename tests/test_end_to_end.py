@@ -100,3 +100,14 @@ def test_evaluate_zero_shot_corpus_retrieval_and_checkpoint(tmp_path, splade_tin
     assert len(trec) == 40 * 100
     with pytest.raises(SystemExit):  # results exist: not silently overwritten
         main(args)
+
+
+def test_paper_entry_point_takes_the_same_flags():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "HybridPQA/retriever_trainer.py", "--path_output=x", "--path_data=x",
+                          f"--path_cfg_exp={QUICK}", "--print-config", "--env=none", "SOLVER.ALPHA", "0.25"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "EXP: quickstart" in out.stdout and "ALPHA: 0.25" in out.stdout

@@ -206,7 +206,7 @@ def validate(cfg: CN) -> None:
             allowed = " or None" if key in OPTIONAL_POSITIVE_INTS else ""
             raise InputError(f"config: {key} = {value!r} must be an integer >= {minimum}{allowed}")
     m, s, d = cfg.RETRIEVER.MODEL, cfg.RETRIEVER.SOLVER, cfg.RETRIEVER.DATA
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(cfg.DEVICE)):
+    if cfg.DEVICE is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(cfg.DEVICE)):
         raise InputError(f"config: DEVICE = {cfg.DEVICE!r} is not one of auto, cpu, cuda, cuda:N")
     bad = [p for p in m.VOCAB_MASK if p not in VOCAB_MASK_PARTS]
     if not isinstance(m.VOCAB_MASK, tuple) or bad:

@@ -12,7 +12,7 @@ _C = CN()
 
 _C.EXP = "default"  # run name: the run directory is <path_output>/<EXP>/
 _C.SEED = 42  # seeds python, numpy and torch; data order and negative sampling derive from it
-_C.DEVICE = "auto"  # "auto" (cuda if available, else cpu) | "cpu" | "cuda" | "cuda:N"
+_C.DEVICE = "auto"  # "auto" or None (cuda if available, else cpu) | "cpu" | "cuda" | "cuda:N"
 _C.FP16 = False  # fp16 autocast + GradScaler; CUDA only
 _C.BF16 = False  # (new) bf16 autocast, on CPU (AMX) or CUDA; exclusive with FP16
 _C.DISTRIBUTED = False  # multi-process training under torchrun; not supported yet (issue 6)

@@ -35,6 +35,9 @@ class TrainingSet:
             raise InputError(f"training split {data.name}: {len(self.qids)} questions with a positive, fewer "
                              f"than RETRIEVER.SOLVER.TRAIN_BATCH_SIZE = {batch_size}; lower it or add data")
         self.pool = sorted(data.docs)  # random negatives come from here
+        if len(self.pool) < 2 * num_total:
+            raise InputError(f"training split {data.name}: {len(self.pool)} contexts are too few to sample "
+                             f"RETRIEVER.DATA.NUM_TOTAL_CONTEXTS = {num_total} per question; lower it or add data")
         self.negatives = {q: [d for d in (data.candidates or {}).get(q, []) if d not in data.qrels[q]
                               or data.qrels[q][d] <= 0] for q in self.qids}
 

@@ -14,12 +14,10 @@ from HybridPQA.errors import InputError
 def build_device(cfg: CfgNode) -> torch.device:
     if cfg.NUM_THREADS:
         torch.set_num_threads(cfg.NUM_THREADS)
-    if cfg.DEVICE == "auto":
+    if cfg.DEVICE in ("auto", None):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if cfg.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"config: DEVICE = {cfg.DEVICE!r} but no CUDA device is visible; use 'cpu' or 'auto'")
-    if cfg.FP16 and not cfg.DEVICE.startswith("cuda"):
-        raise InputError("config: FP16 needs a CUDA device; on CPU use BF16: True")
     return torch.device(cfg.DEVICE)
 
 

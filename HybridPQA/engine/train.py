@@ -14,6 +14,7 @@ from HybridPQA.data.readers import RankingData
 from HybridPQA.data.training import TrainingSet
 from HybridPQA.engine import checkpoint as ckpt
 from HybridPQA.engine.runtime import autocast
+from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import evaluate_split
 from HybridPQA.losses import hybrid_loss, lambda_at
 from HybridPQA.modeling import BiEncoder, tokenize
@@ -43,7 +44,18 @@ def build_scheduler(optimizer: torch.optim.Optimizer, warmup: int, total: int) -
 def selection_value(results: dict, metric: str) -> float:
     """SELECT_METRIC of the hybrid scorer, or of the only scorer a dense/sparse model has."""
     metrics = results["metrics"]
-    return metrics.get("hybrid", next(iter(metrics.values())))[metric]
+    values = metrics.get("hybrid", next(iter(metrics.values())))
+    if metric not in values:
+        raise InputError(f"config: RETRIEVER.SOLVER.SELECT_METRIC = {metric!r} is not computed on this val split "
+                         f"({results['mode']} mode); choose one of {', '.join(values)}")
+    return values[metric]
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines logged after the checkpoint we resume from, so no step appears twice."""
+    if path.is_file():
+        lines = [l for l in path.read_text().splitlines() if json.loads(l)["step"] <= step]
+        path.write_text("".join(l + "\n" for l in lines))
 
 
 def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder, tokenizer, train_set: TrainingSet,
@@ -68,6 +80,7 @@ def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder, tokenizer, train_set
         ckpt.set_rng_state(saved["rng"])
         state = {k: saved[k] for k in state}
         log.info("resumed at step %d (epoch %d, batch %d)", state["step"], state["epoch"], state["batch"])
+        _truncate_metrics(run_dir / "metrics.jsonl", state["step"])
     model.to(device)
     metrics_file = (run_dir / "metrics.jsonl").open("a")
 
