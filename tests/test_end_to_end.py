@@ -8,6 +8,7 @@ import torch
 from HybridPQA.cli import main
 from HybridPQA.config import load_config
 from HybridPQA.engine.run import prepare_run_dir, setup_logging, train_and_test
+from HybridPQA.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = str(REPO / "configs" / "quickstart.yaml")
@@ -111,3 +112,15 @@ def test_paper_entry_point_takes_the_same_flags():
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "EXP: quickstart" in out.stdout and "ALPHA: 0.25" in out.stdout
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    cfg = load_config(QUICK, dotenv_path=None)
+    run_dir = prepare_run_dir(tmp_path, cfg)
+    (run_dir / "config.yaml").write_text(cfg.dump())
+    changed = load_config(QUICK, ["SOLVER.ALPHA", "0.9"], dotenv_path=None)
+    with pytest.raises(InputError, match=r"RETRIEVER.SOLVER.ALPHA \(0.5 -> 0.9\)"):
+        prepare_run_dir(tmp_path, changed, resume=True)
+    assert prepare_run_dir(tmp_path, cfg, resume=True) == run_dir
+    with pytest.raises(InputError, match="nothing to resume"):
+        prepare_run_dir(tmp_path / "other", cfg, resume=True)

@@ -36,9 +36,8 @@ def prepare_run_dir(path_output: str | Path, cfg: CfgNode, overwrite: bool = Fal
             shutil.rmtree(run_dir)
         elif resume:
             saved = run_dir / "config.yaml"
-            if saved.is_file() and saved.read_text() != cfg.dump():
-                old = CfgNode.load_cfg(saved.read_text())
-                diff = _diff(old, cfg)
+            diff = _diff(CfgNode.load_cfg(saved.read_text()), cfg) if saved.is_file() else []
+            if diff:
                 raise InputError(f"{saved}: --resume needs the same config; these keys differ: {', '.join(diff)}")
         else:
             raise InputError(f"{run_dir} is not empty; pass --overwrite to replace it or --resume to continue it")
@@ -128,8 +127,8 @@ def train_and_test(cfg: CfgNode, run_dir: Path, path_data: Path, resume: bool = 
         train_set = TrainingSet(train, cfg.RETRIEVER.SOLVER.TRAIN_BATCH_SIZE, d.NUM_POSITIVE_CONTEXTS,
                                 d.NUM_TOTAL_CONTEXTS, cfg.SEED)
         best = do_train(cfg, run_dir, model, tokenizer, train_set, val, device, dtype, resume, stop_at_step)
-        if stop_at_step is not None and not (run_dir / "checkpoints" / "last" / "trainer.pt").is_file():
-            return {}
+        if stop_at_step is not None and stop_at_step < cfg.RETRIEVER.SOLVER.TOTAL_TRAIN_STEPS:
+            return {}  # interrupted on purpose: checkpoints/last is there to --resume from
         model, tokenizer = build_model(cfg, checkpoint=best)
         log.info("evaluating %s", best)
     results = {}
