@@ -66,13 +66,14 @@ def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder, tokenizer, train_set
     s, m = cfg.RETRIEVER.SOLVER, cfg.RETRIEVER.MODEL
     accumulation = s.OPTIMIZER.GRADIENT_ACCUMULATION_STEPS
     reg_warmup = s.REG_WARMUP_STEPS or s.TOTAL_TRAIN_STEPS
+    model.to(device)  # before the optimizer, so its restored state lands on the parameters' device
     optimizer = build_optimizer(model, s.OPTIMIZER)
     scheduler = build_scheduler(optimizer, s.OPTIMIZER.WARMUP_STEPS, s.TOTAL_TRAIN_STEPS)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None  # fp16 needs loss scaling
     state = {"step": 0, "epoch": 0, "batch": 0, "kept": []}
     if resume:
         last, saved = ckpt.load_last(run_dir)
-        model.load_state_dict(torch.load(last / "model.pt", map_location="cpu", weights_only=True))
+        model.load_state_dict(torch.load(last / "model.pt", map_location=device, weights_only=True))
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         if scaler is not None and saved.get("scaler"):
@@ -81,7 +82,6 @@ def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder, tokenizer, train_set
         state = {k: saved[k] for k in state}
         log.info("resumed at step %d (epoch %d, batch %d)", state["step"], state["epoch"], state["batch"])
         _truncate_metrics(run_dir / "metrics.jsonl", state["step"])
-    model.to(device)
     metrics_file = (run_dir / "metrics.jsonl").open("a")
 
     def trainer_state() -> dict:
