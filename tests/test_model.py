@@ -68,3 +68,24 @@ def test_packaged_stopwords_match_nltk():
     except LookupError:
         pytest.skip("nltk_data is not installed here; the packaged list is used")
     assert set(words) <= set(nltk_words)
+
+
+@pytest.mark.parametrize("arch", ["distilbert", "roberta"])
+def test_other_masked_lm_architectures(arch, splade_tiny, tmp_path):
+    """Any HF masked LM works: RoBERTa-style `lm_head` and whole-model fallback (DistilBERT)."""
+    from transformers import DistilBertConfig, DistilBertForMaskedLM, RobertaConfig, RobertaForMaskedLM
+
+    if arch == "distilbert":
+        mlm = DistilBertForMaskedLM(DistilBertConfig(vocab_size=30522, dim=32, n_layers=1, n_heads=2, hidden_dim=64))
+    else:
+        mlm = RobertaForMaskedLM(RobertaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
+                                               num_attention_heads=2, intermediate_size=64, pad_token_id=0))
+    mlm.save_pretrained(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(splade_tiny / name, tmp_path / name)
+    model, tok = build_model(cfg_for(tmp_path, "RETRIEVER.MODEL.SHARED_ENCODER", "True"))
+    model.eval()
+    batch = tokenize(tok, ["a short text", "a somewhat longer text with padding"], 32)
+    reps = model.encode("query", **batch)
+    assert reps["dense"].shape == (2, 32) and reps["sparse"].shape == (2, 30522)
+    assert (reps["sparse"] >= 0).all()

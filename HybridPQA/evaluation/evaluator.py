@@ -21,7 +21,7 @@ from yacs.config import CfgNode
 from HybridPQA.data.readers import RankingData
 from HybridPQA.evaluation.encode import active_dims, encode, full_scores, normalized, pair_scores
 from HybridPQA.evaluation.metrics import RERANK_METRICS, RETRIEVE_METRICS, per_source, score_run
-from HybridPQA.evaluation.trec import Run, write_trec
+from HybridPQA.evaluation.trec import Run, read_trec, write_trec
 from HybridPQA.modeling import BiEncoder, tokenize
 
 log = logging.getLogger(__name__)
@@ -115,9 +115,14 @@ def evaluate_split(model: BiEncoder, tokenizer, data: RankingData, cfg: CfgNode,
     started = time.perf_counter()
     ranker.index(data)
     runs = ranker.rank(list(data.queries))
+    split = split or data.name
+    if run_dir is not None:  # score what the TREC files say, so the files and the metrics agree
+        for scorer, run in runs.items():
+            write_trec(run, run_dir / "runs" / f"{split}.{scorer}.trec", f"{cfg.EXP}.{scorer}")
+            runs[scorer] = read_trec(run_dir / "runs" / f"{split}.{scorer}.trec")
     judged = data.judged_qids()
     results = {
-        "split": split or data.name, "dataset": cfg.RETRIEVER.DATA.NAME, "mode": data.mode,
+        "split": split, "dataset": cfg.RETRIEVER.DATA.NAME, "mode": data.mode,
         "alpha": cfg.RETRIEVER.SOLVER.ALPHA,
         "queries": len(data.queries), "queries_scored": len(judged),
         "queries_without_positive": len(data.queries) - len(judged),
@@ -130,9 +135,7 @@ def evaluate_split(model: BiEncoder, tokenizer, data: RankingData, cfg: CfgNode,
     if with_efficiency:
         results["efficiency"] = efficiency(ranker, data, cfg.RETRIEVER.COMPUTE_FLOPS)
     if run_dir is not None:
-        for scorer, run in runs.items():
-            write_trec(run, run_dir / "runs" / f"{results['split']}.{scorer}.trec", f"{cfg.EXP}.{scorer}")
-        path = run_dir / "results" / f"{results['split']}.json"
+        path = run_dir / "results" / f"{split}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.with_suffix(".tmp").write_text(json.dumps(results, indent=2))
         path.with_suffix(".tmp").replace(path)
