@@ -4,6 +4,9 @@ import math
 import torch
 from torch import nn
 
+import pytest
+
+from HybridPQA.modeling import heads
 from HybridPQA.modeling.heads import DenseHead, SpladeHead
 
 MASK = torch.tensor([[1, 1, 0]])  # third token is padding
@@ -41,7 +44,9 @@ def test_splade_top_k_keeps_largest():
     assert torch.allclose(out, torch.tensor([[math.log1p(2.0), 0.0, 0.0, math.log1p(3.0)]]))
 
 
-def test_max_pooled_projection_matches_full_logits_values_and_gradients():
+@pytest.mark.parametrize("tile_tokens", [6, 2048])  # one text per tile, or all in one
+def test_max_pooled_projection_matches_full_logits_values_and_gradients(tile_tokens, monkeypatch):
+    monkeypatch.setattr(heads, "TILE_TOKENS", tile_tokens)
     torch.manual_seed(0)
     decoder = nn.Linear(8, 50)
     mask = torch.ones(3, 6, dtype=torch.long)
