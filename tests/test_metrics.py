@@ -25,6 +25,12 @@ def test_metrics_by_hand():
     assert math.isclose(m["ndcg@5"], (ndcg1 + 1 / math.log2(3)) / 2, rel_tol=1e-6)
 
 
+def test_ties_are_broken_by_docid_not_input_order():
+    qrels = {"q": {"b": 1}}
+    assert score_run({"q": {"b": 0.0, "a": 0.0}}, qrels, ["mrr@5"])["mrr@5"] == 0.5
+    assert score_run({"q": {"a": 0.0, "b": 0.0}}, qrels, ["mrr@5"])["mrr@5"] == 0.5
+
+
 def test_per_source_ranks_within_source():
     data = RankingData("t", {"q1": "?"}, {"a": "", "b": "", "c": ""}, {"q1": {"a": 1, "b": 0, "c": 1}},
                        {"q1": ["a", "b", "c"]}, {"a": "review", "b": "review", "c": "CQA"})

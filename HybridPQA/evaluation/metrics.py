@@ -17,7 +17,8 @@ def score_run(run: RunDict, qrels: dict[str, dict[str, int]], metrics: list[str]
     """ranx metrics of `run` on the queries of `qrels` that have a positive."""
     judged = {q: {d: r for d, r in docs.items() if r > 0} for q, docs in qrels.items()}
     judged = {q: docs for q, docs in judged.items() if docs}
-    run = {q: run.get(q, {}) for q in judged}
+    # ties are broken by docid, as in the TREC files, never by input order (which can follow the labels)
+    run = {q: dict(sorted(run.get(q, {}).items(), key=lambda item: (-item[1], item[0]))) for q in judged}
     if not judged:
         return {m: float("nan") for m in metrics}
     empty = [q for q, docs in run.items() if not docs]
