@@ -41,7 +41,7 @@ def _download(url: str, dest: Path) -> None:
         with urllib.request.urlopen(url, timeout=120) as response, dest.open("wb") as out:
             shutil.copyfileobj(response, out)
     except OSError as err:
-        raise InputError(f"{url}: download failed ({err}); put ../shared beside the repo or retry online")
+        raise InputError(f"{url}: download failed ({err}); put ../shared beside the repo or retry online") from None
 
 
 def fetch_dataset(name: str, dest_root: Path) -> Path:

@@ -133,7 +133,7 @@ def read_hybridpqa_json(path: Path) -> RankingData:
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise InputError(f"{path}:{err.lineno}: invalid JSON ({err.msg}); expected a list of question records")
+        raise InputError(f"{path}:{err.lineno}: invalid JSON ({err.msg}); expected a list of question records") from None
     if not isinstance(records, list):
         raise InputError(f"{path}: expected a JSON list of {{qid, question, positive_ctxs, negative_ctxs}}")
     data = RankingData(path.stem, candidates={})

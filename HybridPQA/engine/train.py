@@ -54,8 +54,8 @@ def selection_value(results: dict, metric: str) -> float:
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop lines logged after the checkpoint we resume from, so no step appears twice."""
     if path.is_file():
-        lines = [l for l in path.read_text().splitlines() if json.loads(l)["step"] <= step]
-        path.write_text("".join(l + "\n" for l in lines))
+        lines = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in lines))
 
 
 def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder, tokenizer, train_set: TrainingSet,
