@@ -4,6 +4,8 @@ Usage:
   hybridpqa train --path_output=DIR --path_data=DIR --path_cfg_exp=FILE [--overwrite | --resume] [--print-config] [--env=FILE] [<KEY_VALUE>...]
   hybridpqa evaluate --path_output=DIR --path_data=DIR [--path_cfg_exp=FILE] [--checkpoint=PATH] [--split=NAME] [--overwrite] [--print-config] [--env=FILE] [<KEY_VALUE>...]
   hybridpqa prepare [--path_raw=DIR] [--path_models=DIR] [--path_out=DIR]
+  hybridpqa fuse --runs=FILES --output=FILE [--method=NAME] [--norm=NAME] [--alpha=A] [--weights=LIST] [--rrf_k=K] [--qrels=FILE [--tune] [--metric=NAME]]
+  hybridpqa export --index=DIR --output=DIR [--quantization=Q]
   hybridpqa -h | --help
 
 Options:
@@ -19,6 +21,18 @@ Options:
   --path_raw=DIR       where raw datasets are copied or downloaded [default: data/raw]
   --path_models=DIR    where splade-tiny is copied or unpacked [default: models]
   --path_out=DIR       where the product-QA experiment is written [default: data/product-qa]
+  --runs=FILES         comma-separated TREC runs to fuse, e.g. a dense and a sparse run of one split
+  --output=FILE        fused TREC run to write (fuse); folder for the Pyserini files (export)
+  --method=NAME        linear (weighted sum) or rrf (reciprocal rank fusion) [default: linear]
+  --norm=NAME          linear: none, min-max or z-score, per query [default: none]
+  --alpha=A            linear, two runs: weight of the first run, 1 - A for the second [default: 0.5]
+  --weights=LIST       linear: comma-separated weights, one per run (instead of --alpha)
+  --rrf_k=K            rrf: the k in 1 / (k + rank) [default: 60]
+  --qrels=FILE         BEIR qrels .tsv or TREC qrels: print each input's and the fused run's metrics
+  --tune               choose --alpha (linear, two runs) or --rrf_k on --qrels with ranx's optimize_fusion
+  --metric=NAME        metric to tune and report [default: ndcg@10]
+  --index=DIR          a saved sparse index, <run>/index/<split>/sparse
+  --quantization=Q     integer impacts = round(weight * Q) [default: 100]
 
 Trailing KEY VALUE pairs override the config, e.g. RETRIEVER.SOLVER.ALPHA 0.3 (a unique suffix
 such as SOLVER.ALPHA is enough). Merge order: defaults < YAML < .env < KEY VALUE.
@@ -27,6 +41,8 @@ Examples:
   hybridpqa prepare
   hybridpqa train --path_output=output --path_data=data/product-qa --path_cfg_exp=configs/quickstart.yaml
   hybridpqa evaluate --path_output=output --path_data=data/raw/scifact --split=test --path_cfg_exp=configs/zero_shot_scifact.yaml
+  hybridpqa fuse --runs=output/zero_shot_scifact/runs/test.dense.trec,output/zero_shot_scifact/runs/test.sparse.trec --norm=z-score --qrels=data/raw/scifact/qrels/test.tsv --tune --output=fused.trec
+  hybridpqa export --index=output/zero_shot_scifact/index/test/sparse --output=output/pyserini
 """
 from __future__ import annotations
 
@@ -51,6 +67,16 @@ def _config(args: dict):
     return load_config(cfg_path, args["<KEY_VALUE>"], dotenv_path=args["--env"])
 
 
+def _int(args: dict, flag: str) -> int:
+    try:
+        value = int(args[flag])
+    except ValueError:
+        raise InputError(f"{flag}={args[flag]}: expected a positive integer") from None
+    if value < 1:
+        raise InputError(f"{flag}={args[flag]}: expected a positive integer")
+    return value
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Parse, run, and return the results ({split: results}) so sweeps and tests can call it."""
     args = docopt(__doc__, argv=argv)
@@ -73,6 +99,16 @@ def _dispatch(args: dict, argv: list[str] | None) -> dict:
         stats = prepare_product_qa(Path(args["--path_raw"]) / "hetpqa", Path(args["--path_out"]))
         print(json.dumps({k: v for k, v in stats.items() if k != "input_issues"}, indent=2))
         return stats
+    if args["fuse"]:
+        from HybridPQA.retrieval.commands import fuse_command
+
+        return fuse_command(args)
+    if args["export"]:
+        from HybridPQA.retrieval.export import export_pyserini
+
+        counts = export_pyserini(Path(args["--index"]), Path(args["--output"]), _int(args, "--quantization"))
+        print(json.dumps(counts, indent=2))
+        return counts
     cfg = _config(args)
     if args["--print-config"]:
         print(cfg.dump(), end="")

@@ -26,21 +26,13 @@ import torch
 from calflops import calculate_flops
 from docopt import docopt
 
+from HybridPQA.bench import machine, matmul_peak
 from HybridPQA.config import load_config
 from HybridPQA.data import build_split
 from HybridPQA.data.training import TrainingSet
 from HybridPQA.engine.runtime import autocast
 from HybridPQA.losses import hybrid_loss
 from HybridPQA.modeling import build_model
-
-
-def matmul_peak(dtype: torch.dtype, size: int = 4096, repeats: int = 5) -> float:
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size ** 3 * repeats / (time.perf_counter() - start)
 
 
 def plain_sparse(encoder, input_ids, attention_mask):
@@ -88,7 +80,7 @@ def main(argv=None) -> dict:
     sample = tokenizer(["x"] * 1, padding="max_length", max_length=length, return_tensors="pt", return_token_type_ids=False)
     fwd = calculate_flops(model=model.query_encoder, kwargs=dict(sample), print_results=False, output_as_string=False)[0]
     step_flops = 3 * fwd * 8 * (1 + 5)  # forward + backward (~2x forward), 48 texts per step
-    report = {"machine": f"{torch.get_num_threads()} threads", "torch": torch.__version__, "length": length,
+    report = {"machine": machine(), "length": length,
               "gflops_per_step": step_flops / 1e9, "results": {}}
     for name in args["--precisions"].split(","):
         dtype = {"fp32": None, "bf16": torch.bfloat16}[name]

@@ -13,20 +13,23 @@ from pathlib import Path
 
 from docopt import docopt
 
+nan = float("nan")
+
 
 def table(run_dirs: list[str], split: str, metrics: list[str]) -> str:
-    rows = ["| run | scorer | " + " | ".join(metrics) + " | GFLOPs/query | latency ms |",
-            "|---|---|" + "---|" * (len(metrics) + 2)]
+    rows = ["| run | scorer | " + " | ".join(metrics) + " | GFLOPs/query | FLOPs/pair (sparse) | latency p50 ms |",
+            "|---|---|" + "---|" * (len(metrics) + 3)]
     for run_dir in run_dirs:
         path = Path(run_dir) / "results" / f"{split}.json"
         if not path.is_file():
             sys.exit(f"error: {path} not found; run the experiment first")
         res = json.loads(path.read_text())
-        eff = res.get("efficiency", {})
         for scorer, values in res["metrics"].items():
-            cells = [f"{values.get(m, float('nan')):.4f}" for m in metrics]
-            rows.append(f"| {Path(run_dir).name} | {scorer} | " + " | ".join(cells) +
-                        f" | {eff.get('gflops_per_query', float('nan')):.3f} | {eff.get('query_latency_ms_mean', float('nan')):.1f} |")
+            eff = res.get("efficiency", {}).get(scorer, {})
+            cells = [f"{values.get(m, nan):.4f}" for m in metrics] + [
+                f"{eff.get('gflops_per_query', nan):.3f}", f"{eff.get('expected_flops_per_pair', nan):.1f}",
+                f"{eff.get('latency_ms_p50', nan):.1f}"]
+            rows.append(f"| {Path(run_dir).name} | {scorer} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

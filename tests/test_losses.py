@@ -4,8 +4,8 @@ import math
 import numpy as np
 import torch
 
-from HybridPQA.evaluation.evaluator import fuse
 from HybridPQA.losses import contrastive_loss, flops, hybrid_loss, lambda_at, similarity
+from HybridPQA.retrieval.fusion import Fusion, fuse_scores
 
 # 2 questions x 2 contexts; each question's first own context is its positive
 SCORES = torch.tensor([[2.0, 0.0, 1.0, 0.0],
@@ -73,4 +73,4 @@ def test_hybrid_loss_parts_and_fused_term():
 
 
 def test_fusion_by_hand():
-    assert np.allclose(fuse(np.array([2.0, 0.0]), np.array([0.0, 4.0]), 0.25), [0.5, 3.0])
+    assert np.allclose(fuse_scores(np.array([[2.0, 0.0]]), np.array([[0.0, 4.0]]), Fusion(alpha=0.25)), [[0.5, 3.0]])

@@ -31,6 +31,9 @@ CHOICES = {
     "RETRIEVER.SOLVER.FUNC": ("dot", "cosine"),
     "RETRIEVER.SOLVER.OPTIMIZER.NAME": ("AdamW", "Adam"),
     "RETRIEVER.SOLVER.SELECT_METRIC": METRICS + ("recall@100",),
+    "RETRIEVER.FUSION.METHOD": ("linear", "rrf"),
+    "RETRIEVER.FUSION.NORM": ("none", "min-max", "z-score"),
+    "RETRIEVER.INDEX.DENSE": ("torch", "faiss"),
 }
 VOCAB_MASK_PARTS = ("special", "punctuation", "stopwords")
 # key -> (minimum, may be None); integers must be >= minimum, floats > or >= as noted
@@ -42,6 +45,7 @@ POSITIVE_INTS = {
     "RETRIEVER.SOLVER.NUM_STEP_PER_EVAL": 1, "RETRIEVER.SOLVER.CP_SAVE_LIMIT": 1,
     "RETRIEVER.SOLVER.LOG_STEPS": 1, "RETRIEVER.SOLVER.OPTIMIZER.GRADIENT_ACCUMULATION_STEPS": 1,
     "RETRIEVER.SOLVER.OPTIMIZER.WARMUP_STEPS": 0, "NUM_THREADS": 0, "RETRIEVER.SOLVER.TOP_RETRIEVE_COUNT": 1,
+    "RETRIEVER.DATA.HARD_NEGATIVES_DEPTH": 1, "RETRIEVER.FUSION.RRF_K": 1,
 }
 OPTIONAL_POSITIVE_INTS = {
     "RETRIEVER.DATA.COUNT": 1, "RETRIEVER.MODEL.TOP_K": 1, "RETRIEVER.MODEL.PROJECTION_DIM": 1,
@@ -222,6 +226,9 @@ def validate(cfg: CN) -> None:
         (d.NUM_POSITIVE_CONTEXTS > d.NUM_TOTAL_CONTEXTS,
          "RETRIEVER.DATA.NUM_POSITIVE_CONTEXTS exceeds NUM_TOTAL_CONTEXTS; lower it or raise the total"),
         (not 0.0 <= s.ALPHA <= 1.0, f"RETRIEVER.SOLVER.ALPHA = {s.ALPHA} must lie in [0, 1]"),
+        (not 0.0 <= d.VAL_FROM_TRAIN < 1.0, f"RETRIEVER.DATA.VAL_FROM_TRAIN = {d.VAL_FROM_TRAIN} must lie in [0, 1)"),
+        (d.VAL_FROM_TRAIN > 0 and d.VAL_DATA_PATH is not None,
+         "RETRIEVER.DATA.VAL_FROM_TRAIN > 0 carves the val split from train; set VAL_DATA_PATH None"),
         (s.TEMPERATURE <= 0, f"RETRIEVER.SOLVER.TEMPERATURE = {s.TEMPERATURE} must be > 0"),
         (s.LAMBDA_QUERY < 0 or s.LAMBDA_CONTEXT < 0, "RETRIEVER.SOLVER.LAMBDA_QUERY/LAMBDA_CONTEXT must be >= 0"),
         (s.HYBRID_LOSS_WEIGHT < 0, "RETRIEVER.SOLVER.HYBRID_LOSS_WEIGHT must be >= 0"),
@@ -238,6 +245,6 @@ def validate(cfg: CN) -> None:
     for failed, message in checks:
         if failed:
             raise InputError(f"config: {message}")
-    for key in ("TRAIN_DATA_PATH", "VAL_DATA_PATH", "TEST_DATA_PATH", "NAME"):
+    for key in ("TRAIN_DATA_PATH", "VAL_DATA_PATH", "TEST_DATA_PATH", "NAME", "HARD_NEGATIVES_RUN"):
         if d[key] is not None and not isinstance(d[key], str):
             raise InputError(f"config: RETRIEVER.DATA.{key} must be a string path or None, got {d[key]!r}")

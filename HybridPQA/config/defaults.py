@@ -43,6 +43,13 @@ _C.RETRIEVER.DATA.NORMALIZE = True  # the paper's cleanup of quotes, units and n
 _C.RETRIEVER.DATA.NORMALIZE_NUMBERS = False  # (new) also replace digits by "number", as the paper did
 _C.RETRIEVER.DATA.FLATTEN_ATTRIBUTE = True  # attribute pseudo-JSON -> "key : value" text (flatten-json)
 _C.RETRIEVER.DATA.COUNT = None  # keep only the first N questions of each split (debugging); None = all
+# (new) hold out this fraction of the training questions as the val split, chosen by a hash of
+# the question id (the same questions on every machine); VAL_DATA_PATH must then be None
+_C.RETRIEVER.DATA.VAL_FROM_TRAIN = 0.0
+# (new) TREC run over the training questions (e.g. runs/train.sparse.trec of `hybridpqa evaluate
+# --split=train`): its top HARD_NEGATIVES_DEPTH documents that are not positives are the hard negatives
+_C.RETRIEVER.DATA.HARD_NEGATIVES_RUN = None
+_C.RETRIEVER.DATA.HARD_NEGATIVES_DEPTH = 50
 
 # -----------------------------------------------------------------------------
 # Model: one masked-LM backbone per side feeds a dense and a sparse (SPLADE) head.
@@ -88,6 +95,25 @@ _C.RETRIEVER.SOLVER.LAMBDA_QUERY = 3e-4  # FLOPS regulariser weight on query vec
 _C.RETRIEVER.SOLVER.LAMBDA_CONTEXT = 1e-4  # FLOPS regulariser weight on context vectors
 # (new) lambdas grow as (step / REG_WARMUP_STEPS)^2 up to their value; None = TOTAL_TRAIN_STEPS
 _C.RETRIEVER.SOLVER.REG_WARMUP_STEPS = None
+
+# -----------------------------------------------------------------------------
+# (new) Fusion of the dense and sparse scores into the hybrid score, per query over all of
+# its documents (the corpus, or its candidates), so corpus retrieval stays exact at any depth.
+# -----------------------------------------------------------------------------
+_C.RETRIEVER.FUSION = CN()
+_C.RETRIEVER.FUSION.METHOD = "linear"  # "linear": ALPHA * dense + (1 - ALPHA) * sparse | "rrf": sum 1 / (RRF_K + rank)
+_C.RETRIEVER.FUSION.NORM = "none"  # linear only, per query before fusing: "none" | "min-max" | "z-score"
+_C.RETRIEVER.FUSION.RRF_K = 60
+# tune ALPHA (linear) or RRF_K (rrf) on the val split with ranx's optimize_fusion, maximising
+# SOLVER.SELECT_METRIC; the result is saved in <run>/fusion.json and used for every split
+_C.RETRIEVER.FUSION.TUNE = False
+
+# -----------------------------------------------------------------------------
+# (new) Corpus indexes, used when a split has no candidate lists.
+# -----------------------------------------------------------------------------
+_C.RETRIEVER.INDEX = CN()
+_C.RETRIEVER.INDEX.DENSE = "torch"  # exact inner product: "torch" (matmul) | "faiss" (IndexFlatIP, faiss-cpu)
+_C.RETRIEVER.INDEX.SAVE = True  # write <run>/index/<split>/ (sparse inverted index + dense vectors)
 
 _C.RETRIEVER.SOLVER.OPTIMIZER = CN()
 _C.RETRIEVER.SOLVER.OPTIMIZER.NAME = "AdamW"  # "AdamW" | "Adam"

@@ -16,14 +16,16 @@ import torch
 import transformers
 from yacs.config import CfgNode
 
-from HybridPQA.data import build_split, find_split
+from HybridPQA.data import build_split, carve_val, find_split, with_hard_negatives
 from HybridPQA.data.readers import RankingData
 from HybridPQA.data.training import TrainingSet
 from HybridPQA.engine.runtime import amp_dtype, build_device, seed_everything
 from HybridPQA.engine.train import do_train
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import evaluate_split
+from HybridPQA.evaluation.trec import read_trec
 from HybridPQA.modeling import build_model
+from HybridPQA.retrieval.fusion import Fusion
 
 log = logging.getLogger("HybridPQA")
 
@@ -120,10 +122,19 @@ def train_and_test(cfg: CfgNode, run_dir: Path, path_data: Path, resume: bool = 
     write_config(run_dir, cfg)
     model, tokenizer = build_model(cfg)
     val = load_split(path_data, d.VAL_DATA_PATH, cfg)
+    train = load_split(path_data, d.TRAIN_DATA_PATH, cfg) if cfg.RETRIEVER.DO_TRAIN or d.VAL_FROM_TRAIN else None
+    if d.VAL_FROM_TRAIN:
+        if train is None:
+            raise InputError("config: RETRIEVER.DATA.VAL_FROM_TRAIN needs RETRIEVER.DATA.TRAIN_DATA_PATH")
+        train, val = carve_val(train, d.VAL_FROM_TRAIN)
+        log.info("val split carved from %s: %d questions (train keeps %d)", d.TRAIN_DATA_PATH, len(val.queries),
+                 len(train.queries))
     if cfg.RETRIEVER.DO_TRAIN:
-        train = load_split(path_data, d.TRAIN_DATA_PATH, cfg)
         if train is None:
             raise InputError("config: RETRIEVER.DO_TRAIN is True but RETRIEVER.DATA.TRAIN_DATA_PATH is None")
+        if d.HARD_NEGATIVES_RUN:
+            path = Path(path_data) / d.HARD_NEGATIVES_RUN
+            train = with_hard_negatives(train, read_trec(path), d.HARD_NEGATIVES_DEPTH, str(path))
         train_set = TrainingSet(train, cfg.RETRIEVER.SOLVER.TRAIN_BATCH_SIZE, d.NUM_POSITIVE_CONTEXTS,
                                 d.NUM_TOTAL_CONTEXTS, cfg.SEED)
         best = do_train(cfg, run_dir, model, tokenizer, train_set, val, device, dtype, resume, stop_at_step)
@@ -134,9 +145,12 @@ def train_and_test(cfg: CfgNode, run_dir: Path, path_data: Path, resume: bool = 
     results = {}
     if cfg.RETRIEVER.DO_TEST:
         model.to(device)
+        fusion = None  # FUSION.TUNE: tuned on the val split, then used for every split
         for split, data in (("dev", val), ("test", load_split(path_data, d.TEST_DATA_PATH, cfg))):
             if data is not None:
-                results[split] = evaluate_split(model, tokenizer, data, cfg, device, dtype, run_dir, split)
+                results[split] = evaluate_split(model, tokenizer, data, cfg, device, dtype, run_dir, split,
+                                                fusion=fusion, tune_here=split == "dev" and cfg.RETRIEVER.FUSION.TUNE)
+                fusion = Fusion(**{k: results[split]["fusion"][k] for k in ("method", "norm", "alpha", "rrf_k")})
                 if cfg.RETRIEVER.VISUALIZE:
                     from HybridPQA.evaluation.explain import write_term_report
 
@@ -157,11 +171,19 @@ def evaluate_only(cfg: CfgNode, run_dir: Path, path_data: Path, checkpoint: str 
     seed_everything(cfg.SEED)
     write_config(run_dir, cfg, "config.yaml" if not (run_dir / "config.yaml").exists() else f"config.eval.{name}.yaml")
     model, tokenizer = build_model(cfg, checkpoint=checkpoint)
+    fusion = None
+    tuned = Path(checkpoint).parent.parent / "fusion.json" if checkpoint else None
+    if tuned is not None and tuned.is_file():
+        fusion = Fusion.load(tuned)
+        log.info("hybrid fusion from %s: %s", tuned, fusion.describe())
+    elif cfg.RETRIEVER.FUSION.TUNE:
+        log.warning("RETRIEVER.FUSION.TUNE: nothing tuned to use (no fusion.json in the checkpoint's run); "
+                    "the configured ALPHA / RRF_K are used")
     data = build_split(path, cfg.RETRIEVER.DATA)
     _report_issues(data)
     log.info("evaluating %s on %s (%s, %d queries)", checkpoint or cfg.RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE,
              path, data.mode, len(data.queries))
-    return {name: evaluate_split(model.to(device), tokenizer, data, cfg, device, dtype, run_dir, name)}
+    return {name: evaluate_split(model.to(device), tokenizer, data, cfg, device, dtype, run_dir, name, fusion=fusion)}
 
 
 def results_table(results: dict[str, dict], metrics: tuple[str, ...] = ("mrr@5", "map", "ndcg@5", "ndcg@10",

@@ -1,40 +1,39 @@
 """Rank a split with every scorer, write TREC runs, score them, save results/<split>.json.
 
 Mode follows the data: a split with candidate lists is reranked (hetPQA), one without is
-retrieved from the whole corpus with exact scores (BEIR). Scorers: dense, sparse and
-hybrid = ALPHA * dense + (1 - ALPHA) * sparse, fused on exact scores, so the hybrid run is
-exact at any depth.
+retrieved from the whole corpus (BEIR) through a SparseIndex and a DenseIndex. Scorers: dense,
+sparse and hybrid. The hybrid is fused from the dense and sparse scores of *every* document
+of a query (its candidates, or the whole corpus, queries taken in chunks), then cut to the
+depth: it is exact at any depth for linear fusion, any normalisation, and RRF.
 """
 from __future__ import annotations
 
 import json
 import logging
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from calflops import calculate_flops
 from yacs.config import CfgNode
 
 from HybridPQA.data.readers import RankingData
-from HybridPQA.evaluation.encode import active_dims, encode, full_scores, normalized, pair_scores
-from HybridPQA.evaluation.metrics import RERANK_METRICS, RETRIEVE_METRICS, per_source, score_run
+from HybridPQA.evaluation.efficiency import efficiency
+from HybridPQA.evaluation.encode import encode, normalized, pair_scores
+from HybridPQA.evaluation.metrics import (
+    RERANK_METRICS,
+    RETRIEVE_METRICS,
+    per_source,
+    score_run,
+)
 from HybridPQA.evaluation.trec import Run, read_trec, write_trec
-from HybridPQA.modeling import BiEncoder, tokenize
+from HybridPQA.modeling import BiEncoder
+from HybridPQA.retrieval.fusion import Fusion, fuse_scores, fusion_from_cfg, tune
+from HybridPQA.retrieval.index import DenseIndex, SparseIndex, save_queries, top_k
 
 log = logging.getLogger(__name__)
-
-
-def fuse(dense: np.ndarray, sparse: np.ndarray, alpha: float) -> np.ndarray:
-    return alpha * dense + (1 - alpha) * sparse
-
-
-def _with_hybrid(scores: dict[str, np.ndarray], alpha: float) -> dict[str, np.ndarray]:
-    if {"dense", "sparse"} <= set(scores):
-        return {"hybrid": fuse(scores["dense"], scores["sparse"], alpha), **scores}
-    return scores
+QUERY_CHUNK = 256  # queries scored against the whole corpus at once: (chunk, N) float32 per head
+TUNE_DEPTH = 10_000  # documents per query in the runs that tune the fusion (all of them up to this)
 
 
 class Ranker:
@@ -42,38 +41,76 @@ class Ranker:
 
     def __init__(self, model: BiEncoder, tokenizer, cfg: CfgNode, device: torch.device, dtype):
         self.model, self.tokenizer, self.device, self.dtype = model, tokenizer, device, dtype
-        self.m, self.s = cfg.RETRIEVER.MODEL, cfg.RETRIEVER.SOLVER
+        self.cfg, self.m, self.s = cfg, cfg.RETRIEVER.MODEL, cfg.RETRIEVER.SOLVER
 
-    def _encode(self, side: str, texts: list[str], batch_size: int):
+    def encode(self, side: str, texts: list[str], batch_size: int | None = None):
         max_len = self.m.QUESTION_MAX_LENGTH if side == "query" else self.m.CONTEXT_MAX_LENGTH
+        batch_size = batch_size or (self.s.TEST_BATCH_SIZE if side == "query" else self.s.TEST_CTX_BSZ)
         reps = encode(self.model, self.tokenizer, side, texts, max_len, batch_size, self.device, self.dtype)
         return normalized(reps) if self.s.FUNC == "cosine" else reps
 
     def index(self, data: RankingData) -> None:
+        """Encode every document (timed); in retrieve mode, build the corpus indexes."""
         self.data, self.docids = data, list(data.docs)
         self.row = {d: i for i, d in enumerate(self.docids)}
-        self.doc_reps = self._encode("context", [data.docs[d] for d in self.docids], self.s.TEST_CTX_BSZ)
+        started = time.perf_counter()
+        self.doc_reps = self.encode("context", [data.docs[d] for d in self.docids])
+        self.encode_seconds = time.perf_counter() - started
+        self.indexes: dict[str, SparseIndex | DenseIndex] = {}
+        if "sparse" in self.doc_reps:
+            self.indexes["sparse"] = SparseIndex.build(self.doc_reps["sparse"], self.docids)
+        if "dense" in self.doc_reps:
+            self.indexes["dense"] = DenseIndex.build(self.doc_reps["dense"], self.docids, self.cfg.RETRIEVER.INDEX.DENSE)
 
-    def rank(self, qids: list[str]) -> dict[str, Run]:
-        """{scorer: run} for `qids`: their candidates, or the top TOP_RETRIEVE_COUNT of the corpus."""
-        q_reps = self._encode("query", [self.data.queries[q] for q in qids], self.s.TEST_BATCH_SIZE)
-        runs: dict[str, Run] = {}
-        if self.data.candidates is not None:
+    def head_scores(self, q_reps, qids: list[str]):
+        """Yield (query rows, {head: scores}) with every document of each query: (Q, N) matrices
+        over the corpus, or in rerank mode one (1, n) row per query over its candidates."""
+        if self.data.candidates is None:
+            for start in range(0, len(qids), QUERY_CHUNK):
+                rows = slice(start, start + QUERY_CHUNK)
+                yield list(range(len(qids)))[rows], {h: self.indexes[h].scores(q_reps[h][rows]) for h in q_reps}
+        else:
             q_index = np.array([i for i, q in enumerate(qids) for _ in self.data.candidates[q]], dtype=np.int64)
             d_index = np.array([self.row[d] for q in qids for d in self.data.candidates[q]], dtype=np.int64)
-            scores = _with_hybrid(pair_scores(q_reps, self.doc_reps, q_index, d_index), self.s.ALPHA)
-            for scorer, values in scores.items():
-                run = runs.setdefault(scorer, {q: {} for q in qids})
-                for qi, di, value in zip(q_index, d_index, values.tolist()):
-                    run[qids[qi]][self.docids[di]] = value
-        else:
-            scores = _with_hybrid(full_scores(q_reps, self.doc_reps), self.s.ALPHA)
-            depth = min(self.s.TOP_RETRIEVE_COUNT, len(self.docids))
+            flat = pair_scores(q_reps, self.doc_reps, q_index, d_index)
+            bounds = np.searchsorted(q_index, np.arange(len(qids) + 1))
+            for i in range(len(qids)):
+                yield [i], {h: v[None, bounds[i]:bounds[i + 1]] for h, v in flat.items()}
+
+    def _columns(self, qid: str) -> list[str]:
+        return self.docids if self.data.candidates is None else self.data.candidates[qid]
+
+    def rank(self, qids: list[str], fusion: Fusion, depth: int | None = None, q_reps=None) -> dict[str, Run]:
+        """{scorer: run} for `qids`, each query's top `depth` (default TOP_RETRIEVE_COUNT; rerank
+        mode keeps every candidate)."""
+        q_reps = q_reps or self.encode("query", [self.data.queries[q] for q in qids])
+        self.query_reps = q_reps
+        depth = depth or self.s.TOP_RETRIEVE_COUNT
+        runs: dict[str, Run] = {}
+        for rows, scores in self.head_scores(q_reps, qids):
+            if {"dense", "sparse"} <= set(scores):
+                scores = {"hybrid": fuse_scores(scores["dense"], scores["sparse"], fusion), **scores}
             for scorer, matrix in scores.items():
-                top = np.argpartition(-matrix, depth - 1, axis=1)[:, :depth]
-                runs[scorer] = {q: {self.docids[j]: float(matrix[i, j]) for j in top[i]} for i, q in enumerate(qids)}
-        self.query_active_dims = active_dims(q_reps)
+                run = runs.setdefault(scorer, {})
+                index, values = top_k(matrix, depth if self.data.candidates is None else matrix.shape[1])
+                for row, cols, vals in zip(rows, index, values.tolist()):
+                    columns = self._columns(qids[row])
+                    run[qids[row]] = {columns[c]: v for c, v in zip(cols, vals)}
+        dense = self.indexes.get("dense")
+        if self.data.candidates is None and dense is not None and dense.faiss is not None:
+            index, values = dense.search(q_reps["dense"], depth)  # the same exact scores, from FAISS
+            runs["dense"] = {q: {self.docids[c]: v for c, v in zip(cols, vals)}
+                             for q, cols, vals in zip(qids, index, values.tolist())}
         return runs
+
+    def save_indexes(self, path: Path, qids: list[str]) -> None:
+        """index/<split>/{sparse,dense}/, with the vocabulary and the split's sparse queries."""
+        for head, index in self.indexes.items():
+            if head == "sparse":
+                index.terms = self.tokenizer.convert_ids_to_tokens(list(range(index.by_term.shape[1])))
+            index.save(path / head)
+            if head == "sparse":
+                save_queries(path / head, qids, self.query_reps["sparse"])
 
 
 def metrics_of(runs: dict[str, Run], data: RankingData) -> dict[str, dict[str, float]]:
@@ -81,49 +118,42 @@ def metrics_of(runs: dict[str, Run], data: RankingData) -> dict[str, dict[str, f
     return {scorer: score_run(run, data.qrels, names) for scorer, run in runs.items()}
 
 
-def efficiency(ranker: Ranker, data: RankingData, compute_flops: bool, num_latency: int = 50) -> dict:
-    """Active dimensions, encoder GFLOPs (calflops, at the median real length) and query latency."""
-    out = {"avg_active_dims_query": ranker.query_active_dims,
-           "avg_active_dims_context": active_dims(ranker.doc_reps)}
-    if compute_flops:
-        for side, texts, max_len in (("query", list(data.queries.values()), ranker.m.QUESTION_MAX_LENGTH),
-                                     ("context", list(data.docs.values()), ranker.m.CONTEXT_MAX_LENGTH)):
-            lengths = [len(x) for x in ranker.tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]]
-            median = texts[int(np.argsort(lengths)[len(lengths) // 2])]
-            batch = tokenize(ranker.tokenizer, [median], max_len, ranker.device)
-            encoder = ranker.model.query_encoder if side == "query" or ranker.model.context_encoder is None \
-                else ranker.model.context_encoder
-            flops, _, _ = calculate_flops(model=encoder, kwargs=batch, print_results=False, output_as_string=False)
-            out[f"gflops_per_{side}"] = flops / 1e9
-            out[f"median_{side}_tokens"] = int(np.median(lengths))
-    timings = []
-    for qid in list(data.queries)[:num_latency + 3]:
-        start = time.perf_counter()
-        ranker.rank([qid])
-        if ranker.device.type == "cuda":
-            torch.cuda.synchronize()
-        timings.append(time.perf_counter() - start)
-    out["query_latency_ms_mean"] = 1000 * statistics.mean(timings[3:] or timings)  # first 3 are warm-up
-    out["query_latency_note"] = "encode one query + score its candidates/corpus + rank, batch size 1"
-    return out
+def tune_fusion(ranker: Ranker, data: RankingData, fusion: Fusion, metric: str, run_dir: Path | None) -> Fusion:
+    """Tune ALPHA or RRF_K on this split with ranx, over runs of (up to TUNE_DEPTH of) every document."""
+    qids = data.judged_qids()
+    q_reps = ranker.encode("query", [data.queries[q] for q in qids])
+    runs = ranker.rank(qids, fusion, depth=min(TUNE_DEPTH, len(data.docs)), q_reps=q_reps)
+    tuned, trials = tune(runs["dense"], runs["sparse"], data.qrels, fusion, metric)
+    log.info("fusion tuned on %s (%d queries, %s): %s -> %s", data.name, len(qids), metric, fusion.describe(),
+             tuned.describe())
+    if run_dir is not None:
+        tuned.save(run_dir / "fusion.json", tuned_on=data.name, metric=metric, trials=trials)
+    return tuned
 
 
 def evaluate_split(model: BiEncoder, tokenizer, data: RankingData, cfg: CfgNode, device: torch.device, dtype,
-                   run_dir: Path | None = None, split: str | None = None, with_efficiency: bool = True) -> dict:
-    """Rank, score and (with run_dir) write runs/<split>.<scorer>.trec and results/<split>.json."""
+                   run_dir: Path | None = None, split: str | None = None, with_efficiency: bool = True,
+                   fusion: Fusion | None = None, tune_here: bool = False) -> dict:
+    """Rank, score and (with run_dir) write runs/<split>.<scorer>.trec, index/<split>/ and
+    results/<split>.json. `tune_here` first tunes the fusion on this split (the val split)."""
     ranker = Ranker(model, tokenizer, cfg, device, dtype)
     started = time.perf_counter()
     ranker.index(data)
-    runs = ranker.rank(list(data.queries))
+    fusion = fusion or fusion_from_cfg(cfg)
+    if tune_here and set(model.heads) == {"dense", "sparse"}:
+        fusion = tune_fusion(ranker, data, fusion, cfg.RETRIEVER.SOLVER.SELECT_METRIC, run_dir)
+    runs = ranker.rank(list(data.queries), fusion)
     split = split or data.name
     if run_dir is not None:  # score what the TREC files say, so the files and the metrics agree
         for scorer, run in runs.items():
             write_trec(run, run_dir / "runs" / f"{split}.{scorer}.trec", f"{cfg.EXP}.{scorer}")
             runs[scorer] = read_trec(run_dir / "runs" / f"{split}.{scorer}.trec")
+        if data.mode == "retrieve" and cfg.RETRIEVER.INDEX.SAVE:
+            ranker.save_indexes(run_dir / "index" / split, list(data.queries))
     judged = data.judged_qids()
     results = {
         "split": split, "dataset": cfg.RETRIEVER.DATA.NAME, "mode": data.mode,
-        "alpha": cfg.RETRIEVER.SOLVER.ALPHA,
+        "fusion": fusion.__dict__ | {"described": fusion.describe()},
         "queries": len(data.queries), "queries_scored": len(judged),
         "queries_without_positive": len(data.queries) - len(judged),
         "documents": len(data.docs), "input_issues": len(data.issues),
@@ -133,7 +163,7 @@ def evaluate_split(model: BiEncoder, tokenizer, data: RankingData, cfg: CfgNode,
     if data.mode == "rerank" and data.doc_source:
         results["per_source"] = {scorer: per_source(run, data, RERANK_METRICS) for scorer, run in runs.items()}
     if with_efficiency:
-        results["efficiency"] = efficiency(ranker, data, cfg.RETRIEVER.COMPUTE_FLOPS)
+        results["efficiency"] = efficiency(ranker, data, fusion, cfg.RETRIEVER.COMPUTE_FLOPS)
     if run_dir is not None:
         path = run_dir / "results" / f"{split}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

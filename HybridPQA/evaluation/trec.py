@@ -32,3 +32,19 @@ def read_trec(path: Path) -> Run:
         except ValueError:
             raise InputError(f"{path}:{line_no}: score {cols[4]!r} is not a number") from None
     return run
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """TREC qrels (`qid 0 docid rel`) or BEIR qrels (`query-id<TAB>corpus-id<TAB>score`, header optional)."""
+    qrels: dict[str, dict[str, int]] = {}
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: qrels file not found")
+    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+        cols = line.split()
+        if not cols or (line_no == 1 and not cols[-1].lstrip("-").isdigit()):
+            continue  # blank line or BEIR header
+        if len(cols) not in (3, 4) or not cols[-1].lstrip("-").isdigit():
+            raise InputError(f"{path}:{line_no}: expected 'qid 0 docid rel' or 'qid<TAB>docid<TAB>rel'")
+        qrels.setdefault(cols[0], {})[cols[-2]] = int(cols[-1])
+    return qrels

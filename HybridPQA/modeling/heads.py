@@ -22,37 +22,49 @@ class DenseHead(nn.Module):
         return self.projection(pooled) if self.projection is not None else pooled
 
 
-TILE_TOKENS = 2048
+TILE_TOKENS = 512
+
+
+def max_projection(hidden, weight, bias, pad, chunk: int, with_argmax: bool = False):
+    """max over real tokens of (hidden @ weight.T + bias): (B, L, H), (V, H), (V,), (B, L) pad -> (B, V),
+    and with `with_argmax` the (B, V) winning token of each. Runs in autocast's dtype.
+
+    The projection runs in tiles of ~TILE_TOKENS tokens (whole texts) x `chunk` terms, so the
+    (B, L, V) logits never exist at once and each tile stays in cache (about 1.3x faster than
+    vocabulary chunks alone on the project's CPU). Without the argmax the max is an amax, about
+    2x faster again; inference takes that path.
+    """
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+    h, w = hidden.to(dtype), weight.to(dtype)
+    values = torch.empty(hidden.shape[0], weight.shape[0], dtype=dtype, device=hidden.device)
+    index = torch.empty(values.shape, dtype=torch.long, device=hidden.device) if with_argmax else None
+    has_pad, rows = bool(pad.any()), max(1, TILE_TOKENS // hidden.shape[1])
+    with torch.autocast(device, enabled=False):
+        for r in range(0, hidden.shape[0], rows):
+            for start in range(0, weight.shape[0], chunk):
+                logits = torch.matmul(h[r:r + rows], w[start:start + chunk].T)  # calflops counts torch.matmul
+                if has_pad:
+                    logits.masked_fill_(pad[r:r + rows].unsqueeze(-1), float("-inf"))  # padding never wins
+                tile = (slice(r, r + rows), slice(start, start + chunk))
+                if with_argmax:
+                    torch.max(logits, dim=1, out=(values[tile], index[tile]))
+                else:
+                    torch.amax(logits, dim=1, out=values[tile])
+        values = values + bias.to(dtype)  # a per-term constant: max(x + b) = max(x) + b
+    return values, index
 
 
 class MaxPooledProjection(torch.autograd.Function):
-    """max over tokens of (hidden @ weight.T + bias): (B, L, H), (V, H), (V,), (B, L) pad -> (B, V).
-
-    The projection runs in tiles of ~TILE_TOKENS tokens (whole texts) x `chunk` terms, so the
-    (B, L, V) logits never exist at once and each tile's output stays small (about 1.3x faster
-    than vocabulary chunks alone on the project's CPU); only the argmax token of each
-    (text, term) is saved. The backward pass is sparse: a gradient
-    reaches a token only through the terms it won and that have a non-zero gradient (active
-    after ReLU, inside the vocabulary mask and the top-k), which are a few hundred per text.
+    """`max_projection` with a sparse backward pass: only the argmax token of each (text, term)
+    is saved, and a gradient reaches a token only through the terms it won and that have a
+    non-zero gradient (active after ReLU, inside the vocabulary mask and the top-k), which are a
+    few hundred per text.
     """
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, pad, chunk: int):
-        device = hidden.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
-        h, w = hidden.to(dtype), weight.to(dtype)
-        values = torch.empty(hidden.shape[0], weight.shape[0], dtype=dtype, device=hidden.device)
-        index = torch.empty(values.shape, dtype=torch.long, device=hidden.device)
-        has_pad, rows = bool(pad.any()), max(1, TILE_TOKENS // hidden.shape[1])
-        with torch.autocast(device, enabled=False):
-            for r in range(0, hidden.shape[0], rows):
-                for start in range(0, weight.shape[0], chunk):
-                    logits = torch.matmul(h[r:r + rows], w[start:start + chunk].T)  # calflops counts torch.matmul
-                    if has_pad:
-                        logits[pad[r:r + rows]] = float("-inf")  # padding can never be the max
-                    torch.max(logits, dim=1, out=(values[r:r + rows, start:start + chunk],
-                                                  index[r:r + rows, start:start + chunk]))
-            values = values + bias.to(dtype)  # a per-term constant: max(x + b) = max(x) + b
+        values, index = max_projection(hidden, weight, bias, pad, chunk, with_argmax=True)
         ctx.save_for_backward(hidden, weight, index)
         return values
 
@@ -87,7 +99,11 @@ class SpladeHead(nn.Module):
         pad = ~attention_mask.bool()
         if self.agg == "max" and decoder is not None:
             bias = decoder.bias if decoder.bias is not None else torch.zeros(decoder.out_features, device=states.device)
-            weights = torch.log1p(torch.relu(MaxPooledProjection.apply(states, decoder.weight, bias, pad, self.chunk)))
+            if torch.is_grad_enabled():
+                pooled = MaxPooledProjection.apply(states, decoder.weight, bias, pad, self.chunk)
+            else:
+                pooled = max_projection(states, decoder.weight, bias, pad, self.chunk)[0]
+            weights = torch.log1p(torch.relu(pooled))
         else:
             logits = decoder(states) if decoder is not None else states
             if self.agg == "max":

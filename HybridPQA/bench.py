@@ -1,0 +1,44 @@
+"""What the benchmark scripts share: the machine's measured matmul peak and a description of it."""
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+
+import torch
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 4096, repeats: int = 5) -> float:
+    """FLOP/s of a large square matmul at `dtype` on the CPU: the peak the benchmarks compare against."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size ** 3 * repeats / (time.perf_counter() - start)
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "platform": platform.platform()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def median_time(fn, repeats: int, warmup: int = 1) -> float:
+    """Median wall-clock seconds of `fn()` over `repeats` runs after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

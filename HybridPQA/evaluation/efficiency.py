@@ -1,0 +1,127 @@
+"""The `efficiency` block of results/<split>.json: the cost of each scorer next to its quality.
+
+Per scorer (dense, sparse, hybrid), with only the heads that scorer needs switched on:
+encoder GFLOPs per query and per document (calflops, at the median real length), index size,
+and single-query latency p50/p95 (encode + search + top-k, synchronised on GPU). Sparse
+scorers add active dimensions and SPLADE's expected FLOPs per query-document pair,
+sum_v p_q(v) * p_d(v), with p the fraction of queries / documents where term v is non-zero.
+The corpus part holds what is shared: encoding speed and the process's peak memory.
+"""
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from calflops import calculate_flops
+
+from HybridPQA.data.readers import RankingData
+from HybridPQA.evaluation.encode import active_dims
+from HybridPQA.modeling import BiEncoder, tokenize
+from HybridPQA.retrieval.fusion import Fusion, fuse_scores
+from HybridPQA.retrieval.index import top_k
+
+SCORER_HEADS = {"dense": ("dense",), "sparse": ("sparse",), "hybrid": ("dense", "sparse")}
+
+
+@contextmanager
+def only_heads(model: BiEncoder, heads: tuple[str, ...]):
+    """Temporarily switch off the heads a scorer does not use (the MLM head too, for dense)."""
+    saved = []
+    encoders = {id(e): e for e in (model.query_encoder, model.context_encoder) if e is not None}
+    for encoder in encoders.values():
+        for head in ("dense", "sparse"):
+            if head not in heads:
+                saved.append((encoder, f"{head}_head", getattr(encoder, f"{head}_head")))
+                setattr(encoder, f"{head}_head", None)
+    try:
+        yield
+    finally:
+        for encoder, name, module in saved:
+            setattr(encoder, name, module)
+
+
+def expected_flops(queries, docs) -> float:
+    """SPLADE's FLOPS: expected number of multiplications per (query, document) pair."""
+    p_q = np.asarray((queries != 0).mean(axis=0)).ravel()
+    p_d = np.asarray((docs != 0).mean(axis=0)).ravel()
+    return float(p_q @ p_d)
+
+
+def _gflops(ranker, side: str, texts: list[str]) -> tuple[float, int]:
+    max_len = ranker.m.QUESTION_MAX_LENGTH if side == "query" else ranker.m.CONTEXT_MAX_LENGTH
+    lengths = [len(x) for x in ranker.tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]]
+    median = texts[int(np.argsort(lengths)[len(lengths) // 2])]
+    batch = tokenize(ranker.tokenizer, [median], max_len, ranker.device)
+    model = ranker.model
+    encoder = model.context_encoder if side == "context" and model.context_encoder is not None else model.query_encoder
+    flops, _, _ = calculate_flops(model=encoder, kwargs=batch, print_results=False, output_as_string=False)
+    return flops / 1e9, int(np.median(lengths))
+
+
+def _latencies(ranker, data: RankingData, scorer: str, fusion: Fusion, count: int) -> list[float]:
+    """Seconds per query, batch size 1: encode, score every document of the query, take the top-k."""
+    timings = []
+    for qid in list(data.queries)[:count + 3]:  # the first 3 are warm-up
+        start = time.perf_counter()
+        q_reps = ranker.encode("query", [data.queries[qid]], 1)
+        if scorer == "dense" and data.candidates is None and ranker.indexes["dense"].faiss is not None:
+            ranker.indexes["dense"].search(q_reps["dense"], ranker.s.TOP_RETRIEVE_COUNT)
+        else:
+            for _, scores in ranker.head_scores(q_reps, [qid]):
+                matrix = fuse_scores(scores["dense"], scores["sparse"], fusion) if scorer == "hybrid" else scores[scorer]
+                top_k(matrix, ranker.s.TOP_RETRIEVE_COUNT)
+        if ranker.device.type == "cuda":
+            torch.cuda.synchronize()
+        timings.append(time.perf_counter() - start)
+    return timings[3:] if len(timings) > 3 else timings
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # Linux: KiB
+    if device.type == "cuda":
+        out["peak_gpu_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return out
+
+
+def efficiency(ranker, data: RankingData, fusion: Fusion, compute_flops: bool, num_latency: int = 50) -> dict:
+    heads = ranker.model.heads
+    out = {"corpus": {
+        "documents": len(data.docs), "encode_seconds": ranker.encode_seconds,
+        "docs_per_s": len(data.docs) / max(ranker.encode_seconds, 1e-9),
+        "device": str(ranker.device), "dtype": str(ranker.dtype or torch.float32),
+    }}
+    for scorer, needs in SCORER_HEADS.items():
+        if not set(needs) <= set(heads):
+            continue
+        entry = {}
+        with only_heads(ranker.model, needs):
+            if compute_flops:
+                for side, texts in (("query", list(data.queries.values())), ("context", list(data.docs.values()))):
+                    entry[f"gflops_per_{'document' if side == 'context' else side}"], median = \
+                        _gflops(ranker, side, texts)
+                    entry[f"median_{'document' if side == 'context' else side}_tokens"] = median
+            timings = _latencies(ranker, data, scorer, fusion, num_latency)
+        entry["latency_ms_p50"] = 1000 * statistics.median(timings)
+        entry["latency_ms_p95"] = 1000 * float(np.percentile(timings, 95))
+        if "sparse" in needs:
+            entry["avg_active_dims_query"] = active_dims(ranker.query_reps)
+            entry["avg_active_dims_document"] = active_dims(ranker.doc_reps)
+            entry["expected_flops_per_pair"] = expected_flops(ranker.query_reps["sparse"], ranker.doc_reps["sparse"])
+        if data.candidates is None:
+            entry["index_bytes"] = sum(ranker.indexes[h].nbytes for h in needs)
+        else:
+            entry["vector_bytes"] = sum(_nbytes(ranker.doc_reps[h]) for h in needs)
+        out[scorer] = entry
+    out["corpus"].update(peak_memory_mb(ranker.device))
+    out["latency_note"] = "one query at a time: encode + score every document (candidates or corpus) + top-k"
+    return out
+
+
+def _nbytes(reps) -> int:
+    if isinstance(reps, torch.Tensor):
+        return reps.numel() * reps.element_size()
+    return int(reps.data.nbytes + reps.indices.nbytes + reps.indptr.nbytes)

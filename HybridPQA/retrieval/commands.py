@@ -1,0 +1,55 @@
+"""`hybridpqa fuse`: fuse existing TREC runs without re-encoding, optionally tuning on qrels."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from HybridPQA.errors import InputError
+from HybridPQA.evaluation.metrics import score_run
+from HybridPQA.evaluation.trec import read_qrels, read_trec, write_trec
+from HybridPQA.retrieval.fusion import Fusion, fuse_runs, tune
+
+METHODS, NORMS = ("linear", "rrf"), ("none", "min-max", "z-score")
+
+
+def _float(flag: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"{flag}={text}: expected a number") from None
+
+
+def fuse_command(args: dict) -> dict:
+    paths = [Path(p) for p in args["--runs"].split(",") if p]
+    if len(paths) < 2:
+        raise InputError(f"--runs={args['--runs']}: give at least two comma-separated TREC runs")
+    if args["--method"] not in METHODS or args["--norm"] not in NORMS:
+        raise InputError(f"--method must be one of {', '.join(METHODS)} and --norm one of {', '.join(NORMS)}")
+    runs = [read_trec(p) for p in paths]
+    weights = [_float("--weights", w) for w in args["--weights"].split(",")] if args["--weights"] else None
+    if weights is not None and len(weights) != len(runs):
+        raise InputError(f"--weights={args['--weights']}: {len(weights)} weights for {len(runs)} runs")
+    alpha = _float("--alpha", args["--alpha"])
+    if not 0 <= alpha <= 1:
+        raise InputError(f"--alpha={args['--alpha']}: must lie in [0, 1]")
+    if weights is None and len(runs) > 2 and args["--method"] == "linear":
+        raise InputError("--alpha covers two runs; give --weights with one weight per run")
+    fusion = Fusion(args["--method"], args["--norm"], alpha, int(_float("--rrf_k", args["--rrf_k"])))
+    qrels = read_qrels(Path(args["--qrels"])) if args["--qrels"] else None
+    report = {}
+    if args["--tune"]:
+        if len(runs) != 2:
+            raise InputError("--tune chooses the weight of two runs; give exactly two --runs")
+        fusion, report["trials"] = tune(runs[0], runs[1], qrels, fusion, args["--metric"])
+        weights = None
+    fused = fuse_runs(runs, fusion, weights)
+    write_trec(fused, Path(args["--output"]), f"fused.{fusion.method}")
+    report["fusion"] = fusion.__dict__ | ({"weights": weights} if weights else {})
+    if qrels is not None:
+        names = [args["--metric"], "mrr@10", "recall@100"]
+        report["metrics"] = {str(p): score_run(r, qrels, names) for p, r in zip(paths, runs)}
+        report["metrics"][args["--output"]] = score_run(read_trec(Path(args["--output"])), qrels, names)
+    summary = {k: v for k, v in report.items() if k != "trials"}
+    print(json.dumps(summary, indent=2))
+    print(f"fused run: {args['--output']} ({fusion.describe()})")
+    return report
