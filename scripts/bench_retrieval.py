@@ -161,6 +161,9 @@ def main(argv=None) -> dict:
         "ours-bf16": (lambda: encode(model, tokenizer, "context", texts, length, batch, cpu, torch.bfloat16)["sparse"],
                       "bf16"),
     }
+    if "st" not in skip and not _installed("sentence-transformers"):
+        print("sentence-transformers is not installed (pip install -r requirements/bench.txt): skipping st")
+        skip.add("st")
     if "st" not in skip:
         st = st_encoder(args["--model"], length)
         encoders["st"] = (lambda: st.encode(texts, batch_size=batch, show_progress_bar=False), "fp32")

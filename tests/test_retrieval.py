@@ -13,7 +13,7 @@ from HybridPQA.data import carve_val, with_hard_negatives
 from HybridPQA.data.readers import RankingData
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.trec import read_trec
-from HybridPQA.retrieval.fusion import Fusion, fuse_scores, normalize, ranks
+from HybridPQA.retrieval.fusion import Fusion, fuse_scores, normalize, ranks, tune
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex, top_k
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,3 +160,14 @@ def test_fuse_and_export_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["export", f"--index={tmp_path}", f"--output={tmp_path / 'x'}"])
     assert "meta.json missing" in capsys.readouterr().err
+
+
+def test_tune_picks_the_best_weight_and_breaks_ties_toward_the_config():
+    dense = {"q1": {"a": 1.0, "b": 0.5, "c": 0.1}, "q2": {"a": 0.2, "b": 0.9, "c": 0.3}}
+    sparse = {"q1": {"a": 0.1, "b": 0.5, "c": 0.9}, "q2": {"a": 0.2, "b": 0.1, "c": 0.3}}
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1}}
+    tuned, trials = tune(dense, sparse, qrels, Fusion(norm="min-max", alpha=0.2), "ndcg@10", step=0.25)
+    assert trials["alpha=0.75"] == trials["alpha=1"] == 1.0 > trials["alpha=0.5"]
+    assert tuned.alpha == 0.75  # of the two best, the one closest to the configured 0.2
+    tuned, trials = tune(dense, sparse, qrels, Fusion("rrf", rrf_k=30), "ndcg@10")
+    assert len(trials) == 10 and tuned.rrf_k == 30  # every k ties here: keep the configured one

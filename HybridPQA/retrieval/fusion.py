@@ -9,7 +9,8 @@ fuses existing TREC runs with ranx itself, without re-encoding.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -79,25 +80,32 @@ def _ranx_runs(runs: list[dict[str, dict[str, float]]]):
     return [Run({q: dict(docs) for q, docs in run.items()}) for run in runs]
 
 
-def tune(dense_run: dict, sparse_run: dict, qrels: dict, fusion: Fusion, metric: str, step: float = 0.05) -> tuple[Fusion, dict]:
-    """Best ALPHA (linear) or RRF_K (rrf) on `qrels` by ranx.optimize_fusion: (fusion, report)."""
+def tune(dense_run: dict, sparse_run: dict, qrels: dict, fusion: Fusion, metric: str,
+         step: float = 0.05) -> tuple[Fusion, dict[str, float]]:
+    """Best ALPHA (linear, grid `step`) or RRF_K (rrf, 10..100) on `qrels`, each trial scored by
+    ranx.optimize_fusion: (fusion, {trial: metric}). Ties go to the trial closest to the
+    configured value (ranx itself would take the last one)."""
     from ranx import Qrels, optimize_fusion
 
     judged = {q: {d: r for d, r in docs.items() if r > 0} for q, docs in qrels.items()}
     judged = {q: docs for q, docs in judged.items() if docs and q in dense_run and q in sparse_run}
     runs = _ranx_runs([{q: dense_run[q] for q in judged}, {q: sparse_run[q] for q in judged}])
-    if fusion.method == "rrf":
-        params, report = optimize_fusion(Qrels(judged), runs, norm=None, method="rrf", metric=metric,
-                                         return_optimization_report=True, show_progress=False, min_k=10, max_k=100,
-                                         step=10)
-        tuned = Fusion("rrf", fusion.norm, fusion.alpha, int(params["k"]))
-    else:
-        params, report = optimize_fusion(Qrels(judged), runs, norm=RANX_NORM[fusion.norm], method="wsum",
-                                         metric=metric, return_optimization_report=True, show_progress=False,
-                                         step=step)
-        tuned = Fusion("linear", fusion.norm, float(params["weights"][0]), fusion.rrf_k)
-    trials = {str(c): float(v) for c, v in zip(report.configs, report.results)}
-    return tuned, trials
+    options = {"norm": None, "method": "rrf", "min_k": 10, "max_k": 100, "step": 10} if fusion.method == "rrf" else \
+        {"norm": RANX_NORM[fusion.norm], "method": "wsum", "step": step}
+    _, report = optimize_fusion(Qrels(judged), runs, metric=metric, return_optimization_report=True,
+                                show_progress=False, **options)
+    trials = {_trial_value(str(c)): float(v) for c, v in zip(report.configs, report.results)}
+    best = max(trials.values())
+    current = fusion.rrf_k if fusion.method == "rrf" else fusion.alpha
+    value = min((v for v, score in trials.items() if score >= best - 1e-12), key=lambda v: abs(v - current))
+    tuned = replace(fusion, rrf_k=int(value)) if fusion.method == "rrf" else replace(fusion, alpha=value)
+    name = "rrf_k" if fusion.method == "rrf" else "alpha"
+    return tuned, {f"{name}={v:g}": score for v, score in trials.items()}
+
+
+def _trial_value(config: str) -> float:
+    """ranx reports a trial as str(params): "(np.float64(0.3), np.float64(0.7))" or "60"."""
+    return float(re.findall(r"\d+(?:\.\d+)?", config.replace("np.float64", ""))[0])
 
 
 def fuse_runs(runs: list[dict], fusion: Fusion, weights: list[float] | None = None) -> dict[str, dict[str, float]]:
