@@ -87,6 +87,11 @@ def test_merge_order_yaml_env_cli(tmp_path, monkeypatch):
     (["FP16", "True", "BF16", "True"], "choose one precision"),
     (["RETRIEVER.SOLVER.LEVEL", "seq"], "late interaction) is not supported yet"),
     (["RETRIEVER.SOLVER.ALPHA"], "has no value"),
+    (["DATA.VAL_FROM_TRAIN", "0.1"], "carves the val split from train; set VAL_DATA_PATH None"),
+    (["DATA.VAL_FROM_TRAIN", "1.0", "VAL_DATA_PATH", "None"], "VAL_FROM_TRAIN = 1.0 must lie in [0, 1)"),
+    (["FUSION.NORM", "l2"], "RETRIEVER.FUSION.NORM = 'l2' is not one of none, min-max, z-score"),
+    (["FUSION.RRF_K", "0"], "RETRIEVER.FUSION.RRF_K = 0 must be an integer >= 1"),
+    (["INDEX.DENSE", "hnsw"], "is not one of torch, faiss"),
 ])
 def test_bad_values_give_one_line_errors(overrides, message):
     with pytest.raises(InputError) as err:

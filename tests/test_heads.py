@@ -63,3 +63,5 @@ def test_max_pooled_projection_matches_full_logits_values_and_gradients(tile_tok
     for fast, slow in zip(*results):
         assert torch.allclose(fast, slow, atol=1e-5)
     assert results[0][1][1, 4:].abs().sum() == 0  # padding gets no gradient
+    with torch.inference_mode():  # the inference path (amax, no argmax) gives the same weights
+        assert torch.allclose(head(hidden, mask, decoder), results[0][0], atol=1e-5)

@@ -20,6 +20,8 @@ def write_trec(run: Run, path: Path, tag: str) -> None:
 
 
 def read_trec(path: Path) -> Run:
+    if not Path(path).is_file():
+        raise InputError(f"{path}: TREC run not found")
     run: Run = {}
     for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
         cols = line.split()

@@ -6,8 +6,9 @@ exact at every depth. `search` is the top-k of one index alone.
 
 The sparse index is the corpus matrix stored by term (CSC of the N x V document matrix:
 per term, its posting list of documents and impacts). A query touches only the posting
-lists of its own terms: scipy's CSR x CSC product is this term-at-a-time accumulation in C
-(scripts/bench_retrieval.py measures it against a numba kernel and against brute force).
+lists of its own terms, accumulated term at a time by a numba kernel, queries in parallel.
+scripts/bench_retrieval.py chose it by measurement: on SciFact (5,183 documents) one query
+takes 0.14 ms against 0.38 ms for scipy's CSR x CSC product and 21 ms for brute force.
 Saved as three .npy files and memory-mapped on load.
 """
 from __future__ import annotations
@@ -15,11 +16,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from HybridPQA.errors import InputError
+
+
+@numba.njit(cache=True, parallel=True)
+def _term_at_a_time(q_indptr, q_terms, q_weights, indptr, doc_rows, doc_weights, num_docs):
+    out = np.zeros((len(q_indptr) - 1, num_docs), dtype=np.float32)
+    for i in numba.prange(len(q_indptr) - 1):
+        for j in range(q_indptr[i], q_indptr[i + 1]):
+            t, w = q_terms[j], q_weights[j]
+            for p in range(indptr[t], indptr[t + 1]):
+                out[i, doc_rows[p]] += w * doc_weights[p]
+    return out
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +86,9 @@ class SparseIndex:
 
     def scores(self, queries: sp.csr_matrix) -> np.ndarray:
         """(Q, V) query vectors -> (Q, N) exact dot products with every document."""
-        return (queries.astype(np.float32) @ self.by_term.T).toarray()
+        q, m = sp.csr_matrix(queries, dtype=np.float32), self.by_term
+        return _term_at_a_time(q.indptr, q.indices, q.data, np.asarray(m.indptr), np.asarray(m.indices),
+                               np.asarray(m.data), m.shape[0])
 
     def search(self, queries: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
         return top_k(self.scores(queries), k)
