@@ -52,4 +52,4 @@ def with_hard_negatives(data: RankingData, run: dict[str, dict[str, float]], dep
     return dataclasses.replace(data, candidates=candidates)
 
 
-__all__ = ["RankingData", "build_split", "carve_val", "find_split", "with_hard_negatives", "read_split"]
+__all__ = ["RankingData", "build_split", "carve_val", "find_split", "read_split", "with_hard_negatives"]
