@@ -171,3 +171,11 @@ def test_tune_picks_the_best_weight_and_breaks_ties_toward_the_config():
     assert tuned.alpha == 0.75  # of the two best, the one closest to the configured 0.2
     tuned, trials = tune(dense, sparse, qrels, Fusion("rrf", rrf_k=30), "ndcg@10")
     assert len(trials) == 10 and tuned.rrf_k == 30  # every k ties here: keep the configured one
+
+
+def test_missing_or_malformed_run_files_are_clear_errors(tmp_path):
+    with pytest.raises(InputError, match="TREC run not found"):
+        read_trec(tmp_path / "missing.trec")
+    (tmp_path / "bad.trec").write_text("q1 Q0 d1 1 0.5 tag\nq1 Q0 d2 2 high tag\n")
+    with pytest.raises(InputError, match=r"bad.trec:2: score 'high' is not a number"):
+        read_trec(tmp_path / "bad.trec")
