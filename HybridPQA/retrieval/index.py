@@ -58,7 +58,8 @@ def _save_arrays(path: Path, meta: dict, **arrays: np.ndarray) -> None:
 def _load_meta(path: Path, kind: str) -> dict:
     meta_path = Path(path) / "meta.json"
     if not meta_path.is_file():
-        raise InputError(f"{path}: no index here (meta.json missing); build it with `hybridpqa index`")
+        raise InputError(f"{path}: no index here (meta.json missing); `hybridpqa evaluate` writes one per corpus split "
+                         "to <run>/index/<split>/{sparse,dense} (RETRIEVER.INDEX.SAVE True)")
     meta = json.loads(meta_path.read_text())
     if meta.get("kind") != kind:
         raise InputError(f"{meta_path}: a {meta.get('kind')!r} index, not {kind!r}")
