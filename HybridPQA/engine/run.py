@@ -150,7 +150,7 @@ def train_and_test(cfg: CfgNode, run_dir: Path, path_data: Path, resume: bool = 
             if data is not None:
                 results[split] = evaluate_split(model, tokenizer, data, cfg, device, dtype, run_dir, split,
                                                 fusion=fusion, tune_here=split == "dev" and cfg.RETRIEVER.FUSION.TUNE)
-                fusion = Fusion(**{k: results[split]["fusion"][k] for k in ("method", "norm", "alpha", "rrf_k")})
+                fusion = Fusion.from_dict(results[split]["fusion"])
                 if cfg.RETRIEVER.VISUALIZE:
                     from HybridPQA.evaluation.explain import write_term_report
 

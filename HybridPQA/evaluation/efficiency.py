@@ -100,10 +100,9 @@ def efficiency(ranker, data: RankingData, fusion: Fusion, compute_flops: bool, n
         entry = {}
         with only_heads(ranker.model, needs):
             if compute_flops:
-                for side, texts in (("query", list(data.queries.values())), ("context", list(data.docs.values()))):
-                    entry[f"gflops_per_{'document' if side == 'context' else side}"], median = \
-                        _gflops(ranker, side, texts)
-                    entry[f"median_{'document' if side == 'context' else side}_tokens"] = median
+                for side, name, texts in (("query", "query", list(data.queries.values())),
+                                          ("context", "document", list(data.docs.values()))):
+                    entry[f"gflops_per_{name}"], entry[f"median_{name}_tokens"] = _gflops(ranker, side, texts)
             timings = _latencies(ranker, data, scorer, fusion, num_latency)
         entry["latency_ms_p50"] = 1000 * statistics.median(timings)
         entry["latency_ms_p95"] = 1000 * float(np.percentile(timings, 95))

@@ -67,16 +67,6 @@ def pair_scores(queries: Reps, docs: Reps, q_index: np.ndarray, d_index: np.ndar
     return out
 
 
-def full_scores(queries: Reps, docs: Reps) -> dict[str, np.ndarray]:
-    """(num queries, num docs) score matrices, per head: exact, for corpus retrieval."""
-    out = {}
-    if "dense" in queries:
-        out["dense"] = (queries["dense"] @ docs["dense"].T).numpy()
-    if "sparse" in queries:
-        out["sparse"] = (queries["sparse"] @ docs["sparse"].T).toarray()
-    return out
-
-
 def active_dims(reps: Reps) -> float | None:
     """Mean number of non-zero terms per sparse vector."""
     return float(np.diff(reps["sparse"].indptr).mean()) if "sparse" in reps else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +154,7 @@ def evaluate_split(model: BiEncoder, tokenizer, data: RankingData, cfg: CfgNode,
     judged = data.judged_qids()
     results = {
         "split": split, "dataset": cfg.RETRIEVER.DATA.NAME, "mode": data.mode,
-        "fusion": fusion.__dict__ | {"described": fusion.describe()},
+        "fusion": asdict(fusion) | {"described": fusion.describe()},
         "queries": len(data.queries), "queries_scored": len(judged),
         "queries_without_positive": len(data.queries) - len(judged),
         "documents": len(data.docs), "input_issues": len(data.issues),

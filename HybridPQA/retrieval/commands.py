@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from HybridPQA.errors import InputError
@@ -44,7 +45,7 @@ def fuse_command(args: dict) -> dict:
         weights = None
     fused = fuse_runs(runs, fusion, weights)
     write_trec(fused, Path(args["--output"]), f"fused.{fusion.method}")
-    report["fusion"] = fusion.__dict__ | ({"weights": weights} if weights else {})
+    report["fusion"] = asdict(fusion) | ({"weights": weights} if weights else {})
     if qrels is not None:
         names = [args["--metric"], "mrr@10", "recall@100"]
         report["metrics"] = {str(p): score_run(r, qrels, names) for p, r in zip(paths, runs)}

@@ -37,9 +37,13 @@ class Fusion:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> Fusion:
-        saved = json.loads(Path(path).read_text())
+    def from_dict(cls, saved: dict) -> Fusion:
+        """From `asdict` output, extra keys (a results file's, fusion.json's) ignored."""
         return cls(**{k: saved[k] for k in ("method", "norm", "alpha", "rrf_k")})
+
+    @classmethod
+    def load(cls, path: Path) -> Fusion:
+        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def fusion_from_cfg(cfg: CfgNode) -> Fusion:
