@@ -6,6 +6,9 @@ Usage:
   hybridpqa prepare [--path_raw=DIR] [--path_models=DIR] [--path_out=DIR]
   hybridpqa fuse --runs=FILES --output=FILE [--method=NAME] [--norm=NAME] [--alpha=A] [--weights=LIST] [--rrf_k=K] [--qrels=FILE [--tune] [--metric=NAME]]
   hybridpqa export --index=DIR --output=DIR [--quantization=Q]
+  hybridpqa mine --run=FILE --path_data=DIR --split=NAME --output=FILE [--depth=N] [--overwrite]
+  hybridpqa explain --checkpoint=PATH (--query=TEXT --document=TEXT | --path_data=DIR --split=NAME --qid=ID [--docid=ID]) [--html=FILE] [--top=N]
+  hybridpqa reproduce --table=NAME --path_output=DIR [--steps=N] [--dry-run] [--overwrite]
   hybridpqa -h | --help
 
 Options:
@@ -17,7 +20,6 @@ Options:
   --print-config       print the merged config and exit, loading no model or data
   --env=FILE           dotenv file with HPQA__SECTION__KEY=value lines [default: .env]
   --checkpoint=PATH    checkpoint directory to evaluate; default: PRETRAINED_MODEL_TYPE, zero-shot
-  --split=NAME         evaluate NAME.json, NAME.csv or qrels/NAME.tsv in --path_data (default: TEST_DATA_PATH)
   --path_raw=DIR       where raw datasets are copied or downloaded [default: data/raw]
   --path_models=DIR    where splade-tiny is copied or unpacked [default: models]
   --path_out=DIR       where the product-QA experiment is written [default: data/product-qa]
@@ -33,6 +35,19 @@ Options:
   --metric=NAME        metric to tune and report [default: ndcg@10]
   --index=DIR          a saved sparse index, <run>/index/<split>/sparse
   --quantization=Q     integer impacts = round(weight * Q) [default: 100]
+  --run=FILE           mine: a TREC run over the split's questions (BM25's or a trained model's)
+  --depth=N            mine: negatives per question, the run's top N that are not positives [default: 30]
+  --split=NAME         evaluate, mine, explain: NAME.json, NAME.csv or qrels/NAME.tsv in --path_data
+  --query=TEXT         explain: a question
+  --document=TEXT      explain: a document
+  --qid=ID             explain: a question of --split; with no --docid, its top-ranked candidate
+                       (on a corpus split, its first positive)
+  --docid=ID           explain: a document of --split
+  --html=FILE          explain: also write a self-contained HTML page
+  --top=N              explain: expansion terms to show [default: 15]
+  --table=NAME         reproduce: configs/paper/NAME/*.yaml, e.g. product-qa or scifact
+  --steps=N            reproduce: train every row for N steps instead of its own (a quick look)
+  --dry-run            reproduce: list the rows and what would run, run nothing
 
 Trailing KEY VALUE pairs override the config, e.g. RETRIEVER.SOLVER.ALPHA 0.3 (a unique suffix
 such as SOLVER.ALPHA is enough). Merge order: defaults < YAML < .env < KEY VALUE.
@@ -103,6 +118,25 @@ def _dispatch(args: dict, argv: list[str] | None) -> dict:
         from HybridPQA.retrieval.commands import fuse_command
 
         return fuse_command(args)
+    if args["reproduce"]:
+        from HybridPQA.paper import reproduce
+
+        run.setup_logging()
+        steps = _int(args, "--steps") if args["--steps"] else None
+        report = reproduce(args["--table"], args["--path_output"], steps, args["--dry-run"], args["--overwrite"])
+        if any(line.startswith("FAIL") for line in report.get("checks", [])):
+            raise SystemExit(1)
+        return report
+    if args["explain"]:
+        from HybridPQA.evaluation.explain import explain_command
+
+        run.setup_logging()
+        explain_command(args, _int(args, "--top"))
+        return {}
+    if args["mine"]:
+        from HybridPQA.retrieval.commands import mine_command
+
+        return mine_command(args, _int(args, "--depth"))
     if args["export"]:
         from HybridPQA.retrieval.export import export_pyserini
 

@@ -25,8 +25,10 @@ def test_train_writes_a_self_describing_run_directory(tmp_path, splade_tiny, pro
                     "--env=none", *small(splade_tiny), "RETRIEVER.VISUALIZE", "True"])
     run = tmp_path / "quickstart"
     for name in ("config.yaml", "log.txt", "metrics.jsonl", "checkpoints/last/model.pt", "checkpoints/best.json",
-                 "results/test.json", "results/dev.json", "results/test.terms.txt"):
+                 "results/test.json", "results/dev.json"):
         assert (run / name).is_file(), name
+    pages = sorted((run / "results" / "test.explain").glob("*.html"))
+    assert len(pages) == 5 and "<table>" in pages[0].read_text() and "hybrid =" in pages[0].with_suffix(".txt").read_text()
     for scorer in ("hybrid", "dense", "sparse"):
         assert (run / "runs" / f"test.{scorer}.trec").stat().st_size > 0
     saved = json.loads((run / "results" / "test.json").read_text())

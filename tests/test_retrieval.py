@@ -111,8 +111,9 @@ def test_val_carved_from_train_is_stable_and_disjoint():
 def test_hard_negatives_come_from_the_run_without_positives():
     data = RankingData("train", {"q1": "a", "q2": "b"}, {d: d for d in "abcdef"}, {"q1": {"a": 1}, "q2": {"b": 1}})
     mined = with_hard_negatives(data, {"q1": {"a": 9.0, "c": 5.0, "d": 7.0, "zz": 8.0}}, 2, "run.trec")
-    assert mined.candidates["q1"] == ["a", "d"] and mined.candidates["q2"] == []  # depth counts the run's docs
-    with pytest.raises(InputError, match="run.trec: none of the 2 training questions"):
+    assert mined.candidates["q1"] == ["a", "d", "c"]  # the positive, then the top 2 others the data has
+    assert mined.candidates["q2"] == ["b"]
+    with pytest.raises(InputError, match="run.trec: none of the 2 questions of train is in this run"):
         with_hard_negatives(data, {"q9": {"a": 1.0}}, 5, "run.trec")
 
 

@@ -23,7 +23,7 @@ from HybridPQA.errors import InputError
 ENV_PREFIX = "HPQA__"
 METRICS = ("mrr@5", "map", "ndcg@5", "ndcg@10", "precision@1", "hit_rate@5", "r-precision")
 CHOICES = {
-    "RETRIEVER.MODEL.BIENCODER_TYPE": ("hybrid", "dense", "sparse"),
+    "RETRIEVER.MODEL.BIENCODER_TYPE": ("hybrid", "dense", "sparse", "cross", "bm25"),
     "RETRIEVER.MODEL.POOLING": ("cls", "mean"),
     "RETRIEVER.MODEL.AGG": ("max", "sum"),
     "RETRIEVER.SOLVER.LEVEL": ("pooled", "seq"),
@@ -34,6 +34,7 @@ CHOICES = {
     "RETRIEVER.FUSION.METHOD": ("linear", "rrf"),
     "RETRIEVER.FUSION.NORM": ("none", "min-max", "z-score"),
     "RETRIEVER.INDEX.DENSE": ("torch", "faiss"),
+    "RETRIEVER.DISTILL.LOSS": ("margin-mse", "kl"),
 }
 VOCAB_MASK_PARTS = ("special", "punctuation", "stopwords")
 # key -> (minimum, may be None); integers must be >= minimum, floats > or >= as noted
@@ -45,7 +46,8 @@ POSITIVE_INTS = {
     "RETRIEVER.SOLVER.NUM_STEP_PER_EVAL": 1, "RETRIEVER.SOLVER.CP_SAVE_LIMIT": 1,
     "RETRIEVER.SOLVER.LOG_STEPS": 1, "RETRIEVER.SOLVER.OPTIMIZER.GRADIENT_ACCUMULATION_STEPS": 1,
     "RETRIEVER.SOLVER.OPTIMIZER.WARMUP_STEPS": 0, "NUM_THREADS": 0, "RETRIEVER.SOLVER.TOP_RETRIEVE_COUNT": 1,
-    "RETRIEVER.DATA.HARD_NEGATIVES_DEPTH": 1, "RETRIEVER.FUSION.RRF_K": 1,
+    "RETRIEVER.DATA.HARD_NEGATIVES_DEPTH": 1, "RETRIEVER.FUSION.RRF_K": 1, "RETRIEVER.RERANK.DEPTH": 1,
+    "RETRIEVER.DISTILL.SELF_START_STEP": 0,
 }
 OPTIONAL_POSITIVE_INTS = {
     "RETRIEVER.DATA.COUNT": 1, "RETRIEVER.MODEL.TOP_K": 1, "RETRIEVER.MODEL.PROJECTION_DIM": 1,
@@ -219,8 +221,21 @@ def validate(cfg: CN) -> None:
     checks = [
         (cfg.FP16 and cfg.BF16, "FP16 and BF16 are both True; choose one precision"),
         (cfg.DISTRIBUTED, "DISTRIBUTED = True: multi-process training is not supported yet (issue 6); set False"),
-        (m.CROSS_INTERACTION, "RETRIEVER.MODEL.CROSS_INTERACTION = True: late interaction is not supported yet "
-                              "(issue 5); set False and RETRIEVER.SOLVER.LEVEL 'pooled'"),
+        (m.CROSS_INTERACTION != (s.LEVEL == "seq"),
+         "late interaction needs both RETRIEVER.MODEL.CROSS_INTERACTION True and RETRIEVER.SOLVER.LEVEL 'seq'; "
+         "set both, or neither"),
+        (m.CROSS_INTERACTION and m.BIENCODER_TYPE != "dense",
+         f"RETRIEVER.MODEL.CROSS_INTERACTION = True is a dense model; set BIENCODER_TYPE 'dense', "
+         f"not {m.BIENCODER_TYPE!r}"),
+        (cfg.RETRIEVER.BM25.K1 <= 0 or not 0 <= cfg.RETRIEVER.BM25.B <= 1,
+         "RETRIEVER.BM25.K1 must be > 0 and RETRIEVER.BM25.B in [0, 1]"),
+        (cfg.RETRIEVER.DISTILL.WEIGHT < 0 or cfg.RETRIEVER.DISTILL.SELF_WEIGHT < 0,
+         "RETRIEVER.DISTILL.WEIGHT and SELF_WEIGHT must be >= 0"),
+        (cfg.RETRIEVER.DISTILL.TEACHER_TEMPERATURE <= 0, "RETRIEVER.DISTILL.TEACHER_TEMPERATURE must be > 0"),
+        (cfg.RETRIEVER.DISTILL.SELF_WEIGHT > 0 and m.BIENCODER_TYPE != "hybrid",
+         "RETRIEVER.DISTILL.SELF_WEIGHT > 0 distils the fused score into the heads; it needs BIENCODER_TYPE 'hybrid'"),
+        (m.BIENCODER_TYPE == "bm25" and cfg.RETRIEVER.DO_TRAIN,
+         "RETRIEVER.MODEL.BIENCODER_TYPE = 'bm25' has nothing to train; set RETRIEVER.DO_TRAIN False"),
         (not isinstance(m.PRETRAINED_MODEL_TYPE, str) or not m.PRETRAINED_MODEL_TYPE,
          "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE must name a hub model or a local directory"),
         (d.NUM_POSITIVE_CONTEXTS > d.NUM_TOTAL_CONTEXTS,
@@ -239,12 +254,14 @@ def validate(cfg: CN) -> None:
          f"RETRIEVER.SOLVER.OPTIMIZER.BETAS = {s.OPTIMIZER.BETAS!r} must be two numbers in [0, 1)"),
         (s.OPTIMIZER.MAX_GRAD_NORM is not None and s.OPTIMIZER.MAX_GRAD_NORM <= 0,
          "RETRIEVER.SOLVER.OPTIMIZER.MAX_GRAD_NORM must be > 0 or None"),
-        (s.LEVEL == "seq", "RETRIEVER.SOLVER.LEVEL = 'seq' (late interaction) is not supported yet (issue 5); "
-                           "use 'pooled'"),
     ]
     for failed, message in checks:
         if failed:
             raise InputError(f"config: {message}")
-    for key in ("TRAIN_DATA_PATH", "VAL_DATA_PATH", "TEST_DATA_PATH", "NAME", "HARD_NEGATIVES_RUN"):
-        if d[key] is not None and not isinstance(d[key], str):
-            raise InputError(f"config: RETRIEVER.DATA.{key} must be a string path or None, got {d[key]!r}")
+    paths = {f"RETRIEVER.DATA.{k}": d[k] for k in ("TRAIN_DATA_PATH", "VAL_DATA_PATH", "TEST_DATA_PATH", "NAME",
+                                                   "HARD_NEGATIVES_RUN")}
+    paths |= {"RETRIEVER.DISTILL.TEACHER_RUN": cfg.RETRIEVER.DISTILL.TEACHER_RUN,
+              "RETRIEVER.RERANK.RUN": cfg.RETRIEVER.RERANK.RUN}
+    for key, value in paths.items():
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"config: {key} must be a string path or None, got {value!r}")

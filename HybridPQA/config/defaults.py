@@ -22,7 +22,8 @@ _C.RETRIEVER = CN()
 _C.RETRIEVER.DO_TRAIN = True  # train on DATA.TRAIN_DATA_PATH, selecting on DATA.VAL_DATA_PATH
 _C.RETRIEVER.DO_TEST = True  # evaluate the best checkpoint (or the zero-shot model) on DATA.TEST_DATA_PATH
 _C.RETRIEVER.COMPUTE_FLOPS = True  # encoder GFLOPs per query and per context via calflops, in results
-_C.RETRIEVER.VISUALIZE = False  # write the top expansion terms of a sample of test queries and their top hit
+# write `hybridpqa explain` pages (HTML + text) for 5 test questions and their top hit, in results/<split>.explain/
+_C.RETRIEVER.VISUALIZE = False
 
 # -----------------------------------------------------------------------------
 # Data. Paths are relative to --path_data. A path is a `.csv` (hetPQA TSV), a `.json`
@@ -57,9 +58,13 @@ _C.RETRIEVER.DATA.HARD_NEGATIVES_DEPTH = 50
 _C.RETRIEVER.MODEL = CN()
 _C.RETRIEVER.MODEL.MODEL_PATH = None  # checkpoint directory to load weights from; None = pretrained
 _C.RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE = "bert-base-uncased"  # hub name or local path of a BERT-like MLM
-_C.RETRIEVER.MODEL.BIENCODER_TYPE = "hybrid"  # "hybrid" | "dense" | "sparse"
+# "hybrid" | "dense" | "sparse": bi-encoders; "cross": a cross-encoder reranker (BERT sequence
+# classification over the pair); "bm25": no neural model, RETRIEVER.BM25 settings
+_C.RETRIEVER.MODEL.BIENCODER_TYPE = "hybrid"
 _C.RETRIEVER.MODEL.SHARED_ENCODER = False  # (new) one backbone for queries and contexts (siamese)
-_C.RETRIEVER.MODEL.CROSS_INTERACTION = False  # late interaction (ColBERT-style); not supported yet (issue 5)
+# late interaction (ColBERT-style), with BIENCODER_TYPE "dense" and SOLVER.LEVEL "seq": token vectors
+# through a PROJECTION_DIM projection (None = hidden size), [Q]/[D] markers, MaxSim summed over query tokens
+_C.RETRIEVER.MODEL.CROSS_INTERACTION = False
 _C.RETRIEVER.MODEL.POOLING = "cls"  # dense head pooling: "cls" | "mean"
 _C.RETRIEVER.MODEL.PROJECTION_DIM = None  # dense head: linear projection to this size; None = hidden size
 _C.RETRIEVER.MODEL.QUESTION_MAX_LENGTH = 128  # tokens, truncation; batches are padded dynamically
@@ -84,7 +89,7 @@ _C.RETRIEVER.SOLVER.NUM_STEP_PER_EVAL = 200  # evaluate on the val split (and ch
 _C.RETRIEVER.SOLVER.CP_SAVE_LIMIT = 1  # keep the N best checkpoints by SELECT_METRIC (plus `last`)
 _C.RETRIEVER.SOLVER.SELECT_METRIC = "mrr@5"  # (new) ranx metric of the hybrid/only scorer that picks the best
 _C.RETRIEVER.SOLVER.LOG_STEPS = 10  # (new) write a metrics.jsonl line every N steps
-_C.RETRIEVER.SOLVER.LEVEL = "pooled"  # one vector per text; "seq" (late interaction) not supported yet
+_C.RETRIEVER.SOLVER.LEVEL = "pooled"  # "pooled": one vector per text | "seq": token vectors (late interaction)
 _C.RETRIEVER.SOLVER.BROADCAST = "global"  # "local": own contexts only | "global": every context in the batch
 _C.RETRIEVER.SOLVER.FUNC = "dot"  # similarity: "dot" | "cosine"
 _C.RETRIEVER.SOLVER.TEMPERATURE = 0.5  # scores are divided by it in the contrastive loss
@@ -107,6 +112,41 @@ _C.RETRIEVER.FUSION.RRF_K = 60
 # tune ALPHA (linear) or RRF_K (rrf) on the val split with ranx's optimize_fusion, maximising
 # SOLVER.SELECT_METRIC; the result is saved in <run>/fusion.json and used for every split
 _C.RETRIEVER.FUSION.TUNE = False
+
+# -----------------------------------------------------------------------------
+# (new) Training signals beyond in-batch negatives. Teacher scores come from a TREC run over the
+# training questions' contexts (e.g. runs/train.cross.trec of a cross-encoder); its documents are
+# also the hard negatives. Pairs the teacher did not score are left out of the distillation loss.
+# -----------------------------------------------------------------------------
+_C.RETRIEVER.DISTILL = CN()
+_C.RETRIEVER.DISTILL.TEACHER_RUN = None  # path relative to --path_data (or absolute); None = off
+_C.RETRIEVER.DISTILL.LOSS = "margin-mse"  # "margin-mse" (Hofstaetter et al.) | "kl" (listwise, own contexts)
+_C.RETRIEVER.DISTILL.WEIGHT = 1.0  # weight of each head's distillation loss
+_C.RETRIEVER.DISTILL.TEACHER_TEMPERATURE = 1.0  # "kl": teacher scores are divided by it
+# self-distillation (BGE-M3): the detached fused score teaches the dense and sparse heads (KL over the
+# in-batch scores), from SELF_START_STEP on; 0 = off
+_C.RETRIEVER.DISTILL.SELF_WEIGHT = 0.0
+_C.RETRIEVER.DISTILL.SELF_START_STEP = 0
+
+# -----------------------------------------------------------------------------
+# (new) BM25 (BIENCODER_TYPE "bm25", bm25s with Lucene's formula): corpus-level statistics over the
+# split's documents; text lowercased, split into \w+ tokens (numbers kept), NLTK stopwords removed,
+# Porter-stemmed.
+# -----------------------------------------------------------------------------
+_C.RETRIEVER.BM25 = CN()
+_C.RETRIEVER.BM25.K1 = 0.9
+_C.RETRIEVER.BM25.B = 0.4
+_C.RETRIEVER.BM25.STEM = True
+_C.RETRIEVER.BM25.STOPWORDS = True
+
+# -----------------------------------------------------------------------------
+# (new) Rerank a first-stage run instead of the whole corpus: with a split that has no candidate
+# lists, each query's top DEPTH documents of RUN become its candidates. Needed by "cross" and late
+# interaction on corpus splits; "{split}" in RUN is replaced by the split's name (dev, test, ...).
+# -----------------------------------------------------------------------------
+_C.RETRIEVER.RERANK = CN()
+_C.RETRIEVER.RERANK.RUN = None  # TREC run, relative to --path_data (or absolute)
+_C.RETRIEVER.RERANK.DEPTH = 100
 
 # -----------------------------------------------------------------------------
 # (new) Corpus indexes, used when a split has no candidate lists.

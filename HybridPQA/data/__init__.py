@@ -40,16 +40,33 @@ def carve_val(data: RankingData, fraction: float) -> tuple[RankingData, RankingD
     return part(data.name, False), part(f"{data.name}-val", True)
 
 
+def _top(run: dict[str, dict[str, float]], qid: str, docs: dict, depth: int, skip=()) -> list[str]:
+    ranked = sorted(run.get(qid, {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    return [d for d, _ in ranked if d in docs and d not in skip][:depth]
+
+
+def _check_covers(data: RankingData, run: dict, source: str) -> None:
+    if not any(q in run for q in data.judged_qids()):
+        raise InputError(f"{source}: none of the {len(data.queries)} questions of {data.name} is in this run; "
+                         f"give a run of that split (`hybridpqa evaluate --split=...` writes runs/<split>.*.trec)")
+
+
 def with_hard_negatives(data: RankingData, run: dict[str, dict[str, float]], depth: int, source: str) -> RankingData:
-    """Training data whose candidate lists are each question's top `depth` documents of `run`
-    (a TREC run); TrainingSet samples its negatives from them, skipping the positives."""
-    covered = [q for q in data.judged_qids() if q in run]
-    if not covered:
-        raise InputError(f"{source}: none of the {len(data.queries)} training questions is in this run; "
-                         "retrieve the training split with `hybridpqa evaluate --split=<train split>`")
-    candidates = {q: [d for d, _ in sorted(run.get(q, {}).items(), key=lambda kv: (-kv[1], kv[0]))
-                      if d in data.docs][:depth] for q in data.queries}
+    """Training data whose candidate lists are each question's positives and the top `depth` other
+    documents of `run` (a TREC run): the hard negatives TrainingSet samples from."""
+    _check_covers(data, run, source)
+    candidates = {q: data.positives(q) + _top(run, q, data.docs, depth, set(data.positives(q))) for q in data.queries}
     return dataclasses.replace(data, candidates=candidates)
 
 
-__all__ = ["RankingData", "build_split", "carve_val", "find_split", "read_split", "with_hard_negatives"]
+def rerank_split(data: RankingData, run: dict[str, dict[str, float]], depth: int, source: str) -> RankingData:
+    """A corpus split turned into a rerank split: each query's candidates are its top `depth`
+    documents of a first-stage run; only those documents are kept. Metrics stay retrieval ones."""
+    _check_covers(data, run, source)
+    candidates = {q: _top(run, q, data.docs, depth) for q in data.queries}
+    keep = {d for docs in candidates.values() for d in docs}
+    return dataclasses.replace(data, candidates=candidates, docs={d: t for d, t in data.docs.items() if d in keep},
+                               first_stage=source)
+
+
+__all__ = ["RankingData", "build_split", "carve_val", "find_split", "read_split", "rerank_split", "with_hard_negatives"]

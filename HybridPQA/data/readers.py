@@ -35,6 +35,7 @@ class RankingData:
     doc_source: dict[str, str] = field(default_factory=dict)  # docid -> evidence source label
     query_group: dict[str, str] = field(default_factory=dict)  # qid -> product (ASIN)
     issues: list[str] = field(default_factory=list)  # skipped or repaired input, "file:line: what"
+    first_stage: str | None = None  # the run whose top documents became `candidates` (RERANK.RUN)
 
     @property
     def mode(self) -> str:

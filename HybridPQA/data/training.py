@@ -24,6 +24,14 @@ class Batch:
     questions: list[str]
     contexts: list[str]
     positive: torch.Tensor
+    qids: list[str]
+    docids: list[str]
+
+    def teacher_scores(self, run: dict[str, dict[str, float]]) -> torch.Tensor:
+        """(Q, C) scores of each question's own contexts in a teacher run, NaN where it has none."""
+        per_q = len(self.docids) // len(self.qids)
+        return torch.tensor([[run.get(q, {}).get(d, float("nan")) for d in self.docids[i * per_q:(i + 1) * per_q]]
+                             for i, q in enumerate(self.qids)], dtype=torch.float32)
 
 
 class TrainingSet:
@@ -71,4 +79,4 @@ class TrainingSet:
             pos_texts = {self.data.docs[d] for d in pos_ids}
             for j, (doc, text) in enumerate(zip(docids, texts)):
                 positive[i, j] = doc in pos_ids or text in pos_texts
-        return Batch([self.data.queries[q] for q in qids], texts, positive)
+        return Batch([self.data.queries[q] for q in qids], texts, positive, qids, docids)

@@ -16,7 +16,7 @@ import torch
 import transformers
 from yacs.config import CfgNode
 
-from HybridPQA.data import build_split, carve_val, find_split, with_hard_negatives
+from HybridPQA.data import build_split, carve_val, find_split, rerank_split, with_hard_negatives
 from HybridPQA.data.readers import RankingData
 from HybridPQA.data.training import TrainingSet
 from HybridPQA.engine.runtime import amp_dtype, build_device, seed_everything
@@ -73,7 +73,7 @@ def setup_logging(run_dir: Path | None = None) -> None:
     for handler in handlers:
         handler.setFormatter(fmt)
         root.addHandler(handler)
-    for noisy in ("transformers", "httpx", "urllib3", "numba"):
+    for noisy in ("transformers", "httpx", "urllib3", "numba", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -108,6 +108,17 @@ def load_split(path_data: Path, rel: str | None, cfg: CfgNode) -> RankingData | 
     return data
 
 
+def first_stage(data: RankingData | None, cfg: CfgNode, path_data: Path, split: str) -> RankingData | None:
+    """RERANK.RUN: a corpus split becomes a rerank split over the run's top documents."""
+    rerank = cfg.RETRIEVER.RERANK
+    if rerank.RUN is None or data is None or data.candidates is not None:
+        return data
+    path = Path(path_data) / rerank.RUN.replace("{split}", split)
+    data = rerank_split(data, read_trec(path), rerank.DEPTH, str(path))
+    log.info("%s: reranking the top %d of %s (%d documents)", data.name, rerank.DEPTH, path, len(data.docs))
+    return data
+
+
 def write_config(run_dir: Path, cfg: CfgNode, name: str = "config.yaml") -> None:
     (run_dir / name).write_text(cfg.dump())
 
@@ -129,32 +140,43 @@ def train_and_test(cfg: CfgNode, run_dir: Path, path_data: Path, resume: bool = 
         train, val = carve_val(train, d.VAL_FROM_TRAIN)
         log.info("val split carved from %s: %d questions (train keeps %d)", d.TRAIN_DATA_PATH, len(val.queries),
                  len(train.queries))
+    val = first_stage(val, cfg, path_data, "dev")
     if cfg.RETRIEVER.DO_TRAIN:
         if train is None:
             raise InputError("config: RETRIEVER.DO_TRAIN is True but RETRIEVER.DATA.TRAIN_DATA_PATH is None")
+        teacher = None
+        if cfg.RETRIEVER.DISTILL.TEACHER_RUN:  # the teacher's documents are the hard negatives too
+            path = Path(path_data) / cfg.RETRIEVER.DISTILL.TEACHER_RUN
+            teacher = read_trec(path)
+            if not d.HARD_NEGATIVES_RUN:
+                train = with_hard_negatives(train, teacher, d.HARD_NEGATIVES_DEPTH, str(path))
         if d.HARD_NEGATIVES_RUN:
             path = Path(path_data) / d.HARD_NEGATIVES_RUN
             train = with_hard_negatives(train, read_trec(path), d.HARD_NEGATIVES_DEPTH, str(path))
         train_set = TrainingSet(train, cfg.RETRIEVER.SOLVER.TRAIN_BATCH_SIZE, d.NUM_POSITIVE_CONTEXTS,
                                 d.NUM_TOTAL_CONTEXTS, cfg.SEED)
-        best = do_train(cfg, run_dir, model, tokenizer, train_set, val, device, dtype, resume, stop_at_step)
+        best = do_train(cfg, run_dir, model, tokenizer, train_set, val, device, dtype, resume, stop_at_step, teacher)
         if stop_at_step is not None and stop_at_step < cfg.RETRIEVER.SOLVER.TOTAL_TRAIN_STEPS:
             return {}  # interrupted on purpose: checkpoints/last is there to --resume from
         model, tokenizer = build_model(cfg, checkpoint=best)
         log.info("evaluating %s", best)
     results = {}
     if cfg.RETRIEVER.DO_TEST:
-        model.to(device)
+        if isinstance(model, torch.nn.Module):
+            model.to(device)
         fusion = None  # FUSION.TUNE: tuned on the val split, then used for every split
-        for split, data in (("dev", val), ("test", load_split(path_data, d.TEST_DATA_PATH, cfg))):
+        test = first_stage(load_split(path_data, d.TEST_DATA_PATH, cfg), cfg, path_data, "test")
+        for split, data in (("dev", val), ("test", test)):
             if data is not None:
                 results[split] = evaluate_split(model, tokenizer, data, cfg, device, dtype, run_dir, split,
                                                 fusion=fusion, tune_here=split == "dev" and cfg.RETRIEVER.FUSION.TUNE)
                 fusion = Fusion.from_dict(results[split]["fusion"])
-                if cfg.RETRIEVER.VISUALIZE:
-                    from HybridPQA.evaluation.explain import write_term_report
+                if cfg.RETRIEVER.VISUALIZE and split == "test":
+                    from HybridPQA.evaluation.explain import write_explanations
 
-                    write_term_report(model, tokenizer, data, cfg, device, run_dir / "results" / f"{split}.terms.txt")
+                    write_explanations(model, tokenizer, data, {sc: read_trec(run_dir / "runs" / f"{split}.{sc}.trec")
+                                                                 for sc in results[split]["metrics"]},
+                                       cfg, device, fusion, run_dir / "results" / f"{split}.explain")
     return results
 
 
@@ -179,11 +201,13 @@ def evaluate_only(cfg: CfgNode, run_dir: Path, path_data: Path, checkpoint: str 
     elif cfg.RETRIEVER.FUSION.TUNE:
         log.warning("RETRIEVER.FUSION.TUNE: nothing tuned to use (no fusion.json in the checkpoint's run); "
                     "the configured ALPHA / RRF_K are used")
-    data = build_split(path, cfg.RETRIEVER.DATA)
+    data = first_stage(build_split(path, cfg.RETRIEVER.DATA), cfg, path_data, name)
     _report_issues(data)
     log.info("evaluating %s on %s (%s, %d queries)", checkpoint or cfg.RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE,
              path, data.mode, len(data.queries))
-    return {name: evaluate_split(model.to(device), tokenizer, data, cfg, device, dtype, run_dir, name, fusion=fusion)}
+    if isinstance(model, torch.nn.Module):
+        model.to(device)
+    return {name: evaluate_split(model, tokenizer, data, cfg, device, dtype, run_dir, name, fusion=fusion)}
 
 
 def results_table(results: dict[str, dict], metrics: tuple[str, ...] = ("mrr@5", "map", "ndcg@5", "ndcg@10",

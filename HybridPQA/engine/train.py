@@ -11,13 +11,14 @@ from tqdm import tqdm
 from yacs.config import CfgNode
 
 from HybridPQA.data.readers import RankingData
-from HybridPQA.data.training import TrainingSet
+from HybridPQA.data.training import Batch, TrainingSet
 from HybridPQA.engine import checkpoint as ckpt
 from HybridPQA.engine.runtime import autocast
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import evaluate_split
-from HybridPQA.losses import hybrid_loss, lambda_at
-from HybridPQA.modeling import BiEncoder, tokenize
+from HybridPQA.losses import cross_loss, hybrid_loss, lambda_at
+from HybridPQA.modeling import BiEncoder, CrossEncoder, tokenize
+from HybridPQA.modeling.cross import tokenize_pairs
 
 log = logging.getLogger(__name__)
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
@@ -51,6 +52,27 @@ def selection_value(results: dict, metric: str) -> float:
     return values[metric]
 
 
+def loss_parts(model: BiEncoder | CrossEncoder, tokenizer, batch: Batch, cfg: CfgNode, device: torch.device,
+               step: int, lambda_q: float, lambda_d: float, teacher: dict | None) -> tuple[dict, dict]:
+    """(named loss parts, {head: (N, V) sparse reps} for logging) of one micro-batch."""
+    s, m, dist = cfg.RETRIEVER.SOLVER, cfg.RETRIEVER.MODEL, cfg.RETRIEVER.DISTILL
+    teacher_scores = batch.teacher_scores(teacher).to(device) if teacher is not None else None
+    distill = {"teacher": teacher_scores, "distill": dist.LOSS, "distill_weight": dist.WEIGHT,
+               "teacher_temperature": dist.TEACHER_TEMPERATURE}
+    if isinstance(model, CrossEncoder):
+        per_q = len(batch.contexts) // len(batch.questions)
+        pairs = tokenize_pairs(tokenizer, [q for q in batch.questions for _ in range(per_q)], batch.contexts,
+                               m.QUESTION_MAX_LENGTH + m.CONTEXT_MAX_LENGTH, device)
+        return cross_loss(model(**pairs).view(len(batch.questions), per_q), batch.positive.to(device), **distill), {}
+    q_reps = model.encode("query", **tokenize(tokenizer, batch.questions, m.QUESTION_MAX_LENGTH, device))
+    c_reps = model.encode("context", **tokenize(tokenizer, batch.contexts, m.CONTEXT_MAX_LENGTH, device))
+    self_weight = dist.SELF_WEIGHT if step >= dist.SELF_START_STEP else 0.0
+    parts = hybrid_loss(q_reps, c_reps, batch.positive.to(device), temperature=s.TEMPERATURE, broadcast=s.BROADCAST,
+                        func=s.FUNC, alpha=s.ALPHA, hybrid_weight=s.HYBRID_LOSS_WEIGHT, lambda_q=lambda_q,
+                        lambda_d=lambda_d, self_weight=self_weight, **distill)
+    return parts, ({"q": q_reps["sparse"], "d": c_reps["sparse"]} if "sparse" in q_reps else {})
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop lines logged after the checkpoint we resume from, so no step appears twice."""
     if path.is_file():
@@ -58,12 +80,13 @@ def _truncate_metrics(path: Path, step: int) -> None:
         path.write_text("".join(line + "\n" for line in lines))
 
 
-def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder, tokenizer, train_set: TrainingSet,
+def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder | CrossEncoder, tokenizer, train_set: TrainingSet,
              val_data: RankingData | None, device: torch.device, dtype: torch.dtype | None,
-             resume: bool = False, stop_at_step: int | None = None) -> Path:
+             resume: bool = False, stop_at_step: int | None = None, teacher: dict | None = None) -> Path:
     """Train until TOTAL_TRAIN_STEPS (or `stop_at_step`, for tests and interruptions); return the
-    best checkpoint directory (by SELECT_METRIC on the val split, else the last one)."""
-    s, m = cfg.RETRIEVER.SOLVER, cfg.RETRIEVER.MODEL
+    best checkpoint directory (by SELECT_METRIC on the val split, else the last one).
+    `teacher`: a TREC run {qid: {docid: score}} to distil from (RETRIEVER.DISTILL)."""
+    s = cfg.RETRIEVER.SOLVER
     accumulation = s.OPTIMIZER.GRADIENT_ACCUMULATION_STEPS
     reg_warmup = s.REG_WARMUP_STEPS or s.TOTAL_TRAIN_STEPS
     model.to(device)  # before the optimizer, so its restored state lands on the parameters' device
@@ -104,21 +127,15 @@ def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder, tokenizer, train_set
             state["batch"] += 1
             if state["batch"] == train_set.batches_per_epoch():
                 state["epoch"], state["batch"] = state["epoch"] + 1, 0
-            questions = tokenize(tokenizer, batch.questions, m.QUESTION_MAX_LENGTH, device)
-            contexts = tokenize(tokenizer, batch.contexts, m.CONTEXT_MAX_LENGTH, device)
             with autocast(device, dtype):
-                q_reps = model.encode("query", **questions)
-                c_reps = model.encode("context", **contexts)
-                parts = hybrid_loss(q_reps, c_reps, batch.positive.to(device), temperature=s.TEMPERATURE,
-                                    broadcast=s.BROADCAST, func=s.FUNC, alpha=s.ALPHA,
-                                    hybrid_weight=s.HYBRID_LOSS_WEIGHT, lambda_q=lambda_q, lambda_d=lambda_d)
+                parts, sparse = loss_parts(model, tokenizer, batch, cfg, device, state["step"], lambda_q, lambda_d,
+                                           teacher)
             loss = sum(parts.values()) / accumulation
             (scaler.scale(loss) if scaler is not None else loss).backward()
             for name, value in parts.items():
                 logged[name] += value.item() / accumulation / s.LOG_STEPS
-            if "sparse" in q_reps:
-                logged["active_dims_q"] += (q_reps["sparse"] > 0).sum(-1).float().mean().item() / accumulation / s.LOG_STEPS
-                logged["active_dims_d"] += (c_reps["sparse"] > 0).sum(-1).float().mean().item() / accumulation / s.LOG_STEPS
+            for side, reps in sparse.items():
+                logged[f"active_dims_{side}"] += (reps > 0).sum(-1).float().mean().item() / accumulation / s.LOG_STEPS
         if scaler is not None:
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         if s.OPTIMIZER.MAX_GRAD_NORM is not None:

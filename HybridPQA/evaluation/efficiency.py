@@ -24,7 +24,7 @@ from HybridPQA.modeling import BiEncoder, tokenize
 from HybridPQA.retrieval.fusion import Fusion, fuse_scores
 from HybridPQA.retrieval.index import top_k
 
-SCORER_HEADS = {"dense": ("dense",), "sparse": ("sparse",), "hybrid": ("dense", "sparse")}
+SCORER_HEADS = {"dense": ("dense",), "sparse": ("sparse",), "hybrid": ("dense", "sparse"), "late": ("late",)}
 
 
 @contextmanager
@@ -33,8 +33,8 @@ def only_heads(model: BiEncoder, heads: tuple[str, ...]):
     saved = []
     encoders = {id(e): e for e in (model.query_encoder, model.context_encoder) if e is not None}
     for encoder in encoders.values():
-        for head in ("dense", "sparse"):
-            if head not in heads:
+        for head in ("dense", "sparse", "late"):
+            if head not in heads and getattr(encoder, f"{head}_head") is not None:
                 saved.append((encoder, f"{head}_head", getattr(encoder, f"{head}_head")))
                 setattr(encoder, f"{head}_head", None)
     try:
@@ -104,6 +104,11 @@ def efficiency(ranker, data: RankingData, fusion: Fusion, compute_flops: bool, n
                                           ("context", "document", list(data.docs.values()))):
                     entry[f"gflops_per_{name}"], entry[f"median_{name}_tokens"] = _gflops(ranker, side, texts)
             timings = _latencies(ranker, data, scorer, fusion, num_latency)
+        if compute_flops and data.candidates is not None:  # documents are encoded ahead of the queries
+            per_query = sum(len(c) for c in data.candidates.values()) / max(len(data.candidates), 1)
+            entry["candidates_per_query"] = per_query
+            entry["gflops_per_pair"] = entry["gflops_per_query"] / max(per_query, 1e-9)
+            entry["gflops_per_pair_documents_online"] = entry["gflops_per_pair"] + entry["gflops_per_document"]
         entry["latency_ms_p50"] = 1000 * statistics.median(timings)
         entry["latency_ms_p95"] = 1000 * float(np.percentile(timings, 95))
         if "sparse" in needs:

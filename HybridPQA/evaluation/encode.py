@@ -1,6 +1,7 @@
 """Encode texts in length-sorted batches and score queries against documents.
 
-Dense vectors are kept as a float32 (N, D) tensor, sparse ones as a scipy CSR (N, V) matrix.
+Dense vectors are kept as a float32 (N, D) tensor, sparse ones as a scipy CSR (N, V) matrix,
+late-interaction token vectors as a float16 (N, L, D) tensor with zero rows for padding.
 """
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from HybridPQA.engine.runtime import autocast
+from HybridPQA.losses import maxsim
 from HybridPQA.modeling import BiEncoder
 
-Reps = dict[str, object]  # {"dense": Tensor (N, D), "sparse": csr_matrix (N, V)}
+Reps = dict[str, object]  # {"dense": Tensor (N, D), "sparse": csr_matrix (N, V), "late": Tensor (N, L, D)}
+PAIR_CHUNK = 512  # query-document pairs per MaxSim product
 
 
 def _to_csr(weights: torch.Tensor) -> sp.csr_matrix:
@@ -27,7 +30,7 @@ def encode(model: BiEncoder, tokenizer, side: str, texts: list[str], max_length:
     model.eval()
     ids = tokenizer(texts, truncation=True, max_length=max_length, return_token_type_ids=False)["input_ids"]
     order = np.argsort([len(x) for x in ids], kind="stable")
-    dense, sparse = [], []
+    dense, sparse, late = [], [], []
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         batch = tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt")
@@ -37,18 +40,23 @@ def encode(model: BiEncoder, tokenizer, side: str, texts: list[str], max_length:
             dense.append(reps["dense"].float().cpu())
         if "sparse" in reps:
             sparse.append(_to_csr(reps["sparse"]))
+        if "late" in reps:
+            late.append(reps["late"].to(torch.float16).cpu())
     inverse = np.argsort(order)
     out: Reps = {}
     if dense:
         out["dense"] = torch.cat(dense)[torch.from_numpy(inverse)]
     if sparse:
         out["sparse"] = sp.vstack(sparse).tocsr()[inverse]
+    if late:
+        length = max(t.shape[1] for t in late)
+        out["late"] = torch.cat([F.pad(t, (0, 0, 0, length - t.shape[1])) for t in late])[torch.from_numpy(inverse)]
     return out
 
 
 def normalized(reps: Reps) -> Reps:
-    """Unit-length rows, for FUNC = cosine."""
-    out = {}
+    """Unit-length rows, for FUNC = cosine (token vectors already are)."""
+    out = {k: v for k, v in reps.items() if k == "late"}
     if "dense" in reps:
         out["dense"] = F.normalize(reps["dense"], dim=-1)
     if "sparse" in reps:
@@ -64,6 +72,11 @@ def pair_scores(queries: Reps, docs: Reps, q_index: np.ndarray, d_index: np.ndar
         out["dense"] = (queries["dense"][q_index] * docs["dense"][d_index]).sum(-1).numpy()
     if "sparse" in queries:
         out["sparse"] = np.asarray(queries["sparse"][q_index].multiply(docs["sparse"][d_index]).sum(1)).ravel()
+    if "late" in queries:
+        out["late"] = np.concatenate([
+            torch.vmap(lambda q, d: maxsim(q[None], d[None])[0, 0])(
+                queries["late"][q_index[k:k + PAIR_CHUNK]].float(), docs["late"][d_index[k:k + PAIR_CHUNK]].float()
+            ).numpy() for k in range(0, len(q_index), PAIR_CHUNK)]) if len(q_index) else np.zeros(0, np.float32)
     return out
 
 

@@ -1,8 +1,9 @@
 """Rank a split with every scorer, write TREC runs, score them, save results/<split>.json.
 
-Mode follows the data: a split with candidate lists is reranked (hetPQA), one without is
-retrieved from the whole corpus (BEIR) through a SparseIndex and a DenseIndex. Scorers: dense,
-sparse and hybrid. The hybrid is fused from the dense and sparse scores of *every* document
+Mode follows the data: a split with candidate lists is reranked (hetPQA, or the top of a
+first-stage run), one without is retrieved from the whole corpus (BEIR) through a SparseIndex and
+a DenseIndex. Bi-encoder scorers: dense, sparse, hybrid and late (MaxSim, rerank only); BM25 and
+the cross-encoder have their own rankers (rankers.py). The hybrid is fused from the dense and sparse scores of *every* document
 of a query (its candidates, or the whole corpus, queries taken in chunks), then cut to the
 depth: it is exact at any depth for linear fusion, any normalisation, and RRF.
 """
@@ -19,6 +20,7 @@ import torch
 from yacs.config import CfgNode
 
 from HybridPQA.data.readers import RankingData
+from HybridPQA.errors import InputError
 from HybridPQA.evaluation.efficiency import efficiency
 from HybridPQA.evaluation.encode import encode, normalized, pair_scores
 from HybridPQA.evaluation.metrics import (
@@ -27,8 +29,9 @@ from HybridPQA.evaluation.metrics import (
     per_source,
     score_run,
 )
+from HybridPQA.evaluation.rankers import BM25Ranker, CrossRanker
 from HybridPQA.evaluation.trec import Run, read_trec, write_trec
-from HybridPQA.modeling import BiEncoder
+from HybridPQA.modeling import BM25, BiEncoder, CrossEncoder
 from HybridPQA.retrieval.fusion import Fusion, fuse_scores, fusion_from_cfg, tune
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex, save_queries, top_k
 
@@ -52,6 +55,9 @@ class Ranker:
 
     def index(self, data: RankingData) -> None:
         """Encode every document (timed); in retrieve mode, build the corpus indexes."""
+        if data.candidates is None and "late" in self.model.heads:
+            raise InputError(f"{data.name}: late interaction reranks candidates and this split has none; set "
+                             "RETRIEVER.RERANK.RUN to a first-stage run (e.g. BM25's runs/{split}.bm25.trec)")
         self.data, self.docids = data, list(data.docs)
         self.row = {d: i for i, d in enumerate(self.docids)}
         started = time.perf_counter()
@@ -104,6 +110,9 @@ class Ranker:
                              for q, cols, vals in zip(qids, index, values.tolist())}
         return runs
 
+    def efficiency(self, data: RankingData, fusion: Fusion, compute_flops: bool) -> dict:
+        return efficiency(self, data, fusion, compute_flops)
+
     def save_indexes(self, path: Path, qids: list[str]) -> None:
         """index/<split>/{sparse,dense}/, with the vocabulary and the split's sparse queries."""
         for head, index in self.indexes.items():
@@ -114,8 +123,16 @@ class Ranker:
                 save_queries(path / head, qids, self.query_reps["sparse"])
 
 
+def build_ranker(model: BiEncoder | CrossEncoder | BM25, tokenizer, cfg: CfgNode, device: torch.device, dtype):
+    if isinstance(model, BM25):
+        return BM25Ranker(model, cfg)
+    if isinstance(model, CrossEncoder):
+        return CrossRanker(model, tokenizer, cfg, device, dtype)
+    return Ranker(model, tokenizer, cfg, device, dtype)
+
+
 def metrics_of(runs: dict[str, Run], data: RankingData) -> dict[str, dict[str, float]]:
-    names = RERANK_METRICS if data.mode == "rerank" else RETRIEVE_METRICS
+    names = RERANK_METRICS if data.mode == "rerank" and data.first_stage is None else RETRIEVE_METRICS
     return {scorer: score_run(run, data.qrels, names) for scorer, run in runs.items()}
 
 
@@ -132,12 +149,12 @@ def tune_fusion(ranker: Ranker, data: RankingData, fusion: Fusion, metric: str, 
     return tuned
 
 
-def evaluate_split(model: BiEncoder, tokenizer, data: RankingData, cfg: CfgNode, device: torch.device, dtype,
+def evaluate_split(model: BiEncoder | CrossEncoder | BM25, tokenizer, data: RankingData, cfg: CfgNode, device: torch.device, dtype,
                    run_dir: Path | None = None, split: str | None = None, with_efficiency: bool = True,
                    fusion: Fusion | None = None, tune_here: bool = False) -> dict:
     """Rank, score and (with run_dir) write runs/<split>.<scorer>.trec, index/<split>/ and
     results/<split>.json. `tune_here` first tunes the fusion on this split (the val split)."""
-    ranker = Ranker(model, tokenizer, cfg, device, dtype)
+    ranker = build_ranker(model, tokenizer, cfg, device, dtype)
     started = time.perf_counter()
     ranker.index(data)
     fusion = fusion or fusion_from_cfg(cfg)
@@ -149,13 +166,13 @@ def evaluate_split(model: BiEncoder, tokenizer, data: RankingData, cfg: CfgNode,
         for scorer, run in runs.items():
             write_trec(run, run_dir / "runs" / f"{split}.{scorer}.trec", f"{cfg.EXP}.{scorer}")
             runs[scorer] = read_trec(run_dir / "runs" / f"{split}.{scorer}.trec")
-        if data.mode == "retrieve" and cfg.RETRIEVER.INDEX.SAVE:
+        if data.mode == "retrieve" and cfg.RETRIEVER.INDEX.SAVE and isinstance(ranker, Ranker):
             ranker.save_indexes(run_dir / "index" / split, list(data.queries))
     judged = data.judged_qids()
     results = {
         "split": split, "dataset": cfg.RETRIEVER.DATA.NAME, "mode": data.mode,
         "fusion": asdict(fusion) | {"described": fusion.describe()},
-        "queries": len(data.queries), "queries_scored": len(judged),
+        "first_stage": data.first_stage, "queries": len(data.queries), "queries_scored": len(judged),
         "queries_without_positive": len(data.queries) - len(judged),
         "documents": len(data.docs), "input_issues": len(data.issues),
         "metrics": metrics_of(runs, data),
@@ -164,7 +181,7 @@ def evaluate_split(model: BiEncoder, tokenizer, data: RankingData, cfg: CfgNode,
     if data.mode == "rerank" and data.doc_source:
         results["per_source"] = {scorer: per_source(run, data, RERANK_METRICS) for scorer, run in runs.items()}
     if with_efficiency:
-        results["efficiency"] = efficiency(ranker, data, fusion, cfg.RETRIEVER.COMPUTE_FLOPS)
+        results["efficiency"] = ranker.efficiency(data, fusion, cfg.RETRIEVER.COMPUTE_FLOPS)
     if run_dir is not None:
         path = run_dir / "results" / f"{split}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

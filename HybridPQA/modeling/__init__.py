@@ -1,4 +1,7 @@
-"""`build_model` turns the MODEL config into a BiEncoder; checkpoints save and load it.
+"""`build_model` turns the MODEL config into a model; checkpoints save and load it.
+
+BIENCODER_TYPE hybrid / dense / sparse -> BiEncoder (dense + late-interaction token vectors when
+CROSS_INTERACTION), cross -> CrossEncoder, bm25 -> BM25 (no weights, no tokenizer).
 
 A checkpoint directory holds `model.pt` (the BiEncoder state dict), `backbone/` (the HF
 config, so the architecture is rebuilt offline), `tokenizer/` and `config.yaml` (the run's
@@ -10,29 +13,51 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 from yacs.config import CfgNode
 
 from HybridPQA.errors import InputError
+from HybridPQA.modeling.bm25 import BM25, build_bm25
+from HybridPQA.modeling.cross import CrossEncoder
 from HybridPQA.modeling.encoder import BiEncoder, HybridEncoder
-from HybridPQA.modeling.heads import DenseHead, SpladeHead
+from HybridPQA.modeling.heads import DenseHead, LateHead, SpladeHead
 from HybridPQA.modeling.vocab import build_vocab_mask
 
 log = logging.getLogger(__name__)
 DROPOUT_ATTRS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout")
 HEADS = {"hybrid": ("dense", "sparse"), "dense": ("dense",), "sparse": ("sparse",)}
+MARKERS = ("[unused0]", "[unused1]")  # ColBERT's [Q] and [D], as in its BERT checkpoints
 
 
-def _load_mlm(source: str, dropout: float | None, weights: bool) -> torch.nn.Module:
-    """A masked LM from a hub name or directory; a missing MLM head is built tied to the embeddings."""
+def _backbone_config(source: str, dropout: float | None, **extra):
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, **extra)
     except OSError as err:
         raise InputError(f"RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE = {source!r}: cannot load it ({err.__class__.__name__}); "
                          "give a local model directory or a hub name reachable from here") from None
     for attr in DROPOUT_ATTRS:
         if dropout is not None and hasattr(config, attr):
             setattr(config, attr, dropout)
+    return config
+
+
+def _load_cross(source: str, dropout: float | None, weights: bool) -> CrossEncoder:
+    """Sequence classification with one output over the backbone; pooler and classifier start random
+    when the source is a masked LM."""
+    config = _backbone_config(source, dropout, num_labels=1)
+    if not weights:
+        return CrossEncoder(AutoModelForSequenceClassification.from_config(config))
+    return CrossEncoder(AutoModelForSequenceClassification.from_pretrained(source, config=config))
+
+
+def _load_mlm(source: str, dropout: float | None, weights: bool) -> torch.nn.Module:
+    """A masked LM from a hub name or directory; a missing MLM head is built tied to the embeddings."""
+    config = _backbone_config(source, dropout)
     if not weights:
         return AutoModelForMaskedLM.from_config(config)
     mlm, info = AutoModelForMaskedLM.from_pretrained(source, config=config, output_loading_info=True)
@@ -54,6 +79,8 @@ def build_tokenizer(source: str, do_lower_case: bool):
 
 def _encoder(mlm: torch.nn.Module, tokenizer, model_cfg: CfgNode) -> HybridEncoder:
     heads = HEADS[model_cfg.BIENCODER_TYPE]
+    if model_cfg.CROSS_INTERACTION:
+        return HybridEncoder(mlm, None, None, LateHead(mlm.config.hidden_size, model_cfg.PROJECTION_DIM))
     dense = DenseHead(mlm.config.hidden_size, model_cfg.POOLING, model_cfg.PROJECTION_DIM) if "dense" in heads else None
     sparse = None
     if "sparse" in heads:
@@ -63,10 +90,21 @@ def _encoder(mlm: torch.nn.Module, tokenizer, model_cfg: CfgNode) -> HybridEncod
     return HybridEncoder(mlm, dense, sparse)
 
 
-def build_model(cfg: CfgNode, checkpoint: str | Path | None = None) -> tuple[BiEncoder, object]:
-    """(BiEncoder, tokenizer) from MODEL.PRETRAINED_MODEL_TYPE, or from a checkpoint directory
+def _markers(tokenizer) -> dict[str, int] | None:
+    ids = tokenizer.convert_tokens_to_ids(list(MARKERS))
+    if tokenizer.unk_token_id in ids:
+        log.warning("the tokenizer has no %s tokens: late interaction runs without query/document markers",
+                    " / ".join(MARKERS))
+        return None
+    return {"query": ids[0], "context": ids[1]}
+
+
+def build_model(cfg: CfgNode, checkpoint: str | Path | None = None) -> tuple[BiEncoder | CrossEncoder | BM25, object]:
+    """(model, tokenizer) from MODEL.PRETRAINED_MODEL_TYPE, or from a checkpoint directory
     (`checkpoint`, else MODEL.MODEL_PATH) whose weights replace the pretrained ones."""
     model_cfg = cfg.RETRIEVER.MODEL
+    if model_cfg.BIENCODER_TYPE == "bm25":
+        return build_bm25(cfg), None
     checkpoint = checkpoint or model_cfg.MODEL_PATH
     if checkpoint is None:
         source, weights = model_cfg.PRETRAINED_MODEL_TYPE, True
@@ -78,20 +116,23 @@ def build_model(cfg: CfgNode, checkpoint: str | Path | None = None) -> tuple[BiE
         _check_compatible(checkpoint, model_cfg)
         source, weights = str(checkpoint / "backbone"), False
     tokenizer = build_tokenizer(str(checkpoint / "tokenizer") if checkpoint else source, model_cfg.DO_LOWER_CASE)
-    query = _encoder(_load_mlm(source, model_cfg.DROPOUT, weights), tokenizer, model_cfg)
-    context = None
-    if not model_cfg.SHARED_ENCODER:
-        context = _encoder(_load_mlm(source, model_cfg.DROPOUT, weights), tokenizer, model_cfg)
-    model = BiEncoder(query, context)
+    if model_cfg.BIENCODER_TYPE == "cross":
+        model = _load_cross(source, model_cfg.DROPOUT, weights)
+    else:
+        query = _encoder(_load_mlm(source, model_cfg.DROPOUT, weights), tokenizer, model_cfg)
+        context = None
+        if not model_cfg.SHARED_ENCODER:
+            context = _encoder(_load_mlm(source, model_cfg.DROPOUT, weights), tokenizer, model_cfg)
+        model = BiEncoder(query, context, _markers(tokenizer) if model_cfg.CROSS_INTERACTION else None)
     if checkpoint is not None:
         model.load_state_dict(torch.load(checkpoint / "model.pt", map_location="cpu", weights_only=True))
         log.info("loaded weights from %s", checkpoint)
-    elif model_cfg.PROJECTION_DIM and "dense" in HEADS[model_cfg.BIENCODER_TYPE]:
+    elif model_cfg.PROJECTION_DIM and model_cfg.BIENCODER_TYPE == "dense" and not model_cfg.CROSS_INTERACTION:
         log.warning("RETRIEVER.MODEL.PROJECTION_DIM is set and no checkpoint is loaded: the projection is random")
     return model, tokenizer
 
 
-STRUCTURAL_KEYS = ("BIENCODER_TYPE", "SHARED_ENCODER", "PROJECTION_DIM")
+STRUCTURAL_KEYS = ("BIENCODER_TYPE", "SHARED_ENCODER", "PROJECTION_DIM", "CROSS_INTERACTION")
 
 
 def _check_compatible(checkpoint: Path, model_cfg: CfgNode) -> None:
@@ -102,10 +143,10 @@ def _check_compatible(checkpoint: Path, model_cfg: CfgNode) -> None:
                              f"{model_cfg[key]!r}; evaluate with that checkpoint's config.yaml")
 
 
-def save_checkpoint(model: BiEncoder, tokenizer, cfg: CfgNode, path: Path) -> None:
+def save_checkpoint(model: BiEncoder | CrossEncoder, tokenizer, cfg: CfgNode, path: Path) -> None:
     """Write the checkpoint directory atomically enough: files first, model.pt last."""
     path.mkdir(parents=True, exist_ok=True)
-    model.query_encoder.mlm.config.save_pretrained(path / "backbone")
+    model.backbone_config.save_pretrained(path / "backbone")
     tokenizer.save_pretrained(path / "tokenizer")
     (path / "config.yaml").write_text(cfg.dump())
     torch.save(model.state_dict(), path / "model.tmp")

@@ -4,11 +4,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from HybridPQA.modeling.heads import DenseHead, SpladeHead
+from HybridPQA.modeling.heads import DenseHead, LateHead, SpladeHead
 
 
 class HybridEncoder(nn.Module):
-    """input_ids, attention_mask (B, L) -> {"dense": (B, D), "sparse": (B, V)}, each head optional.
+    """input_ids, attention_mask (B, L) -> {"dense": (B, D), "sparse": (B, V), "late": (B, L, D)},
+    each head optional ("late": token vectors for late interaction).
 
     The MLM head runs only when the sparse head needs it. BERT-family heads (`cls.predictions`:
     transform + decoder) hand the decoder to the sparse head, which pools without building the
@@ -16,9 +17,10 @@ class HybridEncoder(nn.Module):
     with hidden states.
     """
 
-    def __init__(self, mlm: nn.Module, dense_head: DenseHead | None, sparse_head: SpladeHead | None):
+    def __init__(self, mlm: nn.Module, dense_head: DenseHead | None, sparse_head: SpladeHead | None,
+                 late_head: LateHead | None = None):
         super().__init__()
-        self.mlm, self.dense_head, self.sparse_head = mlm, dense_head, sparse_head
+        self.mlm, self.dense_head, self.sparse_head, self.late_head = mlm, dense_head, sparse_head, late_head
         predictions = getattr(getattr(mlm, "cls", None), "predictions", None)
         self.split_head = predictions is not None and hasattr(predictions, "transform") and hasattr(predictions, "decoder")
 
@@ -39,21 +41,36 @@ class HybridEncoder(nn.Module):
             reps["dense"] = self.dense_head(hidden, attention_mask)
         if sparse is not None:
             reps["sparse"] = sparse
+        if self.late_head is not None:
+            reps["late"] = self.late_head(hidden, attention_mask)
         return reps
 
 
 class BiEncoder(nn.Module):
-    """A query encoder and a context encoder; `shared=True` uses one for both (siamese)."""
+    """A query encoder and a context encoder (None: the query encoder is shared, siamese).
 
-    def __init__(self, query_encoder: HybridEncoder, context_encoder: HybridEncoder | None = None):
+    `markers` = {"query": id, "context": id} inserts that token after [CLS] (ColBERT's [Q]/[D]).
+    """
+
+    def __init__(self, query_encoder: HybridEncoder, context_encoder: HybridEncoder | None = None,
+                 markers: dict[str, int] | None = None):
         super().__init__()
         self.query_encoder = query_encoder
         self.context_encoder = context_encoder  # None = shared with the query encoder
+        self.markers = markers
 
     @property
     def heads(self) -> tuple[str, ...]:
-        return tuple(h for h in ("dense", "sparse") if getattr(self.query_encoder, f"{h}_head") is not None)
+        return tuple(h for h in ("dense", "sparse", "late") if getattr(self.query_encoder, f"{h}_head") is not None)
+
+    @property
+    def backbone_config(self):
+        return self.query_encoder.mlm.config
 
     def encode(self, side: str, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         encoder = self.context_encoder if side == "context" and self.context_encoder is not None else self.query_encoder
+        if self.markers is not None:
+            marker = torch.full_like(input_ids[:, :1], self.markers[side])
+            input_ids = torch.cat([input_ids[:, :1], marker, input_ids[:, 1:]], dim=1)
+            attention_mask = torch.cat([attention_mask[:, :1], attention_mask], dim=1)
         return encoder(input_ids, attention_mask)

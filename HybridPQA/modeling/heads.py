@@ -22,6 +22,19 @@ class DenseHead(nn.Module):
         return self.projection(pooled) if self.projection is not None else pooled
 
 
+class LateHead(nn.Module):
+    """(B, L, H) hidden states, (B, L) mask -> (B, L, D) unit token vectors, padding rows zero
+    (ColBERT). A zero row marks padding for `maxsim`."""
+
+    def __init__(self, hidden_size: int, dim: int | None = None):
+        super().__init__()
+        self.projection = nn.Linear(hidden_size, dim or hidden_size, bias=False)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        vectors = nn.functional.normalize(self.projection(hidden), dim=-1)
+        return vectors * attention_mask.unsqueeze(-1).to(vectors.dtype)
+
+
 TILE_TOKENS = 512
 
 

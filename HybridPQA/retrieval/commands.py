@@ -54,3 +54,24 @@ def fuse_command(args: dict) -> dict:
     print(json.dumps(summary, indent=2))
     print(f"fused run: {args['--output']} ({fusion.describe()})")
     return report
+
+
+def mine_command(args: dict, depth: int) -> dict:
+    """`hybridpqa mine`: a training file (the original JSON format) whose negatives are each question's
+    top `depth` documents of a run (BM25 or a trained model), the known positives skipped."""
+    from HybridPQA.data import find_split, read_split, with_hard_negatives
+    from HybridPQA.data.prepare import to_records
+
+    output = Path(args["--output"])
+    if output.exists() and not args["--overwrite"]:
+        raise InputError(f"--output={output} exists; pass --overwrite to replace it")
+    data = read_split(find_split(args["--path_data"], args["--split"]))
+    mined = with_hard_negatives(data, read_trec(Path(args["--run"])), depth, args["--run"])
+    records = [r for r in to_records(mined) if r["positive_ctxs"]]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.with_suffix(".tmp").write_text(json.dumps(records, indent=1, ensure_ascii=False))
+    output.with_suffix(".tmp").replace(output)
+    counts = {"questions": len(records), "negatives_per_question": sum(len(r["negative_ctxs"]) for r in records)
+              / max(len(records), 1), "left_out_without_positive": len(data.queries) - len(records), "output": str(output)}
+    print(json.dumps(counts, indent=2))
+    return counts

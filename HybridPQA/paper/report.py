@@ -1,0 +1,187 @@
+"""The paper-style table of `hybridpqa reproduce`: metrics and cost per row, significance against
+the reference row (ranx `compare`, paired t-test, Bonferroni-corrected), Markdown / CSV / LaTeX,
+PNG plots, and the OK/FAIL checks of each row's expected numbers and of the table's claims.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+from ranx import Qrels, Run, compare
+
+from HybridPQA.data import read_split
+from HybridPQA.errors import InputError
+from HybridPQA.evaluation.trec import read_trec
+from HybridPQA.paper.rows import Row
+
+COST = {"gflops_per_query": "GFLOPs/query", "gflops_per_pair": "GFLOPs/pair", "latency_ms_p50": "latency ms"}
+ALPHA = 0.05  # family-wise significance level
+
+
+def collect(rows: list[Row], output: Path) -> dict[str, dict]:
+    """{row: {metric or cost key: value}} from each row's results/test.json."""
+    table = {}
+    for row in rows:
+        path = output / row.name / "results" / "test.json"
+        if not path.is_file():
+            raise InputError(f"{path}: row {row.name} has no test results; run reproduce without --dry-run")
+        results = json.loads(path.read_text())
+        if row.scorer not in results["metrics"]:
+            raise InputError(f"{row.source}: PAPER.SCORER {row.scorer!r} is not among this run's scorers "
+                             f"({', '.join(results['metrics'])})")
+        cost = results.get("efficiency", {}).get(row.scorer, {})
+        table[row.name] = {**results["metrics"][row.scorer], **{k: cost.get(k) for k in COST}}
+    return table
+
+
+def _ranked(run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Scores replaced by descending ranks, ties broken by docid as in every metric we report."""
+    out = {}
+    for qid, docs in run.items():
+        ranked = sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))
+        out[qid] = {d: float(len(ranked) - i) for i, (d, _) in enumerate(ranked)}
+    return out
+
+
+def significance(rows: list[Row], output: Path, reference: str, metrics: list[str]) -> dict[str, dict]:
+    """{row: {metric: {"p": corrected p-value, "significant": bool}}} against the reference row."""
+    ref = next(r for r in rows if r.name == reference)
+    data = read_split(ref.path_data / ref.cfg.RETRIEVER.DATA.TEST_DATA_PATH)
+    qrels = {q: {d: r for d, r in docs.items() if r > 0} for q, docs in data.qrels.items()}
+    qrels = Qrels({q: docs for q, docs in qrels.items() if docs})
+    runs = [Run(_ranked(read_trec(output / r.name / "runs" / f"test.{r.scorer}.trec")), name=r.name) for r in rows]
+    report = compare(qrels, runs, metrics, stat_test="student", max_p=ALPHA, make_comparable=True)
+    tests = len(rows) - 1  # Bonferroni: one comparison per other row, per metric
+    out = {}
+    for row in rows:
+        if row.name == reference:
+            continue
+        pair = report.comparisons[(reference, row.name)]
+        out[row.name] = {m: {"p": min(1.0, float(pair[m]["p_value"]) * tests),
+                             "significant": float(pair[m]["p_value"]) * tests < ALPHA} for m in metrics}
+    return out
+
+
+def _cell(value, digits: int = 4) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def write_tables(rows: list[Row], values: dict, sig: dict, settings: dict, output: Path) -> str:
+    """table.md, table.csv and table.tex; returns the Markdown."""
+    metrics, reference = settings["METRICS"], settings["REFERENCE"]
+    header = ["row", *metrics, *COST.values()]
+    body = []
+    for row in rows:
+        cells = [row.label]
+        for m in metrics:
+            mark = "†" if sig.get(row.name, {}).get(m, {}).get("significant") else ""
+            cells.append(_cell(values[row.name].get(m)) + mark)
+        cells += [_cell(values[row.name][k], 4 if k != "latency_ms_p50" else 1) for k in COST]
+        body.append(cells)
+    note = (f"† significantly different from {next(r.label for r in rows if r.name == reference)} (paired t-test, "
+            f"Bonferroni over {len(rows) - 1} comparisons, p < {ALPHA}). GFLOPs/pair: online cost per query-candidate "
+            "pair (query encoding shared by its candidates, documents encoded ahead; the cross-encoder runs every pair).")
+    md = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                   + ["| " + " | ".join(c) + " |" for c in body] + ["", note])
+    (output / "table.md").write_text(f"## {settings.get('TITLE', '')}\n\n{md}\n")
+    with (output / "table.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header + [f"p_{m}" for m in metrics])
+        for row, cells in zip(rows, body):
+            writer.writerow([row.label, *[_cell(values[row.name].get(m)) for m in metrics], *cells[1 + len(metrics):],
+                             *[_cell(sig.get(row.name, {}).get(m, {}).get("p")) for m in metrics]])
+    tex = ["\\begin{tabular}{l" + "r" * (len(header) - 1) + "}", "\\toprule",
+           " & ".join(h.replace("@", "@").replace("_", "\\_") for h in header) + " \\\\", "\\midrule"]
+    tex += [" & ".join(c.replace("†", "$^\\dagger$").replace("_", "\\_") for c in cells) + " \\\\" for cells in body]
+    tex += ["\\bottomrule", "\\end{tabular}", f"% {note.replace('†', 'dagger:')}"]
+    (output / "table.tex").write_text("\n".join(tex) + "\n")
+    return md
+
+
+def plot(rows: list[Row], values: dict, settings: dict, output: Path) -> list[Path]:
+    """Effectiveness against GFLOPs per query and latency; the training curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    main = settings["METRICS"][0]
+    folder = output / "plots"
+    folder.mkdir(exist_ok=True)
+    written = []
+    for key, xlabel in (("gflops_per_query", "GFLOPs per query (log)"), ("latency_ms_p50", "latency p50, ms (log)")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for row in rows:
+            x, y = values[row.name].get(key), values[row.name].get(main)
+            if x:
+                ax.scatter(x, y)
+                ax.annotate(row.label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.set(xlabel=xlabel, ylabel=main, title=f"{settings.get('TITLE', '')}: {main} against cost")
+        fig.tight_layout()
+        written.append(folder / f"{main}_vs_{key}.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    select = None
+    for row in rows:
+        path = output / row.name / "metrics.jsonl"
+        if not path.is_file():
+            continue
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        train = [r for r in lines if "split" not in r]
+        val = [r for r in lines if r.get("split") == "val"]
+        select = row.cfg.RETRIEVER.SOLVER.SELECT_METRIC
+        loss_ax.plot([r["step"] for r in train], [r["loss"] for r in train], label=row.label)
+        key = next((k for k in (f"{row.scorer}/{select}",) if val and k in val[0]), None)
+        if key:
+            val_ax.plot([r["step"] for r in val], [r[key] for r in val], marker="o", label=row.label)
+    loss_ax.set(xlabel="step", ylabel="training loss", yscale="log")
+    val_ax.set(xlabel="step", ylabel=f"val {select}")
+    for ax in (loss_ax, val_ax):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    written.append(folder / "training_curves.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+    return written
+
+
+def checks(rows: list[Row], values: dict, sig: dict, settings: dict, scaled: bool) -> list[str]:
+    """One OK/FAIL line per row (its EXPECT numbers) and per claim of table.yaml."""
+    lines = []
+    for row in rows:
+        if scaled:
+            lines.append(f"SKIP {row.name}: --steps changes training, the expected numbers are for full runs")
+            continue
+        misses = [f"{m} {values[row.name].get(m, float('nan')):.4f} not within {want} ± {tol}"
+                  for m, (want, tol) in row.expect.items() if not abs(values[row.name].get(m, float("nan")) - want) <= tol]
+        got = ", ".join(f"{m} {values[row.name].get(m, float('nan')):.4f}" for m in row.expect)
+        lines.append(f"{'FAIL' if misses else 'OK'} {row.name}: " + ("; ".join(misses) if misses else got or "no EXPECT"))
+    for claim in settings.get("CLAIMS") or []:
+        lines.append(f"SKIP claim {claim}: --steps" if scaled else check_claim(claim, values, sig))
+    return lines
+
+
+def check_claim(claim: dict, values: dict, sig: dict) -> str:
+    """better: ROW > OVER on METRIC (and significant); within: OVER - ROW <= MARGIN;
+    cheaper: ROW's cost <= (1 - MARGIN) x OVER's."""
+    a, b, metric, kind = claim["ROW"], claim["OVER"], claim["METRIC"], claim["KIND"]
+    x, y = values[a].get(metric), values[b].get(metric)
+    if x is None or y is None:
+        return f"FAIL claim {a} {kind} {b} on {metric}: a value is missing"
+    if kind == "better":
+        significant = sig.get(b, {}).get(metric, {}).get("significant", False)
+        ok = x > y and significant
+        return (f"{'OK' if ok else 'FAIL'} claim {a} > {b} on {metric}: {x:.4f} vs {y:.4f}, "
+                f"p = {sig.get(b, {}).get(metric, {}).get('p', float('nan')):.3g} (corrected)")
+    if kind == "within":
+        ok = y - x <= claim["MARGIN"]
+        return f"{'OK' if ok else 'FAIL'} claim {a} within {claim['MARGIN']} of {b} on {metric}: {x:.4f} vs {y:.4f}"
+    if kind == "cheaper":
+        ok = x <= (1 - claim["MARGIN"]) * y
+        return (f"{'OK' if ok else 'FAIL'} claim {a} at least {claim['MARGIN']:.0%} cheaper than {b} in {metric}: "
+                f"{x:.4g} vs {y:.4g} ({1 - x / y:.0%} fewer)")
+    raise InputError(f"table.yaml: claim KIND {kind!r} is not one of better, within, cheaper")

@@ -1,0 +1,186 @@
+"""`hybridpqa reproduce --table=NAME`: run, or reuse when finished, the rows of configs/paper/NAME/.
+
+A row is an experiment YAML (with `_BASE_`) plus a `PAPER` section:
+
+    PAPER:
+      ROW: 'Hybrid (ours)'        # label in the table
+      SCORER: 'hybrid'            # which of the run's scorers is the row
+      DATA: 'data/product-qa'     # --path_data
+      AFTER: ['cross']            # rows whose outputs this one reads (run first)
+      SCORE_SPLITS: ['train']     # more splits to evaluate with the best checkpoint (teacher runs)
+      EXPECT: {mrr@5: [0.80, 0.02]}   # value and tolerance; the OK/FAIL line
+
+"{output}" in any string is the table's output folder, so a row can read another row's runs.
+`table.yaml` in the same folder sets the metrics, the reference row and the claims to check.
+Each row runs as its own `hybridpqa train` process, in <path_output>/<table>/<EXP>/.
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from yacs.config import CfgNode
+
+from HybridPQA.config import load_config, read_yaml
+from HybridPQA.errors import InputError
+
+log = logging.getLogger(__name__)
+PAPER_ROOT = Path("configs/paper")
+
+
+@dataclass
+class Row:
+    name: str  # EXP, the run directory's name
+    label: str
+    scorer: str
+    path_data: Path
+    experiment: dict  # the experiment YAML, PAPER removed and "{output}" resolved
+    source: Path
+    after: list[str] = field(default_factory=list)
+    score_splits: list[str] = field(default_factory=list)
+    expect: dict[str, tuple[float, float]] = field(default_factory=dict)
+    cfg: CfgNode | None = None  # the merged, validated config (after --steps)
+
+    def trains(self) -> bool:
+        return bool(self.experiment.get("RETRIEVER", {}).get("DO_TRAIN", True))
+
+
+def _resolve(value, output: Path):
+    if isinstance(value, str):
+        return value.replace("{output}", str(output))
+    if isinstance(value, dict):
+        return {k: _resolve(v, output) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, output) for v in value]
+    return value
+
+
+def _row(path: Path, output: Path) -> Row:
+    experiment = read_yaml(path)
+    paper = experiment.pop("PAPER", None)
+    if not isinstance(paper, dict) or not {"ROW", "SCORER", "DATA"} <= set(paper):
+        raise InputError(f"{path}: a paper row needs a PAPER section with ROW, SCORER and DATA")
+    unknown = set(paper) - {"ROW", "SCORER", "DATA", "AFTER", "SCORE_SPLITS", "EXPECT"}
+    if unknown:
+        raise InputError(f"{path}: unknown PAPER key(s) {', '.join(sorted(unknown))}; "
+                         "use ROW, SCORER, DATA, AFTER, SCORE_SPLITS, EXPECT")
+    expect = {}
+    for metric, pair in (paper.get("EXPECT") or {}).items():
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, (int, float)) for x in pair)):
+            raise InputError(f"{path}: PAPER.EXPECT.{metric} must be [value, tolerance], got {pair!r}")
+        expect[metric] = (float(pair[0]), float(pair[1]))
+    if "EXP" not in experiment:
+        raise InputError(f"{path}: a paper row must set EXP (its run directory's name)")
+    return Row(experiment["EXP"], paper["ROW"], paper["SCORER"], Path(paper["DATA"]), _resolve(experiment, output),
+               path, list(paper.get("AFTER") or []), list(paper.get("SCORE_SPLITS") or []), expect)
+
+
+def steps_overrides(steps: int | None) -> list[str]:
+    """--steps N: train for N steps, evaluate twice, warm up for a tenth."""
+    if steps is None:
+        return []
+    return ["SOLVER.TOTAL_TRAIN_STEPS", str(steps), "SOLVER.NUM_STEP_PER_EVAL", str(max(1, steps // 2)),
+            "SOLVER.OPTIMIZER.WARMUP_STEPS", str(steps // 10), "SOLVER.REG_WARMUP_STEPS", "None",
+            "DISTILL.SELF_START_STEP", "0"]
+
+
+def load_table(table: str, output: Path, steps: int | None = None, root: Path = PAPER_ROOT) -> tuple[dict, list[Row]]:
+    """(table settings, rows in table order: table.yaml's ROWS), every row's config merged and validated."""
+    folder = root / table
+    if not (folder / "table.yaml").is_file():
+        known = sorted(p.name for p in root.iterdir() if (p / "table.yaml").is_file()) if root.is_dir() else []
+        raise InputError(f"--table={table}: no {folder}/table.yaml; tables: {', '.join(known) or 'none'}")
+    settings = yaml.safe_load((folder / "table.yaml").read_text()) or {}
+    rows = [_row(p, output) for p in sorted(folder.glob("*.yaml")) if p.name != "table.yaml"]
+    by_name = {r.name: r for r in rows}
+    if len(by_name) != len(rows):
+        raise InputError(f"{folder}: two rows share an EXP name; each row needs its own")
+    order = settings.get("ROWS") or list(by_name)
+    if sorted(order) != sorted(by_name):
+        raise InputError(f"{folder}/table.yaml: ROWS {order} must list each row's EXP once: {', '.join(by_name)}")
+    rows = [by_name[name] for name in order]
+    if settings.get("REFERENCE") not in by_name:
+        raise InputError(f"{folder}/table.yaml: REFERENCE must name a row's EXP ({', '.join(by_name)})")
+    for row in rows:
+        config_file = output / "configs" / f"{row.name}.yaml"
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(yaml.safe_dump(row.experiment, sort_keys=False))
+        row.cfg = load_config(config_file, steps_overrides(steps) if row.trains() else [],
+                              dotenv_path=".env")
+    _ordered(rows, folder)  # AFTER names rows and makes no cycle
+    return settings, rows
+
+
+def _ordered(rows: list[Row], folder: Path | str = "") -> list[Row]:
+    """Rows after the rows they read (AFTER), otherwise in file order."""
+    by_name, done, order = {r.name: r for r in rows}, set(), []
+
+    def visit(row: Row, path: tuple[str, ...]) -> None:
+        if row.name in done:
+            return
+        if row.name in path:
+            raise InputError(f"{row.source}: PAPER.AFTER makes a cycle: {' -> '.join(path + (row.name,))}")
+        for name in row.after:
+            if name not in by_name:
+                raise InputError(f"{row.source}: PAPER.AFTER names {name!r}, not a row of {folder}")
+            visit(by_name[name], path + (row.name,))
+        done.add(row.name)
+        order.append(row)
+
+    for row in rows:
+        visit(row, ())
+    return order
+
+
+def _best_checkpoint(run_dir: Path) -> Path | None:
+    from HybridPQA.engine.checkpoint import best_checkpoint
+
+    return best_checkpoint(run_dir) if (run_dir / "checkpoints").is_dir() else None
+
+
+def commands(row: Row, output: Path, steps: int | None, overwrite: bool) -> list[list[str]]:
+    """What running this row takes, given what its run directory already holds (empty: finished)."""
+    run_dir = output / row.name
+    config_file = output / "configs" / f"{row.name}.yaml"
+    base = [sys.executable, "-m", "HybridPQA.cli"]
+    common = [f"--path_output={output}", f"--path_data={row.path_data}"]
+    todo = []
+    saved = run_dir / "config.yaml"
+    same = saved.is_file() and saved.read_text() == row.cfg.dump()
+    if saved.is_file() and not same and not overwrite:
+        raise InputError(f"{run_dir}: ran with another config than {row.source} now gives; pass --overwrite to "
+                         "rerun it")
+    if not (same and (run_dir / "results" / "test.json").is_file()):
+        resume = same and (run_dir / "checkpoints" / "last" / "trainer.pt").is_file()
+        todo.append(base + ["train", *common, f"--path_cfg_exp={config_file}",
+                            "--resume" if resume else "--overwrite", *(steps_overrides(steps) if row.trains()
+                                                                        else [])])
+    for split in row.score_splits:
+        if same and (run_dir / "results" / f"{split}.json").is_file() and not todo:
+            continue
+        best = "<best checkpoint>" if todo else _best_checkpoint(run_dir)
+        source = [f"--checkpoint={best}"] if row.trains() else [f"--path_cfg_exp={config_file}"]
+        todo.append(base + ["evaluate", *common, *source, f"--split={split}", "--overwrite"])
+    return todo
+
+
+def run_rows(rows: list[Row], output: Path, steps: int | None, overwrite: bool, dry_run: bool) -> None:
+    for row in _ordered(rows):
+        todo = commands(row, output, steps, overwrite)
+        if dry_run or not todo:
+            print(f"{row.name:<16} {'finished, reused' if not todo else 'would run:'}")
+            for command in todo:
+                print("    " + " ".join(command[1:]))
+            continue
+        for command in todo:
+            if "<best checkpoint>" in " ".join(command):  # known only once training has run
+                command = [c.replace("<best checkpoint>", str(_best_checkpoint(output / row.name))) for c in command]
+            log.info("row %s: %s", row.name, " ".join(command[1:]))
+            done = subprocess.run(command, stdout=subprocess.DEVNULL, check=False)
+            if done.returncode != 0:
+                raise InputError(f"row {row.name} ({row.source}) failed with exit code {done.returncode}; see "
+                                 f"{output / row.name / 'log.txt'}, fix it, and run reproduce again to continue")

@@ -1,0 +1,138 @@
+"""BM25, the cross-encoder, late interaction, reranking a first-stage run, hard-negative mining."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from HybridPQA.cli import main
+from HybridPQA.data import read_split
+from HybridPQA.errors import InputError
+from HybridPQA.losses import maxsim
+from HybridPQA.modeling.bm25 import BM25, Analyzer
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = str(REPO / "configs" / "quickstart.yaml")
+ZERO_SCIFACT = str(REPO / "configs" / "zero_shot_scifact.yaml")
+
+
+def small(model: Path, steps: int = 2) -> list[str]:
+    return ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(model), "SOLVER.TOTAL_TRAIN_STEPS", str(steps),
+            "SOLVER.NUM_STEP_PER_EVAL", "2", "SOLVER.LOG_STEPS", "1", "DATA.COUNT", "24",
+            "SOLVER.TRAIN_BATCH_SIZE", "4", "SOLVER.OPTIMIZER.WARMUP_STEPS", "1"]
+
+
+def test_analyzer_lowercases_stems_drops_stopwords_and_keeps_numbers():
+    assert Analyzer()("The Batteries are charging at 110 Volts!") == ["batteri", "charg", "110", "volt"]
+    assert Analyzer(stem=False, stopwords=False)("The 2 cats") == ["the", "2", "cats"]
+
+
+def test_bm25_matches_lucene_formula_with_corpus_statistics():
+    docs = ["red apple pie", "green apple", "red car red wheel", "blue sky"]
+    bm25 = BM25(k1=0.9, b=0.4, analyzer=Analyzer(stem=False, stopwords=False)).index(docs)
+    lengths = [3, 2, 4, 2]
+    avg = sum(lengths) / 4
+
+    def term(tf, df, length):  # Lucene 8+: idf = ln(1 + (N - df + 0.5) / (df + 0.5)), no (k1 + 1) factor
+        idf = math.log(1 + (4 - df + 0.5) / (df + 0.5))
+        return idf * tf / (tf + 0.9 * (1 - 0.4 + 0.4 * length / avg))
+
+    expected = [term(1, 2, 3), 0.0, term(2, 2, 4), 0.0]  # "red" is in two documents
+    assert np.allclose(bm25.scores("red"), expected, atol=1e-5)
+    assert bm25.scores("the of").tolist() == [0.0] * 4  # nothing to match: zeros, no error
+    assert np.argmax(bm25.scores("apple pie")) == 0
+
+
+def test_bm25_row_on_product_qa_and_scifact(tmp_path, product_qa, small_beir):
+    """BM25 through `evaluate`: rerank candidates (product QA) and retrieve from a corpus (SciFact)."""
+    out = tmp_path / "out"
+    results = main(["evaluate", f"--path_output={out}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}",
+                    "--env=none", "EXP", "bm25", "MODEL.BIENCODER_TYPE", "bm25", "DO_TRAIN", "False"])
+    assert 0.5 < results["test"]["metrics"]["bm25"]["mrr@5"] < 0.9
+    assert results["test"]["efficiency"]["bm25"]["latency_ms_p50"] > 0
+    results = main(["evaluate", f"--path_output={out}", f"--path_data={small_beir}", f"--path_cfg_exp={ZERO_SCIFACT}",
+                    "--split=test", "--env=none", "EXP", "bm25_scifact", "MODEL.BIENCODER_TYPE", "bm25",
+                    "DO_TRAIN", "False"])
+    run = (out / "bm25_scifact" / "runs" / "test.bm25.trec").read_text().splitlines()
+    assert len(run) == 40 * 100 and results["test"]["metrics"]["bm25"]["ndcg@10"] > 0.5
+
+
+def test_maxsim_ignores_padding_and_matches_a_loop():
+    torch.manual_seed(0)
+    q, d = torch.randn(2, 3, 4), torch.randn(5, 6, 4)
+    q[1, 2:] = 0  # padding
+    d[:, 4:] = 0
+    expected = torch.zeros(2, 5)
+    for i in range(2):
+        for j in range(5):
+            tokens = [t for t in range(3) if q[i, t].abs().sum() > 0]
+            expected[i, j] = sum(max(float(q[i, t] @ d[j, k]) for k in range(4)) for t in tokens)
+    assert torch.allclose(maxsim(q, d), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind, overrides", [
+    ("cross", ["MODEL.BIENCODER_TYPE", "cross"]),
+    ("late", ["MODEL.BIENCODER_TYPE", "dense", "MODEL.CROSS_INTERACTION", "True", "SOLVER.LEVEL", "seq",
+              "MODEL.PROJECTION_DIM", "32"]),
+])
+def test_cross_encoder_and_late_interaction_train_and_reload(tmp_path, splade_tiny, product_qa, kind, overrides):
+    results = main(["train", f"--path_output={tmp_path}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}",
+                    "--env=none", *small(splade_tiny), "EXP", kind, *overrides])
+    run = tmp_path / kind
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert f"contrastive_{kind}" in lines[0] and math.isfinite(lines[0]["loss"])
+    test = results["test"]
+    assert set(test["metrics"]) == {kind} and 0 < test["metrics"][kind]["mrr@5"] <= 1
+    assert test["efficiency"][kind]["gflops_per_pair"] > 0
+    best = run / "checkpoints" / json.loads((run / "checkpoints" / "best.json").read_text())[0]["path"]
+    again = main(["evaluate", f"--path_output={tmp_path / 'again'}", f"--path_data={product_qa}",
+                  f"--checkpoint={best}", "--split=test", "--env=none"])
+    assert again["test"]["metrics"][kind]["mrr@5"] == pytest.approx(test["metrics"][kind]["mrr@5"], abs=1e-6)
+
+
+def test_late_interaction_reranks_a_first_stage_run(tmp_path, splade_tiny, small_beir):
+    out = tmp_path / "out"
+    main(["evaluate", f"--path_output={out}", f"--path_data={small_beir}", f"--path_cfg_exp={ZERO_SCIFACT}",
+          "--split=test", "--env=none", "EXP", "bm25", "MODEL.BIENCODER_TYPE", "bm25", "DO_TRAIN", "False"])
+    late = ["EXP", "late", "MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny), "MODEL.BIENCODER_TYPE", "dense",
+            "MODEL.CROSS_INTERACTION", "True", "SOLVER.LEVEL", "seq"]
+    with pytest.raises(SystemExit):  # a corpus split without a first stage: a clear error
+        main(["evaluate", f"--path_output={out}", f"--path_data={small_beir}", f"--path_cfg_exp={ZERO_SCIFACT}",
+              "--split=test", "--env=none", *late])
+    results = main(["evaluate", f"--path_output={out}", f"--path_data={small_beir}", f"--path_cfg_exp={ZERO_SCIFACT}",
+                    "--split=test", "--env=none", "--overwrite", *late,
+                    "RERANK.RUN", str(out / "bm25" / "runs" / "{split}.bm25.trec"), "RERANK.DEPTH", "20"])
+    test = results["test"]
+    assert test["mode"] == "rerank" and test["first_stage"].endswith("test.bm25.trec")
+    assert "recall@100" in test["metrics"]["late"]  # still scored as retrieval
+    run = [line.split() for line in (out / "late" / "runs" / "test.late.trec").read_text().splitlines()]
+    assert max(int(r[3]) for r in run) == 20
+
+
+def test_mine_writes_a_training_file_without_positives(tmp_path, product_qa):
+    out = tmp_path / "out"
+    main(["evaluate", f"--path_output={out}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}", "--split=dev",
+          "--env=none", "EXP", "bm25", "MODEL.BIENCODER_TYPE", "bm25", "DO_TRAIN", "False"])
+    target = tmp_path / "mined.json"
+    args = ["mine", f"--run={out / 'bm25' / 'runs' / 'dev.bm25.trec'}", f"--path_data={product_qa}", "--split=dev",
+            f"--output={target}", "--depth=3"]
+    counts = main(args)
+    mined = read_split(target)
+    source = read_split(product_qa / "dev.json")
+    assert counts["questions"] == len(mined.judged_qids()) > 100 and counts["negatives_per_question"] <= 3
+    for qid in mined.judged_qids():
+        negatives = [d for d in mined.candidates[qid] if mined.qrels[qid].get(d, 0) <= 0]
+        assert not set(negatives) & set(source.positives(qid)) and len(negatives) <= 3
+    with pytest.raises(SystemExit):  # never overwritten silently
+        main(args)
+
+
+def test_missing_teacher_or_first_stage_run_is_a_clear_error(tmp_path, splade_tiny, product_qa):
+    with pytest.raises(InputError, match="nothing.trec: TREC run not found"):
+        from HybridPQA.config import load_config
+        from HybridPQA.engine.run import train_and_test
+
+        cfg = load_config(QUICK, [*small(splade_tiny), "DISTILL.TEACHER_RUN", "nothing.trec"], dotenv_path=None)
+        train_and_test(cfg, tmp_path, product_qa)
