@@ -136,3 +136,63 @@ def test_missing_teacher_or_first_stage_run_is_a_clear_error(tmp_path, splade_ti
 
         cfg = load_config(QUICK, [*small(splade_tiny), "DISTILL.TEACHER_RUN", "nothing.trec"], dotenv_path=None)
         train_and_test(cfg, tmp_path, product_qa)
+
+
+def test_distillation_from_a_teacher_run_and_self_distillation(tmp_path, splade_tiny, product_qa):
+    out = tmp_path / "out"
+    main(["evaluate", f"--path_output={out}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}", "--split=train",
+          "--env=none", "EXP", "teacher", "MODEL.BIENCODER_TYPE", "bm25", "DO_TRAIN", "False", "DATA.COUNT", "24"])
+    main(["train", f"--path_output={out}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}", "--env=none",
+          *small(splade_tiny, steps=3), "EXP", "student", "DISTILL.LOSS", "kl",
+          "DISTILL.TEACHER_RUN", str(out / "teacher" / "runs" / "train.bm25.trec"),
+          "DISTILL.SELF_WEIGHT", "1.0", "DISTILL.SELF_START_STEP", "1"])
+    lines = [json.loads(line) for line in (out / "student" / "metrics.jsonl").read_text().splitlines()]
+    steps = [line for line in lines if "split" not in line]
+    assert all(math.isfinite(s[f"distill_{h}"]) and s[f"distill_{h}"] > 0 for s in steps for h in ("dense", "sparse"))
+    assert "self_distill_dense" not in steps[0] and "self_distill_dense" in steps[1]  # from SELF_START_STEP on
+
+
+def test_reproduce_runs_reuses_and_reports_a_small_table(tmp_path, splade_tiny, product_qa, capsys):
+    from HybridPQA.paper import reproduce
+
+    table = tmp_path / "paper" / "mini"
+    table.mkdir(parents=True)
+    (table / "table.yaml").write_text(
+        "TITLE: 'mini'\nMETRICS: ['mrr@5', 'map']\nROWS: ['bm25', 'hybrid', 'sparse']\nREFERENCE: 'hybrid'\n"
+        "CLAIMS:\n  - {ROW: 'hybrid', OVER: 'sparse', METRIC: 'mrr@5', KIND: 'better'}\n")
+    common = (f"  MODEL:\n    PRETRAINED_MODEL_TYPE: '{splade_tiny}'\n    BIENCODER_TYPE: '{{kind}}'\n"
+              "  DATA:\n    COUNT: 24\n  SOLVER:\n    TRAIN_BATCH_SIZE: 4\n")
+    for name, kind, scorer, extra in (("bm25", "bm25", "bm25", "  DO_TRAIN: False\n"),
+                                      ("hybrid", "hybrid", "hybrid", ""), ("sparse", "sparse", "sparse", "")):
+        (table / f"{name}.yaml").write_text(
+            f"_BASE_: {QUICK}\nEXP: '{name}'\nRETRIEVER:\n{extra}{common.format(kind=kind)}"
+            f"PAPER:\n  ROW: '{name.upper()}'\n  SCORER: '{scorer}'\n  DATA: '{product_qa}'\n"
+            "  EXPECT: {mrr@5: [0.5, 0.5]}\n")
+    output = tmp_path / "out"
+    assert reproduce("mini", output, steps=2, dry_run=True, root=tmp_path / "paper") == {}
+    assert "would run" in capsys.readouterr().out and not (output / "mini-steps2" / "hybrid").exists()
+    report = reproduce("mini", output, steps=2, root=tmp_path / "paper")
+    folder = output / "mini-steps2"
+    for name in ("table.md", "table.csv", "table.tex", "checks.txt", "plots/training_curves.png",
+                 "plots/mrr@5_vs_gflops_per_query.png"):
+        assert (folder / name).stat().st_size > 0, name
+    assert "| HYBRID |" in (folder / "table.md").read_text() and "\\toprule" in (folder / "table.tex").read_text()
+    assert set(report["significance"]) == {"bm25", "sparse"} and 0 <= report["significance"]["bm25"]["map"]["p"] <= 1
+    assert all(line.startswith("SKIP") for line in report["checks"])  # --steps: expectations are for full runs
+    before = (folder / "hybrid" / "results" / "test.json").stat().st_mtime
+    reproduce("mini", output, steps=2, root=tmp_path / "paper")
+    assert "finished, reused" in capsys.readouterr().out
+    assert (folder / "hybrid" / "results" / "test.json").stat().st_mtime == before
+
+
+def test_claims_and_expectations_give_ok_and_fail_lines():
+    from HybridPQA.paper.report import check_claim
+
+    values = {"hybrid": {"mrr@5": 0.80, "gflops_per_pair": 0.02}, "cross": {"mrr@5": 0.83, "gflops_per_pair": 0.03}}
+    sig = {"cross": {"mrr@5": {"p": 0.01, "significant": True}}}
+    assert check_claim({"ROW": "hybrid", "OVER": "cross", "METRIC": "mrr@5", "KIND": "within", "MARGIN": 0.02},
+                       values, sig).startswith("FAIL")
+    assert check_claim({"ROW": "hybrid", "OVER": "cross", "METRIC": "gflops_per_pair", "KIND": "cheaper",
+                        "MARGIN": 0.3}, values, sig).startswith("OK")
+    assert check_claim({"ROW": "cross", "OVER": "hybrid", "METRIC": "mrr@5", "KIND": "better"}, values,
+                       {"hybrid": {"mrr@5": {"p": 0.2, "significant": False}}}).startswith("FAIL")

@@ -74,3 +74,43 @@ def test_hybrid_loss_parts_and_fused_term():
 
 def test_fusion_by_hand():
     assert np.allclose(fuse_scores(np.array([[2.0, 0.0]]), np.array([[0.0, 4.0]]), Fusion(alpha=0.25)), [[0.5, 3.0]])
+
+
+def test_margin_mse_by_hand_skips_unknown_teacher_scores():
+    from HybridPQA.losses import distillation_loss
+
+    student = torch.tensor([[3.0, 1.0, 2.0], [0.0, 1.0, 5.0]])
+    teacher = torch.tensor([[4.0, 0.0, float("nan")], [2.0, 2.0, 1.0]])
+    positive = torch.tensor([[True, False, False], [True, False, False]])
+    # margins pos - neg: student (2), (-1, -5); teacher (4), (0, 1); the NaN pair is left out
+    expected = ((2 - 4) ** 2 + (-1 - 0) ** 2 + (-5 - 1) ** 2) / 3
+    assert math.isclose(distillation_loss(student, teacher, positive, "margin-mse").item(), expected, rel_tol=1e-6)
+
+
+def test_listwise_kl_is_zero_for_a_perfect_student_and_ignores_unknown_scores():
+    from HybridPQA.losses import distillation_loss
+
+    positive = torch.tensor([[True, False, False]])
+    teacher = torch.tensor([[2.0, float("nan"), 0.5]])
+    perfect = torch.tensor([[2.0, -9.0, 0.5]])  # the unscored context does not matter
+    assert distillation_loss(perfect, teacher, positive, "kl").item() < 1e-6
+    p = torch.tensor([2.0, 0.5]).softmax(0)
+    q = torch.tensor([0.0, 1.0]).softmax(0)
+    expected = float((p * (p / q).log()).sum())
+    got = distillation_loss(torch.tensor([[0.0, 3.0, 1.0]]), teacher, positive, "kl").item()
+    assert math.isclose(got, expected, rel_tol=1e-5)
+
+
+def test_distillation_and_self_distillation_parts_and_gradients():
+    torch.manual_seed(0)
+    query = {"dense": torch.randn(2, 4, requires_grad=True), "sparse": torch.rand(2, 6, requires_grad=True)}
+    context = {"dense": torch.randn(4, 4), "sparse": torch.rand(4, 6)}
+    args = dict(temperature=1.0, broadcast="global", func="dot", alpha=0.5, hybrid_weight=0.0, lambda_q=0.0,
+                lambda_d=0.0)
+    teacher = torch.tensor([[1.0, 0.0], [2.0, -1.0]])
+    parts = hybrid_loss(query, context, POSITIVE, teacher=teacher, distill_weight=1.0, self_weight=0.5, **args)
+    assert {"distill_dense", "distill_sparse", "distill_hybrid", "self_distill_dense", "self_distill_sparse"} <= set(parts)
+    assert "self_distill_dense" not in hybrid_loss(query, context, POSITIVE, **args)  # off unless asked
+    # the fused teacher is detached: self-distilling the dense head moves only the dense vectors
+    parts["self_distill_dense"].backward()
+    assert query["dense"].grad.abs().sum() > 0 and query["sparse"].grad is None

@@ -1,8 +1,10 @@
 """The `efficiency` block of results/<split>.json: the cost of each scorer next to its quality.
 
-Per scorer (dense, sparse, hybrid), with only the heads that scorer needs switched on:
-encoder GFLOPs per query and per document (calflops, at the median real length), index size,
-and single-query latency p50/p95 (encode + search + top-k, synchronised on GPU). Sparse
+Per scorer (dense, sparse, hybrid, late), with only the heads that scorer needs switched on:
+encoder GFLOPs per query and per document (calflops, at the median real length), on rerank
+splits GFLOPs per query-candidate pair (the query's encoding shared by its candidates, documents
+encoded ahead), index size, and single-query latency p50/p95 (encode + search + top-k,
+synchronised on GPU). Sparse
 scorers add active dimensions and SPLADE's expected FLOPs per query-document pair,
 sum_v p_q(v) * p_d(v), with p the fraction of queries / documents where term v is non-zero.
 The corpus part holds what is shared: encoding speed and the process's peak memory.

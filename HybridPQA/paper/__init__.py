@@ -5,15 +5,15 @@ import json
 from pathlib import Path
 
 from HybridPQA.paper.report import checks, collect, plot, significance, write_tables
-from HybridPQA.paper.rows import load_table, run_rows
+from HybridPQA.paper.rows import PAPER_ROOT, load_table, run_rows
 
 
 def reproduce(table: str, path_output: str | Path, steps: int | None = None, dry_run: bool = False,
-              overwrite: bool = False) -> dict:
+              overwrite: bool = False, root: Path = PAPER_ROOT) -> dict:
     """Run or reuse every row, then write table.{md,csv,tex}, plots/*.png, checks.txt and report.json
     into <path_output>/<table>/ (<table>-steps<N>/ with --steps)."""
     output = Path(path_output) / (table if steps is None else f"{table}-steps{steps}")
-    settings, rows = load_table(table, output, steps)
+    settings, rows = load_table(table, output, steps, root)
     run_rows(rows, output, steps, overwrite, dry_run)
     if dry_run:
         return {}
