@@ -158,12 +158,12 @@ def test_reproduce_runs_reuses_and_reports_a_small_table(tmp_path, splade_tiny, 
     table = tmp_path / "paper" / "mini"
     table.mkdir(parents=True)
     (table / "table.yaml").write_text(
-        "TITLE: 'mini'\nMETRICS: ['mrr@5', 'map']\nROWS: ['bm25', 'hybrid', 'sparse']\nREFERENCE: 'hybrid'\n"
-        "CLAIMS:\n  - {ROW: 'hybrid', OVER: 'sparse', METRIC: 'mrr@5', KIND: 'better'}\n")
+        "TITLE: 'mini'\nMETRICS: ['mrr@5', 'map']\nROWS: ['bm25', 'hybrid']\nREFERENCE: 'hybrid'\n"
+        "CLAIMS:\n  - {ROW: 'hybrid', OVER: 'bm25', METRIC: 'mrr@5', KIND: 'better'}\n")
     common = (f"  MODEL:\n    PRETRAINED_MODEL_TYPE: '{splade_tiny}'\n    BIENCODER_TYPE: '{{kind}}'\n"
               "  DATA:\n    COUNT: 24\n  SOLVER:\n    TRAIN_BATCH_SIZE: 4\n")
     for name, kind, scorer, extra in (("bm25", "bm25", "bm25", "  DO_TRAIN: False\n"),
-                                      ("hybrid", "hybrid", "hybrid", ""), ("sparse", "sparse", "sparse", "")):
+                                      ("hybrid", "hybrid", "hybrid", "")):
         (table / f"{name}.yaml").write_text(
             f"_BASE_: {QUICK}\nEXP: '{name}'\nRETRIEVER:\n{extra}{common.format(kind=kind)}"
             f"PAPER:\n  ROW: '{name.upper()}'\n  SCORER: '{scorer}'\n  DATA: '{product_qa}'\n"
@@ -177,7 +177,7 @@ def test_reproduce_runs_reuses_and_reports_a_small_table(tmp_path, splade_tiny, 
                  "plots/mrr@5_vs_gflops_per_query.png"):
         assert (folder / name).stat().st_size > 0, name
     assert "| HYBRID |" in (folder / "table.md").read_text() and "\\toprule" in (folder / "table.tex").read_text()
-    assert set(report["significance"]) == {"bm25", "sparse"} and 0 <= report["significance"]["bm25"]["map"]["p"] <= 1
+    assert set(report["significance"]) == {"bm25"} and 0 <= report["significance"]["bm25"]["map"]["p"] <= 1
     assert all(line.startswith("SKIP") for line in report["checks"])  # --steps: expectations are for full runs
     before = (folder / "hybrid" / "results" / "test.json").stat().st_mtime
     reproduce("mini", output, steps=2, root=tmp_path / "paper")
@@ -196,3 +196,50 @@ def test_claims_and_expectations_give_ok_and_fail_lines():
                         "MARGIN": 0.3}, values, sig).startswith("OK")
     assert check_claim({"ROW": "cross", "OVER": "hybrid", "METRIC": "mrr@5", "KIND": "better"}, values,
                        {"hybrid": {"mrr@5": {"p": 0.2, "significant": False}}}).startswith("FAIL")
+
+
+def test_explain_contributions_add_up_to_the_ranked_scores(tmp_path, splade_tiny, product_qa, capsys):
+    main(["train", f"--path_output={tmp_path}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}", "--env=none",
+          *small(splade_tiny), "EXP", "hybrid", "DO_TEST", "False"])
+    best = tmp_path / "hybrid" / "checkpoints" / "last"
+    data = read_split(product_qa / "test.json")
+    qid = data.judged_qids()[0]
+    page = tmp_path / "page.html"
+    main(["explain", f"--checkpoint={best}", f"--path_data={product_qa}", "--split=test", f"--qid={qid}",
+          f"--html={page}", "--top=5"])
+    text = capsys.readouterr().out
+    assert "matching term" in text and "hybrid =" in text and f"question {qid}" in text
+    html = page.read_text()
+    assert html.startswith("<!doctype html>") and "<mark" in html and "http" not in html and "<script" not in html
+    from HybridPQA.config import load_config
+    from HybridPQA.evaluation.explain import explain_pair
+    from HybridPQA.modeling import build_model
+    from HybridPQA.retrieval.fusion import fusion_from_cfg
+
+    cfg = load_config(best / "config.yaml", dotenv_path=None)
+    model, tokenizer = build_model(cfg, checkpoint=best)
+    e = explain_pair(model, tokenizer, cfg, torch.device("cpu"), "battery life in hours", "the battery lasts 10 hours",
+                     fusion_from_cfg(cfg))
+    assert e.matches and sum(p for *_, p in e.matches) == pytest.approx(e.scores["sparse"], rel=1e-5)
+    assert e.scores["hybrid_linear"] == pytest.approx(0.5 * e.scores["dense"] + 0.5 * e.scores["sparse"], rel=1e-5)
+    assert sum(e.shares().values()) == pytest.approx(1.0)
+    with pytest.raises(SystemExit):
+        main(["explain", f"--checkpoint={best}", f"--path_data={product_qa}", "--split=test", "--qid=nope"])
+
+
+@pytest.mark.parametrize("row, message", [
+    ("EXP: 'a'\n", "needs a PAPER section with ROW, SCORER and DATA"),
+    ("EXP: 'a'\nPAPER: {ROW: 'A', SCORER: 'sparse', DATA: 'd', EXPECT: {mrr@5: 0.8}}\n", "must be [value, tolerance]"),
+    ("EXP: 'a'\nPAPER: {ROW: 'A', SCORER: 'sparse', DATA: 'd', AFTER: ['a']}\n", "PAPER.AFTER makes a cycle: a -> a"),
+    ("EXP: 'a'\nPAPER: {ROW: 'A', SCORER: 'sparse', DATA: 'd', NOTES: 'x'}\n", "unknown PAPER key(s) NOTES"),
+    ("EXP: 'a'\nRETRIEVER: {ALHPA: 1}\nPAPER: {ROW: 'A', SCORER: 'sparse', DATA: 'd'}\n", "unknown config key"),
+])
+def test_bad_paper_rows_give_one_line_errors(tmp_path, row, message):
+    from HybridPQA.paper.rows import load_table
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "table.yaml").write_text("METRICS: ['mrr@5']\nREFERENCE: 'a'\n")
+    (tmp_path / "t" / "a.yaml").write_text(row)
+    with pytest.raises(InputError) as err:
+        load_table("t", tmp_path / "out", root=tmp_path)
+    assert message in str(err.value) and "\n" not in str(err.value)

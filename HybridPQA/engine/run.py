@@ -119,6 +119,21 @@ def first_stage(data: RankingData | None, cfg: CfgNode, path_data: Path, split: 
     return data
 
 
+def training_set(train: RankingData, cfg: CfgNode, path_data: Path) -> tuple[TrainingSet, dict | None]:
+    """Batches with hard negatives from HARD_NEGATIVES_RUN, else from the DISTILL.TEACHER_RUN
+    documents, else the data's own candidates; and the teacher run (or None)."""
+    d, teacher = cfg.RETRIEVER.DATA, None
+    negatives = d.HARD_NEGATIVES_RUN or cfg.RETRIEVER.DISTILL.TEACHER_RUN
+    if cfg.RETRIEVER.DISTILL.TEACHER_RUN:
+        teacher = read_trec(Path(path_data) / cfg.RETRIEVER.DISTILL.TEACHER_RUN)
+    if negatives:
+        path = Path(path_data) / negatives
+        run = teacher if negatives == cfg.RETRIEVER.DISTILL.TEACHER_RUN else read_trec(path)
+        train = with_hard_negatives(train, run, d.HARD_NEGATIVES_DEPTH, str(path))
+    return TrainingSet(train, cfg.RETRIEVER.SOLVER.TRAIN_BATCH_SIZE, d.NUM_POSITIVE_CONTEXTS, d.NUM_TOTAL_CONTEXTS,
+                       cfg.SEED), teacher
+
+
 def write_config(run_dir: Path, cfg: CfgNode, name: str = "config.yaml") -> None:
     (run_dir / name).write_text(cfg.dump())
 
@@ -144,17 +159,7 @@ def train_and_test(cfg: CfgNode, run_dir: Path, path_data: Path, resume: bool = 
     if cfg.RETRIEVER.DO_TRAIN:
         if train is None:
             raise InputError("config: RETRIEVER.DO_TRAIN is True but RETRIEVER.DATA.TRAIN_DATA_PATH is None")
-        teacher = None
-        if cfg.RETRIEVER.DISTILL.TEACHER_RUN:  # the teacher's documents are the hard negatives too
-            path = Path(path_data) / cfg.RETRIEVER.DISTILL.TEACHER_RUN
-            teacher = read_trec(path)
-            if not d.HARD_NEGATIVES_RUN:
-                train = with_hard_negatives(train, teacher, d.HARD_NEGATIVES_DEPTH, str(path))
-        if d.HARD_NEGATIVES_RUN:
-            path = Path(path_data) / d.HARD_NEGATIVES_RUN
-            train = with_hard_negatives(train, read_trec(path), d.HARD_NEGATIVES_DEPTH, str(path))
-        train_set = TrainingSet(train, cfg.RETRIEVER.SOLVER.TRAIN_BATCH_SIZE, d.NUM_POSITIVE_CONTEXTS,
-                                d.NUM_TOTAL_CONTEXTS, cfg.SEED)
+        train_set, teacher = training_set(train, cfg, path_data)
         best = do_train(cfg, run_dir, model, tokenizer, train_set, val, device, dtype, resume, stop_at_step, teacher)
         if stop_at_step is not None and stop_at_step < cfg.RETRIEVER.SOLVER.TOTAL_TRAIN_STEPS:
             return {}  # interrupted on purpose: checkpoints/last is there to --resume from

@@ -39,6 +39,8 @@ class Analyzer:
 class BM25:
     """index(texts) once, then scores(query) -> (N,) scores of every indexed text."""
 
+    heads = ("bm25",)
+
     def __init__(self, k1: float = 0.9, b: float = 0.4, analyzer: Analyzer | None = None):
         self.k1, self.b = k1, b
         self.analyzer = analyzer or Analyzer()
