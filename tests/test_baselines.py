@@ -243,3 +243,15 @@ def test_bad_paper_rows_give_one_line_errors(tmp_path, row, message):
     with pytest.raises(InputError) as err:
         load_table("t", tmp_path / "out", root=tmp_path)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_output_placeholder_becomes_an_absolute_path(tmp_path, monkeypatch):
+    from HybridPQA.paper.rows import load_table
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "table.yaml").write_text("METRICS: ['mrr@5']\nREFERENCE: 'a'\n")
+    (tmp_path / "t" / "a.yaml").write_text("EXP: 'a'\nRETRIEVER: {DISTILL: {TEACHER_RUN: '{output}/t/runs/x.trec'}}\n"
+                                           "PAPER: {ROW: 'A', SCORER: 'sparse', DATA: 'd'}\n")
+    monkeypatch.chdir(tmp_path)
+    _, (row,) = load_table("t", Path("out"), root=tmp_path)
+    assert row.cfg.RETRIEVER.DISTILL.TEACHER_RUN == str(tmp_path / "out" / "t" / "runs" / "x.trec")

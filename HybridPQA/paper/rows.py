@@ -75,7 +75,8 @@ def _row(path: Path, output: Path) -> Row:
         expect[metric] = (float(pair[0]), float(pair[1]))
     if "EXP" not in experiment:
         raise InputError(f"{path}: a paper row must set EXP (its run directory's name)")
-    return Row(experiment["EXP"], paper["ROW"], paper["SCORER"], Path(paper["DATA"]), _resolve(experiment, output),
+    return Row(experiment["EXP"], paper["ROW"], paper["SCORER"], Path(paper["DATA"]),
+               _resolve(experiment, output.resolve()),
                path, list(paper.get("AFTER") or []), list(paper.get("SCORE_SPLITS") or []), expect)
 
 
