@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import textwrap
 from pathlib import Path
 
 from ranx import Qrels, Run, compare
@@ -119,7 +120,8 @@ def plot(rows: list[Row], values: dict, settings: dict, output: Path) -> list[Pa
                 ax.scatter(x, y)
                 ax.annotate(row.label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xscale("log")
-        ax.set(xlabel=xlabel, ylabel=main, title=f"{settings.get('TITLE', '')}: {main} against cost")
+        ax.set(xlabel=xlabel, ylabel=main)
+        ax.set_title(textwrap.fill(f"{settings.get('TITLE', '')}: {main} against cost", 70), fontsize=9)
         fig.tight_layout()
         written.append(folder / f"{main}_vs_{key}.png")
         fig.savefig(written[-1], dpi=120)
