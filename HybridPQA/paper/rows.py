@@ -171,7 +171,13 @@ def commands(row: Row, output: Path, steps: int | None, overwrite: bool) -> list
 
 def run_rows(rows: list[Row], output: Path, steps: int | None, overwrite: bool, dry_run: bool) -> None:
     for row in _ordered(rows):
-        todo = commands(row, output, steps, overwrite)
+        try:
+            todo = commands(row, output, steps, overwrite)
+        except InputError as err:
+            if not dry_run:
+                raise
+            print(f"{row.name:<16} {err}")
+            continue
         if dry_run or not todo:
             print(f"{row.name:<16} {'finished, reused' if not todo else 'would run:'}")
             for command in todo:
