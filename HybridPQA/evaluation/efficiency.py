@@ -64,22 +64,29 @@ def _gflops(ranker, side: str, texts: list[str]) -> tuple[float, int]:
     return flops / 1e9, int(np.median(lengths))
 
 
-def _latencies(ranker, data: RankingData, scorer: str, fusion: Fusion, count: int) -> list[float]:
-    """Seconds per query, batch size 1: encode, score every document of the query, take the top-k."""
+def query_latency(run_one, qids: list[str], device: torch.device, count: int = 50) -> dict[str, float]:
+    """p50 / p95 milliseconds of `run_one(qid)`, one query at a time, after 3 warm-up queries."""
     timings = []
-    for qid in list(data.queries)[:count + 3]:  # the first 3 are warm-up
+    for qid in qids[:count + 3]:
         start = time.perf_counter()
-        q_reps = ranker.encode("query", [data.queries[qid]], 1)
-        if scorer == "dense" and data.candidates is None and ranker.indexes["dense"].faiss is not None:
-            ranker.indexes["dense"].search(q_reps["dense"], ranker.s.TOP_RETRIEVE_COUNT)
-        else:
-            for _, scores in ranker.head_scores(q_reps, [qid]):
-                matrix = fuse_scores(scores["dense"], scores["sparse"], fusion) if scorer == "hybrid" else scores[scorer]
-                top_k(matrix, ranker.s.TOP_RETRIEVE_COUNT)
-        if ranker.device.type == "cuda":
+        run_one(qid)
+        if device.type == "cuda":
             torch.cuda.synchronize()
         timings.append(time.perf_counter() - start)
-    return timings[3:] if len(timings) > 3 else timings
+    timings = timings[3:] if len(timings) > 3 else timings
+    return {"latency_ms_p50": 1000 * statistics.median(timings),
+            "latency_ms_p95": 1000 * float(np.percentile(timings, 95))}
+
+
+def _search_one(ranker, data: RankingData, scorer: str, fusion: Fusion, qid: str) -> None:
+    """Encode one query, score every document of it, take the top-k."""
+    q_reps = ranker.encode("query", [data.queries[qid]], 1)
+    if scorer == "dense" and data.candidates is None and ranker.indexes["dense"].faiss is not None:
+        ranker.indexes["dense"].search(q_reps["dense"], ranker.s.TOP_RETRIEVE_COUNT)
+        return
+    for _, scores in ranker.head_scores(q_reps, [qid]):
+        matrix = fuse_scores(scores["dense"], scores["sparse"], fusion) if scorer == "hybrid" else scores[scorer]
+        top_k(matrix, ranker.s.TOP_RETRIEVE_COUNT)
 
 
 def peak_memory_mb(device: torch.device) -> dict[str, float]:
@@ -105,7 +112,8 @@ def efficiency(ranker, data: RankingData, fusion: Fusion, compute_flops: bool, n
                 for side, name, texts in (("query", "query", list(data.queries.values())),
                                           ("context", "document", list(data.docs.values()))):
                     entry[f"gflops_per_{name}"], entry[f"median_{name}_tokens"] = _gflops(ranker, side, texts)
-            timings = _latencies(ranker, data, scorer, fusion, num_latency)
+            entry.update(query_latency(lambda q: _search_one(ranker, data, scorer, fusion, q), list(data.queries),
+                                       ranker.device, num_latency))
         if compute_flops and data.candidates is not None:  # documents are encoded ahead of the queries
             per_query = sum(len(c) for c in data.candidates.values()) / max(len(data.candidates), 1)
             entry["candidates_per_query"] = per_query
@@ -115,8 +123,6 @@ def efficiency(ranker, data: RankingData, fusion: Fusion, compute_flops: bool, n
                 entry["maxsim_gflops_per_pair"] = 2 * entry["median_query_tokens"] * entry["median_document_tokens"] * dim / 1e9
                 entry["gflops_per_pair"] += entry["maxsim_gflops_per_pair"]
             entry["gflops_per_pair_documents_online"] = entry["gflops_per_pair"] + entry["gflops_per_document"]
-        entry["latency_ms_p50"] = 1000 * statistics.median(timings)
-        entry["latency_ms_p95"] = 1000 * float(np.percentile(timings, 95))
         if "sparse" in needs:
             entry["avg_active_dims_query"] = active_dims(ranker.query_reps)
             entry["avg_active_dims_document"] = active_dims(ranker.doc_reps)

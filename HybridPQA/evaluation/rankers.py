@@ -6,7 +6,6 @@ alike. BM25 ranks the whole corpus or each query's candidates. The cross-encoder
 """
 from __future__ import annotations
 
-import statistics
 import time
 
 import numpy as np
@@ -17,19 +16,11 @@ from yacs.config import CfgNode
 from HybridPQA.data.readers import RankingData
 from HybridPQA.engine.runtime import autocast
 from HybridPQA.errors import InputError
-from HybridPQA.evaluation.efficiency import peak_memory_mb
+from HybridPQA.evaluation.efficiency import peak_memory_mb, query_latency
 from HybridPQA.evaluation.trec import Run
 from HybridPQA.modeling.bm25 import BM25
 from HybridPQA.modeling.cross import CrossEncoder, tokenize_pairs
 from HybridPQA.retrieval.index import top_k
-
-NUM_LATENCY = 50
-
-
-def _latency(timings: list[float]) -> dict[str, float]:
-    timings = timings[3:] if len(timings) > 3 else timings  # the first 3 are warm-up
-    return {"latency_ms_p50": 1000 * statistics.median(timings),
-            "latency_ms_p95": 1000 * float(np.percentile(timings, 95))}
 
 
 class BM25Ranker:
@@ -56,14 +47,10 @@ class BM25Ranker:
         return {"bm25": {q: self._rank_one(q, depth) for q in qids}}
 
     def efficiency(self, data: RankingData, fusion=None, compute_flops: bool = True) -> dict:
-        timings = []
-        for qid in list(data.queries)[:NUM_LATENCY + 3]:
-            start = time.perf_counter()
-            self._rank_one(qid, self.depth)
-            timings.append(time.perf_counter() - start)
+        latency = query_latency(lambda q: self._rank_one(q, self.depth), list(data.queries), torch.device("cpu"))
         return {"corpus": {"documents": len(data.docs), "encode_seconds": self.encode_seconds,
                            "docs_per_s": len(data.docs) / max(self.encode_seconds, 1e-9), **peak_memory_mb(torch.device("cpu"))},
-                "bm25": {"gflops_per_query": 0.0, "gflops_per_pair": 0.0, **_latency(timings)},
+                "bm25": {"gflops_per_query": 0.0, "gflops_per_pair": 0.0, **latency},
                 "latency_note": "one query at a time: analyse + score every document (candidates or corpus) + top-k"}
 
 
@@ -114,12 +101,7 @@ class CrossRanker:
             entry["gflops_per_pair"] = flops / 1e9
             entry["median_pair_tokens"] = int(batch["input_ids"].shape[1])
             entry["gflops_per_query"] = entry["gflops_per_pair"] * len(pairs) / len(data.queries)
-        timings = []
-        for qid in list(data.queries)[:NUM_LATENCY + 3]:
-            start = time.perf_counter()
-            self.rank([qid])
-            timings.append(time.perf_counter() - start)
-        entry.update(_latency(timings))
+        entry.update(query_latency(lambda q: self.rank([q]), list(data.queries), self.device))
         return {"corpus": {"documents": len(data.docs), "pairs": len(pairs), **peak_memory_mb(self.device)},
                 "cross": entry,
                 "latency_note": "one query at a time: score every candidate pair through the cross-encoder"}
