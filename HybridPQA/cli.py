@@ -9,6 +9,7 @@ Usage:
   hybridpqa mine --run=FILE --path_data=DIR --split=NAME --output=FILE [--depth=N] [--overwrite]
   hybridpqa explain --checkpoint=PATH (--query=TEXT --document=TEXT | --path_data=DIR --split=NAME --qid=ID [--docid=ID]) [--html=FILE] [--top=N]
   hybridpqa reproduce --table=NAME --path_output=DIR [--steps=N] [--dry-run] [--overwrite]
+  hybridpqa sweep --path_cfg_sweep=FILE --path_output=DIR [--jobs=N] [--dry-run] [--overwrite]
   hybridpqa -h | --help
 
 Options:
@@ -47,7 +48,9 @@ Options:
   --top=N              explain: expansion terms to show [default: 15]
   --table=NAME         reproduce: configs/paper/NAME/*.yaml, e.g. product-qa or scifact
   --steps=N            reproduce: train every row for N steps instead of its own (a quick look)
-  --dry-run            reproduce: list the rows and what would run, run nothing
+  --dry-run            reproduce, sweep: list the rows or points and what would run, run nothing
+  --path_cfg_sweep=FILE  sweep: a base experiment plus a GRID and/or POINTS of overrides (configs/sweeps/)
+  --jobs=N             sweep: points trained at once, each its own process [default: 1]
 
 Trailing KEY VALUE pairs override the config, e.g. RETRIEVER.SOLVER.ALPHA 0.3 (a unique suffix
 such as SOLVER.ALPHA is enough). Merge order: defaults < YAML < .env < KEY VALUE.
@@ -127,6 +130,15 @@ def _dispatch(args: dict, argv: list[str] | None) -> dict:
         if any(line.startswith("FAIL") for line in report.get("checks", [])):
             raise SystemExit(1)
         return report
+    if args["sweep"]:
+        from HybridPQA.sweep import sweep
+
+        run.setup_logging()
+        report = sweep(args["--path_cfg_sweep"], args["--path_output"], _int(args, "--jobs"), args["--dry-run"],
+                       args["--overwrite"])
+        if report.get("failures"):
+            raise SystemExit(1)
+        return report
     if args["explain"]:
         from HybridPQA.evaluation.explain import explain_command
 
@@ -150,10 +162,17 @@ def _dispatch(args: dict, argv: list[str] | None) -> dict:
     if not Path(args["--path_data"]).is_dir():
         raise InputError(f"--path_data={args['--path_data']}: not a directory; run `hybridpqa prepare` first")
     if args["train"]:
-        run_dir = run.prepare_run_dir(args["--path_output"], cfg, args["--overwrite"], args["--resume"])
-        run.setup_logging(run_dir)
+        from HybridPQA.engine.distributed import build_distributed
+
+        ranks = build_distributed(cfg)  # None unless DISTRIBUTED under torchrun
+        if ranks is None or ranks.main:
+            run_dir = run.prepare_run_dir(args["--path_output"], cfg, args["--overwrite"], args["--resume"])
+        if ranks is not None:
+            ranks.barrier()  # rank 0 has checked and cleared the run directory
+            run_dir = Path(args["--path_output"]) / cfg.EXP
+        run.setup_logging(run_dir, main=ranks is None or ranks.main)
         run.log_environment(argv)
-        results = run.train_and_test(cfg, run_dir, Path(args["--path_data"]), resume=args["--resume"])
+        results = run.train_and_test(cfg, run_dir, Path(args["--path_data"]), resume=args["--resume"], ranks=ranks)
     else:
         run_dir = Path(args["--path_output"]) / cfg.EXP
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -100,7 +100,7 @@ def _coerce(key: str, default, value, source: str):
     return value
 
 
-def _resolve_key(cfg: CN, key: str, source: str) -> str:
+def resolve_key(cfg: CN, key: str, source: str) -> str:
     """Full dotted key; a unique suffix such as SOLVER.ALPHA is accepted on the command line."""
     known = all_keys(cfg)
     if key in known:
@@ -182,11 +182,11 @@ def load_config(path_yaml: str | Path | None = None, overrides: list[str] = (),
     if path_yaml is not None:
         _merge_dict(cfg, read_yaml(path_yaml), str(path_yaml))
     for key, value, source in env_overrides(dotenv_path):
-        _set(cfg, _resolve_key(cfg, key, source), value, source)
+        _set(cfg, resolve_key(cfg, key, source), value, source)
     if len(overrides) % 2:
         raise InputError(f"command line: overrides come in KEY VALUE pairs; {overrides[-1]!r} has no value")
     for key, value in zip(overrides[::2], overrides[1::2]):
-        _set(cfg, _resolve_key(cfg, key, "command line"), value, "command line")
+        _set(cfg, resolve_key(cfg, key, "command line"), value, "command line")
     validate(cfg)
     if freeze:
         cfg.freeze()
@@ -220,7 +220,6 @@ def validate(cfg: CN) -> None:
                          f"got {m.VOCAB_MASK!r}")
     checks = [
         (cfg.FP16 and cfg.BF16, "FP16 and BF16 are both True; choose one precision"),
-        (cfg.DISTRIBUTED, "DISTRIBUTED = True: multi-process training is not supported yet (issue 6); set False"),
         (m.CROSS_INTERACTION != (s.LEVEL == "seq"),
          "late interaction needs both RETRIEVER.MODEL.CROSS_INTERACTION True and RETRIEVER.SOLVER.LEVEL 'seq'; "
          "set both, or neither"),

@@ -15,7 +15,9 @@ _C.SEED = 42  # seeds python, numpy and torch; data order and negative sampling 
 _C.DEVICE = "auto"  # "auto" or None (cuda if available, else cpu) | "cpu" | "cuda" | "cuda:N"
 _C.FP16 = False  # fp16 autocast + GradScaler; CUDA only
 _C.BF16 = False  # (new) bf16 autocast, on CPU (AMX) or CUDA; exclusive with FP16
-_C.DISTRIBUTED = False  # multi-process training under torchrun; not supported yet (issue 6)
+# (new) data-parallel training under torchrun (DDP; gloo on CPU, nccl on CUDA): TRAIN_BATCH_SIZE is
+# the global batch, split evenly over the processes; rank 0 writes and evaluates
+_C.DISTRIBUTED = False
 _C.NUM_THREADS = 0  # (new) torch intra-op threads; 0 = torch's default (all cores)
 
 _C.RETRIEVER = CN()
@@ -100,6 +102,8 @@ _C.RETRIEVER.SOLVER.LAMBDA_QUERY = 3e-4  # FLOPS regulariser weight on query vec
 _C.RETRIEVER.SOLVER.LAMBDA_CONTEXT = 1e-4  # FLOPS regulariser weight on context vectors
 # (new) lambdas grow as (step / REG_WARMUP_STEPS)^2 up to their value; None = TOTAL_TRAIN_STEPS
 _C.RETRIEVER.SOLVER.REG_WARMUP_STEPS = None
+# (new) recompute the backbone's layer activations in the backward pass: less memory, ~30 % more compute
+_C.RETRIEVER.SOLVER.GRADIENT_CHECKPOINTING = False
 
 # -----------------------------------------------------------------------------
 # (new) Fusion of the dense and sparse scores into the hybrid score, per query over all of

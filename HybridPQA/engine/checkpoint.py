@@ -1,5 +1,6 @@
 """Training state on disk: `checkpoints/last/` for resuming, `checkpoints/step_N/` for the best N.
 
+Every file is written through a temporary file and a rename, so a crash never leaves a torn one.
 `last/` holds the model checkpoint plus `trainer.pt`: optimizer, scheduler, GradScaler, the
 RNG states, the optimizer step, the data position (epoch, batch) and the kept best list.
 """
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from HybridPQA.errors import InputError
+from HybridPQA.files import load_torch, save_atomic, write_atomic
 from HybridPQA.modeling import save_checkpoint
 
 
@@ -33,21 +35,28 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_last(run_dir: Path, model, tokenizer, cfg, trainer: dict) -> None:
-    """Replace checkpoints/last atomically: write last.tmp, then swap it in."""
-    tmp, last = run_dir / "checkpoints" / "last.tmp", run_dir / "checkpoints" / "last"
+    """Replace checkpoints/last so that a crash at any point leaves one complete copy: write
+    last.tmp, move last to last.old, move last.tmp to last, delete last.old."""
+    folder = run_dir / "checkpoints"
+    tmp, last, old = folder / "last.tmp", folder / "last", folder / "last.old"
     shutil.rmtree(tmp, ignore_errors=True)
     save_checkpoint(model, tokenizer, cfg, tmp)
-    torch.save({**trainer, "rng": rng_state()}, tmp / "trainer.pt")
-    shutil.rmtree(last, ignore_errors=True)
+    save_atomic({**trainer, "rng": rng_state()}, tmp / "trainer.pt")
+    if last.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+        last.rename(old)
     tmp.rename(last)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_last(run_dir: Path) -> tuple[Path, dict]:
-    last = run_dir / "checkpoints" / "last"
-    if not (last / "trainer.pt").is_file():
-        raise InputError(f"{run_dir}: --resume needs {last}/trainer.pt, which does not exist; "
+    """(checkpoint directory, trainer state) to resume from; last.old if a crash came between the swaps."""
+    folder = run_dir / "checkpoints"
+    last = next((p for p in (folder / "last", folder / "last.old") if (p / "trainer.pt").is_file()), None)
+    if last is None:
+        raise InputError(f"{run_dir}: --resume needs {folder / 'last'}/trainer.pt, which does not exist; "
                          "start without --resume (or with --overwrite)")
-    return last, torch.load(last / "trainer.pt", map_location="cpu", weights_only=False)
+    return last, load_torch(last / "trainer.pt", weights_only=False)
 
 
 def keep_best(run_dir: Path, model, tokenizer, cfg, kept: list[dict], step: int, value: float, limit: int) -> list[dict]:
@@ -59,7 +68,7 @@ def keep_best(run_dir: Path, model, tokenizer, cfg, kept: list[dict], step: int,
         save_checkpoint(model, tokenizer, cfg, run_dir / "checkpoints" / entry["path"])
     for gone in ranked[limit:]:
         shutil.rmtree(run_dir / "checkpoints" / gone["path"], ignore_errors=True)
-    (run_dir / "checkpoints" / "best.json").write_text(json.dumps(new_kept, indent=1))
+    write_atomic(run_dir / "checkpoints" / "best.json", json.dumps(new_kept, indent=1))
     return new_kept
 
 

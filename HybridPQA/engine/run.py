@@ -16,14 +16,23 @@ import torch
 import transformers
 from yacs.config import CfgNode
 
-from HybridPQA.data import build_split, carve_val, find_split, rerank_split, with_hard_negatives
+from HybridPQA.data import (
+    build_split,
+    carve_val,
+    find_split,
+    rerank_split,
+    with_hard_negatives,
+)
 from HybridPQA.data.readers import RankingData
 from HybridPQA.data.training import TrainingSet
+from HybridPQA.engine.distributed import Distributed
 from HybridPQA.engine.runtime import amp_dtype, build_device, seed_everything
 from HybridPQA.engine.train import do_train
 from HybridPQA.errors import InputError
+from HybridPQA.files import check_writable
 from HybridPQA.evaluation.evaluator import evaluate_split
 from HybridPQA.evaluation.trec import read_trec
+from HybridPQA.files import write_atomic
 from HybridPQA.modeling import build_model
 from HybridPQA.retrieval.fusion import Fusion
 
@@ -45,7 +54,7 @@ def prepare_run_dir(path_output: str | Path, cfg: CfgNode, overwrite: bool = Fal
             raise InputError(f"{run_dir} is not empty; pass --overwrite to replace it or --resume to continue it")
     elif resume:
         raise InputError(f"{run_dir}: nothing to resume; run without --resume")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(run_dir)
     return run_dir
 
 
@@ -60,10 +69,12 @@ def _diff(a: CfgNode, b: CfgNode, prefix: str = "") -> list[str]:
     return out
 
 
-def setup_logging(run_dir: Path | None = None) -> None:
-    """Console and (with a run directory) log.txt; called by the command line, never at import."""
+def setup_logging(run_dir: Path | None = None, main: bool = True) -> None:
+    """Console and (with a run directory) log.txt; called by the command line, never at import.
+    Ranks other than 0 (`main` False) log warnings and errors to the console only."""
     root = logging.getLogger()
-    root.setLevel(logging.INFO)
+    root.setLevel(logging.INFO if main else logging.WARNING)
+    run_dir = run_dir if main else None
     for handler in list(root.handlers):
         root.removeHandler(handler)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
@@ -135,18 +146,30 @@ def training_set(train: RankingData, cfg: CfgNode, path_data: Path) -> tuple[Tra
 
 
 def write_config(run_dir: Path, cfg: CfgNode, name: str = "config.yaml") -> None:
-    (run_dir / name).write_text(cfg.dump())
+    write_atomic(run_dir / name, cfg.dump())
+
+
+def checkpoint_bytes(model: torch.nn.Module, cfg: CfgNode) -> int:
+    """Disk a run's checkpoints need: CP_SAVE_LIMIT best copies, last and its temporary copy, and the
+    optimizer's two moments in each of those two."""
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return params * (cfg.RETRIEVER.SOLVER.CP_SAVE_LIMIT + 2 * 3)
 
 
 def train_and_test(cfg: CfgNode, run_dir: Path, path_data: Path, resume: bool = False,
-                   stop_at_step: int | None = None) -> dict[str, dict]:
-    """DO_TRAIN then DO_TEST as configured; returns {split: results}."""
+                   stop_at_step: int | None = None, ranks: Distributed | None = None) -> dict[str, dict]:
+    """DO_TRAIN then DO_TEST as configured; returns {split: results}. Under torchrun (`ranks`) every
+    rank trains; rank 0 alone writes and evaluates."""
     d = cfg.RETRIEVER.DATA
-    device = build_device(cfg)
+    main = ranks is None or ranks.main
+    device = build_device(cfg, ranks)
     dtype = amp_dtype(cfg, device)
-    seed_everything(cfg.SEED)
-    write_config(run_dir, cfg)
+    seed_everything(cfg.SEED + (ranks.rank if ranks else 0))  # own dropout masks per rank
+    if main:
+        write_config(run_dir, cfg)
     model, tokenizer = build_model(cfg)
+    if cfg.RETRIEVER.DO_TRAIN and main and isinstance(model, torch.nn.Module):
+        check_writable(run_dir / "checkpoints", checkpoint_bytes(model, cfg))
     val = load_split(path_data, d.VAL_DATA_PATH, cfg)
     train = load_split(path_data, d.TRAIN_DATA_PATH, cfg) if cfg.RETRIEVER.DO_TRAIN or d.VAL_FROM_TRAIN else None
     if d.VAL_FROM_TRAIN:
@@ -160,9 +183,10 @@ def train_and_test(cfg: CfgNode, run_dir: Path, path_data: Path, resume: bool = 
         if train is None:
             raise InputError("config: RETRIEVER.DO_TRAIN is True but RETRIEVER.DATA.TRAIN_DATA_PATH is None")
         train_set, teacher = training_set(train, cfg, path_data)
-        best = do_train(cfg, run_dir, model, tokenizer, train_set, val, device, dtype, resume, stop_at_step, teacher)
-        if stop_at_step is not None and stop_at_step < cfg.RETRIEVER.SOLVER.TOTAL_TRAIN_STEPS:
-            return {}  # interrupted on purpose: checkpoints/last is there to --resume from
+        best = do_train(cfg, run_dir, model, tokenizer, train_set, val, device, dtype, resume, stop_at_step, teacher,
+                        ranks)
+        if stop_at_step is not None and stop_at_step < cfg.RETRIEVER.SOLVER.TOTAL_TRAIN_STEPS or not main:
+            return {}  # interrupted on purpose (checkpoints/last is there to --resume from), or not rank 0
         model, tokenizer = build_model(cfg, checkpoint=best)
         log.info("evaluating %s", best)
     results = {}

@@ -11,9 +11,12 @@ from yacs.config import CfgNode
 from HybridPQA.errors import InputError
 
 
-def build_device(cfg: CfgNode) -> torch.device:
+def build_device(cfg: CfgNode, ranks=None) -> torch.device:
+    """DEVICE; under torchrun "auto" and "cuda" mean this rank's own GPU (LOCAL_RANK)."""
     if cfg.NUM_THREADS:
         torch.set_num_threads(cfg.NUM_THREADS)
+    if cfg.DEVICE in ("auto", None, "cuda") and torch.cuda.is_available() and ranks is not None:
+        return torch.device("cuda", ranks.local_rank)
     if cfg.DEVICE in ("auto", None):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if cfg.DEVICE.startswith("cuda") and not torch.cuda.is_available():

@@ -1,6 +1,7 @@
 """The training loop: one function, read top to bottom."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections import defaultdict
@@ -13,9 +14,11 @@ from yacs.config import CfgNode
 from HybridPQA.data.readers import RankingData
 from HybridPQA.data.training import Batch, TrainingSet
 from HybridPQA.engine import checkpoint as ckpt
+from HybridPQA.engine.distributed import Distributed, wrap
 from HybridPQA.engine.runtime import autocast
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import evaluate_split
+from HybridPQA.files import load_torch, write_atomic
 from HybridPQA.losses import cross_loss, hybrid_loss, lambda_at
 from HybridPQA.modeling import BiEncoder, CrossEncoder, tokenize
 from HybridPQA.modeling.cross import tokenize_pairs
@@ -52,20 +55,27 @@ def selection_value(results: dict, metric: str) -> float:
     return values[metric]
 
 
-def loss_parts(model: BiEncoder | CrossEncoder, tokenizer, batch: Batch, cfg: CfgNode, device: torch.device,
-               step: int, lambda_q: float, lambda_d: float, teacher: dict | None) -> tuple[dict, dict]:
-    """(named loss parts, {head: (N, V) sparse reps} for logging) of one micro-batch."""
+def loss_parts(model: BiEncoder | CrossEncoder | torch.nn.Module, tokenizer, batch: Batch, cfg: CfgNode,
+               device: torch.device, step: int, lambda_q: float, lambda_d: float, teacher: dict | None,
+               ranks: Distributed | None = None) -> tuple[dict, dict]:
+    """(named loss parts, {head: (N, V) sparse reps} for logging) of one micro-batch. `model` may be
+    DDP-wrapped: each rank then encodes its share of the batch and gathers the rest (see distributed)."""
     s, m, dist = cfg.RETRIEVER.SOLVER, cfg.RETRIEVER.MODEL, cfg.RETRIEVER.DISTILL
     teacher_scores = batch.teacher_scores(teacher).to(device) if teacher is not None else None
     distill = {"teacher": teacher_scores, "distill": dist.LOSS, "distill_weight": dist.WEIGHT,
                "teacher_temperature": dist.TEACHER_TEMPERATURE}
-    if isinstance(model, CrossEncoder):
-        per_q = len(batch.contexts) // len(batch.questions)
-        pairs = tokenize_pairs(tokenizer, [q for q in batch.questions for _ in range(per_q)], batch.contexts,
+    per_q = len(batch.contexts) // len(batch.questions)
+    mine = ranks.shard(len(batch.questions)) if ranks is not None else slice(0, len(batch.questions))
+    questions, contexts = batch.questions[mine], batch.contexts[mine.start * per_q:mine.stop * per_q]
+    gather = ranks.gather if ranks is not None else (lambda tensor: tensor)
+    if isinstance(getattr(model, "module", model), CrossEncoder):
+        pairs = tokenize_pairs(tokenizer, [q for q in questions for _ in range(per_q)], contexts,
                                m.QUESTION_MAX_LENGTH + m.CONTEXT_MAX_LENGTH, device)
-        return cross_loss(model(**pairs).view(len(batch.questions), per_q), batch.positive.to(device), **distill), {}
-    q_reps = model.encode("query", **tokenize(tokenizer, batch.questions, m.QUESTION_MAX_LENGTH, device))
-    c_reps = model.encode("context", **tokenize(tokenizer, batch.contexts, m.CONTEXT_MAX_LENGTH, device))
+        scores = gather(model(**pairs).view(len(questions), per_q))
+        return cross_loss(scores, batch.positive.to(device), **distill), {}
+    q_reps, c_reps = model(tokenize(tokenizer, questions, m.QUESTION_MAX_LENGTH, device),
+                           tokenize(tokenizer, contexts, m.CONTEXT_MAX_LENGTH, device))
+    q_reps, c_reps = {h: gather(r) for h, r in q_reps.items()}, {h: gather(r) for h, r in c_reps.items()}
     self_weight = dist.SELF_WEIGHT if step >= dist.SELF_START_STEP else 0.0
     parts = hybrid_loss(q_reps, c_reps, batch.positive.to(device), temperature=s.TEMPERATURE, broadcast=s.BROADCAST,
                         func=s.FUNC, alpha=s.ALPHA, hybrid_weight=s.HYBRID_LOSS_WEIGHT, lambda_q=lambda_q,
@@ -74,29 +84,61 @@ def loss_parts(model: BiEncoder | CrossEncoder, tokenizer, batch: Batch, cfg: Cf
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop lines logged after the checkpoint we resume from, so no step appears twice."""
+    """Drop lines logged after the checkpoint we resume from, so no step appears twice, and a line
+    torn by a crash."""
     if path.is_file():
-        lines = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in lines))
+        lines = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    lines.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
+        write_atomic(path, "".join(line + "\n" for line in lines))
+
+
+def _check_finite(parts: dict[str, torch.Tensor], step: int, run_dir: Path) -> None:
+    """Stop on a NaN or infinite loss part, naming the step and the part; checkpoints/last stays the
+    last good state."""
+    bad = {name: value.item() for name, value in parts.items() if not torch.isfinite(value)}
+    if bad:
+        name, value = next(iter(bad.items()))
+        raise InputError(f"step {step + 1}: loss part {name} is {value} ({', '.join(bad)} non-finite); training "
+                         f"stopped, the last good checkpoint is {run_dir / 'checkpoints' / 'last'}; lower "
+                         "RETRIEVER.SOLVER.OPTIMIZER.BASE_LR or raise TEMPERATURE, then --resume")
+
+
+def gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each transformer layer's activations in the backward pass (less memory, ~30 % more
+    compute), on every Hugging Face backbone of the model."""
+    for module in model.modules():
+        if hasattr(module, "gradient_checkpointing_enable") and module.supports_gradient_checkpointing:
+            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder | CrossEncoder, tokenizer, train_set: TrainingSet,
              val_data: RankingData | None, device: torch.device, dtype: torch.dtype | None,
-             resume: bool = False, stop_at_step: int | None = None, teacher: dict | None = None) -> Path:
+             resume: bool = False, stop_at_step: int | None = None, teacher: dict | None = None,
+             ranks: Distributed | None = None) -> Path | None:
     """Train until TOTAL_TRAIN_STEPS (or `stop_at_step`, for tests and interruptions); return the
     best checkpoint directory (by SELECT_METRIC on the val split, else the last one).
-    `teacher`: a TREC run {qid: {docid: score}} to distil from (RETRIEVER.DISTILL)."""
+    `teacher`: a TREC run {qid: {docid: score}} to distil from (RETRIEVER.DISTILL).
+    `ranks`: under torchrun, every rank runs this loop; rank 0 alone writes, logs and evaluates."""
     s = cfg.RETRIEVER.SOLVER
+    main = ranks is None or ranks.main
     accumulation = s.OPTIMIZER.GRADIENT_ACCUMULATION_STEPS
     reg_warmup = s.REG_WARMUP_STEPS or s.TOTAL_TRAIN_STEPS
     model.to(device)  # before the optimizer, so its restored state lands on the parameters' device
+    if s.GRADIENT_CHECKPOINTING:
+        gradient_checkpointing(model)
+    net = wrap(model, ranks, device)  # DDP under torchrun, else the model itself
     optimizer = build_optimizer(model, s.OPTIMIZER)
     scheduler = build_scheduler(optimizer, s.OPTIMIZER.WARMUP_STEPS, s.TOTAL_TRAIN_STEPS)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None  # fp16 needs loss scaling
     state = {"step": 0, "epoch": 0, "batch": 0, "kept": []}
     if resume:
         last, saved = ckpt.load_last(run_dir)
-        model.load_state_dict(torch.load(last / "model.pt", map_location=device, weights_only=True))
+        model.load_state_dict(load_torch(last / "model.pt", map_location=device))
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         if scaler is not None and saved.get("scaler"):
@@ -104,42 +146,56 @@ def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder | CrossEncoder, token
         ckpt.set_rng_state(saved["rng"])
         state = {k: saved[k] for k in state}
         log.info("resumed at step %d (epoch %d, batch %d)", state["step"], state["epoch"], state["batch"])
-        _truncate_metrics(run_dir / "metrics.jsonl", state["step"])
-    metrics_file = (run_dir / "metrics.jsonl").open("a")
+        if main:
+            _truncate_metrics(run_dir / "metrics.jsonl", state["step"])
+    metrics_file = (run_dir / "metrics.jsonl").open("a") if main else None
 
     def trainer_state() -> dict:
         return {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None}
 
     def write(record: dict) -> None:
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
+        if metrics_file is not None:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+
+    def checkpoint_last() -> None:
+        if main:
+            ckpt.save_last(run_dir, model, tokenizer, cfg, trainer_state())
+        if ranks is not None:
+            ranks.barrier()  # the others wait while rank 0 evaluates and writes
 
     logged = defaultdict(float)
-    progress = tqdm(total=s.TOTAL_TRAIN_STEPS, initial=state["step"], desc=f"train {cfg.EXP}", dynamic_ncols=True)
+    progress = tqdm(total=s.TOTAL_TRAIN_STEPS, initial=state["step"], desc=f"train {cfg.EXP}", dynamic_ncols=True,
+                    disable=not main)
     while state["step"] < s.TOTAL_TRAIN_STEPS:
         model.train()
         # the lambdas ramp up quadratically with the optimizer step, not the micro-batch
         lambda_q = lambda_at(state["step"], s.LAMBDA_QUERY, reg_warmup)
         lambda_d = lambda_at(state["step"], s.LAMBDA_CONTEXT, reg_warmup)
-        for _ in range(accumulation):  # gradient accumulation: more steps, same in-batch negatives
+        for micro in range(accumulation):  # gradient accumulation: more steps, same in-batch negatives
             batch = train_set.batch(state["epoch"], state["batch"])
             state["batch"] += 1
             if state["batch"] == train_set.batches_per_epoch():
                 state["epoch"], state["batch"] = state["epoch"] + 1, 0
-            with autocast(device, dtype):
-                parts, sparse = loss_parts(model, tokenizer, batch, cfg, device, state["step"], lambda_q, lambda_d,
-                                           teacher)
-            loss = sum(parts.values()) / accumulation
-            (scaler.scale(loss) if scaler is not None else loss).backward()
+            # DDP averages gradients once per optimizer step, on the last micro-batch
+            sync = net.no_sync() if ranks is not None and micro < accumulation - 1 else contextlib.nullcontext()
+            with sync:
+                with autocast(device, dtype):
+                    parts, sparse = loss_parts(net, tokenizer, batch, cfg, device, state["step"], lambda_q, lambda_d,
+                                               teacher, ranks)
+                _check_finite(parts, state["step"], run_dir)
+                loss = sum(parts.values()) / accumulation
+                (scaler.scale(loss) if scaler is not None else loss).backward()
             for name, value in parts.items():
                 logged[name] += value.item() / accumulation / s.LOG_STEPS
             for side, reps in sparse.items():
                 logged[f"active_dims_{side}"] += (reps > 0).sum(-1).float().mean().item() / accumulation / s.LOG_STEPS
         if scaler is not None:
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-        if s.OPTIMIZER.MAX_GRAD_NORM is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), s.OPTIMIZER.MAX_GRAD_NORM)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.OPTIMIZER.MAX_GRAD_NORM or float("inf"))
+        if scaler is None:  # fp16's scaler skips steps with inf gradients by design
+            _check_finite({"gradient norm": norm}, state["step"], run_dir)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -159,7 +215,7 @@ def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder | CrossEncoder, token
             logged = defaultdict(float)
         done = state["step"] == s.TOTAL_TRAIN_STEPS
         if state["step"] % s.NUM_STEP_PER_EVAL == 0 or done:
-            if val_data is not None:  # checkpoint before evaluating: a crash in eval loses nothing
+            if val_data is not None and main:
                 results = evaluate_split(model, tokenizer, val_data, cfg, device, dtype, with_efficiency=False)
                 value = selection_value(results, s.SELECT_METRIC)
                 write({"step": state["step"], "split": "val", **{f"{sc}/{k}": v for sc, ms in results["metrics"].items()
@@ -167,11 +223,12 @@ def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder | CrossEncoder, token
                 log.info("step %d: val %s = %.4f", state["step"], s.SELECT_METRIC, value)
                 state["kept"] = ckpt.keep_best(run_dir, model, tokenizer, cfg, state["kept"], state["step"], value,
                                                s.CP_SAVE_LIMIT)
-            ckpt.save_last(run_dir, model, tokenizer, cfg, trainer_state())
+            checkpoint_last()
         if stop_at_step is not None and state["step"] >= stop_at_step and not done:
-            ckpt.save_last(run_dir, model, tokenizer, cfg, trainer_state())
+            checkpoint_last()
             break
     progress.close()
-    metrics_file.close()
-    return ckpt.best_checkpoint(run_dir)
+    if metrics_file is not None:
+        metrics_file.close()
+    return ckpt.best_checkpoint(run_dir) if main else None
 

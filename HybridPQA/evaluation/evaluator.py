@@ -31,6 +31,7 @@ from HybridPQA.evaluation.metrics import (
 )
 from HybridPQA.evaluation.rankers import BM25Ranker, CrossRanker
 from HybridPQA.evaluation.trec import Run, read_trec, write_trec
+from HybridPQA.files import write_atomic
 from HybridPQA.modeling import BM25, BiEncoder, CrossEncoder
 from HybridPQA.retrieval.fusion import Fusion, fuse_scores, fusion_from_cfg, tune
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex, save_queries, top_k
@@ -185,6 +186,5 @@ def evaluate_split(model: BiEncoder | CrossEncoder | BM25, tokenizer, data: Rank
     if run_dir is not None:
         path = run_dir / "results" / f"{split}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.with_suffix(".tmp").write_text(json.dumps(results, indent=2))
-        path.with_suffix(".tmp").replace(path)
+        write_atomic(path, json.dumps(results, indent=2))
     return results

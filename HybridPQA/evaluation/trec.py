@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from HybridPQA.errors import InputError
+from HybridPQA.files import write_atomic
 
 Run = dict[str, dict[str, float]]
 
@@ -14,9 +15,7 @@ def write_trec(run: Run, path: Path, tag: str) -> None:
     for qid, scores in run.items():
         ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
         lines += [f"{qid} Q0 {docid} {rank} {score:.6f} {tag}" for rank, (docid, score) in enumerate(ranked, 1)]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    write_atomic(path, "\n".join(lines) + "\n")
 
 
 def read_trec(path: Path) -> Run:

@@ -22,6 +22,7 @@ from transformers import (
 from yacs.config import CfgNode
 
 from HybridPQA.errors import InputError
+from HybridPQA.files import disk_error, load_torch, save_atomic, write_atomic
 from HybridPQA.modeling.bm25 import BM25, build_bm25
 from HybridPQA.modeling.cross import CrossEncoder
 from HybridPQA.modeling.encoder import BiEncoder, HybridEncoder
@@ -125,7 +126,7 @@ def build_model(cfg: CfgNode, checkpoint: str | Path | None = None) -> tuple[BiE
             context = _encoder(_load_mlm(source, model_cfg.DROPOUT, weights), tokenizer, model_cfg)
         model = BiEncoder(query, context, _markers(tokenizer) if model_cfg.CROSS_INTERACTION else None)
     if checkpoint is not None:
-        model.load_state_dict(torch.load(checkpoint / "model.pt", map_location="cpu", weights_only=True))
+        model.load_state_dict(load_torch(checkpoint / "model.pt"))
         log.info("loaded weights from %s", checkpoint)
     elif model_cfg.PROJECTION_DIM and model_cfg.BIENCODER_TYPE == "dense" and not model_cfg.CROSS_INTERACTION:
         log.warning("RETRIEVER.MODEL.PROJECTION_DIM is set and no checkpoint is loaded: the projection is random")
@@ -145,12 +146,14 @@ def _check_compatible(checkpoint: Path, model_cfg: CfgNode) -> None:
 
 def save_checkpoint(model: BiEncoder | CrossEncoder, tokenizer, cfg: CfgNode, path: Path) -> None:
     """Write the checkpoint directory atomically enough: files first, model.pt last."""
-    path.mkdir(parents=True, exist_ok=True)
-    model.backbone_config.save_pretrained(path / "backbone")
-    tokenizer.save_pretrained(path / "tokenizer")
-    (path / "config.yaml").write_text(cfg.dump())
-    torch.save(model.state_dict(), path / "model.tmp")
-    (path / "model.tmp").replace(path / "model.pt")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        model.backbone_config.save_pretrained(path / "backbone")
+        tokenizer.save_pretrained(path / "tokenizer")
+    except OSError as err:
+        raise disk_error(path, err) from None
+    write_atomic(path / "config.yaml", cfg.dump())
+    save_atomic(model.state_dict(), path / "model.pt")
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int, device: torch.device | str = "cpu") -> dict:

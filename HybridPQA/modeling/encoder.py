@@ -67,6 +67,10 @@ class BiEncoder(nn.Module):
     def backbone_config(self):
         return self.query_encoder.mlm.config
 
+    def forward(self, query: dict[str, torch.Tensor], context: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+        """Both sides in one call (tokenizer outputs in, representations out), so DDP sees one forward."""
+        return self.encode("query", **query), self.encode("context", **context)
+
     def encode(self, side: str, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         encoder = self.context_encoder if side == "context" and self.context_encoder is not None else self.query_encoder
         if self.markers is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.metrics import score_run
 from HybridPQA.evaluation.trec import read_qrels, read_trec, write_trec
+from HybridPQA.files import write_atomic
 from HybridPQA.retrieval.fusion import Fusion, fuse_runs, tune
 
 METHODS, NORMS = ("linear", "rrf"), ("none", "min-max", "z-score")
@@ -69,8 +70,7 @@ def mine_command(args: dict, depth: int) -> dict:
     mined = with_hard_negatives(data, read_trec(Path(args["--run"])), depth, args["--run"])
     records = [r for r in to_records(mined) if r["positive_ctxs"]]
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".tmp").write_text(json.dumps(records, indent=1, ensure_ascii=False))
-    output.with_suffix(".tmp").replace(output)
+    write_atomic(output, json.dumps(records, indent=1, ensure_ascii=False))
     counts = {"questions": len(records), "negatives_per_question": sum(len(r["negative_ctxs"]) for r in records)
               / max(len(records), 1), "left_out_without_positive": len(data.queries) - len(records), "output": str(output)}
     print(json.dumps(counts, indent=2))

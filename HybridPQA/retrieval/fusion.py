@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from yacs.config import CfgNode
 
+from HybridPQA.files import write_atomic
+
 RANX_NORM = {"none": None, "min-max": "min-max", "z-score": "zmuv"}
 
 
@@ -32,9 +34,7 @@ class Fusion:
         return f"linear alpha={self.alpha:g} norm={self.norm}"
 
     def save(self, path: Path, **extra) -> None:
-        tmp = Path(path).with_suffix(".tmp")
-        tmp.write_text(json.dumps({**asdict(self), **extra}, indent=2))
-        tmp.replace(path)
+        write_atomic(path, json.dumps({**asdict(self), **extra}, indent=2))
 
     @classmethod
     def from_dict(cls, saved: dict) -> Fusion:
