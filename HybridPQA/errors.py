@@ -7,3 +7,6 @@ so its message must name the file, line or key, and say what to do.
 
 class InputError(ValueError):
     """A problem with something the user gave us, not a bug in HybridPQA."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))  # always one line, whatever it quotes

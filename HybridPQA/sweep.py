@@ -56,13 +56,17 @@ def _fmt(value) -> str:
     return "".join(c if c.isalnum() or c in ".-+" else "-" for c in text)
 
 
+def short_names(keys: list[str]) -> dict[str, str]:
+    """The last part of each key, lowercased; with the section too where two keys share it."""
+    short = {k: k.split(".")[-1].lower() for k in keys}
+    if len(set(short.values())) < len(short):
+        short = {k: "-".join(k.split(".")[-2:]).lower() for k in keys}
+    return short
+
+
 def point_name(point: dict[str, object], keys: list[str]) -> str:
-    """`lambda_query=0.001_alpha=0.5`: the last part of each key, lowercased, with its value."""
-    if not point:
-        return "base"
-    short = {k: k.split(".")[-1].lower() for k in point}
-    if len(set(short.values())) < len(short):  # two keys share their last part: keep the section
-        short = {k: "-".join(k.split(".")[-2:]).lower() for k in point}
+    """`lambda_query=0.001_alpha=0.5`: each swept key's short name with the point's value."""
+    short = short_names(keys)
     return "_".join(f"{short[k]}={_fmt(point[k])}" for k in keys if k in point)
 
 
@@ -100,10 +104,10 @@ def load_sweep(path: str | Path, output: Path) -> tuple[dict, list[Row]]:
     base = path.parent / spec["BASE"]
     read_yaml(base)  # a missing or broken base fails here, naming the file
     keys = list(dict.fromkeys(k for p in points for k in p))
+    names = [point_name(p, keys) for p in points]
     rows, output = [], Path(output)
     (output / "configs").mkdir(parents=True, exist_ok=True)
-    for i, point in enumerate(points):
-        name = point_name(point, keys)
+    for i, (point, name) in enumerate(zip(points, names)):
         where = f"{path}: point {i + 1} ({name})"
         overrides = [str(x) for k, v in {**shared, **point, "EXP": name}.items() for x in (k, v)]
         try:
@@ -123,7 +127,10 @@ def load_sweep(path: str | Path, output: Path) -> tuple[dict, list[Row]]:
 
 def _run_point(row: Row, output: Path, overwrite: bool) -> str | None:
     """Run what the point still needs; None when it finished, else a one-line failure."""
-    todo = commands(row, output, None, overwrite)
+    try:
+        todo = commands(row, output, None, overwrite)  # finished points with the same config: nothing
+    except InputError as err:
+        return f"point {row.name}: {err}"
     logs = output / "logs"
     logs.mkdir(exist_ok=True)
     for command in todo:
@@ -165,11 +172,11 @@ def leaderboard(rows: list[Row], settings: dict, output: Path) -> str:
     ranked = sorted(rows, key=lambda r: -chooser[r.name].get(metrics[0], float("-inf")))
     best = ranked[0]
     sig = significance(ranked, output, best.name, metrics) if len(rows) > 1 else {}
-    header = ["rank", "point", *keys, f"{split} {metrics[0]}", *[f"test {m}" for m in metrics],
+    header = ["rank", "point", *short_names(keys).values(), f"{split} {metrics[0]}", *[f"test {m}" for m in metrics],
               *[f"p {m}" for m in metrics], *COST]
     body = []
     for i, row in enumerate(ranked, 1):
-        cells = [str(i), row.name, *[_value(row.experiment.get(k)) for k in keys],
+        cells = [str(i), row.name, *[_value(_get(row.cfg, k)) for k in keys],
                  _value(chooser[row.name].get(metrics[0]))]
         for m in metrics:
             mark = "†" if sig.get(row.name, {}).get(m, {}).get("significant") else ""
@@ -187,6 +194,12 @@ def leaderboard(rows: list[Row], settings: dict, output: Path) -> str:
                     *["| " + " | ".join(cells) + " |" for cells in body], "", note])
     (output / "leaderboard.md").write_text(md + "\n")
     return md
+
+
+def _get(cfg, key: str):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
 
 
 def _value(value) -> str:

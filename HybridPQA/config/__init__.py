@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 import os
 import re
 from pathlib import Path
@@ -54,6 +55,10 @@ OPTIONAL_POSITIVE_INTS = {
     "RETRIEVER.SOLVER.REG_WARMUP_STEPS": 1,
 }
 
+# keys whose default is not None but that also take None (the defaults file says what None means)
+NULLABLE = {*OPTIONAL_POSITIVE_INTS, "DEVICE", "RETRIEVER.SOLVER.OPTIMIZER.MAX_GRAD_NORM",
+            "RETRIEVER.DATA.TRAIN_DATA_PATH", "RETRIEVER.DATA.VAL_DATA_PATH", "RETRIEVER.DATA.TEST_DATA_PATH"}
+
 
 def all_keys(cfg: CN, prefix: str = "") -> list[str]:
     """Every leaf key of `cfg`, dotted."""
@@ -81,6 +86,8 @@ def _decode(value):
 
 def _coerce(key: str, default, value, source: str):
     value = _decode(value)
+    if value is None and default is not None and key not in NULLABLE:
+        raise InputError(f"{source}: {key} cannot be None; give a {type(default).__name__} like {default!r}")
     if default is None or value is None:
         return tuple(value) if isinstance(value, list) else value
     if isinstance(default, bool):
@@ -97,6 +104,8 @@ def _coerce(key: str, default, value, source: str):
         ok = isinstance(value, type(default))
     if not ok:
         raise InputError(f"{source}: {key} must be a {type(default).__name__} like {default!r}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"{source}: {key} = {value!r} must be a finite number")
     return value
 
 
@@ -143,7 +152,9 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise InputError(f"{path}: experiment config not found; give an existing YAML file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text (offset {err.start}); re-save it as UTF-8") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

@@ -207,7 +207,14 @@ def read_beir(qrels_path: Path) -> RankingData:
 
 def read_split(path: str | Path) -> RankingData:
     """Dispatch on the file: .csv (by header), .json, or a BEIR qrels .tsv."""
-    path = Path(path)
+    try:
+        return _read_split(Path(path))
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at offset "
+                         f"{err.start}, in it or its BEIR files); re-save it as UTF-8") from None
+
+
+def _read_split(path: Path) -> RankingData:
     if not path.is_file():
         raise InputError(f"{path}: data file not found; run `hybridpqa prepare` or check --path_data and the "
                          "RETRIEVER.DATA.*_DATA_PATH keys")

@@ -1,0 +1,152 @@
+"""Surviving faults: kill -9 then --resume, torn and truncated files, non-finite losses, an
+unwritable or full output disk."""
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from HybridPQA import files
+from HybridPQA.config import load_config
+from HybridPQA.engine import checkpoint as ckpt
+from HybridPQA.engine import train as train_module
+from HybridPQA.engine.run import prepare_run_dir, setup_logging, train_and_test
+from HybridPQA.engine.train import _truncate_metrics
+from HybridPQA.errors import InputError
+from HybridPQA.modeling import build_model, save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = str(REPO / "configs" / "quickstart.yaml")
+
+
+def small(model: Path, steps: int) -> list[str]:
+    return ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(model), "SOLVER.TOTAL_TRAIN_STEPS", str(steps),
+            "SOLVER.NUM_STEP_PER_EVAL", "2", "SOLVER.LOG_STEPS", "1", "DATA.COUNT", "24",
+            "SOLVER.TRAIN_BATCH_SIZE", "4", "SOLVER.OPTIMIZER.WARMUP_STEPS", "1", "NUM_THREADS", "1",
+            "RETRIEVER.COMPUTE_FLOPS", "False"]
+
+
+def _train_command(out: Path, data: Path, model: Path, name: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "HybridPQA.cli", "train", f"--path_output={out}", f"--path_data={data}",
+            f"--path_cfg_exp={QUICK}", "--env=none", *extra, *small(model, 10), "EXP", name]
+
+
+def test_kill_9_then_resume_reaches_the_same_metrics(tmp_path, splade_tiny, product_qa):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight = subprocess.run(_train_command(tmp_path, product_qa, splade_tiny, "straight"), env=env,
+                              capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed = subprocess.Popen(_train_command(tmp_path, product_qa, splade_tiny, "killed"), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics, deadline = tmp_path / "killed" / "metrics.jsonl", time.time() + 300
+    while time.time() < deadline and killed.poll() is None:  # kill it mid-training, after a checkpoint
+        lines = metrics.read_text().splitlines() if metrics.is_file() else []
+        if any(json.loads(l)["step"] >= 5 for l in lines if l.endswith("}")):
+            break
+        time.sleep(0.05)
+    assert killed.poll() is None, "training finished before it could be killed; the test needs a longer run"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "results" / "test.json").exists()
+    resumed = subprocess.run(_train_command(tmp_path, product_qa, splade_tiny, "killed", "--resume"), env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed at step" in (tmp_path / "killed" / "log.txt").read_text()
+    for split in ("dev", "test"):
+        a, b = (json.loads((tmp_path / n / "results" / f"{split}.json").read_text()) for n in ("straight", "killed"))
+        assert a["metrics"] == b["metrics"], split
+    a, b = ((tmp_path / n / "metrics.jsonl").read_text() for n in ("straight", "killed"))
+    assert a == b  # every step logged once, with the same losses
+
+
+@pytest.fixture(scope="module")
+def checkpoint(splade_tiny, tmp_path_factory) -> Path:
+    cfg = load_config(QUICK, small(splade_tiny, 2), dotenv_path=None)
+    model, tokenizer = build_model(cfg)
+    path = tmp_path_factory.mktemp("ckpt") / "step_000001"
+    save_checkpoint(model, tokenizer, cfg, path)
+    return path
+
+
+def test_truncated_checkpoint_is_a_clear_error(checkpoint, tmp_path):
+    broken = tmp_path / "broken"
+    subprocess.run(["cp", "-r", str(checkpoint), str(broken)], check=True)
+    data = (broken / "model.pt").read_bytes()
+    (broken / "model.pt").write_bytes(data[: len(data) // 2])
+    cfg = load_config(broken / "config.yaml", dotenv_path=None)
+    with pytest.raises(InputError, match=r"model.pt: truncated or corrupt checkpoint file"):
+        build_model(cfg, checkpoint=broken)
+    run = tmp_path / "run"
+    (run / "checkpoints" / "last").mkdir(parents=True)
+    (run / "checkpoints" / "last" / "trainer.pt").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(InputError, match=r"trainer.pt: truncated or corrupt"):
+        ckpt.load_last(run)
+
+
+def test_crash_between_the_swaps_of_last_keeps_a_copy(tmp_path):
+    old = tmp_path / "checkpoints" / "last.old"
+    old.mkdir(parents=True)
+    torch.save({"step": 4}, old / "trainer.pt")
+    last, state = ckpt.load_last(tmp_path)
+    assert last == old and state["step"] == 4
+
+
+def test_torn_metrics_line_is_dropped_on_resume(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    _truncate_metrics(path, 2)
+    assert [json.loads(l)["step"] for l in path.read_text().splitlines()] == [1, 2]
+
+
+def test_non_finite_loss_stops_naming_step_and_part(tmp_path, splade_tiny, product_qa, monkeypatch):
+    real = train_module.loss_parts
+
+    def poisoned(*args, **kwargs):
+        parts, sparse = real(*args, **kwargs)
+        if args[5] >= 2:  # the step: from the third on, one part is NaN
+            parts["flops_q"] = parts["flops_q"] * float("nan")
+        return parts, sparse
+
+    monkeypatch.setattr(train_module, "loss_parts", poisoned)
+    cfg = load_config(QUICK, small(splade_tiny, 6) + ["RETRIEVER.DO_TEST", "False"], dotenv_path=None)
+    run_dir = prepare_run_dir(tmp_path, cfg)
+    setup_logging(run_dir)
+    with pytest.raises(InputError, match=r"step 3: loss part flops_q is nan.*last good checkpoint"):
+        train_and_test(cfg, run_dir, product_qa)
+    last, state = ckpt.load_last(run_dir)
+    assert state["step"] == 2
+    weights = torch.load(last / "model.pt", weights_only=True)
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+
+
+def test_unwritable_output_fails_before_any_work(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    cfg = load_config(QUICK, dotenv_path=None)
+    with pytest.raises(InputError, match="cannot write the run directory.*choose another --path_output"):
+        prepare_run_dir(blocker / "out", cfg)
+
+
+def test_full_disk_fails_before_training(tmp_path, splade_tiny, product_qa, monkeypatch):
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1 << 20})())
+    cfg = load_config(QUICK, small(splade_tiny, 2), dotenv_path=None)
+    run_dir = prepare_run_dir(tmp_path, cfg)
+    with pytest.raises(InputError, match=r"GiB free but checkpoints need about .*CP_SAVE_LIMIT"):
+        train_and_test(cfg, run_dir, product_qa)
+    assert not (run_dir / "metrics.jsonl").exists()
+
+
+def test_disk_filling_up_mid_write_is_a_clear_error(tmp_path, monkeypatch):
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    with pytest.raises(InputError, match="the disk is full.*--resume"):
+        files.write_atomic(tmp_path / "results.json", "{}")
+    assert not (tmp_path / "results.json").exists()
