@@ -8,13 +8,21 @@ import time
 import torch
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 4096, repeats: int = 5) -> float:
-    """FLOP/s of a large square matmul at `dtype` on the CPU: the peak the benchmarks compare against."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+def matmul_peak(dtype: torch.dtype, size: int = 4096, repeats: int = 5, device: torch.device | str = "cpu") -> float:
+    """FLOP/s of a large square matmul at `dtype` on `device`: the peak the benchmarks compare against."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        size, repeats = 8192, 50
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
     a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return 2 * size ** 3 * repeats / (time.perf_counter() - start)
 
 

@@ -1,38 +1,49 @@
 """Training throughput of the hybrid step against a plain step written the obvious way.
 
 Usage:
-  bench_train.py [--model=DIR] [--steps=N] [--repeats=N] [--length=N] [--precisions=LIST]
+  bench_train.py [--setups=LIST] [--steps=N] [--repeats=N] [--length=N] [--precisions=LIST] [--device=D] [--output=FILE]
 
 Options:
-  --model=DIR         masked LM to train [default: models/splade-tiny]
-  --steps=N           optimizer steps per measurement [default: 10]
+  --setups=LIST       splade-tiny (models/splade-tiny) and/or bert-base (a randomly initialised
+                      bert-base-size BertForMaskedLM with splade-tiny's vocabulary) [default: splade-tiny,bert-base]
+  --steps=N           timed optimizer steps per measurement, after one untimed [default: 5]
   --repeats=N         measurements per setting; the median is reported [default: 3]
   --length=N          tokens per text (padded to it, as in the paper) [default: 128]
   --precisions=LIST   fp32, bf16 [default: fp32,bf16]
+  --device=D          cpu, cuda or auto [default: auto]
+  --output=FILE       also write the report as JSON
 
-Both steps train a hybrid BiEncoder on 8 real product-QA questions x 5 contexts with the same
-loss. The plain step builds the full (B, L, V) MLM logits, applies log1p(relu(.)), masks padding
-and takes the max; ours (MaxPooledProjection) projects the vocabulary in chunks, keeps only the
-argmax and back-propagates sparsely. "Dense-equivalent MFU" = 3 x forward FLOPs (calflops) per
-second over the measured peak of a large matmul at the same precision; since our backward skips
-most of the vocabulary projection's dense-equivalent work, it can exceed 100 %.
+Every step is the training loop's: 8 real product-QA questions x 5 contexts through the hybrid
+BiEncoder (two backbones), `hybrid_loss` (contrastive dense + sparse, FLOPS), backward, gradient
+clipping and the configured AdamW. The plain step differs only in its sparse head: the full
+(B, L, V) MLM logits, log1p(relu(.)) on all of them, masked max. Ours (MaxPooledProjection)
+projects the vocabulary in tiles, keeps only the argmax and back-propagates sparsely.
+"MFU" = 3 x forward FLOPs (calflops, dense-equivalent: the whole vocabulary projection counted)
+per second over the measured peak of a large matmul at the same precision on the same device;
+our backward skips most of the projection's dense-equivalent work, so it can exceed 100 %.
 """
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 from calflops import calculate_flops
 from docopt import docopt
+from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 from HybridPQA.bench import machine, matmul_peak
 from HybridPQA.config import load_config
 from HybridPQA.data import build_split
 from HybridPQA.data.training import TrainingSet
 from HybridPQA.engine.runtime import autocast
+from HybridPQA.engine.train import build_optimizer
 from HybridPQA.losses import hybrid_loss
 from HybridPQA.modeling import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+QUESTIONS, CONTEXTS = 8, 5
 
 
 def plain_sparse(encoder, input_ids, attention_mask):
@@ -45,61 +56,109 @@ def plain_sparse(encoder, input_ids, attention_mask):
             "sparse": torch.zeros_like(weights).scatter(-1, index, values)}
 
 
-def measure(model, batches, tokenizer, length, dtype, plain: bool, steps: int) -> float:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    device = torch.device("cpu")
+def bert_base(folder: Path) -> Path:
+    """A randomly initialised bert-base-size masked LM (12 x 768, 110 M parameters), saved with
+    splade-tiny's tokenizer (the same 30,522-term BERT vocabulary)."""
+    torch.manual_seed(0)
+    BertForMaskedLM(BertConfig()).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(REPO / "models" / "splade-tiny").save_pretrained(folder)
+    return folder
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(model, cfg, batches, tokenizer, length, device, dtype, plain: bool, steps: int) -> float:
+    """Optimizer steps per second over `steps` timed steps, after one untimed warm-up step."""
+    s = cfg.RETRIEVER.SOLVER
+    optimizer = build_optimizer(model, s.OPTIMIZER)
     model.train()
 
-    def encode(side, texts):
+    def encode(encoder, texts):
         batch = tokenizer(texts, padding="max_length", truncation=True, max_length=length, return_tensors="pt",
                           return_token_type_ids=False)
-        encoder = model.query_encoder if side == "query" else model.context_encoder
+        batch = {k: v.to(device) for k, v in batch.items()}
         return plain_sparse(encoder, **batch) if plain else encoder(**batch)
 
-    start = time.perf_counter()
-    for step in range(steps):
-        batch = batches[step % len(batches)]
+    def step(batch) -> None:
         with autocast(device, dtype):
-            parts = hybrid_loss(encode("query", batch.questions), encode("context", batch.contexts), batch.positive,
-                                temperature=0.05, broadcast="global", func="cosine", alpha=0.5, hybrid_weight=0.0,
-                                lambda_q=3e-4, lambda_d=1e-4)
+            parts = hybrid_loss(encode(model.query_encoder, batch.questions),
+                                encode(model.context_encoder, batch.contexts), batch.positive.to(device),
+                                temperature=s.TEMPERATURE, broadcast=s.BROADCAST, func=s.FUNC, alpha=s.ALPHA,
+                                hybrid_weight=0.0, lambda_q=s.LAMBDA_QUERY, lambda_d=s.LAMBDA_CONTEXT)
         sum(parts.values()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), s.OPTIMIZER.MAX_GRAD_NORM)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    step(batches[-1])
+    sync(device)
+    start = time.perf_counter()
+    for i in range(steps):
+        step(batches[i % len(batches)])
+    sync(device)
     return steps / (time.perf_counter() - start)
+
+
+def bench_setup(name: str, source: str, args: dict, device: torch.device, report: dict) -> None:
+    steps, repeats, length = int(args["--steps"]), int(args["--repeats"]), int(args["--length"])
+    cfg = load_config(REPO / "configs" / "quickstart.yaml", ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", source],
+                      dotenv_path=None)
+    model, tokenizer = build_model(cfg)
+    model.to(device)
+    train = build_split(REPO / "data" / "product-qa" / "train.json", cfg.RETRIEVER.DATA)
+    batches = [TrainingSet(train, QUESTIONS, 1, CONTEXTS, 0).batch(0, i) for i in range(steps)]
+    # FLOPs of a text whose `length` tokens are all real: the dense-equivalent count (our projection skips padding)
+    sample = tokenizer(["word " * length], truncation=True, max_length=length, return_tensors="pt",
+                       return_token_type_ids=False)
+    sample = {k: v.to(device) for k, v in sample.items()}
+    fwd = calculate_flops(model=model.query_encoder, kwargs=sample, print_results=False, output_as_string=False)[0]
+    texts = QUESTIONS * (1 + CONTEXTS)
+    step_flops = 3 * fwd * texts  # forward + backward (~2x forward)
+    params = sum(p.numel() for p in model.parameters())
+    report[name] = {"parameters": params, "gflops_per_step": step_flops / 1e9, "results": {}}
+    print(f"\n{name}: {params / 1e6:.1f} M parameters (two backbones), {step_flops / 1e12:.3f} TFLOP per step "
+          f"(dense-equivalent), {texts} texts x {length} tokens")
+    for precision in args["--precisions"].split(","):
+        dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
+        peak = report["peak_tflops"].setdefault(precision, matmul_peak(dtype or torch.float32, device=device) / 1e12)
+        for plain in (True, False):
+            rate = statistics.median(measure(model, cfg, batches, tokenizer, length, device, dtype, plain, steps)
+                                     for _ in range(repeats))
+            key = f"{precision} {'plain' if plain else 'ours'}"
+            mfu = step_flops * rate / (peak * 1e12)
+            report[name]["results"][key] = {"steps_per_s": rate, "questions_per_s": QUESTIONS * rate,
+                                            "tokens_per_s": texts * length * rate, "mfu": mfu}
+            print(f"  {key:11s} {QUESTIONS * rate:8.2f} questions/s {texts * length * rate:10.0f} tokens/s  "
+                  f"MFU {100 * mfu:6.1f} % of {peak:.2f} TFLOP/s")
+        results = report[name]["results"]
+        print(f"  {precision}: ours / plain = "
+              f"{results[f'{precision} ours']['steps_per_s'] / results[f'{precision} plain']['steps_per_s']:.2f}x")
+    if {"fp32 ours", "bf16 ours"} <= set(report[name]["results"]):
+        for kind in ("ours", "plain"):
+            ratio = report[name]["results"][f"bf16 {kind}"]["steps_per_s"] / report[name]["results"][f"fp32 {kind}"]["steps_per_s"]
+            report[name][f"bf16_over_fp32_{kind}"] = ratio
+            print(f"  {kind}: bf16 / fp32 = {ratio:.2f}x")
+    del model
 
 
 def main(argv=None) -> dict:
     args = docopt(__doc__, argv=argv)
-    steps, repeats, length = int(args["--steps"]), int(args["--repeats"]), int(args["--length"])
-    cfg = load_config(Path(__file__).parents[1] / "configs" / "quickstart.yaml",
-                      ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", args["--model"]], dotenv_path=None)
-    model, tokenizer = build_model(cfg)
-    train = build_split(Path(__file__).parents[1] / "data" / "product-qa" / "train.json", cfg.RETRIEVER.DATA)
-    batches = [TrainingSet(train, 8, 1, 5, 0).batch(0, i) for i in range(steps)]
-    sample = tokenizer(["x"] * 1, padding="max_length", max_length=length, return_tensors="pt", return_token_type_ids=False)
-    fwd = calculate_flops(model=model.query_encoder, kwargs=dict(sample), print_results=False, output_as_string=False)[0]
-    step_flops = 3 * fwd * 8 * (1 + 5)  # forward + backward (~2x forward), 48 texts per step
-    report = {"machine": machine(), "length": length,
-              "gflops_per_step": step_flops / 1e9, "results": {}}
-    for name in args["--precisions"].split(","):
-        dtype = {"fp32": None, "bf16": torch.bfloat16}[name]
-        peak = matmul_peak(dtype or torch.float32)
-        for plain in (True, False):
-            rates = [measure(model, batches, tokenizer, length, dtype, plain, steps) for _ in range(repeats)]
-            rate = statistics.median(rates)
-            key = f"{name} {'plain' if plain else 'ours'}"
-            report["results"][key] = {"steps_per_s": rate, "questions_per_s": 8 * rate,
-                                      "tokens_per_s": 48 * length * rate,
-                                      "mfu": step_flops * rate / peak, "peak_tflops": peak / 1e12}
-            print(f"{key:12s} {8 * rate:7.2f} questions/s  {48 * length * rate:9.0f} tokens/s  "
-                  f"dense-equivalent MFU {100 * step_flops * rate / peak:5.1f}% of {peak / 1e12:.2f} TFLOP/s")
-        ours, plain_rate = report["results"][f"{name} ours"], report["results"][f"{name} plain"]
-        print(f"{name}: ours / plain = {ours['steps_per_s'] / plain_rate['steps_per_s']:.2f}x")
-    if {"fp32 ours", "bf16 ours"} <= set(report["results"]):
-        ratio = report["results"]["bf16 ours"]["steps_per_s"] / report["results"]["fp32 ours"]["steps_per_s"]
-        print(f"ours: bf16 / fp32 = {ratio:.2f}x")
+    device = torch.device("cuda" if args["--device"] == "auto" and torch.cuda.is_available()
+                          else "cpu" if args["--device"] == "auto" else args["--device"])
+    report = {"machine": machine(), "device": str(device), "length": int(args["--length"]), "peak_tflops": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        sources = {"splade-tiny": lambda: str(REPO / "models" / "splade-tiny"),
+                   "bert-base": lambda: str(bert_base(Path(tmp) / "bert-base"))}
+        for name in args["--setups"].split(","):
+            if name not in sources:
+                raise SystemExit(f"--setups: {name!r} is not one of {', '.join(sources)}")
+            bench_setup(name, sources[name](), args, device, report)
     print(json.dumps(report))
+    if args["--output"]:
+        Path(args["--output"]).write_text(json.dumps(report, indent=2))
     return report
 
 

@@ -53,6 +53,12 @@ class Distributed:
             tensor = torch.nn.functional.pad(tensor, (0, 0, 0, int(length) - tensor.shape[1]))
         return _Gather.apply(tensor, self.rank, self.world_size)
 
+    def gather_objects(self, obj) -> list:
+        """Every rank's `obj` (picklable), in rank order, on every rank."""
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
     def barrier(self) -> None:
         dist.barrier()
 
