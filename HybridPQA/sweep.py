@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from HybridPQA.config import get_cfg_defaults, load_config, read_yaml, resolve_key
+from HybridPQA.config import get_cfg_defaults, get_key, load_config, read_yaml, resolve_key
 from HybridPQA.errors import InputError
 from HybridPQA.paper.report import significance
 from HybridPQA.paper.rows import Row, commands
@@ -176,7 +176,7 @@ def leaderboard(rows: list[Row], settings: dict, output: Path) -> str:
               *[f"p {m}" for m in metrics], *COST]
     body = []
     for i, row in enumerate(ranked, 1):
-        cells = [str(i), row.name, *[_value(_get(row.cfg, k)) for k in keys],
+        cells = [str(i), row.name, *[_value(get_key(row.cfg, k)) for k in keys],
                  _value(chooser[row.name].get(metrics[0]))]
         for m in metrics:
             mark = "†" if sig.get(row.name, {}).get(m, {}).get("significant") else ""
@@ -194,12 +194,6 @@ def leaderboard(rows: list[Row], settings: dict, output: Path) -> str:
                     *["| " + " | ".join(cells) + " |" for cells in body], "", note])
     (output / "leaderboard.md").write_text(md + "\n")
     return md
-
-
-def _get(cfg, key: str):
-    for part in key.split("."):
-        cfg = cfg[part]
-    return cfg
 
 
 def _value(value) -> str:

@@ -204,7 +204,8 @@ def load_config(path_yaml: str | Path | None = None, overrides: list[str] = (),
     return cfg
 
 
-def _get(cfg: CN, key: str):
+def get_key(cfg: CN, key: str):
+    """The value of a dotted key."""
     for part in key.split("."):
         cfg = cfg[part]
     return cfg
@@ -213,10 +214,10 @@ def _get(cfg: CN, key: str):
 def validate(cfg: CN) -> None:
     """Choices, ranges and cross-field checks; each failure names the key and what to do."""
     for key, choices in CHOICES.items():
-        if _get(cfg, key) not in choices:
-            raise InputError(f"config: {key} = {_get(cfg, key)!r} is not one of {', '.join(choices)}")
+        if get_key(cfg, key) not in choices:
+            raise InputError(f"config: {key} = {get_key(cfg, key)!r} is not one of {', '.join(choices)}")
     for key, minimum in {**POSITIVE_INTS, **OPTIONAL_POSITIVE_INTS}.items():
-        value = _get(cfg, key)
+        value = get_key(cfg, key)
         if value is None and key in OPTIONAL_POSITIVE_INTS:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
