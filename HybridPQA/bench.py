@@ -7,6 +7,8 @@ import time
 
 import torch
 
+from HybridPQA.engine.runtime import probe_bf16, projection_shape, resolve_precision
+
 
 def matmul_peak(dtype: torch.dtype, size: int = 4096, repeats: int = 5, device: torch.device | str = "cpu") -> float:
     """FLOP/s of a large square matmul at `dtype` on `device`: the peak the benchmarks compare against."""
@@ -24,6 +26,20 @@ def matmul_peak(dtype: torch.dtype, size: int = 4096, repeats: int = 5, device: 
     if device.type == "cuda":
         torch.cuda.synchronize()
     return 2 * size ** 3 * repeats / (time.perf_counter() - start)
+
+
+def auto_precision(model, device: torch.device) -> dict:
+    """What PRECISION auto picks for `model` on `device` (printed), with the CPU probe's numbers."""
+    dtype = resolve_precision("auto", "PRECISION: auto", torch.device(device), model)
+    out = {"auto": {None: "fp32", torch.bfloat16: "bf16"}[dtype]}
+    if torch.device(device).type == "cpu":
+        probe = probe_bf16(*projection_shape(model))
+        out |= {"probe_fp32_gflops": probe.fp32_gflops, "probe_bf16_gflops": probe.bf16_gflops,
+                "probe_bf16_over_fp32": probe.ratio}
+        print(f"PRECISION auto picks {out['auto']} on this machine: {probe.describe()}")
+    else:
+        print(f"PRECISION auto picks {out['auto']} on {device}")
+    return out
 
 
 def machine() -> dict:

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -98,6 +99,7 @@ def _int(args: dict, flag: str) -> int:
 def main(argv: list[str] | None = None) -> dict:
     """Parse, run, and return the results ({split: results}) so sweeps and tests can call it."""
     args = docopt(__doc__, argv=argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the model's threads own the cores
     try:
         return _dispatch(args, argv)
     except InputError as err:

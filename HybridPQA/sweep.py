@@ -13,6 +13,8 @@ A sweep file (configs/sweeps/*.yaml):
     SCORER: hybrid                  # whose metrics rank the points (default: the model's first scorer)
     METRICS: [mrr@5, ndcg@5, map]   # the first one ranks (on dev when the runs have it, else test)
 
+With `--jobs=N`, the cores this process may use are split evenly between the N points running
+at once (each point's process is pinned to its share, and NUM_THREADS 0 uses exactly that share).
 Keys are config keys or unique suffixes of them, as on the command line. Every point is a run
 directory <path_output>/<name>/, its name built from the point's values (`lambda_query=0.001`).
 Rerunning the command skips finished points, resumes interrupted ones from checkpoints/last and
@@ -25,13 +27,16 @@ import csv
 import itertools
 import json
 import logging
+import os
+import queue
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
 
 from HybridPQA.config import get_cfg_defaults, get_key, load_config, read_yaml, resolve_key
+from HybridPQA.engine.runtime import progress
 from HybridPQA.errors import InputError
 from HybridPQA.paper.report import significance
 from HybridPQA.paper.rows import Row, commands
@@ -125,8 +130,19 @@ def load_sweep(path: str | Path, output: Path) -> tuple[dict, list[Row]]:
     return settings, rows
 
 
-def _run_point(row: Row, output: Path, overwrite: bool) -> str | None:
-    """Run what the point still needs; None when it finished, else a one-line failure."""
+def core_shares(jobs: int) -> list[set[int]]:
+    """The process's cores split into `jobs` near-equal sets (sets are shared when cores are fewer)."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux: no pinning
+        return [set()] * jobs
+    if jobs >= len(cores):
+        return [{cores[i % len(cores)]} for i in range(jobs)]
+    return [set(cores[i * len(cores) // jobs:(i + 1) * len(cores) // jobs]) for i in range(jobs)]
+
+
+def _run_point(row: Row, output: Path, overwrite: bool, cores: set[int] | None = None) -> str | None:
+    """Run what the point still needs, pinned to `cores`; None when it finished, else a one-line failure."""
     try:
         todo = commands(row, output, None, overwrite)  # finished points with the same config: nothing
     except InputError as err:
@@ -136,9 +152,15 @@ def _run_point(row: Row, output: Path, overwrite: bool) -> str | None:
     for command in todo:
         log.info("point %s: %s", row.name, " ".join(command[1:]))
         with (logs / f"{row.name}.log").open("a") as handle:
-            done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
-        if done.returncode != 0:
-            return f"point {row.name} failed with exit code {done.returncode}; see {logs / (row.name + '.log')}"
+            child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+            if cores:  # before the child has imported torch, so its threads inherit the set
+                try:
+                    os.sched_setaffinity(child.pid, cores)
+                except OSError:
+                    pass  # it exited already
+            returncode = child.wait()
+        if returncode != 0:
+            return f"point {row.name} failed with exit code {returncode}; see {logs / (row.name + '.log')}"
     return None
 
 
@@ -213,11 +235,24 @@ def sweep(path_cfg: str | Path, path_output: str | Path, jobs: int = 1, dry_run:
         for row in rows:
             print(f"{row.name}\n    {_status(row, output, overwrite)}")
         return {"points": [r.name for r in rows]}
-    threads = sum(1 for r in rows if r.cfg.NUM_THREADS)
-    if jobs > 1 and not threads:
-        log.warning("--jobs=%d with NUM_THREADS 0: every point uses all cores; set SET: {NUM_THREADS: N}", jobs)
+    shares: queue.Queue = queue.Queue()
+    for share in core_shares(jobs) if jobs > 1 else [None]:
+        shares.put(share)
+    if jobs > 1:
+        log.info("--jobs=%d: each point runs on its own share of the cores: %s", jobs,
+                 " | ".join(",".join(map(str, sorted(s))) for s in list(shares.queue)))
+
+    def run_one(row: Row) -> str | None:
+        share = shares.get()
+        try:
+            return _run_point(row, output, overwrite, share)
+        finally:
+            shares.put(share)
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        failures = [f for f in pool.map(lambda r: _run_point(r, output, overwrite), rows) if f]
+        futures = [pool.submit(run_one, r) for r in rows]
+        failures = [f.result() for f in progress(as_completed(futures), total=len(futures), desc="sweep", unit="point")]
+        failures = [f for f in failures if f]
     finished = [r for r in rows if (output / r.name / "results" / "test.json").is_file()]
     if len(finished) < len(rows) and not failures:
         failures = [f"point {r.name} has no results/test.json" for r in rows if r not in finished]

@@ -37,7 +37,7 @@ import scipy.sparse as sp
 import torch
 from docopt import docopt
 
-from HybridPQA.bench import machine, matmul_peak, median_time
+from HybridPQA.bench import auto_precision, machine, matmul_peak, median_time
 from HybridPQA.config import load_config
 from HybridPQA.data.readers import read_beir
 from HybridPQA.evaluation.encode import encode
@@ -130,6 +130,8 @@ def main(argv=None) -> dict:
               "documents": len(texts), "length": length, "batch": batch, "repeats": repeats,
               "encoder_tflop": flops / 1e12, "peak_tflops": {k: v / 1e12 for k, v in peaks.items()}, "encode": {}}
     cpu = torch.device("cpu")
+    report["precision"] = auto_precision(model, cpu)
+    auto = torch.bfloat16 if report["precision"]["auto"] == "bf16" else None
     encoders = {
         "plain": (lambda: plain_encode(mlm, tokenizer, texts, length, batch), "fp32"),
         "ours-fp32": (lambda: encode(model, tokenizer, "context", texts, length, batch, cpu, None)["sparse"], "fp32"),
@@ -160,6 +162,10 @@ def main(argv=None) -> dict:
                 ratio = report["encode"][base]["seconds"] / report["encode"][ours]["seconds"]
                 report["encode"][f"{ours} / {base} speed-up"] = ratio
                 print(f"{ours} vs {base}: {ratio:.2f}x faster")
+    if "ours-fp32" in report["encode"] and "ours-bf16" in report["encode"]:
+        ratio = report["encode"]["ours-fp32"]["seconds"] / report["encode"]["ours-bf16"]["seconds"]
+        report["encode"]["bf16 / fp32 speed"] = ratio
+        print(f"ours bf16 / fp32 speed: {ratio:.2f}x (PRECISION auto picked {report['precision']['auto']})")
     if "plain" in outputs and "ours-fp32" in outputs:
         diff = abs(outputs["plain"] - outputs["ours-fp32"]).max()
         report["max_abs_diff_ours_fp32_vs_plain"] = float(diff)
@@ -171,10 +177,11 @@ def main(argv=None) -> dict:
             raise SystemExit(f"error: {args['--index']} has no queries.npz; evaluate a split to save them")
         queries = saved[1]
     else:
-        vectors = outputs.get("ours-bf16") if "ours-bf16" in outputs else encode(
-            model, tokenizer, "context", texts, length, batch, cpu, torch.bfloat16)["sparse"]
+        name = "ours-bf16" if auto is not None else "ours-fp32"
+        vectors = outputs[name] if name in outputs else encode(model, tokenizer, "context", texts, length, batch, cpu,
+                                                               auto)["sparse"]
         index = SparseIndex.build(vectors, [str(i) for i in range(len(texts))])
-        queries = encode(model, tokenizer, "query", list(data.queries.values()), 64, 32, cpu, torch.bfloat16)["sparse"]
+        queries = encode(model, tokenizer, "query", list(data.queries.values()), 64, 32, cpu, auto)["sparse"]
     report["search"] = bench_search(index, queries)
     s = report["search"]
     print(f"sparse top-{s['k']} over {s['documents']} docs, one query at a time: index (numba) "

@@ -33,7 +33,7 @@ from calflops import calculate_flops
 from docopt import docopt
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-from HybridPQA.bench import machine, matmul_peak
+from HybridPQA.bench import auto_precision, machine, matmul_peak
 from HybridPQA.config import load_config
 from HybridPQA.data import build_split
 from HybridPQA.data.training import TrainingSet
@@ -118,7 +118,8 @@ def bench_setup(name: str, source: str, args: dict, device: torch.device, report
     texts = QUESTIONS * (1 + CONTEXTS)
     step_flops = 3 * fwd * texts  # forward + backward (~2x forward)
     params = sum(p.numel() for p in model.parameters())
-    report[name] = {"parameters": params, "gflops_per_step": step_flops / 1e9, "results": {}}
+    report[name] = {"parameters": params, "gflops_per_step": step_flops / 1e9, "results": {},
+                    "precision": auto_precision(model, device)}
     print(f"\n{name}: {params / 1e6:.1f} M parameters (two backbones), {step_flops / 1e12:.3f} TFLOP per step "
           f"(dense-equivalent), {texts} texts x {length} tokens")
     for precision in args["--precisions"].split(","):
@@ -140,7 +141,7 @@ def bench_setup(name: str, source: str, args: dict, device: torch.device, report
         for kind in ("ours", "plain"):
             ratio = report[name]["results"][f"bf16 {kind}"]["steps_per_s"] / report[name]["results"][f"fp32 {kind}"]["steps_per_s"]
             report[name][f"bf16_over_fp32_{kind}"] = ratio
-            print(f"  {kind}: bf16 / fp32 = {ratio:.2f}x")
+            print(f"  {kind}: bf16 / fp32 = {ratio:.2f}x (PRECISION auto picked {report[name]['precision']['auto']})")
     del model
 
 

@@ -36,6 +36,7 @@ CHOICES = {
     "RETRIEVER.FUSION.NORM": ("none", "min-max", "z-score"),
     "RETRIEVER.INDEX.DENSE": ("torch", "faiss"),
     "RETRIEVER.DISTILL.LOSS": ("margin-mse", "kl"),
+    "PRECISION": ("auto", "fp32", "bf16", "fp16"),
 }
 VOCAB_MASK_PARTS = ("special", "punctuation", "stopwords")
 # key -> (minimum, may be None); integers must be >= minimum, floats > or >= as noted
@@ -230,8 +231,13 @@ def validate(cfg: CN) -> None:
     if not isinstance(m.VOCAB_MASK, tuple) or bad:
         raise InputError(f"config: RETRIEVER.MODEL.VOCAB_MASK takes a list of {', '.join(VOCAB_MASK_PARTS)}; "
                          f"got {m.VOCAB_MASK!r}")
+    for key in ("BF16", "FP16"):
+        if cfg[key] is not None and not isinstance(cfg[key], bool):
+            raise InputError(f"config: {key} = {cfg[key]!r} must be True, False or None (then PRECISION decides)")
     checks = [
         (cfg.FP16 and cfg.BF16, "FP16 and BF16 are both True; choose one precision"),
+        (cfg.PRECISION != "auto" and (cfg.FP16 is not None or cfg.BF16 is not None),
+         f"PRECISION = {cfg.PRECISION!r} and BF16/FP16 both set the precision; keep PRECISION and drop BF16/FP16"),
         (m.CROSS_INTERACTION != (s.LEVEL == "seq"),
          "late interaction needs both RETRIEVER.MODEL.CROSS_INTERACTION True and RETRIEVER.SOLVER.LEVEL 'seq'; "
          "set both, or neither"),

@@ -13,12 +13,17 @@ _C = CN()
 _C.EXP = "default"  # run name: the run directory is <path_output>/<EXP>/
 _C.SEED = 42  # seeds python, numpy and torch; data order and negative sampling derive from it
 _C.DEVICE = "auto"  # "auto" or None (cuda if available, else cpu) | "cpu" | "cuda" | "cuda:N"
-_C.FP16 = False  # fp16 autocast + GradScaler; CUDA only
-_C.BF16 = False  # (new) bf16 autocast, on CPU (AMX) or CUDA; exclusive with FP16
+# (new) autocast precision: "auto" | "fp32" | "bf16" | "fp16" (CUDA only, with a GradScaler).
+# "auto": on CUDA bf16 where the GPU supports it; on CPU bf16 only where a probe of the model's
+# vocabulary projection measures it faster than fp32 (AVX512-BF16 / AMX: ~1.7x faster; AVX2-only:
+# ~30-100x slower), else fp32. The log says what was chosen, and the probe's two speeds.
+_C.PRECISION = "auto"
+_C.FP16 = None  # the original code's key: True = PRECISION fp16; None = PRECISION decides
+_C.BF16 = None  # True = PRECISION bf16, False = PRECISION fp32; None = PRECISION decides
 # (new) data-parallel training under torchrun (DDP; gloo on CPU, nccl on CUDA): TRAIN_BATCH_SIZE is
 # the global batch, split evenly over the processes; rank 0 writes and evaluates
 _C.DISTRIBUTED = False
-_C.NUM_THREADS = 0  # (new) torch intra-op threads; 0 = torch's default (all cores)
+_C.NUM_THREADS = 0  # (new) torch intra-op threads; 0 = the cores this process may use (its CPU affinity)
 
 _C.RETRIEVER = CN()
 _C.RETRIEVER.DO_TRAIN = True  # train on DATA.TRAIN_DATA_PATH, selecting on DATA.VAL_DATA_PATH

@@ -26,7 +26,7 @@ from HybridPQA.data import (
 from HybridPQA.data.readers import RankingData
 from HybridPQA.data.training import TrainingSet
 from HybridPQA.engine.distributed import Distributed
-from HybridPQA.engine.runtime import amp_dtype, build_device, seed_everything
+from HybridPQA.engine.runtime import build_device, build_precision, seed_everything
 from HybridPQA.engine.train import do_train
 from HybridPQA.errors import InputError
 from HybridPQA.files import check_writable
@@ -163,11 +163,11 @@ def train_and_test(cfg: CfgNode, run_dir: Path, path_data: Path, resume: bool = 
     d = cfg.RETRIEVER.DATA
     main = ranks is None or ranks.main
     device = build_device(cfg, ranks)
-    dtype = amp_dtype(cfg, device)
     seed_everything(cfg.SEED + (ranks.rank if ranks else 0))  # own dropout masks per rank
     if main:
         write_config(run_dir, cfg)
     model, tokenizer = build_model(cfg)
+    dtype = build_precision(cfg, device, model)
     if cfg.RETRIEVER.DO_TRAIN and main and isinstance(model, torch.nn.Module):
         check_writable(run_dir / "checkpoints", checkpoint_bytes(model, cfg))
     val = load_split(path_data, d.VAL_DATA_PATH, cfg)
@@ -205,7 +205,7 @@ def train_and_test(cfg: CfgNode, run_dir: Path, path_data: Path, resume: bool = 
 
                     write_explanations(model, tokenizer, data, {sc: read_trec(run_dir / "runs" / f"{split}.{sc}.trec")
                                                                  for sc in results[split]["metrics"]},
-                                       cfg, device, fusion, run_dir / "results" / f"{split}.explain")
+                                       cfg, device, fusion, run_dir / "results" / f"{split}.explain", dtype)
     return results
 
 
@@ -218,10 +218,10 @@ def evaluate_only(cfg: CfgNode, run_dir: Path, path_data: Path, checkpoint: str 
     if target.exists() and not overwrite:
         raise InputError(f"{target} exists; pass --overwrite to replace it")
     device = build_device(cfg)
-    dtype = amp_dtype(cfg, device)
     seed_everything(cfg.SEED)
     write_config(run_dir, cfg, "config.yaml" if not (run_dir / "config.yaml").exists() else f"config.eval.{name}.yaml")
     model, tokenizer = build_model(cfg, checkpoint=checkpoint)
+    dtype = build_precision(cfg, device, model)
     fusion = None
     tuned = Path(checkpoint).parent.parent / "fusion.json" if checkpoint else None
     if tuned is not None and tuned.is_file():

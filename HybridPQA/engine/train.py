@@ -4,18 +4,18 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 from yacs.config import CfgNode
 
 from HybridPQA.data.readers import RankingData
 from HybridPQA.data.training import Batch, TrainingSet
 from HybridPQA.engine import checkpoint as ckpt
 from HybridPQA.engine.distributed import Distributed, wrap
-from HybridPQA.engine.runtime import autocast
+from HybridPQA.engine.runtime import autocast, progress
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import evaluate_split
 from HybridPQA.files import load_torch, write_atomic
@@ -171,8 +171,8 @@ def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder | CrossEncoder, token
             ranks.barrier()  # the others wait while rank 0 evaluates and writes
 
     logged = defaultdict(float)
-    progress = tqdm(total=s.TOTAL_TRAIN_STEPS, initial=state["step"], desc=f"train {cfg.EXP}", dynamic_ncols=True,
-                    disable=not main)
+    last_note = time.perf_counter()
+    bar = progress(total=s.TOTAL_TRAIN_STEPS, initial=state["step"], desc=f"train {cfg.EXP}", enabled=main, leave=True)
     while state["step"] < s.TOTAL_TRAIN_STEPS:
         model.train()
         # the lambdas ramp up quadratically with the optimizer step, not the micro-batch
@@ -209,15 +209,18 @@ def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder | CrossEncoder, token
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state["step"] += 1
-        progress.update(1)
+        bar.update(1)
 
         if state["step"] % s.LOG_STEPS == 0:
             record = {"step": state["step"], "loss": sum(v for k, v in logged.items() if not k.startswith("active")),
                       **logged, "lr": scheduler.get_last_lr()[0], "lambda_q": lambda_q, "lambda_d": lambda_d,
                       "epoch": state["epoch"]}
             write(record)
-            progress.set_postfix(loss=f"{record['loss']:.3f}")
+            bar.set_postfix(loss=f"{record['loss']:.3f}")
             logged = defaultdict(float)
+            if main and bar.disable and time.perf_counter() - last_note > 30:  # no bar: a line every ~30 s
+                log.info("step %d/%d: loss %.4f", state["step"], s.TOTAL_TRAIN_STEPS, record["loss"])
+                last_note = time.perf_counter()
         done = state["step"] == s.TOTAL_TRAIN_STEPS
         if state["step"] % s.NUM_STEP_PER_EVAL == 0 or done:
             if val_data is not None and main:
@@ -232,7 +235,7 @@ def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder | CrossEncoder, token
         if stop_at_step is not None and state["step"] >= stop_at_step and not done:
             checkpoint_last()
             break
-    progress.close()
+    bar.close()
     if metrics_file is not None:
         metrics_file.close()
     return ckpt.best_checkpoint(run_dir) if main else None

@@ -11,6 +11,7 @@ The corpus part holds what is shared: encoding speed and the process's peak memo
 """
 from __future__ import annotations
 
+import logging
 import resource
 import statistics
 import time
@@ -21,11 +22,13 @@ import torch
 from calflops import calculate_flops
 
 from HybridPQA.data.readers import RankingData
+from HybridPQA.engine.runtime import progress
 from HybridPQA.evaluation.encode import active_dims
 from HybridPQA.modeling import BiEncoder, tokenize
 from HybridPQA.retrieval.fusion import Fusion, fuse_scores
 from HybridPQA.retrieval.index import top_k
 
+log = logging.getLogger(__name__)
 SCORER_HEADS = {"dense": ("dense",), "sparse": ("sparse",), "hybrid": ("dense", "sparse"), "late": ("late",)}
 
 
@@ -67,7 +70,7 @@ def _gflops(ranker, side: str, texts: list[str]) -> tuple[float, int]:
 def query_latency(run_one, qids: list[str], device: torch.device, count: int = 50) -> dict[str, float]:
     """p50 / p95 milliseconds of `run_one(qid)`, one query at a time, after 3 warm-up queries."""
     timings = []
-    for qid in qids[:count + 3]:
+    for qid in progress(qids[:count + 3], desc="latency", unit="query"):
         start = time.perf_counter()
         run_one(qid)
         if device.type == "cuda":
@@ -103,10 +106,10 @@ def efficiency(ranker, data: RankingData, fusion: Fusion, compute_flops: bool, n
         "docs_per_s": len(data.docs) / max(ranker.encode_seconds, 1e-9),
         "device": str(ranker.device), "dtype": str(ranker.dtype or torch.float32),
     }}
-    for scorer, needs in SCORER_HEADS.items():
-        if not set(needs) <= set(heads):
-            continue
-        entry = {}
+    scorers = [scorer for scorer, needs in SCORER_HEADS.items() if set(needs) <= set(heads)]
+    log.info("efficiency of %s: %s%d-query latency", ", ".join(scorers), "FLOPs, " if compute_flops else "", num_latency)
+    for scorer in progress(scorers, desc="efficiency", unit="scorer"):
+        needs, entry = SCORER_HEADS[scorer], {}
         with only_heads(ranker.model, needs):
             if compute_flops:
                 for side, name, texts in (("query", "query", list(data.queries.values())),

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from HybridPQA.engine.runtime import autocast
+from HybridPQA.engine.runtime import autocast, progress
 from HybridPQA.losses import maxsim
 from HybridPQA.modeling import BiEncoder
 
@@ -31,6 +31,7 @@ def encode(model: BiEncoder, tokenizer, side: str, texts: list[str], max_length:
     ids = tokenizer(texts, truncation=True, max_length=max_length, return_token_type_ids=False)["input_ids"]
     order = np.argsort([len(x) for x in ids], kind="stable")
     dense, sparse, late = [], [], []
+    bar = progress(total=len(texts), desc=f"encode {side}s", unit="text", enabled=len(texts) > batch_size)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         batch = tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt")
@@ -42,6 +43,8 @@ def encode(model: BiEncoder, tokenizer, side: str, texts: list[str], max_length:
             sparse.append(_to_csr(reps["sparse"]))
         if "late" in reps:
             late.append(reps["late"].to(torch.float16).cpu())
+        bar.update(len(chunk))
+    bar.close()
     inverse = np.argsort(order)
     out: Reps = {}
     if dense:

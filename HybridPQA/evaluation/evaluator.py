@@ -20,6 +20,7 @@ import torch
 from yacs.config import CfgNode
 
 from HybridPQA.data.readers import RankingData
+from HybridPQA.engine.runtime import progress
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.efficiency import efficiency
 from HybridPQA.evaluation.encode import encode, normalized, pair_scores
@@ -61,20 +62,24 @@ class Ranker:
                              "RETRIEVER.RERANK.RUN to a first-stage run (e.g. BM25's runs/{split}.bm25.trec)")
         self.data, self.docids = data, list(data.docs)
         self.row = {d: i for i, d in enumerate(self.docids)}
+        log.info("%s: encoding %d documents (%s)", data.name, len(self.docids), str(self.dtype or torch.float32))
         started = time.perf_counter()
         self.doc_reps = self.encode("context", [data.docs[d] for d in self.docids])
         self.encode_seconds = time.perf_counter() - started
+        log.info("%s: encoded %d documents in %.1f s (%.1f docs/s)", data.name, len(self.docids), self.encode_seconds,
+                 len(self.docids) / max(self.encode_seconds, 1e-9))
         self.indexes: dict[str, SparseIndex | DenseIndex] = {}
-        if "sparse" in self.doc_reps:
-            self.indexes["sparse"] = SparseIndex.build(self.doc_reps["sparse"], self.docids)
-        if "dense" in self.doc_reps:
-            self.indexes["dense"] = DenseIndex.build(self.doc_reps["dense"], self.docids, self.cfg.RETRIEVER.INDEX.DENSE)
+        builders = {"sparse": lambda reps: SparseIndex.build(reps, self.docids),
+                    "dense": lambda reps: DenseIndex.build(reps, self.docids, self.cfg.RETRIEVER.INDEX.DENSE)}
+        for head in progress([h for h in builders if h in self.doc_reps], desc="index", unit="index"):
+            self.indexes[head] = builders[head](self.doc_reps[head])
 
     def head_scores(self, q_reps, qids: list[str]):
         """Yield (query rows, {head: scores}) with every document of each query: (Q, N) matrices
         over the corpus, or in rerank mode one (1, n) row per query over its candidates."""
         if self.data.candidates is None:
-            for start in range(0, len(qids), QUERY_CHUNK):
+            for start in progress(range(0, len(qids), QUERY_CHUNK), desc="search", unit="chunk",
+                                  enabled=len(qids) > QUERY_CHUNK):
                 rows = slice(start, start + QUERY_CHUNK)
                 yield list(range(len(qids)))[rows], {h: self.indexes[h].scores(q_reps[h][rows]) for h in q_reps}
         else:

@@ -49,13 +49,13 @@ def _terms(row, tokenizer, k: int | None) -> list[tuple[str, float]]:
 
 
 def explain_pair(model: BiEncoder, tokenizer, cfg: CfgNode, device: torch.device, query: str, document: str,
-                 fusion: Fusion, top: int = 15, title: str = "") -> Explanation:
+                 fusion: Fusion, top: int = 15, title: str = "", dtype: torch.dtype | None = None) -> Explanation:
     if not isinstance(model, BiEncoder) or not {"dense", "sparse"} & set(model.heads):
         raise InputError("explain shows the terms and scores of dense / sparse heads; this model has neither "
                          "(BM25, cross-encoder or late interaction)")
     m, s = cfg.RETRIEVER.MODEL, cfg.RETRIEVER.SOLVER
-    q = encode(model, tokenizer, "query", [query], m.QUESTION_MAX_LENGTH, 1, device)
-    d = encode(model, tokenizer, "context", [document], m.CONTEXT_MAX_LENGTH, 1, device)
+    q = encode(model, tokenizer, "query", [query], m.QUESTION_MAX_LENGTH, 1, device, dtype)
+    d = encode(model, tokenizer, "context", [document], m.CONTEXT_MAX_LENGTH, 1, device, dtype)
     if s.FUNC == "cosine":
         q, d = normalized(q), normalized(d)
     out = Explanation(query, document, fusion=fusion.describe(), title=title)
@@ -156,7 +156,7 @@ def render_html(e: Explanation, tokenizer) -> str:
 
 
 def write_explanations(model: BiEncoder, tokenizer, data: RankingData, runs: dict[str, dict], cfg: CfgNode,
-                       device: torch.device, fusion: Fusion, folder: Path) -> None:
+                       device: torch.device, fusion: Fusion, folder: Path, dtype: torch.dtype | None = None) -> None:
     """RETRIEVER.VISUALIZE: pages for the first judged questions and their top hit (hybrid, else the only scorer)."""
     if not isinstance(model, BiEncoder) or not {"dense", "sparse"} & set(model.heads):
         log.warning("RETRIEVER.VISUALIZE: nothing to show for this model type (no dense or sparse head)")
@@ -169,13 +169,13 @@ def write_explanations(model: BiEncoder, tokenizer, data: RankingData, runs: dic
         docid = max(run[qid].items(), key=lambda kv: (kv[1], kv[0]))[0]
         label = "relevant" if data.qrels[qid].get(docid, 0) > 0 else "not relevant"
         e = explain_pair(model, tokenizer, cfg, device, data.queries[qid], data.docs[docid], fusion,
-                         title=f"{data.name} question {qid}, top hit {docid} ({label})")
+                         title=f"{data.name} question {qid}, top hit {docid} ({label})", dtype=dtype)
         (folder / f"{qid}.txt").write_text(render_text(e))
         (folder / f"{qid}.html").write_text(render_html(e, tokenizer))
 
 
 def _top_candidate(model, tokenizer, cfg: CfgNode, device: torch.device, data: RankingData, qid: str,
-                   fusion: Fusion) -> str:
+                   fusion: Fusion, dtype: torch.dtype | None) -> str:
     """The question's top-ranked candidate (hybrid, else the only scorer); on a corpus split, its first positive."""
     import dataclasses
 
@@ -187,7 +187,7 @@ def _top_candidate(model, tokenizer, cfg: CfgNode, device: torch.device, data: R
         return data.positives(qid)[0]
     one = dataclasses.replace(data, queries={qid: data.queries[qid]}, candidates={qid: data.candidates[qid]},
                               docs={d: data.docs[d] for d in data.candidates[qid]})
-    ranker = Ranker(model, tokenizer, cfg, device, None)
+    ranker = Ranker(model, tokenizer, cfg, device, dtype)
     ranker.index(one)
     runs = ranker.rank([qid], fusion)
     ranked = (runs.get("hybrid") or next(iter(runs.values())))[qid]
@@ -197,7 +197,7 @@ def _top_candidate(model, tokenizer, cfg: CfgNode, device: torch.device, data: R
 def explain_command(args: dict, top: int) -> Explanation:
     from HybridPQA.config import load_config
     from HybridPQA.data import build_split, find_split
-    from HybridPQA.engine.runtime import build_device
+    from HybridPQA.engine.runtime import build_device, build_precision
     from HybridPQA.modeling import build_model
     from HybridPQA.retrieval.fusion import fusion_from_cfg
 
@@ -208,22 +208,23 @@ def explain_command(args: dict, top: int) -> Explanation:
     device = build_device(cfg)
     model, tokenizer = build_model(cfg, checkpoint=checkpoint)
     model.to(device)
+    dtype = build_precision(cfg, device, model)
     tuned = checkpoint.parent.parent / "fusion.json"
     fusion = Fusion.load(tuned) if tuned.is_file() else fusion_from_cfg(cfg)
     if args["--query"] is not None:
-        e = explain_pair(model, tokenizer, cfg, device, args["--query"], args["--document"], fusion, top)
+        e = explain_pair(model, tokenizer, cfg, device, args["--query"], args["--document"], fusion, top, dtype=dtype)
     else:
         data = build_split(find_split(args["--path_data"], args["--split"]), cfg.RETRIEVER.DATA)
         qid, docid = args["--qid"], args["--docid"]
         if qid not in data.queries:
             raise InputError(f"--qid={qid}: no such question in split {args['--split']} of {args['--path_data']}")
         if docid is None:
-            docid = _top_candidate(model, tokenizer, cfg, device, data, qid, fusion)
+            docid = _top_candidate(model, tokenizer, cfg, device, data, qid, fusion, dtype)
         if docid not in data.docs:
             raise InputError(f"--docid={docid}: no such document in split {args['--split']} of {args['--path_data']}")
         label = "relevant" if data.qrels.get(qid, {}).get(docid, 0) > 0 else "not relevant"
         e = explain_pair(model, tokenizer, cfg, device, data.queries[qid], data.docs[docid], fusion, top,
-                         title=f"question {qid}, document {docid} ({label})")
+                         title=f"question {qid}, document {docid} ({label})", dtype=dtype)
     print(render_text(e), end="")
     if args["--html"]:
         Path(args["--html"]).parent.mkdir(parents=True, exist_ok=True)

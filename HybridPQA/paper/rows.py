@@ -26,6 +26,7 @@ import yaml
 from yacs.config import CfgNode
 
 from HybridPQA.config import load_config, read_yaml
+from HybridPQA.engine.runtime import progress
 from HybridPQA.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,8 @@ def commands(row: Row, output: Path, steps: int | None, overwrite: bool) -> list
 
 
 def run_rows(rows: list[Row], output: Path, steps: int | None, overwrite: bool, dry_run: bool) -> None:
-    for row in _ordered(rows):
+    ordered = _ordered(rows)
+    for number, row in enumerate(progress(ordered, desc="reproduce", unit="row", enabled=not dry_run), 1):
         try:
             todo = commands(row, output, steps, overwrite)
         except InputError as err:
@@ -186,7 +188,7 @@ def run_rows(rows: list[Row], output: Path, steps: int | None, overwrite: bool, 
         for command in todo:
             if "<best checkpoint>" in " ".join(command):  # known only once training has run
                 command = [c.replace("<best checkpoint>", str(_best_checkpoint(output / row.name))) for c in command]
-            log.info("row %s: %s", row.name, " ".join(command[1:]))
+            log.info("row %d/%d %s: %s", number, len(ordered), row.name, " ".join(command[1:]))
             done = subprocess.run(command, stdout=subprocess.DEVNULL, check=False)
             if done.returncode != 0:
                 raise InputError(f"row {row.name} ({row.source}) failed with exit code {done.returncode}; see "
