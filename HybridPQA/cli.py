@@ -64,6 +64,7 @@ Examples:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -105,6 +106,10 @@ def main(argv: list[str] | None = None) -> dict:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        again = "the same command with --resume instead of --overwrite" if args["train"] else "the same command"
+        print(f"\ninterrupted; to continue, run {again} (finished work is kept)", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def _dispatch(args: dict, argv: list[str] | None) -> dict:
@@ -163,25 +168,28 @@ def _dispatch(args: dict, argv: list[str] | None) -> dict:
         return {}
     if not Path(args["--path_data"]).is_dir():
         raise InputError(f"--path_data={args['--path_data']}: not a directory; run `hybridpqa prepare` first")
+    from HybridPQA.files import run_lock
+
+    run_dir = run.run_dir_of(args["--path_output"], cfg)
     if args["train"]:
         from HybridPQA.engine.distributed import build_distributed
 
         ranks = build_distributed(cfg)  # None unless DISTRIBUTED under torchrun
-        if ranks is None or ranks.main:
-            run_dir = run.prepare_run_dir(args["--path_output"], cfg, args["--overwrite"], args["--resume"])
-        if ranks is not None:
-            ranks.barrier()  # rank 0 has checked and cleared the run directory
-            run_dir = Path(args["--path_output"]) / cfg.EXP
-        run.setup_logging(run_dir, main=ranks is None or ranks.main)
-        run.log_environment(argv)
-        results = run.train_and_test(cfg, run_dir, Path(args["--path_data"]), resume=args["--resume"], ranks=ranks)
+        main_rank = ranks is None or ranks.main
+        with run_lock(run_dir) if main_rank else contextlib.nullcontext():  # rank 0 holds it for the job
+            if main_rank:
+                run.prepare_run_dir(args["--path_output"], cfg, args["--overwrite"], args["--resume"])
+            if ranks is not None:
+                ranks.barrier()  # rank 0 has checked and cleared the run directory
+            run.setup_logging(run_dir, main=main_rank)
+            run.log_environment(argv)
+            results = run.train_and_test(cfg, run_dir, Path(args["--path_data"]), resume=args["--resume"], ranks=ranks)
     else:
-        run_dir = Path(args["--path_output"]) / cfg.EXP
-        run_dir.mkdir(parents=True, exist_ok=True)
-        run.setup_logging(run_dir)
-        run.log_environment(argv)
-        results = run.evaluate_only(cfg, run_dir, Path(args["--path_data"]), args["--checkpoint"], args["--split"],
-                                    args["--overwrite"])
+        with run_lock(run_dir):
+            run.setup_logging(run_dir)
+            run.log_environment(argv)
+            results = run.evaluate_only(cfg, run_dir, Path(args["--path_data"]), args["--checkpoint"], args["--split"],
+                                        args["--overwrite"])
     if results:
         print(run.results_table(results))
         print(f"run directory: {run_dir}")

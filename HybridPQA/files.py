@@ -3,10 +3,12 @@ output check before any long work starts."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import pickle
 import shutil
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,6 +30,31 @@ def write_atomic(path: str | Path, text: str) -> None:
         raise disk_error(path, err) from None
 
 
+def publish_dir(tmp: Path, final: Path) -> None:
+    """Replace the directory `final` by the complete directory `tmp`: move final to final.old, tmp
+    to final, delete final.old. A crash at any point leaves one whole copy (final, or final.old)."""
+    old = final.with_name(final.name + ".old")
+    try:
+        if final.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as err:
+        raise disk_error(final, err) from None
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_atomic(obj, path: str | Path) -> None:
     """torch.save through a temporary file and a rename."""
     path = Path(path)
@@ -39,14 +66,24 @@ def save_atomic(obj, path: str | Path) -> None:
         raise disk_error(path, err) from None
 
 
-def load_torch(path: str | Path, weights_only: bool = True, map_location="cpu"):
-    """torch.load with a one-line error for a truncated or corrupt file."""
+def load_torch(path: str | Path, map_location="cpu"):
+    """torch.load of tensors and plain values only (`weights_only`: a file never runs code), with a
+    one-line error for a file that holds anything else, or is truncated or corrupt."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=weights_only)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
-        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else err.__class__.__name__
-        raise InputError(f"{path}: truncated or corrupt checkpoint file ({reason}); delete its directory and "
-                         "resume from another checkpoint, or retrain") from None
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower() or "weights_only" in str(err):
+            raise InputError(f"{path}: refused: it holds Python objects, not just tensors and plain values, and loading "
+                             "it could run code; use a checkpoint this version of HybridPQA wrote") from None
+        raise InputError(f"{path}: truncated or corrupt checkpoint file ({_first_line(err)}); delete its directory "
+                         "and resume from another checkpoint, or retrain") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise InputError(f"{path}: truncated or corrupt checkpoint file ({_first_line(err)}); delete its directory "
+                         "and resume from another checkpoint, or retrain") from None
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0][:120] if str(err).strip() else err.__class__.__name__
 
 
 def disk_error(path: Path, err: OSError) -> Exception:
@@ -56,6 +93,47 @@ def disk_error(path: Path, err: OSError) -> Exception:
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return InputError(f"{path}: cannot write here ({err.strerror}); choose another --path_output")
     return err
+
+
+LOCK_NAME = "run.lock"
+
+
+@contextmanager
+def run_lock(run_dir: Path):
+    """Hold an exclusive lock on <run_dir>/run.lock while the block runs (the OS drops it if the
+    process dies): a second process on the same run directory gets a one-line error with our pid."""
+    check_writable(run_dir)
+    path = run_dir / LOCK_NAME
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise InputError(f"{run_dir} is in use by process {holder} (it holds {path}); wait for it to finish, "
+                         "or choose another EXP") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+def lock_holder(run_dir: Path) -> str | None:
+    """The pid holding <run_dir>/run.lock, or None when no process does."""
+    path = run_dir / LOCK_NAME
+    if not path.is_file():
+        return None
+    with path.open("r") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "unknown"
+    return None
 
 
 def check_writable(folder: Path, need_bytes: int = 0) -> None:

@@ -38,6 +38,7 @@ import yaml
 from HybridPQA.config import get_cfg_defaults, get_key, load_config, read_yaml, resolve_key
 from HybridPQA.engine.runtime import progress
 from HybridPQA.errors import InputError
+from HybridPQA.evaluation.evaluator import load_results
 from HybridPQA.paper.report import significance
 from HybridPQA.paper.rows import Row, commands
 
@@ -178,7 +179,7 @@ def _results(row: Row, output: Path, split: str) -> dict:
     path = output / row.name / "results" / f"{split}.json"
     if not path.is_file():
         return {}
-    results = json.loads(path.read_text())
+    results = load_results(path)
     if row.scorer not in results["metrics"]:
         raise InputError(f"SCORER {row.scorer!r} is not among {path}'s scorers ({', '.join(results['metrics'])})")
     return {**results["metrics"][row.scorer], **results.get("efficiency", {}).get(row.scorer, {})}

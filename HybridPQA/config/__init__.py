@@ -39,6 +39,7 @@ CHOICES = {
     "PRECISION": ("auto", "fp32", "bf16", "fp16"),
 }
 VOCAB_MASK_PARTS = ("special", "punctuation", "stopwords")
+EXP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]{0,199}")  # one safe folder name under --path_output
 # key -> (minimum, may be None); integers must be >= minimum, floats > or >= as noted
 POSITIVE_INTS = {
     "RETRIEVER.DATA.NUM_POSITIVE_CONTEXTS": 1, "RETRIEVER.DATA.NUM_TOTAL_CONTEXTS": 1,
@@ -90,6 +91,8 @@ def _coerce(key: str, default, value, source: str):
     if value is None and default is not None and key not in NULLABLE:
         raise InputError(f"{source}: {key} cannot be None; give a {type(default).__name__} like {default!r}")
     if default is None or value is None:
+        if isinstance(value, dict):
+            raise InputError(f"{source}: {key} takes a single value (a string, number or list), not a mapping {value!r}")
         return tuple(value) if isinstance(value, list) else value
     if isinstance(default, bool):
         ok = isinstance(value, bool)
@@ -134,26 +137,43 @@ def _set(cfg: CN, key: str, value, source: str) -> None:
 def _merge_dict(cfg: CN, updates: dict, source: str, prefix: str = "") -> None:
     for name, value in updates.items():
         key = prefix + str(name)
-        node = cfg
-        for part in key.split(".")[:-1]:
-            node = node[part]
+        if "." in str(name):  # `SOLVER.ALPHA: 0.3` written as one key: the dotted path of a key or section
+            *parents, name = key.split(".")
+            node = cfg
+            for part in parents:
+                if not isinstance(node, CN) or part not in node:
+                    raise _unknown_key(key, source, all_keys(cfg))
+                node = node[part]
+            if not isinstance(node, CN):
+                raise _unknown_key(key, source, all_keys(cfg))
+            prefix_here = ".".join(parents) + "."
+        else:
+            node = cfg
+            for part in key.split(".")[:-1]:
+                node = node[part]
+            prefix_here = prefix
         if name not in node:
             raise _unknown_key(key, source, all_keys(cfg))
         if isinstance(node[name], CN):
             if not isinstance(value, dict):
                 raise InputError(f"{source}: {key} is a section; give it a mapping of keys, got {value!r}")
-            _merge_dict(cfg, value, source, key + ".")
+            _merge_dict(cfg, value, source, prefix_here + name + ".")
         else:
-            _set(cfg, key, value, source)
+            _set(cfg, prefix_here + name, value, source)
 
 
-def read_yaml(path: str | Path) -> dict:
+def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
     """One experiment file as a dict, its `_BASE_` chain merged underneath it."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: experiment config not found; give an existing YAML file")
+    if path.resolve() in _chain:
+        raise InputError(f"{path}: _BASE_ cycle ({' -> '.join(p.name for p in (*_chain, path.resolve()))}); "
+                         "remove one of the _BASE_ lines")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+    except RecursionError:
+        raise InputError(f"{path}: YAML nested too deeply; an experiment config is a few levels of keys") from None
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not UTF-8 text (offset {err.start}); re-save it as UTF-8") from None
     except yaml.YAMLError as err:
@@ -165,7 +185,9 @@ def read_yaml(path: str | Path) -> dict:
     base = data.pop("_BASE_", None)
     if base is None:
         return data
-    return _deep_update(read_yaml(path.parent / base), data)
+    if not isinstance(base, str) or not base:
+        raise InputError(f"{path}: _BASE_ must be the path of another YAML file (relative to this one), got {base!r}")
+    return _deep_update(read_yaml(path.parent / base, (*_chain, path.resolve())), data)
 
 
 def _deep_update(base: dict, update: dict) -> dict:
@@ -225,6 +247,9 @@ def validate(cfg: CN) -> None:
             allowed = " or None" if key in OPTIONAL_POSITIVE_INTS else ""
             raise InputError(f"config: {key} = {value!r} must be an integer >= {minimum}{allowed}")
     m, s, d = cfg.RETRIEVER.MODEL, cfg.RETRIEVER.SOLVER, cfg.RETRIEVER.DATA
+    if not isinstance(cfg.EXP, str) or not EXP_NAME.fullmatch(cfg.EXP):
+        raise InputError(f"config: EXP = {str(cfg.EXP)[:80]!r} must be one folder name of 1-200 letters, digits and "
+                         "_ . = + - (not starting with . or -), since the run directory is <path_output>/<EXP>/")
     if cfg.DEVICE is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(cfg.DEVICE)):
         raise InputError(f"config: DEVICE = {cfg.DEVICE!r} is not one of auto, cpu, cuda, cuda:N")
     bad = [p for p in m.VOCAB_MASK if p not in VOCAB_MASK_PARTS]
@@ -267,7 +292,8 @@ def validate(cfg: CN) -> None:
         (m.DROPOUT is not None and not (isinstance(m.DROPOUT, (int, float)) and 0 <= m.DROPOUT < 1),
          f"RETRIEVER.MODEL.DROPOUT = {m.DROPOUT!r} must be None or in [0, 1)"),
         (s.OPTIMIZER.BASE_LR <= 0, "RETRIEVER.SOLVER.OPTIMIZER.BASE_LR must be > 0"),
-        (len(s.OPTIMIZER.BETAS) != 2 or not all(0 <= b < 1 for b in s.OPTIMIZER.BETAS),
+        (len(s.OPTIMIZER.BETAS) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                                                and 0 <= b < 1 for b in s.OPTIMIZER.BETAS),
          f"RETRIEVER.SOLVER.OPTIMIZER.BETAS = {s.OPTIMIZER.BETAS!r} must be two numbers in [0, 1)"),
         (s.OPTIMIZER.MAX_GRAD_NORM is not None and s.OPTIMIZER.MAX_GRAD_NORM <= 0,
          "RETRIEVER.SOLVER.OPTIMIZER.MAX_GRAD_NORM must be > 0 or None"),
@@ -278,7 +304,7 @@ def validate(cfg: CN) -> None:
     paths = {f"RETRIEVER.DATA.{k}": d[k] for k in ("TRAIN_DATA_PATH", "VAL_DATA_PATH", "TEST_DATA_PATH", "NAME",
                                                    "HARD_NEGATIVES_RUN")}
     paths |= {"RETRIEVER.DISTILL.TEACHER_RUN": cfg.RETRIEVER.DISTILL.TEACHER_RUN,
-              "RETRIEVER.RERANK.RUN": cfg.RETRIEVER.RERANK.RUN}
+              "RETRIEVER.RERANK.RUN": cfg.RETRIEVER.RERANK.RUN, "RETRIEVER.MODEL.MODEL_PATH": m.MODEL_PATH}
     for key, value in paths.items():
         if value is not None and not isinstance(value, str):
             raise InputError(f"config: {key} must be a string path or None, got {value!r}")

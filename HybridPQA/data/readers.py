@@ -5,14 +5,22 @@
 (c) the original code's JSON: [{qid, question, positive_ctxs: [{cid, source, text}], negative_ctxs}]
 (d) BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv
 
-A file that cannot be read at all raises `InputError`. A bad row (empty question, malformed
-JSON line, qrels naming an unknown document, ...) is skipped, and recorded in `issues` with
-its file and line, so the count reaches the log and the results.
+A file that cannot be read at all raises `InputError`, and so does a split with no question, no
+document or no positive judgement, and an id that TREC files cannot hold (empty, or with a space,
+tab, line break or other separator): each error names the file and line. A bad row (empty
+question, malformed JSON line, qrels naming an unknown document, ...) is skipped, and recorded in
+`issues` with its file and line, so the count reaches the log and the results.
+
+Duplicates, one rule: the first occurrence wins and every later one is skipped and reported
+(a BEIR document or query `_id`, a JSON record's qid, a TSV qid reused for another question).
+A candidate id reused for another text within one rerank split is renamed instead (`<id>.<n>`),
+since both texts are candidates. Files may start with a UTF-8 byte-order mark.
 """
 from __future__ import annotations
 
 import csv
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,9 +70,33 @@ class RankingData:
                            {q: self.query_group[q] for q in qids if q in self.query_group}, self.issues)
 
 
+def check_id(value: str, where: str, what: str = "id") -> str:
+    """`value` if TREC files can hold it: not empty, no whitespace, separators or control characters."""
+    bad = [c for c in value if c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
+    if not value or bad:
+        why = "is empty" if not value else f"contains {bad[0]!r}"
+        raise InputError(f"{where}: {what} {value!r} {why}; ids must be non-empty with no spaces, tabs or line "
+                         "breaks (TREC run files are space-separated); fix the id in the file")
+    return value
+
+
+def _require(data: RankingData, path: Path) -> RankingData:
+    """A split that can be evaluated: questions, documents and at least one positive judgement."""
+    first = f"; first skipped: {data.issues[0]}" if data.issues else ""
+    if not data.queries:
+        raise InputError(f"{path}: no usable question in this split (empty file, header only, or every row "
+                         f"skipped){first}")
+    if not data.docs:
+        raise InputError(f"{path}: no usable document in this split{first}")
+    if not data.judged_qids():
+        raise InputError(f"{path}: none of its {len(data.queries)} questions has a positive judgement (label/score "
+                         "> 0), so no metric can be computed; check the labels or the qrels")
+    return data
+
+
 def _tsv_rows(path: Path, required: tuple[str, ...]):
     """(line number, row) pairs of a tab-separated file, after checking its header."""
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle, delimiter="\t")
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
@@ -97,6 +129,11 @@ def read_evidence_ranking(path: Path) -> RankingData:
             continue
         if row["label"] not in ("0", "1"):
             data.issues.append(f"{where}: label {row['label']!r} is not 0 or 1; row skipped")
+            continue
+        check_id(qid, where, "qid")
+        check_id(row["qa_pair_id"] or "", where, "qa_pair_id")
+        if data.queries.get(qid, question) != question:
+            data.issues.append(f"{where}: qid {qid} already names another question; row skipped (first one kept)")
             continue
         data.queries.setdefault(qid, question)
         data.query_group[qid] = row["ASIN"]
@@ -132,9 +169,11 @@ def read_answer_generation(path: Path) -> RankingData:
 def read_hybridpqa_json(path: Path) -> RankingData:
     """(c) The original code's records; `asin` (optional) groups questions by product."""
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
+        records = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
         raise InputError(f"{path}:{err.lineno}: invalid JSON ({err.msg}); expected a list of question records") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply; expected a list of question records") from None
     if not isinstance(records, list):
         raise InputError(f"{path}: expected a JSON list of {{qid, question, positive_ctxs, negative_ctxs}}")
     data = RankingData(path.stem, candidates={})
@@ -143,7 +182,13 @@ def read_hybridpqa_json(path: Path) -> RankingData:
         if not isinstance(rec, dict) or not str(rec.get("question") or "").strip() or "qid" not in rec:
             data.issues.append(f"{where}: missing qid or empty question; record skipped")
             continue
-        qid = str(rec["qid"])
+        qid = check_id(str(rec["qid"]), where, "qid")
+        if qid in data.queries:
+            data.issues.append(f"{where}: qid {qid} is used by an earlier record; record skipped (first one kept)")
+            continue
+        if any(not isinstance(rec.get(key) or [], list) for key in ("positive_ctxs", "negative_ctxs")):
+            data.issues.append(f"{where}: positive_ctxs / negative_ctxs must be lists of {{cid, text}}; record skipped")
+            continue
         data.queries[qid] = str(rec["question"]).strip()
         if rec.get("asin"):
             data.query_group[qid] = str(rec["asin"])
@@ -153,7 +198,9 @@ def read_hybridpqa_json(path: Path) -> RankingData:
                 if not isinstance(ctx, dict) or not str(ctx.get("text") or "").strip() or "cid" not in ctx:
                     data.issues.append(f"{where}: a {key} entry lacks cid or text; entry skipped")
                     continue
-                docid = _add_doc(data, str(ctx["cid"]), str(ctx["text"]), ctx.get("source"), where)
+                cid = check_id(str(ctx["cid"]), where, "cid")
+                source = ctx.get("source") if isinstance(ctx.get("source"), str) else None
+                docid = _add_doc(data, cid, str(ctx["text"]), source, where)
                 if docid not in rels:
                     cands.append(docid)
                     rels[docid] = label
@@ -163,15 +210,23 @@ def read_hybridpqa_json(path: Path) -> RankingData:
 def _jsonl(path: Path, data: RankingData):
     if not path.is_file():
         raise InputError(f"{path}: not found; a BEIR folder needs corpus.jsonl, queries.jsonl and qrels/")
-    with path.open(encoding="utf-8") as handle:
+    seen: set[str] = set()
+    with path.open(encoding="utf-8-sig") as handle:
         for line, text in enumerate(handle, 1):
             if not text.strip():
                 continue
             try:
                 obj = json.loads(text)
-                yield str(obj["_id"]), obj
-            except (json.JSONDecodeError, KeyError, TypeError):
+                key = str(obj["_id"])
+            except (json.JSONDecodeError, KeyError, TypeError, RecursionError):
                 data.issues.append(f"{path}:{line}: malformed JSON line (needs an _id); line skipped")
+                continue
+            check_id(key, f"{path}:{line}", "_id")
+            if key in seen:
+                data.issues.append(f"{path}:{line}: _id {key} appeared on an earlier line; line skipped (first kept)")
+                continue
+            seen.add(key)
+            yield key, obj
 
 
 def read_beir(qrels_path: Path) -> RankingData:
@@ -185,9 +240,13 @@ def read_beir(qrels_path: Path) -> RankingData:
         else:
             data.issues.append(f"{root / 'corpus.jsonl'}: document {docid} has no title or text; skipped")
     all_queries = {qid: str(obj.get("text") or "").strip() for qid, obj in _jsonl(root / "queries.jsonl", data)}
-    with qrels_path.open(encoding="utf-8") as handle:
+    if not data.docs:
+        raise InputError(f"{root / 'corpus.jsonl'}: no usable document (empty corpus, or every line skipped)")
+    with qrels_path.open(encoding="utf-8-sig") as handle:
         for line, text in enumerate(handle, 1):
-            cols = text.rstrip("\n").split("\t")
+            cols = text.split()  # BEIR's tabs, or TREC qrels' spaces (query-id 0 corpus-id score)
+            if not cols:
+                continue
             if line == 1 and not cols[-1].lstrip("-").isdigit():
                 continue  # header
             where = f"{qrels_path}:{line}"
@@ -219,14 +278,15 @@ def _read_split(path: Path) -> RankingData:
         raise InputError(f"{path}: data file not found; run `hybridpqa prepare` or check --path_data and the "
                          "RETRIEVER.DATA.*_DATA_PATH keys")
     if path.suffix == ".json":
-        return read_hybridpqa_json(path)
+        return _require(read_hybridpqa_json(path), path)
     if path.suffix == ".tsv" and path.parent.name == "qrels":
-        return read_beir(path)
+        return _require(read_beir(path), path)
     if path.suffix in (".csv", ".tsv"):
-        header = path.open(encoding="utf-8").readline().rstrip("\n").split("\t")
+        with path.open(encoding="utf-8-sig") as handle:
+            header = handle.readline().rstrip("\r\n").split("\t")
         if "label" in header or "qid" in header:
-            return read_evidence_ranking(path)
-        return read_answer_generation(path)
+            return _require(read_evidence_ranking(path), path)
+        return _require(read_answer_generation(path), path)
     raise InputError(f"{path}: unknown data format; use a .csv (hetPQA TSV), .json (HybridPQA records) "
                      "or a BEIR qrels/<split>.tsv")
 

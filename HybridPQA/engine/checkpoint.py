@@ -15,20 +15,27 @@ import numpy as np
 import torch
 
 from HybridPQA.errors import InputError
-from HybridPQA.files import load_torch, save_atomic, write_atomic
+from HybridPQA.files import load_torch, publish_dir, save_atomic, write_atomic
 from HybridPQA.modeling import save_checkpoint
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors and plain values, so trainer.pt loads with weights_only."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, torch.tensor(mt, dtype=torch.int64), gauss],
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt.tolist()), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -38,15 +45,11 @@ def save_last(run_dir: Path, model, tokenizer, cfg, trainer: dict) -> None:
     """Replace checkpoints/last so that a crash at any point leaves one complete copy: write
     last.tmp, move last to last.old, move last.tmp to last, delete last.old."""
     folder = run_dir / "checkpoints"
-    tmp, last, old = folder / "last.tmp", folder / "last", folder / "last.old"
+    tmp, last = folder / "last.tmp", folder / "last"
     shutil.rmtree(tmp, ignore_errors=True)
     save_checkpoint(model, tokenizer, cfg, tmp)
     save_atomic({**trainer, "rng": rng_state()}, tmp / "trainer.pt")
-    if last.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
-        last.rename(old)
-    tmp.rename(last)
-    shutil.rmtree(old, ignore_errors=True)
+    publish_dir(tmp, last)
 
 
 def load_last(run_dir: Path) -> tuple[Path, dict]:
@@ -56,7 +59,7 @@ def load_last(run_dir: Path) -> tuple[Path, dict]:
     if last is None:
         raise InputError(f"{run_dir}: --resume needs {folder / 'last'}/trainer.pt, which does not exist; "
                          "start without --resume (or with --overwrite)")
-    return last, load_torch(last / "trainer.pt", weights_only=False)
+    return last, load_torch(last / "trainer.pt")
 
 
 def keep_best(run_dir: Path, model, tokenizer, cfg, kept: list[dict], step: int, value: float, limit: int) -> list[dict]:

@@ -29,7 +29,7 @@ from HybridPQA.engine.distributed import Distributed
 from HybridPQA.engine.runtime import build_device, build_precision, seed_everything
 from HybridPQA.engine.train import do_train
 from HybridPQA.errors import InputError
-from HybridPQA.files import check_writable
+from HybridPQA.files import LOCK_NAME, check_writable
 from HybridPQA.evaluation.evaluator import evaluate_split
 from HybridPQA.evaluation.trec import read_trec
 from HybridPQA.files import write_atomic
@@ -39,12 +39,29 @@ from HybridPQA.retrieval.fusion import Fusion
 log = logging.getLogger("HybridPQA")
 
 
-def prepare_run_dir(path_output: str | Path, cfg: CfgNode, overwrite: bool = False, resume: bool = False) -> Path:
-    """<path_output>/<EXP>; refuses a non-empty one unless overwrite or resume."""
+RUN_FILES = {LOCK_NAME, "log.txt", ".write-test"}  # what a run directory holds before its config.yaml
+
+
+def run_dir_of(path_output: str | Path, cfg: CfgNode) -> Path:
+    """<path_output>/<EXP>: EXP is one validated folder name, so this is always inside path_output."""
     run_dir = Path(path_output) / cfg.EXP
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.is_symlink() or run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"{run_dir}: exists and is not a run directory (a file or a link); choose another EXP")
+    return run_dir
+
+
+def prepare_run_dir(path_output: str | Path, cfg: CfgNode, overwrite: bool = False, resume: bool = False) -> Path:
+    """<path_output>/<EXP>; refuses a non-empty one unless overwrite or resume. --overwrite empties
+    only a HybridPQA run directory (one with a config.yaml), keeping its lock file."""
+    run_dir = run_dir_of(path_output, cfg)
+    contents = [p for p in run_dir.iterdir() if p.name != LOCK_NAME] if run_dir.is_dir() else []
+    if contents:
         if overwrite:
-            shutil.rmtree(run_dir)
+            if not (run_dir / "config.yaml").is_file() and not {p.name for p in contents} <= RUN_FILES:
+                raise InputError(f"{run_dir}: --overwrite replaces HybridPQA runs only, and this directory has no "
+                                 "config.yaml; move it away yourself or choose another EXP")
+            for path in contents:
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         elif resume:
             saved = run_dir / "config.yaml"
             diff = _diff(CfgNode.load_cfg(saved.read_text()), cfg) if saved.is_file() else []
@@ -212,6 +229,8 @@ def train_and_test(cfg: CfgNode, run_dir: Path, path_data: Path, resume: bool = 
 def evaluate_only(cfg: CfgNode, run_dir: Path, path_data: Path, checkpoint: str | None, split: str | None,
                   overwrite: bool = False) -> dict[str, dict]:
     """Evaluate a checkpoint, or PRETRAINED_MODEL_TYPE zero-shot, on one split."""
+    if split is None and cfg.RETRIEVER.DATA.TEST_DATA_PATH is None:
+        raise InputError("evaluate: give --split=NAME, or set RETRIEVER.DATA.TEST_DATA_PATH")
     name = split or Path(cfg.RETRIEVER.DATA.TEST_DATA_PATH or "test").stem
     path = find_split(path_data, split) if split else Path(path_data) / cfg.RETRIEVER.DATA.TEST_DATA_PATH
     target = run_dir / "results" / f"{name}.json"

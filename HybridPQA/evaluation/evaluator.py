@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -32,7 +34,7 @@ from HybridPQA.evaluation.metrics import (
 )
 from HybridPQA.evaluation.rankers import BM25Ranker, CrossRanker
 from HybridPQA.evaluation.trec import Run, read_trec, write_trec
-from HybridPQA.files import write_atomic
+from HybridPQA.files import disk_error, file_digest, publish_dir, write_atomic
 from HybridPQA.modeling import BM25, BiEncoder, CrossEncoder
 from HybridPQA.retrieval.fusion import Fusion, fuse_scores, fusion_from_cfg, tune
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex, save_queries, top_k
@@ -120,13 +122,20 @@ class Ranker:
         return efficiency(self, data, fusion, compute_flops)
 
     def save_indexes(self, path: Path, qids: list[str]) -> None:
-        """index/<split>/{sparse,dense}/, with the vocabulary and the split's sparse queries."""
-        for head, index in self.indexes.items():
-            if head == "sparse":
-                index.terms = self.tokenizer.convert_ids_to_tokens(list(range(index.by_term.shape[1])))
-            index.save(path / head)
-            if head == "sparse":
-                save_queries(path / head, qids, self.query_reps["sparse"])
+        """index/<split>/{sparse,dense}/, with the vocabulary and the split's sparse queries, written
+        into index/<split>.tmp and published whole by one rename."""
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            for head, index in self.indexes.items():
+                if head == "sparse":
+                    index.terms = self.tokenizer.convert_ids_to_tokens(list(range(index.by_term.shape[1])))
+                index.save(tmp / head)
+                if head == "sparse":
+                    save_queries(tmp / head, qids, self.query_reps["sparse"])
+        except OSError as err:
+            raise disk_error(tmp, err) from None
+        publish_dir(tmp, path)
 
 
 def build_ranker(model: BiEncoder | CrossEncoder | BM25, tokenizer, cfg: CfgNode, device: torch.device, dtype):
@@ -159,7 +168,16 @@ def evaluate_split(model: BiEncoder | CrossEncoder | BM25, tokenizer, data: Rank
                    run_dir: Path | None = None, split: str | None = None, with_efficiency: bool = True,
                    fusion: Fusion | None = None, tune_here: bool = False) -> dict:
     """Rank, score and (with run_dir) write runs/<split>.<scorer>.trec, index/<split>/ and
-    results/<split>.json. `tune_here` first tunes the fusion on this split (the val split)."""
+    results/<split>.json. `tune_here` first tunes the fusion on this split (the val split).
+
+    results/<split>.json is the mark of a complete evaluation: the old one is deleted first and the
+    new one written last, with the sha256 of every run file it scored (`load_results` checks them),
+    and the index is published by one rename; so a crash never leaves results of one model beside
+    runs or an index of another."""
+    split = split or data.name
+    results_path = run_dir / "results" / f"{split}.json" if run_dir is not None else None
+    if results_path is not None and results_path.exists():
+        results_path.unlink()
     ranker = build_ranker(model, tokenizer, cfg, device, dtype)
     started = time.perf_counter()
     ranker.index(data)
@@ -167,11 +185,12 @@ def evaluate_split(model: BiEncoder | CrossEncoder | BM25, tokenizer, data: Rank
     if tune_here and set(model.heads) == {"dense", "sparse"}:
         fusion = tune_fusion(ranker, data, fusion, cfg.RETRIEVER.SOLVER.SELECT_METRIC, run_dir)
     runs = ranker.rank(list(data.queries), fusion)
-    split = split or data.name
+    files = {}
     if run_dir is not None:  # score what the TREC files say, so the files and the metrics agree
         for scorer, run in runs.items():
             write_trec(run, run_dir / "runs" / f"{split}.{scorer}.trec", f"{cfg.EXP}.{scorer}")
             runs[scorer] = read_trec(run_dir / "runs" / f"{split}.{scorer}.trec")
+            files[f"runs/{split}.{scorer}.trec"] = file_digest(run_dir / "runs" / f"{split}.{scorer}.trec")
         if data.mode == "retrieve" and cfg.RETRIEVER.INDEX.SAVE and isinstance(ranker, Ranker):
             ranker.save_indexes(run_dir / "index" / split, list(data.queries))
     judged = data.judged_qids()
@@ -188,8 +207,35 @@ def evaluate_split(model: BiEncoder | CrossEncoder | BM25, tokenizer, data: Rank
         results["per_source"] = {scorer: per_source(run, data, RERANK_METRICS) for scorer, run in runs.items()}
     if with_efficiency:
         results["efficiency"] = ranker.efficiency(data, fusion, cfg.RETRIEVER.COMPUTE_FLOPS)
-    if run_dir is not None:
-        path = run_dir / "results" / f"{split}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(results, indent=2))
+    if results_path is not None:
+        results["files"] = files
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(results_path, json.dumps(finite(results), indent=2, allow_nan=False))
+    return results
+
+
+def finite(value):
+    """`value` with every NaN or infinity replaced by None (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def load_results(path: Path) -> dict:
+    """results/<split>.json, checked against the run files it names: a one-line error when one is
+    missing or was written by another evaluation."""
+    try:
+        results = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: unreadable results ({err.__class__.__name__}); rerun the evaluation") from None
+    run_dir = Path(path).parent.parent
+    for name, digest in (results.get("files") or {}).items():
+        file = run_dir / name
+        if not file.is_file() or file_digest(file) != digest:
+            raise InputError(f"{path}: {file} is missing or not the file these results scored (an interrupted or "
+                             "later evaluation); rerun `hybridpqa evaluate ... --overwrite`")
     return results

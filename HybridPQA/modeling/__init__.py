@@ -137,7 +137,14 @@ STRUCTURAL_KEYS = ("BIENCODER_TYPE", "SHARED_ENCODER", "PROJECTION_DIM", "CROSS_
 
 
 def _check_compatible(checkpoint: Path, model_cfg: CfgNode) -> None:
-    saved = CfgNode.load_cfg((checkpoint / "config.yaml").read_text()).RETRIEVER.MODEL
+    if not (checkpoint / "config.yaml").is_file():
+        raise InputError(f"{checkpoint}: not a complete HybridPQA checkpoint (no config.yaml beside model.pt); "
+                         "give a directory under <run>/checkpoints/")
+    try:
+        saved = CfgNode.load_cfg((checkpoint / "config.yaml").read_text(encoding="utf-8")).RETRIEVER.MODEL
+    except (ValueError, KeyError, AttributeError, UnicodeDecodeError) as err:
+        raise InputError(f"{checkpoint / 'config.yaml'}: unreadable checkpoint config ({err.__class__.__name__}); "
+                         "the checkpoint is damaged") from None
     for key in STRUCTURAL_KEYS:
         if saved[key] != model_cfg[key]:
             raise InputError(f"{checkpoint}: saved with RETRIEVER.MODEL.{key} = {saved[key]!r} but the config says "

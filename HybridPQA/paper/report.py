@@ -13,6 +13,7 @@ from pathlib import Path
 from ranx import Qrels, Run, compare
 
 from HybridPQA.data import read_split
+from HybridPQA.evaluation.evaluator import load_results
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.trec import read_trec
 from HybridPQA.paper.rows import Row
@@ -28,7 +29,7 @@ def collect(rows: list[Row], output: Path) -> dict[str, dict]:
         path = output / row.name / "results" / "test.json"
         if not path.is_file():
             raise InputError(f"{path}: row {row.name} has no test results; run reproduce without --dry-run")
-        results = json.loads(path.read_text())
+        results = load_results(path)
         if row.scorer not in results["metrics"]:
             raise InputError(f"{row.source}: PAPER.SCORER {row.scorer!r} is not among this run's scorers "
                              f"({', '.join(results['metrics'])})")

@@ -47,12 +47,28 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _save_arrays(path: Path, meta: dict, **arrays: np.ndarray) -> None:
+    """The arrays, then meta.json with each array's length. Callers write a whole index into a fresh
+    directory and publish it with one rename (`files.publish_dir`), so arrays never mix."""
     path.mkdir(parents=True, exist_ok=True)
     for name, array in arrays.items():
-        tmp = path / f"{name}.tmp.npy"
-        np.save(tmp, array)
-        tmp.replace(path / f"{name}.npy")
+        np.save(path / f"{name}.npy", array)
+    meta = {**meta, "lengths": {name: int(len(array)) for name, array in arrays.items()}}
     (path / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def _load_array(path: Path, name: str, meta: dict, mmap: bool) -> np.ndarray:
+    """One array of an index, checked against the length meta.json recorded for it."""
+    file = Path(path) / f"{name}.npy"
+    try:
+        array = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise InputError(f"{file}: unreadable index array ({str(err).splitlines()[0][:100] if str(err) else err.__class__.__name__}); "
+                         "rebuild the index with `hybridpqa evaluate`") from None
+    expected = (meta.get("lengths") or {}).get(name)
+    if expected is not None and len(array) != expected:
+        raise InputError(f"{file}: {len(array)} entries where meta.json says {expected}; the index is damaged, "
+                         "rebuild it with `hybridpqa evaluate`")
+    return array
 
 
 def _load_meta(path: Path, kind: str) -> dict:
@@ -60,9 +76,14 @@ def _load_meta(path: Path, kind: str) -> dict:
     if not meta_path.is_file():
         raise InputError(f"{path}: no index here (meta.json missing); `hybridpqa evaluate` writes one per corpus split "
                          "to <run>/index/<split>/{sparse,dense} (RETRIEVER.INDEX.SAVE True)")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("kind") != kind:
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{meta_path}: unreadable index metadata ({err.__class__.__name__}); rebuild the index") from None
+    if isinstance(meta, dict) and meta.get("kind") != kind:
         raise InputError(f"{meta_path}: a {meta.get('kind')!r} index, not {kind!r}")
+    if not isinstance(meta, dict) or not isinstance(meta.get("docids"), list) or not isinstance(meta.get("shape"), list):
+        raise InputError(f"{meta_path}: not a HybridPQA index description; rebuild the index")
     return meta
 
 
@@ -104,11 +125,17 @@ class SparseIndex:
     @classmethod
     def load(cls, path: Path, mmap: bool = True) -> SparseIndex:
         meta = _load_meta(path, "sparse")
-        mode = "r" if mmap else None
-        arrays = [np.load(Path(path) / f"{n}.npy", mmap_mode=mode) for n in ("data", "indices", "indptr")]
+        arrays = [_load_array(path, n, meta, mmap) for n in ("data", "indices", "indptr")]
         terms = Path(path) / "terms.json"
-        return cls(sp.csc_matrix(tuple(arrays), shape=tuple(meta["shape"]), copy=False), meta["docids"],
-                   json.loads(terms.read_text()) if terms.is_file() else None)
+        try:
+            matrix = sp.csc_matrix(tuple(arrays), shape=tuple(meta["shape"]), copy=False)
+            vocab = json.loads(terms.read_text(encoding="utf-8")) if terms.is_file() else None
+        except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InputError(f"{path}: the index files disagree ({str(err)[:100]}); rebuild the index") from None
+        if matrix.shape[0] != len(meta["docids"]) or vocab is not None and len(vocab) != matrix.shape[1]:
+            raise InputError(f"{path}: {matrix.shape[0]} rows for {len(meta['docids'])} docids, or a vocabulary of "
+                             f"another size; the index is damaged, rebuild it")
+        return cls(matrix, meta["docids"], vocab)
 
 
 def save_queries(path: Path, qids: list[str], queries: sp.csr_matrix) -> None:
@@ -162,4 +189,7 @@ class DenseIndex:
     @classmethod
     def load(cls, path: Path, mmap: bool = True, backend: str = "torch") -> DenseIndex:
         meta = _load_meta(path, "dense")
-        return cls(np.load(Path(path) / "vectors.npy", mmap_mode="r" if mmap else None), meta["docids"], backend)
+        vectors = _load_array(path, "vectors", meta, mmap)
+        if vectors.ndim != 2 or len(vectors) != len(meta["docids"]):
+            raise InputError(f"{path}: {len(vectors)} vectors for {len(meta['docids'])} docids; rebuild the index")
+        return cls(vectors, meta["docids"], backend)
