@@ -95,6 +95,40 @@ def disk_error(path: Path, err: OSError) -> Exception:
     return err
 
 
+def safe_filename(name: str) -> str:
+    """`name` when it is a plain file name (letters, digits, _ . = + -, not starting with a dot),
+    else `id-` and a hash of it: ids from data never choose where a file goes."""
+    import hashlib
+    import re
+
+    if re.fullmatch(r"[A-Za-z0-9_=+-][A-Za-z0-9_.=+-]{0,99}", name):
+        return name
+    return "id-" + hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def check_output_file(path: str | Path, flag: str) -> Path:
+    """An output file path that can be written: not a directory, its folder creatable."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{flag}={path}: is a directory; give the path of a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{flag}={path}: cannot create its folder ({err.strerror or err}); choose another path") from None
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"{flag}={path}: its folder is not writable; choose another path")
+    return path
+
+
+def check_output_dir(path: str | Path, flag: str) -> Path:
+    """An output folder that can be written (created if missing)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag}={path}: is a file; give a folder to write into")
+    check_writable(path)
+    return path
+
+
 LOCK_NAME = "run.lock"
 
 

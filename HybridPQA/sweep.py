@@ -39,6 +39,8 @@ from HybridPQA.config import get_cfg_defaults, get_key, load_config, read_yaml, 
 from HybridPQA.engine.runtime import progress
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import load_results
+from HybridPQA.evaluation.metrics import RETRIEVE_METRICS
+from HybridPQA.files import lock_holder
 from HybridPQA.paper.report import significance
 from HybridPQA.paper.rows import Row, commands
 
@@ -127,7 +129,11 @@ def load_sweep(path: str | Path, output: Path) -> tuple[dict, list[Row]]:
         scorer = spec.get("SCORER") or {"hybrid": "hybrid"}.get(cfg.RETRIEVER.MODEL.BIENCODER_TYPE,
                                                                  cfg.RETRIEVER.MODEL.BIENCODER_TYPE)
         rows.append(Row(name, name, scorer, Path(spec["DATA"]), point, path, cfg=cfg))
-    settings = {"METRICS": list(spec.get("METRICS") or [rows[0].cfg.RETRIEVER.SOLVER.SELECT_METRIC]), "KEYS": keys}
+    metrics = spec.get("METRICS") or [rows[0].cfg.RETRIEVER.SOLVER.SELECT_METRIC]
+    if not isinstance(metrics, list) or any(m not in RETRIEVE_METRICS for m in metrics):
+        raise InputError(f"{path}: METRICS = {metrics!r}; each must be one of the metrics runs report: "
+                         f"{', '.join(RETRIEVE_METRICS)}")
+    settings = {"METRICS": list(metrics), "KEYS": keys}
     return settings, rows
 
 
@@ -144,6 +150,9 @@ def core_shares(jobs: int) -> list[set[int]]:
 
 def _run_point(row: Row, output: Path, overwrite: bool, cores: set[int] | None = None) -> str | None:
     """Run what the point still needs, pinned to `cores`; None when it finished, else a one-line failure."""
+    holder = lock_holder(output / row.name)
+    if holder is not None:
+        return f"point {row.name} skipped: {output / row.name} is in use by process {holder}"
     try:
         todo = commands(row, output, None, overwrite)  # finished points with the same config: nothing
     except InputError as err:

@@ -152,6 +152,7 @@ def test_distillation_from_a_teacher_run_and_self_distillation(tmp_path, splade_
     assert "self_distill_dense" not in steps[0] and "self_distill_dense" in steps[1]  # from SELF_START_STEP on
 
 
+@pytest.mark.slow  # end to end; `pytest -m 'not slow'` leaves it out
 def test_reproduce_runs_reuses_and_reports_a_small_table(tmp_path, splade_tiny, product_qa, capsys):
     from HybridPQA.paper import reproduce
 

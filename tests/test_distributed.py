@@ -26,6 +26,7 @@ def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.mark.slow  # end to end; `pytest -m 'not slow'` leaves it out
 @pytest.mark.parametrize("broadcast", ["global", "local"])
 def test_two_processes_match_one_on_the_combined_batch(tmp_path, splade_tiny, product_qa, broadcast):
     out = tmp_path / "ddp.pt"
@@ -43,6 +44,7 @@ def test_two_processes_match_one_on_the_combined_batch(tmp_path, splade_tiny, pr
     assert sum(g.abs().sum() for g in grads.values()) > 0
 
 
+@pytest.mark.slow  # end to end; `pytest -m 'not slow'` leaves it out
 def test_short_distributed_run_completes(tmp_path, splade_tiny, product_qa):
     torchrun("-m", "HybridPQA.cli", "train", f"--path_output={tmp_path}", f"--path_data={product_qa}",
              f"--path_cfg_exp={REPO / 'configs' / 'quickstart.yaml'}", "--env=none", "DISTRIBUTED", "True",

@@ -20,6 +20,7 @@ def small(model: Path, steps: int = 4) -> list[str]:
             "SOLVER.TRAIN_BATCH_SIZE", "4", "SOLVER.OPTIMIZER.WARMUP_STEPS", "1", "SOLVER.CP_SAVE_LIMIT", "1"]
 
 
+@pytest.mark.slow  # end to end; `pytest -m 'not slow'` leaves it out
 def test_train_writes_a_self_describing_run_directory(tmp_path, splade_tiny, product_qa):
     results = main(["train", f"--path_output={tmp_path}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}",
                     "--env=none", *small(splade_tiny), "RETRIEVER.VISUALIZE", "True"])

@@ -37,6 +37,7 @@ def _train_command(out: Path, data: Path, model: Path, name: str, *extra: str) -
             f"--path_cfg_exp={QUICK}", "--env=none", *extra, *small(model, 10), "EXP", name]
 
 
+@pytest.mark.slow  # end to end; `pytest -m 'not slow'` leaves it out
 def test_kill_9_then_resume_reaches_the_same_metrics(tmp_path, splade_tiny, product_qa):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     straight = subprocess.run(_train_command(tmp_path, product_qa, splade_tiny, "straight"), env=env,

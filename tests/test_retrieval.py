@@ -117,6 +117,7 @@ def test_hard_negatives_come_from_the_run_without_positives():
         with_hard_negatives(data, {"q9": {"a": 1.0}}, 5, "run.trec")
 
 
+@pytest.mark.slow  # end to end; `pytest -m 'not slow'` leaves it out
 def test_evaluate_tune_fuse_and_export_agree(tmp_path, splade_tiny, small_beir):
     """Corpus retrieval with z-score fusion: the hybrid run equals `hybridpqa fuse` of the dense and
     sparse runs (ranx, every document of each query kept), and the efficiency block and the

@@ -37,6 +37,7 @@ def test_point_names_are_readable():
     assert point_name(clash, list(clash)) == "optimizer-name=Adam_data-name=x-y"
 
 
+@pytest.mark.slow  # end to end; `pytest -m 'not slow'` leaves it out
 def test_sweep_runs_resumes_and_ranks(tmp_path, splade_tiny, product_qa, capsys):
     sweep = write_sweep(tmp_path, splade_tiny, product_qa, GRID={"SOLVER.LAMBDA_QUERY": [0.0, 0.01]},
                         POINTS=[["SOLVER.ALPHA", 0.8]])

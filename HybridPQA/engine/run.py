@@ -30,7 +30,7 @@ from HybridPQA.engine.runtime import build_device, build_precision, seed_everyth
 from HybridPQA.engine.train import do_train
 from HybridPQA.errors import InputError
 from HybridPQA.files import LOCK_NAME, check_writable
-from HybridPQA.evaluation.evaluator import evaluate_split
+from HybridPQA.evaluation.evaluator import evaluate_split, metric_names
 from HybridPQA.evaluation.trec import read_trec
 from HybridPQA.files import write_atomic
 from HybridPQA.modeling import build_model
@@ -196,6 +196,10 @@ def train_and_test(cfg: CfgNode, run_dir: Path, path_data: Path, resume: bool = 
         log.info("val split carved from %s: %d questions (train keeps %d)", d.TRAIN_DATA_PATH, len(val.queries),
                  len(train.queries))
     val = first_stage(val, cfg, path_data, "dev")
+    select = cfg.RETRIEVER.SOLVER.SELECT_METRIC
+    if cfg.RETRIEVER.DO_TRAIN and val is not None and select not in metric_names(val):
+        raise InputError(f"config: RETRIEVER.SOLVER.SELECT_METRIC = {select!r} is not computed on the val split "
+                         f"{val.name} ({val.mode}: {', '.join(metric_names(val))}); choose one of those")
     if cfg.RETRIEVER.DO_TRAIN:
         if train is None:
             raise InputError("config: RETRIEVER.DO_TRAIN is True but RETRIEVER.DATA.TRAIN_DATA_PATH is None")

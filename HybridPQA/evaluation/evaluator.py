@@ -146,9 +146,13 @@ def build_ranker(model: BiEncoder | CrossEncoder | BM25, tokenizer, cfg: CfgNode
     return Ranker(model, tokenizer, cfg, device, dtype)
 
 
+def metric_names(data: RankingData) -> list[str]:
+    """The metrics a split is scored with: recall@100 only where there is a corpus (or a first stage)."""
+    return RERANK_METRICS if data.mode == "rerank" and data.first_stage is None else RETRIEVE_METRICS
+
+
 def metrics_of(runs: dict[str, Run], data: RankingData) -> dict[str, dict[str, float]]:
-    names = RERANK_METRICS if data.mode == "rerank" and data.first_stage is None else RETRIEVE_METRICS
-    return {scorer: score_run(run, data.qrels, names) for scorer, run in runs.items()}
+    return {scorer: score_run(run, data.qrels, metric_names(data)) for scorer, run in runs.items()}
 
 
 def tune_fusion(ranker: Ranker, data: RankingData, fusion: Fusion, metric: str, run_dir: Path | None) -> Fusion:

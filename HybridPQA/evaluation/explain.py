@@ -18,6 +18,7 @@ from yacs.config import CfgNode
 from HybridPQA.data.readers import RankingData
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.encode import encode, normalized
+from HybridPQA.files import check_output_file, safe_filename, write_atomic
 from HybridPQA.modeling import BiEncoder
 from HybridPQA.retrieval.fusion import Fusion
 
@@ -170,8 +171,8 @@ def write_explanations(model: BiEncoder, tokenizer, data: RankingData, runs: dic
         label = "relevant" if data.qrels[qid].get(docid, 0) > 0 else "not relevant"
         e = explain_pair(model, tokenizer, cfg, device, data.queries[qid], data.docs[docid], fusion,
                          title=f"{data.name} question {qid}, top hit {docid} ({label})", dtype=dtype)
-        (folder / f"{qid}.txt").write_text(render_text(e))
-        (folder / f"{qid}.html").write_text(render_html(e, tokenizer))
+        write_atomic(folder / f"{safe_filename(qid)}.txt", render_text(e))  # ids never choose the folder
+        write_atomic(folder / f"{safe_filename(qid)}.html", render_html(e, tokenizer))
 
 
 def _top_candidate(model, tokenizer, cfg: CfgNode, device: torch.device, data: RankingData, qid: str,
@@ -202,6 +203,7 @@ def explain_command(args: dict, top: int) -> Explanation:
     from HybridPQA.retrieval.fusion import fusion_from_cfg
 
     checkpoint = Path(args["--checkpoint"])
+    html_path = check_output_file(args["--html"], "--html") if args["--html"] else None
     cfg = load_config(checkpoint / "config.yaml", dotenv_path=None) if (checkpoint / "config.yaml").is_file() else None
     if cfg is None:
         raise InputError(f"--checkpoint={checkpoint}: no config.yaml; give a directory under <run>/checkpoints/")
@@ -226,8 +228,7 @@ def explain_command(args: dict, top: int) -> Explanation:
         e = explain_pair(model, tokenizer, cfg, device, data.queries[qid], data.docs[docid], fusion, top,
                          title=f"question {qid}, document {docid} ({label})", dtype=dtype)
     print(render_text(e), end="")
-    if args["--html"]:
-        Path(args["--html"]).parent.mkdir(parents=True, exist_ok=True)
-        Path(args["--html"]).write_text(render_html(e, tokenizer))
+    if html_path is not None:
+        write_atomic(html_path, render_html(e, tokenizer))
         print(f"wrote {args['--html']}")
     return e

@@ -7,10 +7,22 @@ from __future__ import annotations
 from ranx import Qrels, Run, evaluate
 
 from HybridPQA.data.readers import RankingData
+from HybridPQA.errors import InputError
 from HybridPQA.evaluation.trec import Run as RunDict
 
 RERANK_METRICS = ["mrr@5", "map", "ndcg@5", "ndcg@10", "precision@1", "hit_rate@5", "r-precision"]
 RETRIEVE_METRICS = RERANK_METRICS + ["recall@100"]
+RANX_METRICS = ("mrr", "map", "ndcg", "ndcg_burges", "precision", "recall", "hit_rate", "hits", "r-precision", "bpref",
+                "f1", "dcg", "dcg_burges")
+
+
+def check_metric(name: str, where: str) -> str:
+    """`name` if ranx computes it (mrr@10, ndcg@5, map, recall@100, ...), else a one-line error."""
+    base, _, cut = str(name).partition("@")
+    if base not in RANX_METRICS or cut and not (cut.isdigit() and int(cut) > 0) or base == "r-precision" and cut:
+        raise InputError(f"{where}: unknown metric {name!r}; use one of {', '.join(RANX_METRICS)}, "
+                         "optionally with @k (e.g. ndcg@10)")
+    return name
 
 
 def score_run(run: RunDict, qrels: dict[str, dict[str, int]], metrics: list[str]) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """TREC run files: `qid Q0 docid rank score tag`, ranked by (-score, docid) so ties are deterministic."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from HybridPQA.errors import InputError
@@ -18,34 +19,44 @@ def write_trec(run: Run, path: Path, tag: str) -> None:
     write_atomic(path, "\n".join(lines) + "\n")
 
 
-def read_trec(path: Path) -> Run:
+def _lines(path: Path, what: str) -> list[str]:
     if not Path(path).is_file():
-        raise InputError(f"{path}: TREC run not found")
+        raise InputError(f"{path}: {what} not found" + ("; give a file, not a directory" if Path(path).is_dir() else ""))
+    try:
+        return Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text (offset {err.start}); a {what} is plain text") from None
+
+
+def read_trec(path: Path) -> Run:
+    """A TREC run; every score must be a finite number."""
     run: Run = {}
-    for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for line_no, line in enumerate(_lines(path, "TREC run"), 1):
         cols = line.split()
         if not cols:
             continue
         if len(cols) != 6:
             raise InputError(f"{path}:{line_no}: expected 6 columns 'qid Q0 docid rank score tag', got {len(cols)}")
         try:
-            run.setdefault(cols[0], {})[cols[2]] = float(cols[4])
+            score = float(cols[4])
         except ValueError:
             raise InputError(f"{path}:{line_no}: score {cols[4]!r} is not a number") from None
+        if not math.isfinite(score):
+            raise InputError(f"{path}:{line_no}: score {cols[4]!r} is not a finite number; fix the run that wrote it")
+        run.setdefault(cols[0], {})[cols[2]] = score
     return run
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     """TREC qrels (`qid 0 docid rel`) or BEIR qrels (`query-id<TAB>corpus-id<TAB>score`, header optional)."""
     qrels: dict[str, dict[str, int]] = {}
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: qrels file not found")
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    for line_no, line in enumerate(_lines(Path(path), "qrels file"), 1):
         cols = line.split()
         if not cols or (line_no == 1 and not cols[-1].lstrip("-").isdigit()):
             continue  # blank line or BEIR header
         if len(cols) not in (3, 4) or not cols[-1].lstrip("-").isdigit():
             raise InputError(f"{path}:{line_no}: expected 'qid 0 docid rel' or 'qid<TAB>docid<TAB>rel'")
         qrels.setdefault(cols[0], {})[cols[-2]] = int(cols[-1])
+    if not any(rel > 0 for docs in qrels.values() for rel in docs.values()):
+        raise InputError(f"{path}: no positive judgement (relevance > 0); no metric can be computed from it")
     return qrels

@@ -28,6 +28,7 @@ from yacs.config import CfgNode
 from HybridPQA.config import load_config, read_yaml
 from HybridPQA.engine.runtime import progress
 from HybridPQA.errors import InputError
+from HybridPQA.files import lock_holder
 
 log = logging.getLogger(__name__)
 PAPER_ROOT = Path("configs/paper")
@@ -173,6 +174,10 @@ def commands(row: Row, output: Path, steps: int | None, overwrite: bool) -> list
 def run_rows(rows: list[Row], output: Path, steps: int | None, overwrite: bool, dry_run: bool) -> None:
     ordered = _ordered(rows)
     for number, row in enumerate(progress(ordered, desc="reproduce", unit="row", enabled=not dry_run), 1):
+        holder = lock_holder(output / row.name)
+        if holder is not None:
+            print(f"{row.name:<16} skipped: {output / row.name} is in use by process {holder}")
+            continue
         try:
             todo = commands(row, output, steps, overwrite)
         except InputError as err:

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 
 from HybridPQA.errors import InputError
-from HybridPQA.evaluation.metrics import score_run
+from HybridPQA.evaluation.metrics import check_metric, score_run
 from HybridPQA.evaluation.trec import read_qrels, read_trec, write_trec
-from HybridPQA.files import write_atomic
+from HybridPQA.files import check_output_file, write_atomic
 from HybridPQA.retrieval.fusion import Fusion, fuse_runs, tune
 
 METHODS, NORMS = ("linear", "rrf"), ("none", "min-max", "z-score")
@@ -16,9 +17,19 @@ METHODS, NORMS = ("linear", "rrf"), ("none", "min-max", "z-score")
 
 def _float(flag: str, text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise InputError(f"{flag}={text}: expected a number") from None
+    if not math.isfinite(value):
+        raise InputError(f"{flag}={text}: expected a finite number")
+    return value
+
+
+def _rrf_k(text: str) -> int:
+    value = _float("--rrf_k", text)
+    if value != int(value) or not 1 <= value <= 1e6:
+        raise InputError(f"--rrf_k={text}: expected a whole number from 1 to 1000000")
+    return int(value)
 
 
 def fuse_command(args: dict) -> dict:
@@ -27,6 +38,10 @@ def fuse_command(args: dict) -> dict:
         raise InputError(f"--runs={args['--runs']}: give at least two comma-separated TREC runs")
     if args["--method"] not in METHODS or args["--norm"] not in NORMS:
         raise InputError(f"--method must be one of {', '.join(METHODS)} and --norm one of {', '.join(NORMS)}")
+    if args["--tune"] and not args["--qrels"]:
+        raise InputError("--tune chooses the fusion on relevance judgements; give --qrels=FILE too")
+    check_metric(args["--metric"], "--metric")
+    output = check_output_file(args["--output"], "--output")
     runs = [read_trec(p) for p in paths]
     weights = [_float("--weights", w) for w in args["--weights"].split(",")] if args["--weights"] else None
     if weights is not None and len(weights) != len(runs):
@@ -36,7 +51,7 @@ def fuse_command(args: dict) -> dict:
         raise InputError(f"--alpha={args['--alpha']}: must lie in [0, 1]")
     if weights is None and len(runs) > 2 and args["--method"] == "linear":
         raise InputError("--alpha covers two runs; give --weights with one weight per run")
-    fusion = Fusion(args["--method"], args["--norm"], alpha, int(_float("--rrf_k", args["--rrf_k"])))
+    fusion = Fusion(args["--method"], args["--norm"], alpha, _rrf_k(args["--rrf_k"]))
     qrels = read_qrels(Path(args["--qrels"])) if args["--qrels"] else None
     report = {}
     if args["--tune"]:
@@ -45,7 +60,7 @@ def fuse_command(args: dict) -> dict:
         fusion, report["trials"] = tune(runs[0], runs[1], qrels, fusion, args["--metric"])
         weights = None
     fused = fuse_runs(runs, fusion, weights)
-    write_trec(fused, Path(args["--output"]), f"fused.{fusion.method}")
+    write_trec(fused, output, f"fused.{fusion.method}")
     report["fusion"] = asdict(fusion) | ({"weights": weights} if weights else {})
     if qrels is not None:
         names = [args["--metric"], "mrr@10", "recall@100"]
@@ -63,7 +78,7 @@ def mine_command(args: dict, depth: int) -> dict:
     from HybridPQA.data import find_split, read_split, with_hard_negatives
     from HybridPQA.data.prepare import to_records
 
-    output = Path(args["--output"])
+    output = check_output_file(args["--output"], "--output")
     if output.exists() and not args["--overwrite"]:
         raise InputError(f"--output={output} exists; pass --overwrite to replace it")
     data = read_split(find_split(args["--path_data"], args["--split"]))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from HybridPQA.errors import InputError
+from HybridPQA.files import check_output_dir
 from HybridPQA.retrieval.index import SparseIndex, load_queries
 
 
@@ -32,7 +33,7 @@ def export_pyserini(index_dir: Path, out_dir: Path, quantization: int = 100) -> 
     if index.terms is None:
         raise InputError(f"{index_dir}: the index has no vocabulary (terms.json); rebuild it with this version")
     docs = index.by_term.tocsr()
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir, "--output")
     (out_dir / "corpus").mkdir(parents=True, exist_ok=True)
     postings = 0
     with (out_dir / "corpus" / "docs.jsonl").open("w", encoding="utf-8") as handle:
