@@ -1,8 +1,13 @@
 """Property-based tests (hypothesis): malformed configs and data files end in a one-line
 InputError or a correct result, never a deep traceback."""
 import json
+import os
 import string
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -14,10 +19,13 @@ from HybridPQA.data.readers import ER_COLUMNS, RankingData, read_split
 from HybridPQA.errors import InputError
 
 KEYS = all_keys(get_cfg_defaults())
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+EXAMPLES = int(os.environ.get("HPQA_PROPERTY_EXAMPLES", "60"))  # the slow tier reruns this file with more
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 scalars = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=12)
 values = scalars | st.lists(scalars, max_size=3) | st.dictionaries(st.text(max_size=5), scalars, max_size=2)
 words = st.text(alphabet=string.ascii_letters + string.digits + " \t\"'{}[],:-_\n\\é€", max_size=20)
+# ids as data files hold them: duplicates, separators TREC cannot hold, empty, path-like
+ids = st.sampled_from(["d1", "d1", "d2", "q1", "q1", "d 2", "d\t3", "", "d\u2028", "../x", "a/b", "é"])
 
 
 def outcome(call):
@@ -135,3 +143,75 @@ def test_the_properties_can_fail(tmp_path):
     except AssertionError:
         return
     raise AssertionError("check_data accepted a judgement of a missing document")
+
+
+@SETTINGS
+@given(st.lists(st.tuples(ids, words), max_size=5), st.lists(st.tuples(ids, words), max_size=4),
+       st.lists(st.tuples(ids, ids, st.integers(-1, 2)), max_size=6), st.booleans())
+def test_any_ids_duplicates_and_boms_in_a_beir_folder(tmp_path, corpus, queries, qrels, bom):
+    """Ids with separators are refused with file:line, duplicates keep the first, BOMs are stripped."""
+    (tmp_path / "qrels").mkdir(exist_ok=True)
+    mark = "\ufeff" if bom else ""
+    (tmp_path / "corpus.jsonl").write_text(mark + "".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in corpus))
+    (tmp_path / "queries.jsonl").write_text(mark + "".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in queries))
+    (tmp_path / "qrels" / "test.tsv").write_text(mark + "".join(f"{q}\t{d}\t{r}\n" for q, d, r in qrels))
+    data = outcome(lambda: read_split(tmp_path / "qrels" / "test.tsv"))
+    check_data(data)
+    if not isinstance(data, InputError):
+        first = {}
+        for i, t in corpus:
+            first.setdefault(i, t)
+        assert all(data.docs[d] == first[d].strip() for d in data.docs)  # the first of each id
+        assert all(d and not any(c.isspace() for c in d) for d in [*data.docs, *data.queries])
+        assert data.judged_qids()
+
+
+@SETTINGS
+@given(st.dictionaries(st.sampled_from(["a.yaml", "b.yaml"]),
+                       st.dictionaries(st.sampled_from(["_BASE_", "RETRIEVER.SOLVER.ALPHA", "SOLVER.ALPHA", "NOPE.X",
+                                                        "RETRIEVER.MODEL", "EXP", "PRECISION", "BF16"]),
+                                       st.sampled_from(["a.yaml", "b.yaml", "c.yaml", 5, None, [1], 0.3, "..", "x",
+                                                        "auto", True, {"TOP_K": 3}]), max_size=3), min_size=1))
+def test_any_base_chain_and_dotted_keys(tmp_path, files):
+    for name, content in files.items():
+        (tmp_path / name).write_text(yaml.safe_dump(content))
+    cfg = outcome(lambda: load_config(tmp_path / next(iter(files)), dotenv_path=None))
+    if not isinstance(cfg, InputError):
+        assert 0 <= cfg.RETRIEVER.SOLVER.ALPHA <= 1 and "/" not in cfg.EXP and cfg.EXP not in ("", ".", "..")
+
+
+run_lines = st.lists(st.tuples(ids, ids, st.floats(allow_nan=True, allow_infinity=True) | st.integers(-5, 5)),
+                     max_size=6)
+
+
+@settings(SETTINGS, max_examples=max(10, EXAMPLES // 3))  # ranx's fusion costs ~0.3 s an example
+@given(run_lines, run_lines, st.sampled_from(["linear", "rrf"]), st.sampled_from(["none", "min-max", "z-score"]),
+       st.sampled_from(["0.5", "nan", "-1", "2", "0"]), st.sampled_from(["60", "inf", "-1", "0.5", "1e30"]))
+def test_any_runs_fuse_or_name_the_problem(tmp_path, a, b, method, norm, alpha, rrf_k):
+    """fuse, read to written file: a valid fused run of finite scores, or a one-line error."""
+    from HybridPQA.evaluation.trec import read_trec
+    from HybridPQA.retrieval.commands import fuse_command
+
+    paths = []
+    for name, lines in (("a.trec", a), ("b.trec", b)):
+        (tmp_path / name).write_text("".join(f"{q or 'x'} Q0 {d or 'y'} 1 {s} t\n" for q, d, s in lines))
+        paths.append(str(tmp_path / name))
+    out = tmp_path / "fused.trec"
+    out.unlink(missing_ok=True)
+    args = {"--runs": ",".join(paths), "--output": str(out), "--method": method, "--norm": norm, "--alpha": alpha,
+            "--weights": None, "--rrf_k": rrf_k, "--qrels": None, "--tune": False, "--metric": "ndcg@10"}
+    result = outcome(lambda: fuse_command(args))
+    if not isinstance(result, InputError):
+        fused = read_trec(out)  # finite scores, readable: the project reads back what it wrote
+        assert set(fused) <= {line.split()[0] for p in paths for line in Path(p).read_text().splitlines()}
+    else:
+        assert not out.exists()
+
+
+@pytest.mark.slow  # end to end; `pytest -m 'not slow'` leaves it out
+def test_properties_hold_for_many_more_examples():
+    """This file again at 400 examples a property (HPQA_PROPERTY_EXAMPLES), seed 0."""
+    env = {**os.environ, "HPQA_PROPERTY_EXAMPLES": "400"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
+                           "--hypothesis-seed=0", __file__], capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:]

@@ -43,6 +43,9 @@ def fuse_command(args: dict) -> dict:
     check_metric(args["--metric"], "--metric")
     output = check_output_file(args["--output"], "--output")
     runs = [read_trec(p) for p in paths]
+    for path, run in zip(paths, runs):
+        if not run:
+            raise InputError(f"{path}: an empty run; nothing to fuse")
     weights = [_float("--weights", w) for w in args["--weights"].split(",")] if args["--weights"] else None
     if weights is not None and len(weights) != len(runs):
         raise InputError(f"--weights={args['--weights']}: {len(weights)} weights for {len(runs)} runs")
