@@ -113,16 +113,29 @@ def _trial_value(config: str) -> float:
 
 
 def fuse_runs(runs: list[dict], fusion: Fusion, weights: list[float] | None = None) -> dict[str, dict[str, float]]:
-    """Fuse TREC runs (any number) with ranx: weighted sum after `fusion.norm`, or RRF."""
+    """Fuse TREC runs (any number) with ranx: weighted sum after `fusion.norm`, or RRF. Every query
+    of any run is kept: one missing from some runs is fused from the runs that have it."""
     from ranx import fuse
 
-    ranx_runs = _ranx_runs(runs)
-    if fusion.method == "rrf":
-        fused = fuse(ranx_runs, norm=None, method="rrf", params={"k": fusion.rrf_k})
-    else:
-        if weights is None:
-            if len(runs) != 2:
-                raise ValueError("give one weight per run for more than two runs")
-            weights = [fusion.alpha, 1 - fusion.alpha]
-        fused = fuse(ranx_runs, norm=RANX_NORM[fusion.norm], method="wsum", params={"weights": weights})
-    return {q: dict(docs) for q, docs in fused.to_dict().items()}
+    if fusion.method != "rrf" and weights is None:
+        if len(runs) != 2:
+            raise ValueError("give one weight per run for more than two runs")
+        weights = [fusion.alpha, 1 - fusion.alpha]
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for qid in dict.fromkeys(q for run in runs for q in run):
+        groups.setdefault(tuple(i for i, run in enumerate(runs) if run.get(qid)), []).append(qid)
+    out: dict[str, dict[str, float]] = {}
+    for members, qids in groups.items():
+        if len(members) == 1:  # one run alone: its ranking, on the fused scale of a single run
+            group = [{q: runs[members[0]][q] for q in qids}] * 2
+            group_weights = [1.0, 0.0]
+        else:
+            group = [{q: runs[i][q] for q in qids} for i in members]
+            group_weights = None if weights is None else [weights[i] for i in members]
+        ranx_runs = _ranx_runs(group)
+        if fusion.method == "rrf":
+            fused = fuse(ranx_runs, norm=None, method="rrf", params={"k": fusion.rrf_k})
+        else:
+            fused = fuse(ranx_runs, norm=RANX_NORM[fusion.norm], method="wsum", params={"weights": group_weights})
+        out.update({q: dict(docs) for q, docs in fused.to_dict().items()})
+    return out

@@ -1,0 +1,311 @@
+"""Throw hostile inputs and faults at the `hybridpqa` command line and classify what happens.
+
+Usage:
+  hostile_cases.py [--repo=DIR] [--model=DIR] [--work=DIR] [--only=NAMES] [--output=FILE]
+
+Options:
+  --repo=DIR     the checkout whose HybridPQA is run (any version: cases use the command line only) [default: .]
+  --model=DIR    splade-tiny [default: models/splade-tiny]
+  --work=DIR     scratch folder (emptied) [default: /tmp/hpqa-hostile]
+  --only=NAMES   comma-separated case names
+  --output=FILE  also write the outcomes as JSON
+
+Every case runs `python -m HybridPQA.cli ...` in a subprocess on tiny real data (5 SciFact
+queries and 30 abstracts; 8 product-QA questions) and is classified as
+  error     - exit 2 with one `error: ...` line (what a bad input should get),
+  correct   - a good outcome the case checks (a repaired input, a refused payload, ...),
+  traceback - a Python traceback,
+  wrong     - anything else: bad input silently accepted, a wrong result, data lost or code run.
+Run it on two checkouts (e.g. a `git worktree` of an older commit) to compare.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from docopt import docopt
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Case:
+    def __init__(self, name, argv, expect="error", setup=None, check=None, interrupt_after=None):
+        self.name, self.argv, self.expect, self.setup, self.check = name, argv, expect, setup, check
+        self.interrupt_after = interrupt_after
+
+
+def run_cli(repo: Path, argv: list[str], cwd: Path, interrupt_after: float | None = None) -> tuple[int, str]:
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "CI": "true"}
+    process = subprocess.Popen([sys.executable, "-m", "HybridPQA.cli", *argv], cwd=cwd, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if interrupt_after:
+        time.sleep(interrupt_after)
+        process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=600)
+    return process.returncode, out + err
+
+
+def classify(case: Case, code: int, output: str, sandbox: Path) -> str:
+    if "Traceback (most recent call last)" in output:
+        return "traceback"
+    ok = case.check(sandbox, code, output) if case.check else True
+    if case.expect == "error":
+        errors = [l for l in output.splitlines() if l.startswith("error: ")]
+        return "error" if code == 2 and len(errors) == 1 and ok else "wrong"
+    return "correct" if ok else "wrong"
+
+
+# ---------------------------------------------------------------- fixtures
+
+def tiny_beir(root: Path, source: Path) -> Path:
+    qrels = [l.split("\t") for l in (source / "qrels" / "test.tsv").read_text().splitlines()[1:]]
+    qids = list(dict.fromkeys(q for q, _, _ in qrels))[:5]
+    keep = {d for q, d, _ in qrels if q in qids}
+    docs = [l for l in (source / "corpus.jsonl").read_text().splitlines() if json.loads(l)["_id"] in keep]
+    docs += [l for l in (source / "corpus.jsonl").read_text().splitlines()[:60] if json.loads(l)["_id"] not in keep][:25]
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("\n".join(docs) + "\n")
+    (root / "queries.jsonl").write_text("\n".join(l for l in (source / "queries.jsonl").read_text().splitlines()
+                                                  if json.loads(l)["_id"] in qids) + "\n")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        "\t".join(r) + "\n" for r in qrels if r[0] in qids))
+    return root
+
+
+def edit(path: Path, old: str, new: str, count: int = 1) -> None:
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace(old, new, count), encoding="utf-8")
+
+
+def first_doc_id(beir: Path) -> str:
+    return json.loads((beir / "corpus.jsonl").read_text().splitlines()[0])["_id"]
+
+
+def results_of(sandbox: Path, exp: str = "zero_shot_scifact", split: str = "test") -> dict | None:
+    path = sandbox / "out" / exp / "results" / f"{split}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def cases(model: Path) -> list[Case]:
+    zs = str(ROOT / "configs" / "zero_shot_scifact.yaml")
+    quick = str(ROOT / "configs" / "quickstart.yaml")
+    base = ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(model), "RETRIEVER.COMPUTE_FLOPS", "False", "NUM_THREADS", "1"]
+
+    def evaluate(*extra, data="beir", cfg=zs, split="test"):
+        return ["evaluate", "--path_output=out", f"--path_data={data}", f"--path_cfg_exp={cfg}", f"--split={split}",
+                "--env=none", *base, *extra]
+
+    def train(*extra, data="pqa"):
+        return ["train", "--path_output=out", f"--path_data={data}", f"--path_cfg_exp={quick}", "--env=none", *base,
+                "SOLVER.TOTAL_TRAIN_STEPS", "2", "SOLVER.NUM_STEP_PER_EVAL", "2", "DATA.COUNT", "8",
+                "SOLVER.TRAIN_BATCH_SIZE", "4", *extra]
+
+    def nothing_outside(sandbox: Path, code: int, output: str) -> bool:
+        return not any(p.name.startswith(("escaped", "hpqa-x")) for p in sandbox.parent.parent.rglob("*")) \
+            and not Path("/tmp/hpqa-x").exists() and (sandbox / "keep.txt").is_file()
+
+    def bad_doc_id(value):
+        return lambda s: edit(s / "beir" / "corpus.jsonl", f'"_id": "{first_doc_id(s / "beir")}"',
+                              f'"_id": {json.dumps(value)}')
+
+    def json_split(records):
+        def setup(s):
+            (s / "js").mkdir()
+            (s / "js" / "test.json").write_text(json.dumps(records), encoding="utf-8")
+        return setup
+
+    def tsv_split(text):
+        def setup(s):
+            (s / "ts").mkdir()
+            (s / "ts" / "test.csv").write_text(text, encoding="utf-8")
+        return setup
+
+    header = "qid\tASIN\tqa_pair_id\tquestion\tcandidate\tlabel\tsource\tconfidence\n"
+    good = [{"qid": "1", "question": "is it waterproof", "positive_ctxs": [{"cid": "a", "text": "it is waterproof"}],
+             "negative_ctxs": [{"cid": "b", "text": "it is red"}]}]
+    issues_reported = lambda s, c, o: (results_of(s, "zero_shot_scifact") or {}).get("input_issues", 0) > 0
+
+    def planted(s):
+        cfg = subprocess.run([sys.executable, "-m", "HybridPQA.cli", *train("--print-config")], cwd=s, text=True,
+                             capture_output=True, env={**os.environ, "PYTHONPATH": os.environ["HOSTILE_REPO"]}).stdout
+        last = s / "out" / "quickstart" / "checkpoints" / "last"
+        last.mkdir(parents=True)
+        (s / "out" / "quickstart" / "config.yaml").write_text(cfg)
+        import torch
+
+        class Payload:  # pickles as a call of exec: what a planted trainer.pt can do
+            def __reduce__(self):
+                return (exec, (f"open({str(s / 'pwned')!r}, 'w').write('x')",))
+
+        torch.save({"optimizer": Payload()}, last / "trainer.pt")
+        shutil.copy(last / "trainer.pt", last / "model.pt")
+
+    return [
+        # 1. EXP and --overwrite
+        Case("exp-dotdot-overwrite", train("--overwrite", "EXP", ".."), check=nothing_outside),
+        Case("exp-empty-overwrite", train("--overwrite", "EXP", "''"), check=nothing_outside),
+        Case("exp-absolute", evaluate("EXP", "/tmp/hpqa-x"), check=nothing_outside),
+        Case("exp-300-chars", evaluate("EXP", "x" * 300)),
+        Case("checkpoint-exp-escapes", ["evaluate", "--path_output=out", "--path_data=beir", "--checkpoint=ck",
+                                        "--split=test", "--env=none"],
+             setup=lambda s: ((s / "ck").mkdir(), (s / "ck" / "config.yaml").write_text("EXP: ../../../escaped\n"),
+                              (s / "ck" / "model.pt").write_bytes(b"")), check=nothing_outside),
+        # 2. code in a file
+        Case("planted-trainer-pickle", train("--resume"), setup=planted,
+             check=lambda s, c, o: not (s / "pwned").exists()),
+        # 5. ids choosing file names
+        Case("qid-escapes-visualize", ["train", "--path_output=out", "--path_data=beir", f"--path_cfg_exp={zs}",
+                                       "--env=none", *base, "RETRIEVER.VISUALIZE", "True", "DATA.TEST_DATA_PATH",
+                                       "qrels/test.tsv", "DATA.VAL_DATA_PATH", "None", "DATA.TRAIN_DATA_PATH", "None"],
+             expect="correct", setup=lambda s: [edit(s / "beir" / n, q, "../../../../escaped_q", 99) for n in
+                                                ("queries.jsonl", "qrels/test.tsv") for q in
+                                                [(s / "beir" / "qrels" / "test.tsv").read_text().split()[3]]],
+             check=lambda s, c, o: c == 0 and nothing_outside(s, c, o)),
+        # 6. duplicates
+        Case("beir-duplicate-doc", evaluate(), expect="correct",
+             setup=lambda s: (s / "beir" / "corpus.jsonl").write_text((s / "beir" / "corpus.jsonl").read_text() +
+                                                                      json.dumps({"_id": first_doc_id(s / "beir"),
+                                                                                  "text": "other"}) + "\n"),
+             check=issues_reported),
+        Case("beir-duplicate-query", evaluate(), expect="correct",
+             setup=lambda s: (s / "beir" / "queries.jsonl").write_text(
+                 (s / "beir" / "queries.jsonl").read_text() + json.dumps(
+                     {"_id": (s / "beir" / "qrels" / "test.tsv").read_text().split()[3], "text": "other"}) + "\n"),
+             check=issues_reported),
+        Case("json-duplicate-qid", evaluate(data="js", cfg=str(ROOT / "configs" / "zero_shot.yaml")), expect="correct",
+             setup=json_split(good + [{**good[0], "question": "another question"}]),
+             check=lambda s, c, o: (results_of(s, "zero_shot") or {}).get("input_issues", 0) > 0),
+        Case("tsv-qid-two-questions", evaluate(data="ts", cfg=str(ROOT / "configs" / "zero_shot.yaml")),
+             expect="correct", setup=tsv_split(header + "1\tA\tp1\tq one?\tyes\t1\treview\t1\n"
+                                               "1\tA\tp2\tq two?\tno\t0\treview\t1\n"),
+             check=lambda s, c, o: (results_of(s, "zero_shot") or {}).get("input_issues", 0) > 0),
+        # 7. ids TREC cannot hold
+        Case("doc-id-space", evaluate(), setup=bad_doc_id("has space")),
+        Case("doc-id-tab", evaluate(), setup=bad_doc_id("has\ttab")),
+        Case("doc-id-newline", evaluate(), setup=bad_doc_id("has\nline")),
+        Case("doc-id-u2028", evaluate(), setup=bad_doc_id("has\u2028sep")),
+        Case("doc-id-empty", evaluate(), setup=bad_doc_id("")),
+        # 8. empty splits
+        Case("empty-qrels", evaluate(), setup=lambda s: (s / "beir" / "qrels" / "test.tsv").write_text("")),
+        Case("empty-corpus", evaluate(), setup=lambda s: (s / "beir" / "corpus.jsonl").write_text("")),
+        Case("header-only-tsv", evaluate(data="ts", cfg=str(ROOT / "configs" / "zero_shot.yaml")),
+             setup=tsv_split(header)),
+        Case("empty-json-list", evaluate(data="js", cfg=str(ROOT / "configs" / "zero_shot.yaml")),
+             setup=json_split([])),
+        Case("trec-qrels-in-beir", evaluate(), expect="correct",
+             setup=lambda s: (s / "beir" / "qrels" / "test.tsv").write_text("".join(
+                 f"{q} 0 {d} {r}\n" for q, d, r in (l.split("\t") for l in
+                                                   (s / "beir" / "qrels" / "test.tsv").read_text().splitlines()[1:]))),
+             check=lambda s, c, o: c == 0 and (results_of(s) or {}).get("queries", 0) == 5),
+        Case("no-positive", evaluate(), setup=lambda s: edit(s / "beir" / "qrels" / "test.tsv", "\t1\n", "\t0\n", 99)),
+        # 9. config loader
+        Case("base-cycle", ["train", "--path_output=out", "--path_data=pqa", "--path_cfg_exp=a.yaml", "--env=none"],
+             setup=lambda s: ((s / "a.yaml").write_text("_BASE_: b.yaml\n"), (s / "b.yaml").write_text("_BASE_: a.yaml\n"))),
+        Case("base-not-a-string", ["train", "--path_output=out", "--path_data=pqa", "--path_cfg_exp=a.yaml", "--env=none"],
+             setup=lambda s: (s / "a.yaml").write_text("_BASE_: [x.yaml]\n")),
+        Case("yaml-dotted-unknown", ["train", "--path_output=out", "--path_data=pqa", "--path_cfg_exp=a.yaml",
+                                     "--env=none"], setup=lambda s: (s / "a.yaml").write_text("NOPE.X: 1\n")),
+        Case("yaml-dotted-valid", ["train", "--path_output=out", "--path_data=pqa", "--path_cfg_exp=a.yaml", "--env=none",
+                                   "--print-config"], expect="correct",
+             setup=lambda s: (s / "a.yaml").write_text("RETRIEVER.SOLVER.ALPHA: 0.3\n"),
+             check=lambda s, c, o: c == 0 and "ALPHA: 0.3" in o),
+        Case("betas-strings", train("SOLVER.OPTIMIZER.BETAS", "['a', 'b']")),
+        Case("dict-for-none-key", train("DATA.HARD_NEGATIVES_RUN", "{'a': 1}")),
+        Case("deep-yaml", ["train", "--path_output=out", "--path_data=pqa", "--path_cfg_exp=a.yaml", "--env=none"],
+             setup=lambda s: (s / "a.yaml").write_text("A: " + "[" * 6000 + "]" * 6000 + "\n")),
+        Case("json-ctxs-not-a-list", evaluate(data="js", cfg=str(ROOT / "configs" / "zero_shot.yaml")),
+             expect="correct", setup=json_split(good + [{"qid": "2", "question": "q", "positive_ctxs": 5}]),
+             check=lambda s, c, o: c == 0 and (results_of(s, "zero_shot") or {}).get("input_issues", 0) > 0),
+        Case("model-path-number", evaluate("MODEL.MODEL_PATH", "5")),
+        # 10. outputs
+        Case("evaluate-under-a-file", ["evaluate", "--path_output=afile/out", "--path_data=beir", f"--path_cfg_exp={zs}",
+                                       "--split=test", "--env=none", *base],
+             setup=lambda s: (s / "afile").write_text("x")),
+        Case("fuse-output-is-dir", ["fuse", "--runs=a.trec,b.trec", "--output=."], setup=lambda s: two_runs(s)),
+        Case("mine-output-is-dir", ["mine", "--run=a.trec", "--path_data=beir", "--split=test", "--output=."],
+             setup=lambda s: two_runs(s)),
+        Case("checkpoint-without-config", ["evaluate", "--path_output=out", "--path_data=beir", "--checkpoint=ck",
+                                           f"--path_cfg_exp={zs}", "--split=test", "--env=none"],
+             setup=lambda s: ((s / "ck").mkdir(), (s / "ck" / "model.pt").write_bytes(b""))),
+        # 11. fuse
+        *[Case(f"fuse-rrf-k-{k}", ["fuse", "--runs=a.trec,b.trec", "--output=f.trec", "--method=rrf", f"--rrf_k={k}"],
+               setup=lambda s: two_runs(s), check=lambda s, c, o: not (s / "f.trec").exists())
+          for k in ("inf", "nan", "1e30", "-1")],
+        Case("fuse-tune-without-qrels", ["fuse", "--runs=a.trec,b.trec", "--output=f.trec", "--tune"],
+             setup=lambda s: two_runs(s)),
+        Case("fuse-metric-bogus", ["fuse", "--runs=a.trec,b.trec", "--output=f.trec", "--qrels=q.tsv", "--metric=bogus"],
+             setup=lambda s: two_runs(s)),
+        Case("fuse-non-utf8-run", ["fuse", "--runs=a.trec,b.trec", "--output=f.trec"],
+             setup=lambda s: (two_runs(s), (s / "a.trec").write_bytes(b"q1 Q0 d1 1 \xff\xfe t\n"))),
+        Case("fuse-weights-nan", ["fuse", "--runs=a.trec,b.trec", "--output=f.trec", "--weights=nan,1"],
+             setup=lambda s: two_runs(s)),
+        Case("fuse-nan-scores", ["fuse", "--runs=a.trec,b.trec", "--output=f.trec"],
+             setup=lambda s: (two_runs(s), (s / "a.trec").write_text("q1 Q0 d1 1 nan t\n"))),
+        # 12. late checks
+        Case("select-metric-rerank", train("SOLVER.SELECT_METRIC", "recall@100"),
+             check=lambda s, c, o: not (s / "out" / "quickstart" / "metrics.jsonl").exists()),
+        # 13. messages
+        Case("bom-beir", evaluate(), expect="correct",
+             setup=lambda s: [(s / "beir" / n).write_text("\ufeff" + (s / "beir" / n).read_text(), encoding="utf-8")
+                              for n in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv")],
+             check=lambda s, c, o: c == 0 and (results_of(s) or {}).get("documents") == 30
+             and (results_of(s) or {}).get("input_issues") == 0),
+        Case("bom-tsv", evaluate(data="ts", cfg=str(ROOT / "configs" / "zero_shot.yaml")), expect="correct",
+             setup=tsv_split("\ufeff" + header + "1\tA\tp1\tq one?\tyes\t1\treview\t1\n1\tA\tp2\tq one?\tno\t0\treview\t1\n"),
+             check=lambda s, c, o: c == 0),
+        Case("bom-json", evaluate(data="js", cfg=str(ROOT / "configs" / "zero_shot.yaml")), expect="correct",
+             setup=lambda s: (json_split(good)(s), (s / "js" / "test.json").write_text(
+                 "\ufeff" + (s / "js" / "test.json").read_text(), encoding="utf-8")), check=lambda s, c, o: c == 0),
+        Case("ctrl-c-training", train("SOLVER.TOTAL_TRAIN_STEPS", "400"), expect="correct", interrupt_after=12,
+             check=lambda s, c, o: c in (130, 2) and "--resume" in o.strip().splitlines()[-1]),
+    ]
+
+
+def two_runs(s: Path) -> None:
+    (s / "a.trec").write_text("q1 Q0 d1 1 2.0 a\nq1 Q0 d2 2 1.0 a\n")
+    (s / "b.trec").write_text("q1 Q0 d2 1 3.0 b\nq1 Q0 d1 2 0.5 b\n")
+    (s / "q.tsv").write_text("q1\td1\t1\n")
+
+
+def main(argv=None) -> dict:
+    args = docopt(__doc__, argv=argv)
+    repo, work = Path(args["--repo"]).resolve(), Path(args["--work"])
+    os.environ["HOSTILE_REPO"] = str(repo)
+    model = Path(args["--model"]).resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    fixtures = work / "fixtures"
+    tiny_beir(fixtures / "beir", ROOT / "data" / "raw" / "scifact")
+    (fixtures / "pqa").mkdir()
+    for split in ("train", "dev", "test"):
+        shutil.copy(ROOT / "data" / "product-qa" / f"{split}.json", fixtures / "pqa")
+    only = set(filter(None, (args["--only"] or "").split(",")))
+    outcomes = {}
+    for case in cases(model):
+        if only and case.name not in only:
+            continue
+        sandbox = work / "cases" / case.name / "sandbox"
+        shutil.copytree(fixtures, sandbox)
+        (sandbox / "keep.txt").write_text("mine")
+        if case.setup:
+            case.setup(sandbox)
+        code, output = run_cli(repo, case.argv, sandbox, case.interrupt_after)
+        outcomes[case.name] = classify(case, code, output, sandbox)
+        last = [l for l in output.strip().splitlines() if l][-1:] or [""]
+        print(f"{case.name:28s} {outcomes[case.name]:9s} exit {code:3d}  {last[0][:110]}", flush=True)
+        shutil.rmtree(Path("/tmp/hpqa-x"), ignore_errors=True)
+    counts = Counter(outcomes.values())
+    print(f"\n{len(outcomes)} cases: " + ", ".join(f"{counts[k]} {k}" for k in ("error", "correct", "traceback", "wrong")))
+    if args["--output"]:
+        Path(args["--output"]).write_text(json.dumps({"repo": str(repo), "outcomes": outcomes, "counts": counts}, indent=1))
+    return outcomes
+
+
+if __name__ == "__main__":
+    main()
