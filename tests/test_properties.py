@@ -215,3 +215,71 @@ def test_properties_hold_for_many_more_examples():
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
                            "--hypothesis-seed=0", __file__], capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def _tiny_beir(root: Path, corpus, queries, qrels) -> Path:
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in corpus))
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in queries))
+    (root / "qrels" / "test.tsv").write_text("".join(f"{q}\t{d}\t{r}\n" for q, d, r in qrels))
+    return root
+
+
+texts = st.sampled_from(["waterproof jacket", "battery life of ten hours", "red", "é€ unicode text", "x"])
+
+
+@settings(SETTINGS, max_examples=max(10, EXAMPLES // 3))
+@given(st.lists(st.tuples(ids, texts), max_size=5), st.lists(st.tuples(ids, texts), max_size=3),
+       st.lists(st.tuples(ids, ids, st.integers(-1, 2)), max_size=5), run_lines)
+def test_any_split_and_run_mine_or_name_the_problem(tmp_path, corpus, queries, qrels, run):
+    """mine, read to written file: the training file it writes reads back, or a one-line error."""
+    from HybridPQA.retrieval.commands import mine_command
+
+    data = _tiny_beir(tmp_path / "beir", corpus, queries, qrels)
+    (tmp_path / "run.trec").write_text("".join(f"{q or 'x'} Q0 {d or 'y'} 1 {s} t\n" for q, d, s in run))
+    out = tmp_path / "mined.json"
+    out.unlink(missing_ok=True)
+    args = {"--run": str(tmp_path / "run.trec"), "--path_data": str(data), "--split": "test", "--output": str(out),
+            "--overwrite": True}
+    result = outcome(lambda: mine_command(args, 3))
+    if not isinstance(result, InputError) and result["questions"]:
+        check_data(outcome(lambda: read_split(out)))
+
+
+@pytest.mark.slow  # end to end; `pytest -m 'not slow'` leaves it out
+@settings(SETTINGS, max_examples=8)
+@given(st.lists(st.tuples(ids, texts), min_size=1, max_size=5), st.lists(st.tuples(ids, texts), min_size=1, max_size=3),
+       st.lists(st.tuples(ids, ids, st.integers(0, 2)), min_size=1, max_size=5))
+def test_any_beir_folder_evaluates_exports_and_explains(tmp_path, splade_tiny, corpus, queries, qrels):
+    """read -> evaluate -> written files -> export and explain, with the real splade-tiny: the results
+    match their run files, the index exports, or one line says what is wrong."""
+    import shutil
+
+    from HybridPQA.cli import main
+    from HybridPQA.evaluation.evaluator import load_results
+    from HybridPQA.evaluation.explain import explain_pair
+    from HybridPQA.modeling import build_model
+    from HybridPQA.retrieval.export import export_pyserini
+    from HybridPQA.retrieval.fusion import fusion_from_cfg
+
+    shutil.rmtree(tmp_path / "beir", ignore_errors=True)
+    shutil.rmtree(tmp_path / "out", ignore_errors=True)
+    data = _tiny_beir(tmp_path / "beir", corpus, queries, qrels)
+    argv = ["evaluate", f"--path_output={tmp_path / 'out'}", f"--path_data={data}", "--split=test", "--env=none",
+            f"--path_cfg_exp={Path(__file__).parents[1] / 'configs' / 'zero_shot_scifact.yaml'}",
+            "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny), "RETRIEVER.COMPUTE_FLOPS", "False"]
+    try:
+        main(argv)
+    except SystemExit as stop:
+        assert stop.code == 2
+        return
+    run_dir = tmp_path / "out" / "zero_shot_scifact"
+    results = load_results(run_dir / "results" / "test.json")
+    assert all(v is None or 0 <= v <= 1 for m in results["metrics"].values() for v in m.values())
+    counts = export_pyserini(run_dir / "index" / "test" / "sparse", tmp_path / "exported")
+    assert counts["documents"] == results["documents"]
+    cfg = load_config(run_dir / "config.yaml", dotenv_path=None)
+    model, tokenizer = build_model(cfg)
+    e = explain_pair(model, tokenizer, cfg, __import__("torch").device("cpu"), queries[0][1], corpus[0][1],
+                     fusion_from_cfg(cfg))
+    assert e is not None

@@ -34,13 +34,15 @@ def test_auto_picks_fp32_where_bf16_is_slower(caplog, monkeypatch):
     """The AVX2-only case (bf16 ~100x slower): auto runs fp32 and the log gives both speeds."""
     assert _precision([], caplog, 0.01, monkeypatch) is None
     line = caplog.records[-1].getMessage()
-    assert line.startswith("precision: fp32 (auto: bf16 is slower here") and "fp32" in line and "GFLOP/s" in line
+    assert line.startswith("precision: fp32 (auto: bf16 is not faster here") and "fp32" in line and "GFLOP/s" in line
     assert "(32x128)@(128x" in line and "bf16/fp32 0.01x" in line
 
 
 def test_auto_picks_bf16_where_bf16_is_faster(caplog, monkeypatch):
     assert _precision([], caplog, 1.8, monkeypatch) is torch.bfloat16
     assert caplog.records[-1].getMessage().startswith("precision: bf16 (auto: bf16 is faster here")
+    assert _precision([], caplog, 0.9, monkeypatch) is None
+    assert "bf16 is not faster here" in caplog.records[-1].getMessage()
 
 
 def test_explicit_bf16_on_a_slow_cpu_warns_then_obeys(caplog, monkeypatch):
@@ -91,7 +93,7 @@ def test_simulated_avx2_cpu_picks_fp32():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "None", done.stderr
-    assert "precision: fp32 (auto: bf16 is slower here" in done.stderr
+    assert "precision: fp32 (auto: bf16 is not faster here" in done.stderr
 
 
 def test_threads_default_to_the_affinity():
