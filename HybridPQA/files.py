@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import os
 import pickle
+import re
 import shutil
 import zipfile
 from contextlib import contextmanager
@@ -46,8 +48,6 @@ def publish_dir(tmp: Path, final: Path) -> None:
 
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes."""
-    import hashlib
-
     digest = hashlib.sha256()
     with Path(path).open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -98,9 +98,6 @@ def disk_error(path: Path, err: OSError) -> Exception:
 def safe_filename(name: str) -> str:
     """`name` when it is a plain file name (letters, digits, _ . = + -, not starting with a dot),
     else `id-` and a hash of it: ids from data never choose where a file goes."""
-    import hashlib
-    import re
-
     if re.fullmatch(r"[A-Za-z0-9_=+-][A-Za-z0-9_.=+-]{0,99}", name):
         return name
     return "id-" + hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import logging
 import os
 import queue
