@@ -19,5 +19,5 @@ setup(
     python_requires=">=3.10",
     install_requires=read_requirements("base.txt"),
     extras_require={"test": ["pytest>=8"]},
-    entry_points={"console_scripts": ["hybridpqa=HybridPQA.cli:entry_point"]},
+    entry_points={"console_scripts": ["hybridpqa=HybridPQA.commands:entry_point"]},
 )

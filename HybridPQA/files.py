@@ -3,14 +3,12 @@ output check before any long work starts."""
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import os
 import pickle
 import re
 import shutil
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -124,47 +122,6 @@ def check_output_dir(path: str | Path, flag: str) -> Path:
         raise InputError(f"{flag}={path}: is a file; give a folder to write into")
     check_writable(path)
     return path
-
-
-LOCK_NAME = "run.lock"
-
-
-@contextmanager
-def run_lock(run_dir: Path):
-    """Hold an exclusive lock on <run_dir>/run.lock while the block runs (the OS drops it if the
-    process dies): a second process on the same run directory gets a one-line error with our pid."""
-    check_writable(run_dir)
-    path = run_dir / LOCK_NAME
-    handle = path.open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise InputError(f"{run_dir} is in use by process {holder} (it holds {path}); wait for it to finish, "
-                         "or choose another EXP") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    try:
-        yield
-    finally:
-        handle.close()
-
-
-def lock_holder(run_dir: Path) -> str | None:
-    """The pid holding <run_dir>/run.lock, or None when no process does."""
-    path = run_dir / LOCK_NAME
-    if not path.is_file():
-        return None
-    with path.open("r") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return handle.read().strip() or "unknown"
-    return None
 
 
 def check_writable(folder: Path, need_bytes: int = 0) -> None:

@@ -1,32 +1,24 @@
-"""Training losses. Each returns named, already weighted parts; the training loop sums and logs them.
+"""Training losses, built once by `build_loss(cfg)` and called per micro-batch with tensors only.
+Each call returns named, already weighted parts; the training loop sums and logs them.
 
-- in-batch contrastive loss per head (and optionally on the fused score), FLOPS regularisation;
-- the cross-encoder's listwise loss over each question's own contexts;
-- distillation from teacher scores (MarginMSE, listwise KL) and self-distillation between heads.
+- `HybridLoss`: in-batch contrastive loss per head and on the hybrid score, FLOPS regularisation,
+  distillation from teacher scores (MarginMSE, listwise KL) and self-distillation between heads;
+- `CrossLoss`: the cross-encoder's listwise loss over each question's own contexts.
+
+The hybrid score is `scoring.Fusion`, the one evaluation ranks with. In a batch it is fused over the
+columns each question's softmax sees (every in-batch context, or its own with BROADCAST local): the
+in-batch stand-in for evaluation's fusion over a query's candidates or the whole corpus.
 """
 from __future__ import annotations
+
+import logging
 
 import torch
 import torch.nn.functional as F
 
+from HybridPQA.scoring import Fusion, build_fusion, similarity
 
-def maxsim(queries: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
-    """(Q, Lq, D), (N, Ld, D) token vectors, padding rows zero -> (Q, N): for each query token its
-    best context token's similarity, summed over query tokens (ColBERT). Padding never matches."""
-    sims = torch.einsum("qid,njd->qnij", queries, contexts)
-    padding = contexts.abs().sum(-1) == 0  # (N, Ld)
-    sims = sims.masked_fill(padding[None, :, None, :], float("-inf")).amax(-1)
-    query_padding = queries.abs().sum(-1) == 0  # (Q, Lq)
-    return sims.masked_fill(query_padding[:, None, :], 0.0).sum(-1)
-
-
-def similarity(queries: torch.Tensor, contexts: torch.Tensor, func: str = "dot") -> torch.Tensor:
-    """(Q, D), (N, D) -> (Q, N) dot products or cosine similarities; (Q, L, D) token vectors -> MaxSim."""
-    if queries.dim() == 3:
-        return maxsim(queries, contexts)
-    if func == "cosine":
-        queries, contexts = F.normalize(queries, dim=-1), F.normalize(contexts, dim=-1)
-    return queries @ contexts.T
+log = logging.getLogger(__name__)
 
 
 def own_columns(num_q: int, num_ctx: int, device=None) -> torch.Tensor:
@@ -106,45 +98,112 @@ def lambda_at(step: int, lam: float, warmup_steps: int) -> float:
     return lam * min(1.0, step / warmup_steps) ** 2
 
 
-def hybrid_loss(query: dict[str, torch.Tensor], context: dict[str, torch.Tensor], positive: torch.Tensor, *,
-                temperature: float, broadcast: str, func: str, alpha: float, hybrid_weight: float,
-                lambda_q: float, lambda_d: float, teacher: torch.Tensor | None = None, distill: str = "margin-mse",
-                distill_weight: float = 0.0, teacher_temperature: float = 1.0,
-                self_weight: float = 0.0) -> dict[str, torch.Tensor]:
-    """Named parts: contrastive_<head> (dense, sparse, late, hybrid), flops_{q,d} (weighted by the
-    current lambdas), distill_<head> against `teacher` (Q, C) scores, self_distill_<head>."""
-    scores = {head: similarity(query[head], context[head], func) for head in query}
-    parts = {f"contrastive_{h}": contrastive_loss(s, positive, temperature, broadcast) for h, s in scores.items()}
-    fused = alpha * scores["dense"] + (1 - alpha) * scores["sparse"] if {"dense", "sparse"} <= set(scores) else None
-    if hybrid_weight > 0 and fused is not None:
-        parts["contrastive_hybrid"] = hybrid_weight * contrastive_loss(fused, positive, temperature, broadcast)
-    if teacher is not None and distill_weight > 0:
-        is_positive = own_scores(positive)
-        students = {**scores, **({"hybrid": fused} if fused is not None else {})}
-        for head, s in students.items():
-            parts[f"distill_{head}"] = distill_weight * distillation_loss(
-                own_scores(s) / temperature, teacher, is_positive, distill, teacher_temperature)
-    if self_weight > 0 and fused is not None:  # BGE-M3: the fused score, detached, teaches each head
-        target, _ = masked_logits(fused.detach(), positive, temperature, broadcast)
-        for head in ("dense", "sparse"):
-            student, _ = masked_logits(scores[head], positive, temperature, broadcast)
-            parts[f"self_distill_{head}"] = self_weight * kl_divergence(student, target)
-    if "sparse" in query:
-        parts["flops_q"] = lambda_q * flops(query["sparse"].float())
-        parts["flops_d"] = lambda_d * flops(context["sparse"].float())
-    return parts
 
 
-def cross_loss(scores: torch.Tensor, positive: torch.Tensor, *, teacher: torch.Tensor | None = None,
-               distill: str = "margin-mse", distill_weight: float = 0.0,
-               teacher_temperature: float = 1.0) -> dict[str, torch.Tensor]:
-    """(Q, C) cross-encoder logits of each question's own contexts; positive (Q, Q*C).
-    Listwise softmax cross-entropy of the first positive against the question's negatives."""
-    num_q, per_q = scores.shape
-    full = scores.new_full((num_q, num_q * per_q), float("-inf"))
-    full[own_columns(num_q, num_q * per_q, device=scores.device)] = scores.reshape(-1)
-    parts = {"contrastive_cross": contrastive_loss(full, positive, 1.0, "local")}
-    if teacher is not None and distill_weight > 0:
-        parts["distill_cross"] = distill_weight * distillation_loss(scores, teacher, own_scores(positive), distill,
-                                                                    teacher_temperature)
-    return parts
+class HybridLoss:
+    """Bi-encoder loss. Called with {head: (Q, D) / (Q, V) / (Q, L, D)} query and {head: (Q*C, ...)}
+    context representations, positive (Q, Q*C) bool, teacher (Q, C) scores (NaN = unknown) or None,
+    and the optimizer step. Parts: contrastive_<head> (dense, sparse, late, hybrid), flops_{q,d}
+    (weighted by the step's lambdas), distill_<head>, self_distill_{dense,sparse}."""
+
+    def __init__(self, *, temperature: float = 0.5, broadcast: str = "global", func: str = "dot",
+                 fusion: Fusion = Fusion(), hybrid_weight: float = 0.0, lambda_q: float = 0.0, lambda_d: float = 0.0,
+                 reg_warmup_steps: int = 1, distill: str = "margin-mse", distill_weight: float = 0.0,
+                 teacher_temperature: float = 1.0, self_weight: float = 0.0, self_start_step: int = 0):
+        self.temperature, self.broadcast, self.func = temperature, broadcast, func
+        self.fusion = fusion.surrogate()  # what training fuses with: `fusion` itself unless it has no gradient
+        self.hybrid_weight, self.lambda_q, self.lambda_d, self.reg_warmup_steps = (hybrid_weight, lambda_q, lambda_d,
+                                                                                   reg_warmup_steps)
+        self.distill, self.distill_weight, self.teacher_temperature = distill, distill_weight, teacher_temperature
+        self.self_weight, self.self_start_step = self_weight, self_start_step
+
+    @property
+    def uses_hybrid(self) -> bool:
+        return self.hybrid_weight > 0 or self.distill_weight > 0 or self.self_weight > 0
+
+    def lambdas(self, step: int) -> tuple[float, float]:
+        """(lambda_q, lambda_d) at optimizer step `step`: the quadratic warm-up."""
+        return (lambda_at(step, self.lambda_q, self.reg_warmup_steps),
+                lambda_at(step, self.lambda_d, self.reg_warmup_steps))
+
+    def columns(self, positive: torch.Tensor) -> torch.Tensor:
+        """(Q, Q*C) bool: the contexts each question is scored (and its hybrid fused) against."""
+        if self.broadcast == "local":
+            return own_columns(*positive.shape, device=positive.device)
+        return torch.ones_like(positive, dtype=torch.bool)
+
+    def scores(self, query: dict, context: dict, positive: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{scorer: (Q, Q*C)} in-batch scores of every head, and the hybrid where there are dense and sparse."""
+        scores = {head: similarity(query[head], context[head], self.func) for head in query}
+        if {"dense", "sparse"} <= set(scores):
+            scores["hybrid"] = self.fusion.fuse(scores["dense"].float(), scores["sparse"].float(),
+                                                self.columns(positive))
+        return scores
+
+    def __call__(self, query: dict, context: dict, positive: torch.Tensor, teacher: torch.Tensor | None = None,
+                 step: int = 0) -> dict[str, torch.Tensor]:
+        scores = self.scores(query, context, positive)
+        fused = scores.pop("hybrid", None)
+        t, b = self.temperature, self.broadcast
+        parts = {f"contrastive_{h}": contrastive_loss(s, positive, t, b) for h, s in scores.items()}
+        if self.hybrid_weight > 0 and fused is not None:
+            parts["contrastive_hybrid"] = self.hybrid_weight * contrastive_loss(fused, positive, t, b)
+        if teacher is not None and self.distill_weight > 0:
+            is_positive = own_scores(positive)
+            for head, s in {**scores, **({"hybrid": fused} if fused is not None else {})}.items():
+                parts[f"distill_{head}"] = self.distill_weight * distillation_loss(
+                    own_scores(s) / t, teacher, is_positive, self.distill, self.teacher_temperature)
+        if self.self_weight > 0 and step >= self.self_start_step and fused is not None:
+            target, _ = masked_logits(fused.detach(), positive, t, b)  # BGE-M3: the fused score teaches each head
+            for head in ("dense", "sparse"):
+                student, _ = masked_logits(scores[head], positive, t, b)
+                parts[f"self_distill_{head}"] = self.self_weight * kl_divergence(student, target)
+        if "sparse" in query:
+            lambda_q, lambda_d = self.lambdas(step)
+            parts["flops_q"] = lambda_q * flops(query["sparse"].float())
+            parts["flops_d"] = lambda_d * flops(context["sparse"].float())
+        return parts
+
+
+class CrossLoss:
+    """Cross-encoder loss: (Q, C) logits of each question's own contexts, positive (Q, Q*C), teacher
+    (Q, C) or None. Listwise softmax cross-entropy of the first positive against its negatives."""
+
+    def __init__(self, *, distill: str = "margin-mse", distill_weight: float = 0.0, teacher_temperature: float = 1.0):
+        self.distill, self.distill_weight, self.teacher_temperature = distill, distill_weight, teacher_temperature
+
+    def lambdas(self, step: int) -> tuple[float, float]:
+        return 0.0, 0.0
+
+    def __call__(self, scores: torch.Tensor, positive: torch.Tensor, teacher: torch.Tensor | None = None,
+                 step: int = 0) -> dict[str, torch.Tensor]:
+        num_q, per_q = scores.shape
+        full = scores.new_full((num_q, num_q * per_q), float("-inf"))
+        full[own_columns(num_q, num_q * per_q, device=scores.device)] = scores.reshape(-1)
+        parts = {"contrastive_cross": contrastive_loss(full, positive, 1.0, "local")}
+        if teacher is not None and self.distill_weight > 0:
+            parts["distill_cross"] = self.distill_weight * distillation_loss(
+                scores, teacher, own_scores(positive), self.distill, self.teacher_temperature)
+        return parts
+
+
+def build_loss(cfg) -> HybridLoss | CrossLoss:
+    """The loss of MODEL.BIENCODER_TYPE from SOLVER, FUSION and DISTILL; says which fusion it trains with."""
+    s, dist = cfg.RETRIEVER.SOLVER, cfg.RETRIEVER.DISTILL
+    distill = {"distill": dist.LOSS, "distill_weight": dist.WEIGHT, "teacher_temperature": dist.TEACHER_TEMPERATURE}
+    if cfg.RETRIEVER.MODEL.BIENCODER_TYPE == "cross":
+        return CrossLoss(**distill)
+    fusion = build_fusion(cfg)
+    loss = HybridLoss(temperature=s.TEMPERATURE, broadcast=s.BROADCAST, func=s.FUNC, fusion=fusion,
+                      hybrid_weight=s.HYBRID_LOSS_WEIGHT, lambda_q=s.LAMBDA_QUERY, lambda_d=s.LAMBDA_CONTEXT,
+                      reg_warmup_steps=s.REG_WARMUP_STEPS or s.TOTAL_TRAIN_STEPS, self_weight=dist.SELF_WEIGHT,
+                      self_start_step=dist.SELF_START_STEP, **distill)
+    if loss.uses_hybrid and cfg.RETRIEVER.MODEL.BIENCODER_TYPE == "hybrid":
+        where = "its own contexts" if s.BROADCAST == "local" else "every in-batch context"
+        if not fusion.differentiable:
+            log.info("hybrid loss: %s has no gradient; training fuses with the surrogate %s, over %s", fusion.describe(),
+                     loss.fusion.describe(), where)
+        elif fusion.norm != "none":
+            log.info("hybrid loss: %s, each question's scores normalised over %s (evaluation: over its candidates "
+                     "or the corpus)", fusion.describe(), where)
+    return loss

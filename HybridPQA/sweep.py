@@ -35,13 +35,13 @@ from pathlib import Path
 import yaml
 
 from HybridPQA.config import get_cfg_defaults, get_key, load_config, read_yaml, resolve_key
-from HybridPQA.engine.runtime import progress
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import load_results
 from HybridPQA.evaluation.metrics import RETRIEVE_METRICS
-from HybridPQA.files import lock_holder
 from HybridPQA.paper.report import significance
 from HybridPQA.paper.rows import Row, commands
+from HybridPQA.rundir import RunDir
+from HybridPQA.runtime import progress
 
 log = logging.getLogger(__name__)
 SWEEP_KEYS = {"BASE", "DATA", "SET", "GRID", "POINTS", "SCORER", "METRICS"}
@@ -149,7 +149,7 @@ def core_shares(jobs: int) -> list[set[int]]:
 
 def _run_point(row: Row, output: Path, overwrite: bool, cores: set[int] | None = None) -> str | None:
     """Run what the point still needs, pinned to `cores`; None when it finished, else a one-line failure."""
-    holder = lock_holder(output / row.name)
+    holder = RunDir(output / row.name).holder()
     if holder is not None:
         return f"point {row.name} skipped: {output / row.name} is in use by process {holder}"
     try:
@@ -184,7 +184,7 @@ def _status(row: Row, output: Path, overwrite: bool) -> str:
 
 
 def _results(row: Row, output: Path, split: str) -> dict:
-    path = output / row.name / "results" / f"{split}.json"
+    path = RunDir(output / row.name).results_file(split)
     if not path.is_file():
         return {}
     results = load_results(path)
@@ -262,7 +262,7 @@ def sweep(path_cfg: str | Path, path_output: str | Path, jobs: int = 1, dry_run:
         futures = [pool.submit(run_one, r) for r in rows]
         failures = [f.result() for f in progress(as_completed(futures), total=len(futures), desc="sweep", unit="point")]
         failures = [f for f in failures if f]
-    finished = [r for r in rows if (output / r.name / "results" / "test.json").is_file()]
+    finished = [r for r in rows if RunDir(output / r.name).finished("test")]
     if len(finished) < len(rows) and not failures:
         failures = [f"point {r.name} has no results/test.json" for r in rows if r not in finished]
     if not finished:

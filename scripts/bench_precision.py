@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from docopt import docopt
 
 from HybridPQA.bench import machine
-from HybridPQA.engine.runtime import AUTO_BF16_MIN_RATIO, configure_threads, probe_bf16
+from HybridPQA.runtime import AUTO_BF16_MIN_RATIO, configure_threads, probe_bf16
 
 SHAPES = {"splade-tiny projection tile": (2048, 128, 4096), "splade-tiny attention-sized": (2048, 128, 128),
           "bert-base feed-forward": (2048, 768, 3072)}

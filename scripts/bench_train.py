@@ -14,7 +14,7 @@ Options:
   --output=FILE       also write the report as JSON
 
 Every step is the training loop's: 8 real product-QA questions x 5 contexts through the hybrid
-BiEncoder (two backbones), `hybrid_loss` (contrastive dense + sparse, FLOPS), backward, gradient
+BiEncoder (two backbones), `HybridLoss` (contrastive dense + sparse, FLOPS), backward, gradient
 clipping and the configured AdamW. The plain step differs only in its sparse head: the full
 (B, L, V) MLM logits, log1p(relu(.)) on all of them, masked max. Ours (MaxPooledProjection)
 projects the vocabulary in tiles, keeps only the argmax and back-propagates sparsely.
@@ -37,9 +37,9 @@ from HybridPQA.bench import auto_precision, machine, matmul_peak
 from HybridPQA.config import load_config
 from HybridPQA.data import build_split
 from HybridPQA.data.training import TrainingSet
-from HybridPQA.engine.runtime import autocast
+from HybridPQA.runtime import autocast
 from HybridPQA.engine.train import build_optimizer
-from HybridPQA.losses import hybrid_loss
+from HybridPQA.losses import build_loss
 from HybridPQA.modeling import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def sync(device: torch.device) -> None:
 
 def measure(model, cfg, batches, tokenizer, length, device, dtype, plain: bool, steps: int) -> float:
     """Optimizer steps per second over `steps` timed steps, after one untimed warm-up step."""
-    s = cfg.RETRIEVER.SOLVER
+    s, loss = cfg.RETRIEVER.SOLVER, build_loss(cfg)
     optimizer = build_optimizer(model, s.OPTIMIZER)
     model.train()
 
@@ -84,10 +84,8 @@ def measure(model, cfg, batches, tokenizer, length, device, dtype, plain: bool, 
 
     def step(batch) -> None:
         with autocast(device, dtype):
-            parts = hybrid_loss(encode(model.query_encoder, batch.questions),
-                                encode(model.context_encoder, batch.contexts), batch.positive.to(device),
-                                temperature=s.TEMPERATURE, broadcast=s.BROADCAST, func=s.FUNC, alpha=s.ALPHA,
-                                hybrid_weight=0.0, lambda_q=s.LAMBDA_QUERY, lambda_d=s.LAMBDA_CONTEXT)
+            parts = loss(encode(model.query_encoder, batch.questions), encode(model.context_encoder, batch.contexts),
+                         batch.positive.to(device), step=s.TOTAL_TRAIN_STEPS)  # the lambdas at full strength
         sum(parts.values()).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), s.OPTIMIZER.MAX_GRAD_NORM)
         optimizer.step()

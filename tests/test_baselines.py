@@ -10,7 +10,7 @@ import torch
 from HybridPQA.cli import main
 from HybridPQA.data import read_split
 from HybridPQA.errors import InputError
-from HybridPQA.losses import maxsim
+from HybridPQA.scoring import maxsim
 from HybridPQA.modeling.bm25 import BM25, Analyzer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,7 +132,7 @@ def test_mine_writes_a_training_file_without_positives(tmp_path, product_qa):
 def test_missing_teacher_or_first_stage_run_is_a_clear_error(tmp_path, splade_tiny, product_qa):
     with pytest.raises(InputError, match="nothing.trec: TREC run not found"):
         from HybridPQA.config import load_config
-        from HybridPQA.engine.run import train_and_test
+        from HybridPQA.pipeline import train_and_test
 
         cfg = load_config(QUICK, [*small(splade_tiny), "DISTILL.TEACHER_RUN", "nothing.trec"], dotenv_path=None)
         train_and_test(cfg, tmp_path, product_qa)
@@ -216,14 +216,15 @@ def test_explain_contributions_add_up_to_the_ranked_scores(tmp_path, splade_tiny
     from HybridPQA.config import load_config
     from HybridPQA.evaluation.explain import explain_pair
     from HybridPQA.modeling import build_model
-    from HybridPQA.retrieval.fusion import fusion_from_cfg
+    from HybridPQA.modeling.encoding import build_encoding
+    from HybridPQA.scoring import build_fusion
 
     cfg = load_config(best / "config.yaml", dotenv_path=None)
     model, tokenizer = build_model(cfg, checkpoint=best)
-    e = explain_pair(model, tokenizer, cfg, torch.device("cpu"), "battery life in hours", "the battery lasts 10 hours",
-                     fusion_from_cfg(cfg))
+    e = explain_pair(model, tokenizer, build_encoding(cfg), torch.device("cpu"), "battery life in hours",
+                     "the battery lasts 10 hours", build_fusion(cfg))
     assert e.matches and sum(p for *_, p in e.matches) == pytest.approx(e.scores["sparse"], rel=1e-5)
-    assert e.scores["hybrid_linear"] == pytest.approx(0.5 * e.scores["dense"] + 0.5 * e.scores["sparse"], rel=1e-5)
+    assert e.scores["hybrid"] == pytest.approx(0.5 * e.scores["dense"] + 0.5 * e.scores["sparse"], rel=1e-5)
     assert sum(e.shares().values()) == pytest.approx(1.0)
     with pytest.raises(SystemExit):
         main(["explain", f"--checkpoint={best}", f"--path_data={product_qa}", "--split=test", "--qid=nope"])

@@ -115,7 +115,7 @@ def test_bad_values_give_one_line_errors(overrides, message):
 
 def test_original_none_device_means_auto(tmp_path):
     (tmp_path / "e.yaml").write_text("DEVICE: None\n")
-    from HybridPQA.engine.runtime import build_device
+    from HybridPQA.runtime import build_device
 
     assert build_device(load_config(tmp_path / "e.yaml", dotenv_path=None)).type in ("cpu", "cuda")
 

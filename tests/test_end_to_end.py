@@ -7,7 +7,9 @@ import torch
 
 from HybridPQA.cli import main
 from HybridPQA.config import load_config
-from HybridPQA.engine.run import prepare_run_dir, setup_logging, train_and_test
+from HybridPQA.pipeline import train_and_test
+from HybridPQA.rundir import RunDir
+from HybridPQA.runtime import setup_logging
 from HybridPQA.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,7 +82,7 @@ def test_unreachable_model_is_a_clear_error(tmp_path, product_qa, capsys):
 
 def _train(tmp_path, name, splade_tiny, product_qa, steps, stop=None, resume=False):
     cfg = load_config(QUICK, small(splade_tiny, steps) + ["EXP", name, "RETRIEVER.DO_TEST", "False"], dotenv_path=None)
-    run_dir = prepare_run_dir(tmp_path, cfg, resume=resume)
+    run_dir = RunDir.at(tmp_path, cfg.EXP).prepare(cfg, resume=resume)
     setup_logging(run_dir)
     train_and_test(cfg, run_dir, product_qa, resume=resume, stop_at_step=stop)
     return torch.load(run_dir / "checkpoints" / "last" / "model.pt", weights_only=True)
@@ -122,11 +124,11 @@ def test_paper_entry_point_takes_the_same_flags():
 
 def test_resume_refuses_a_changed_config(tmp_path):
     cfg = load_config(QUICK, dotenv_path=None)
-    run_dir = prepare_run_dir(tmp_path, cfg)
-    (run_dir / "config.yaml").write_text(cfg.dump())
+    run_dir = RunDir.at(tmp_path, cfg.EXP).prepare(cfg)
+    run_dir.config.write_text(cfg.dump())
     changed = load_config(QUICK, ["SOLVER.ALPHA", "0.9"], dotenv_path=None)
     with pytest.raises(InputError, match=r"RETRIEVER.SOLVER.ALPHA \(0.5 -> 0.9\)"):
-        prepare_run_dir(tmp_path, changed, resume=True)
-    assert prepare_run_dir(tmp_path, cfg, resume=True) == run_dir
+        RunDir.at(tmp_path, changed.EXP).prepare(changed, resume=True)
+    assert RunDir.at(tmp_path, cfg.EXP).prepare(cfg, resume=True) == run_dir
     with pytest.raises(InputError, match="nothing to resume"):
-        prepare_run_dir(tmp_path / "other", cfg, resume=True)
+        RunDir.at(tmp_path / "other", cfg.EXP).prepare(cfg, resume=True)

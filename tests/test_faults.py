@@ -16,7 +16,9 @@ from HybridPQA import files
 from HybridPQA.config import load_config
 from HybridPQA.engine import checkpoint as ckpt
 from HybridPQA.engine import train as train_module
-from HybridPQA.engine.run import prepare_run_dir, setup_logging, train_and_test
+from HybridPQA.pipeline import train_and_test
+from HybridPQA.rundir import RunDir
+from HybridPQA.runtime import setup_logging
 from HybridPQA.engine.train import _truncate_metrics
 from HybridPQA.errors import InputError
 from HybridPQA.modeling import build_model, save_checkpoint
@@ -110,13 +112,13 @@ def test_non_finite_loss_stops_naming_step_and_part(tmp_path, splade_tiny, produ
 
     def poisoned(*args, **kwargs):
         parts, sparse = real(*args, **kwargs)
-        if args[5] >= 2:  # the step: from the third on, one part is NaN
+        if args[6] >= 2:  # the step: from the third on, one part is NaN
             parts["flops_q"] = parts["flops_q"] * float("nan")
         return parts, sparse
 
     monkeypatch.setattr(train_module, "loss_parts", poisoned)
     cfg = load_config(QUICK, small(splade_tiny, 6) + ["RETRIEVER.DO_TEST", "False"], dotenv_path=None)
-    run_dir = prepare_run_dir(tmp_path, cfg)
+    run_dir = RunDir.at(tmp_path, cfg.EXP).prepare(cfg)
     setup_logging(run_dir)
     with pytest.raises(InputError, match=r"step 3: loss part flops_q is nan.*last good checkpoint"):
         train_and_test(cfg, run_dir, product_qa)
@@ -131,13 +133,13 @@ def test_unwritable_output_fails_before_any_work(tmp_path):
     blocker.write_text("x")
     cfg = load_config(QUICK, dotenv_path=None)
     with pytest.raises(InputError, match="cannot write the run directory.*choose another --path_output"):
-        prepare_run_dir(blocker / "out", cfg)
+        RunDir.at(blocker / "out", cfg.EXP).prepare(cfg)
 
 
 def test_full_disk_fails_before_training(tmp_path, splade_tiny, product_qa, monkeypatch):
     monkeypatch.setattr(files.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1 << 20})())
     cfg = load_config(QUICK, small(splade_tiny, 2), dotenv_path=None)
-    run_dir = prepare_run_dir(tmp_path, cfg)
+    run_dir = RunDir.at(tmp_path, cfg.EXP).prepare(cfg)
     with pytest.raises(InputError, match=r"GiB free but checkpoints need about .*CP_SAVE_LIMIT"):
         train_and_test(cfg, run_dir, product_qa)
     assert not (run_dir / "metrics.jsonl").exists()

@@ -6,7 +6,7 @@ from torch import nn
 
 import pytest
 
-from HybridPQA.modeling import heads
+from HybridPQA.modeling import splade_kernel
 from HybridPQA.modeling.heads import DenseHead, SpladeHead
 
 MASK = torch.tensor([[1, 1, 0]])  # third token is padding
@@ -46,7 +46,7 @@ def test_splade_top_k_keeps_largest():
 
 @pytest.mark.parametrize("tile_tokens", [6, 2048])  # one text per tile, or all in one
 def test_max_pooled_projection_matches_full_logits_values_and_gradients(tile_tokens, monkeypatch):
-    monkeypatch.setattr(heads, "TILE_TOKENS", tile_tokens)
+    monkeypatch.setattr(splade_kernel, "TILE_TOKENS", tile_tokens)
     torch.manual_seed(0)
     decoder = nn.Linear(8, 50)
     mask = torch.ones(3, 6, dtype=torch.long)

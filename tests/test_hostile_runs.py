@@ -16,16 +16,17 @@ from HybridPQA.cli import main
 from HybridPQA.data import build_split
 from HybridPQA.evaluation.explain import write_explanations
 from HybridPQA.modeling import build_model
-from HybridPQA.retrieval.fusion import fusion_from_cfg
+from HybridPQA.modeling.encoding import build_encoding
+from HybridPQA.scoring import build_fusion
 from HybridPQA.config import load_config
 from HybridPQA.engine import checkpoint as ckpt
-from HybridPQA.engine import run as run_module
-from HybridPQA.engine.run import prepare_run_dir
+from HybridPQA import pipeline
+from HybridPQA.rundir import RunDir
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import load_results
 from HybridPQA.evaluation.metrics import score_run
 from HybridPQA.evaluation.trec import read_qrels, read_trec
-from HybridPQA.files import lock_holder, run_lock, safe_filename
+from HybridPQA.files import safe_filename
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex
 from HybridPQA.sweep import _run_point
 
@@ -85,8 +86,8 @@ def test_overwrite_never_leaves_the_run_directory(tmp_path):
     (out / "sibling" / "keep.txt").write_text("mine")
     (tmp_path / "beside.txt").write_text("mine")
     cfg = load_config(None, ["EXP", "run"], dotenv_path=None)
-    run_dir = prepare_run_dir(out, cfg, overwrite=True)
-    assert run_dir == out / "run" and run_dir.is_dir() and not any(run_dir.iterdir())
+    run_dir = RunDir.at(out, cfg.EXP).prepare(cfg, overwrite=True)
+    assert run_dir.path == out / "run" and run_dir.path.is_dir() and not any(run_dir.path.iterdir())
     assert (out / "sibling" / "keep.txt").read_text() == "mine" and (tmp_path / "beside.txt").is_file()
 
 
@@ -95,7 +96,7 @@ def test_overwrite_refuses_a_directory_that_is_not_a_run(tmp_path):
     (tmp_path / "photos" / "holiday.jpg").write_bytes(b"x")
     cfg = load_config(None, ["EXP", "photos"], dotenv_path=None)
     with pytest.raises(InputError, match="replaces HybridPQA runs only"):
-        prepare_run_dir(tmp_path, cfg, overwrite=True)
+        RunDir.at(tmp_path, cfg.EXP).prepare(cfg, overwrite=True)
     assert (tmp_path / "photos" / "holiday.jpg").is_file()
 
 
@@ -149,17 +150,17 @@ def test_rng_state_round_trips_through_weights_only(tmp_path):
 # 3. One process per run directory ---------------------------------------------------------------------
 
 def test_a_locked_run_directory_is_refused_and_skipped(tmp_path, capsys, splade_tiny, product_qa):
-    run_dir = tmp_path / "quickstart"
-    with run_lock(run_dir):
+    run_dir = RunDir(tmp_path / "quickstart")
+    with run_dir.lock():
         import os
 
-        assert lock_holder(run_dir) == str(os.getpid())
+        assert run_dir.holder() == str(os.getpid())
         err = error_of(["train", f"--path_output={tmp_path}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}",
                         "--overwrite", "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny)], capsys)
         assert f"is in use by process {os.getpid()}" in err
         row = type("Row", (), {"name": "quickstart"})()
         assert "skipped" in _run_point(row, tmp_path, overwrite=False)
-    assert lock_holder(run_dir) is None  # released on exit (and by the OS if the process dies)
+    assert run_dir.holder() is None  # released on exit (and by the OS if the process dies)
 
 
 # 4. An evaluation is published whole: crash at every write ------------------------------------------
@@ -258,8 +259,8 @@ def test_hostile_qids_are_written_inside_the_run_directory(tmp_path, splade_tiny
     model, tokenizer = build_model(cfg)
     runs = {sc: read_trec(run_dir / "runs" / f"test.{sc}.trec") for sc in ("hybrid", "dense", "sparse")}
     folder = run_dir / "results" / "test.explain"
-    write_explanations(model, tokenizer, build_split(data / "qrels" / "test.tsv", cfg.RETRIEVER.DATA), runs, cfg,
-                       torch.device("cpu"), fusion_from_cfg(cfg), folder)
+    write_explanations(model, tokenizer, build_encoding(cfg), build_split(data / "qrels" / "test.tsv", cfg.RETRIEVER.DATA),
+                       runs, torch.device("cpu"), build_fusion(cfg), folder)
     assert not list(tmp_path.rglob("escaped_q*"))
     assert len(list(folder.glob("*.html"))) == 5 and {p.parent for p in tmp_path.rglob("*.html")} == {folder}
     assert safe_filename("../../../../escaped_q").startswith("id-") and safe_filename("q12") == "q12"
@@ -314,7 +315,7 @@ def test_ctrl_c_is_one_line(tmp_path, capsys, splade_tiny, product_qa, monkeypat
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_module, "train_and_test", interrupted)
+    monkeypatch.setattr(pipeline, "train_and_test", interrupted)
     with pytest.raises(SystemExit) as stop:
         main(["train", f"--path_output={tmp_path}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}",
               "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny)])

@@ -190,7 +190,7 @@ run_lines = st.lists(st.tuples(ids, ids, st.floats(allow_nan=True, allow_infinit
 def test_any_runs_fuse_or_name_the_problem(tmp_path, a, b, method, norm, alpha, rrf_k):
     """fuse, read to written file: a valid fused run of finite scores, or a one-line error."""
     from HybridPQA.evaluation.trec import read_trec
-    from HybridPQA.retrieval.commands import fuse_command
+    from HybridPQA.commands import fuse
 
     paths = []
     for name, lines in (("a.trec", a), ("b.trec", b)):
@@ -198,9 +198,9 @@ def test_any_runs_fuse_or_name_the_problem(tmp_path, a, b, method, norm, alpha, 
         paths.append(str(tmp_path / name))
     out = tmp_path / "fused.trec"
     out.unlink(missing_ok=True)
-    args = {"--runs": ",".join(paths), "--output": str(out), "--method": method, "--norm": norm, "--alpha": alpha,
-            "--weights": None, "--rrf_k": rrf_k, "--qrels": None, "--tune": False, "--metric": "ndcg@10"}
-    result = outcome(lambda: fuse_command(args))
+    argv = [f"--runs={','.join(paths)}", f"--output={out}", f"--method={method}", f"--norm={norm}", f"--alpha={alpha}",
+            f"--rrf_k={rrf_k}"]
+    result = outcome(lambda: fuse.main(argv))
     if not isinstance(result, InputError):
         fused = read_trec(out)  # finite scores, readable: the project reads back what it wrote
         assert set(fused) <= {line.split()[0] for p in paths for line in Path(p).read_text().splitlines()}
@@ -233,15 +233,13 @@ texts = st.sampled_from(["waterproof jacket", "battery life of ten hours", "red"
        st.lists(st.tuples(ids, ids, st.integers(-1, 2)), max_size=5), run_lines)
 def test_any_split_and_run_mine_or_name_the_problem(tmp_path, corpus, queries, qrels, run):
     """mine, read to written file: the training file it writes reads back, or a one-line error."""
-    from HybridPQA.retrieval.commands import mine_command
+    from HybridPQA.commands.mine import mine
 
     data = _tiny_beir(tmp_path / "beir", corpus, queries, qrels)
     (tmp_path / "run.trec").write_text("".join(f"{q or 'x'} Q0 {d or 'y'} 1 {s} t\n" for q, d, s in run))
     out = tmp_path / "mined.json"
     out.unlink(missing_ok=True)
-    args = {"--run": str(tmp_path / "run.trec"), "--path_data": str(data), "--split": "test", "--output": str(out),
-            "--overwrite": True}
-    result = outcome(lambda: mine_command(args, 3))
+    result = outcome(lambda: mine(tmp_path / "run.trec", data, "test", out, depth=3, overwrite=True))
     if not isinstance(result, InputError) and result["questions"]:
         check_data(outcome(lambda: read_split(out)))
 
@@ -260,7 +258,8 @@ def test_any_beir_folder_evaluates_exports_and_explains(tmp_path, splade_tiny, c
     from HybridPQA.evaluation.explain import explain_pair
     from HybridPQA.modeling import build_model
     from HybridPQA.retrieval.export import export_pyserini
-    from HybridPQA.retrieval.fusion import fusion_from_cfg
+    from HybridPQA.modeling.encoding import build_encoding
+    from HybridPQA.scoring import build_fusion
 
     shutil.rmtree(tmp_path / "beir", ignore_errors=True)
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
@@ -280,6 +279,6 @@ def test_any_beir_folder_evaluates_exports_and_explains(tmp_path, splade_tiny, c
     assert counts["documents"] == results["documents"]
     cfg = load_config(run_dir / "config.yaml", dotenv_path=None)
     model, tokenizer = build_model(cfg)
-    e = explain_pair(model, tokenizer, cfg, __import__("torch").device("cpu"), queries[0][1], corpus[0][1],
-                     fusion_from_cfg(cfg))
+    e = explain_pair(model, tokenizer, build_encoding(cfg), __import__("torch").device("cpu"), queries[0][1],
+                     corpus[0][1], build_fusion(cfg))
     assert e is not None

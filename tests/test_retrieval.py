@@ -13,7 +13,8 @@ from HybridPQA.data import carve_val, with_hard_negatives
 from HybridPQA.data.readers import RankingData
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.trec import read_trec
-from HybridPQA.retrieval.fusion import Fusion, fuse_scores, normalize, ranks, tune
+from HybridPQA.retrieval.fusion import tune
+from HybridPQA.scoring import Fusion, fuse_scores, normalize, ranks
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex, top_k
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from HybridPQA.config import load_config
-from HybridPQA.engine import runtime
+from HybridPQA import runtime
 from HybridPQA.errors import InputError
 from HybridPQA.sweep import core_shares
 
@@ -26,7 +26,7 @@ def _precision(overrides, caplog, ratio: float | None, monkeypatch):
     else:
         monkeypatch.setenv("HPQA_PROBE_BF16_RATIO", str(ratio))
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="HybridPQA.engine.runtime"):
+    with caplog.at_level(logging.INFO, logger="HybridPQA.runtime"):
         return runtime.build_precision(load_config(None, overrides, dotenv_path=None), CPU, TINY)
 
 
@@ -86,7 +86,7 @@ def test_simulated_avx2_cpu_picks_fp32():
     """oneDNN limited to AVX2 has no bf16 kernels: the real probe, in a fresh process, measures
     bf16 slower and auto picks fp32 (on an AVX512-BF16 / AMX machine this simulates an AVX2 one)."""
     code = ("import torch, logging; logging.basicConfig(level=logging.INFO);"
-            "from HybridPQA.engine.runtime import resolve_precision;"
+            "from HybridPQA.runtime import resolve_precision;"
             "print(resolve_precision('auto', 'test', torch.device('cpu'), torch.nn.Embedding(30522, 128)))")
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
     env.pop("HPQA_PROBE_BF16_RATIO", None)

@@ -10,6 +10,7 @@ from yacs.config import CfgNode
 from HybridPQA.data.readers import RankingData, find_split, read_split
 from HybridPQA.data.text import context_text, question_text
 from HybridPQA.errors import InputError
+from HybridPQA.scoring import ranking
 
 
 def build_split(path: str | Path, data_cfg: CfgNode) -> RankingData:
@@ -41,8 +42,7 @@ def carve_val(data: RankingData, fraction: float) -> tuple[RankingData, RankingD
 
 
 def _top(run: dict[str, dict[str, float]], qid: str, docs: dict, depth: int, skip=()) -> list[str]:
-    ranked = sorted(run.get(qid, {}).items(), key=lambda kv: (-kv[1], kv[0]))
-    return [d for d, _ in ranked if d in docs and d not in skip][:depth]
+    return [d for d, _ in ranking(run.get(qid, {})) if d in docs and d not in skip][:depth]
 
 
 def _check_covers(data: RankingData, run: dict, source: str) -> None:

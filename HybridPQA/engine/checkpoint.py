@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from HybridPQA.errors import InputError
-from HybridPQA.files import load_torch, publish_dir, save_atomic, write_atomic
+from HybridPQA.files import load_torch, save_atomic, write_atomic
 from HybridPQA.modeling import save_checkpoint
+from HybridPQA.rundir import RunDir
 
 
 def rng_state() -> dict:
@@ -41,42 +42,37 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_last(run_dir: Path, model, tokenizer, cfg, trainer: dict) -> None:
+def save_last(run_dir: RunDir | Path, model, tokenizer, cfg, trainer: dict) -> None:
     """Replace checkpoints/last so that a crash at any point leaves one complete copy: write
     last.tmp, move last to last.old, move last.tmp to last, delete last.old."""
-    folder = run_dir / "checkpoints"
-    tmp, last = folder / "last.tmp", folder / "last"
+    run_dir = RunDir.of(run_dir)
+    tmp, last = run_dir.checkpoint("last.tmp"), run_dir.checkpoint("last")
     shutil.rmtree(tmp, ignore_errors=True)
     save_checkpoint(model, tokenizer, cfg, tmp)
     save_atomic({**trainer, "rng": rng_state()}, tmp / "trainer.pt")
-    publish_dir(tmp, last)
+    run_dir.publish(tmp, last)
 
 
-def load_last(run_dir: Path) -> tuple[Path, dict]:
+def load_last(run_dir: RunDir | Path) -> tuple[Path, dict]:
     """(checkpoint directory, trainer state) to resume from; last.old if a crash came between the swaps."""
-    folder = run_dir / "checkpoints"
-    last = next((p for p in (folder / "last", folder / "last.old") if (p / "trainer.pt").is_file()), None)
+    run_dir = RunDir.of(run_dir)
+    last = next((p for p in (run_dir.checkpoint("last"), run_dir.checkpoint("last.old"))
+                 if (p / "trainer.pt").is_file()), None)
     if last is None:
-        raise InputError(f"{run_dir}: --resume needs {folder / 'last'}/trainer.pt, which does not exist; "
+        raise InputError(f"{run_dir}: --resume needs {run_dir.checkpoint('last')}/trainer.pt, which does not exist; "
                          "start without --resume (or with --overwrite)")
     return last, load_torch(last / "trainer.pt")
 
 
-def keep_best(run_dir: Path, model, tokenizer, cfg, kept: list[dict], step: int, value: float, limit: int) -> list[dict]:
+def keep_best(run_dir: RunDir, model, tokenizer, cfg, kept: list[dict], step: int, value: float, limit: int) -> list[dict]:
     """Save step_N if it is among the `limit` best so far; delete the ones that fall out."""
     entry = {"step": step, "value": value, "path": f"step_{step:06d}"}
     ranked = sorted(kept + [entry], key=lambda c: (-c["value"], c["step"]))
     new_kept = ranked[:limit]
     if any(c["step"] == step for c in new_kept):
-        save_checkpoint(model, tokenizer, cfg, run_dir / "checkpoints" / entry["path"])
+        save_checkpoint(model, tokenizer, cfg, run_dir.checkpoint(entry["path"]))
     for gone in ranked[limit:]:
-        shutil.rmtree(run_dir / "checkpoints" / gone["path"], ignore_errors=True)
-    write_atomic(run_dir / "checkpoints" / "best.json", json.dumps(new_kept, indent=1))
+        shutil.rmtree(run_dir.checkpoint(gone["path"]), ignore_errors=True)
+    write_atomic(run_dir.best_list, json.dumps(new_kept, indent=1))
     return new_kept
 
-
-def best_checkpoint(run_dir: Path) -> Path:
-    """The best kept checkpoint, else `last`."""
-    best = run_dir / "checkpoints" / "best.json"
-    kept = json.loads(best.read_text()) if best.is_file() else []
-    return run_dir / "checkpoints" / (kept[0]["path"] if kept else "last")

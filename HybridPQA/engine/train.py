@@ -15,13 +15,15 @@ from HybridPQA.data.readers import RankingData
 from HybridPQA.data.training import Batch, TrainingSet
 from HybridPQA.engine import checkpoint as ckpt
 from HybridPQA.engine.distributed import Distributed, wrap
-from HybridPQA.engine.runtime import autocast, progress
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import evaluate_split
 from HybridPQA.files import load_torch, write_atomic
-from HybridPQA.losses import cross_loss, hybrid_loss, lambda_at
+from HybridPQA.losses import CrossLoss, HybridLoss, build_loss
 from HybridPQA.modeling import BiEncoder, CrossEncoder, tokenize
 from HybridPQA.modeling.cross import tokenize_pairs
+from HybridPQA.modeling.encoding import EncodingSettings, build_encoding
+from HybridPQA.rundir import RunDir
+from HybridPQA.runtime import autocast, progress
 
 log = logging.getLogger(__name__)
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
@@ -57,31 +59,26 @@ def selection_value(results: dict, metric: str) -> float:
     return values[metric]
 
 
-def loss_parts(model: BiEncoder | CrossEncoder | torch.nn.Module, tokenizer, batch: Batch, cfg: CfgNode,
-               device: torch.device, step: int, lambda_q: float, lambda_d: float, teacher: dict | None,
+def loss_parts(model: BiEncoder | CrossEncoder | torch.nn.Module, tokenizer, batch: Batch, loss: HybridLoss | CrossLoss,
+               encoding: EncodingSettings, device: torch.device, step: int, teacher: dict | None,
                ranks: Distributed | None = None) -> tuple[dict, dict]:
-    """(named loss parts, {head: (N, V) sparse reps} for logging) of one micro-batch. `model` may be
+    """(named loss parts, {side: (N, V) sparse reps} for logging) of one micro-batch. `model` may be
     DDP-wrapped: each rank then encodes its share of the batch and gathers the rest (see distributed)."""
-    s, m, dist = cfg.RETRIEVER.SOLVER, cfg.RETRIEVER.MODEL, cfg.RETRIEVER.DISTILL
     teacher_scores = batch.teacher_scores(teacher).to(device) if teacher is not None else None
-    distill = {"teacher": teacher_scores, "distill": dist.LOSS, "distill_weight": dist.WEIGHT,
-               "teacher_temperature": dist.TEACHER_TEMPERATURE}
+    positive = batch.positive.to(device)
     per_q = len(batch.contexts) // len(batch.questions)
     mine = ranks.shard(len(batch.questions)) if ranks is not None else slice(0, len(batch.questions))
     questions, contexts = batch.questions[mine], batch.contexts[mine.start * per_q:mine.stop * per_q]
     gather = ranks.gather if ranks is not None else (lambda tensor: tensor)
-    if isinstance(getattr(model, "module", model), CrossEncoder):
+    if isinstance(loss, CrossLoss):
         pairs = tokenize_pairs(tokenizer, [q for q in questions for _ in range(per_q)], contexts,
-                               m.QUESTION_MAX_LENGTH + m.CONTEXT_MAX_LENGTH, device)
+                               encoding.max_length("pair"), device)
         scores = gather(model(**pairs).view(len(questions), per_q))
-        return cross_loss(scores, batch.positive.to(device), **distill), {}
-    q_reps, c_reps = model(tokenize(tokenizer, questions, m.QUESTION_MAX_LENGTH, device),
-                           tokenize(tokenizer, contexts, m.CONTEXT_MAX_LENGTH, device))
+        return loss(scores, positive, teacher_scores, step), {}
+    q_reps, c_reps = model(tokenize(tokenizer, questions, encoding.max_length("query"), device),
+                           tokenize(tokenizer, contexts, encoding.max_length("context"), device))
     q_reps, c_reps = {h: gather(r) for h, r in q_reps.items()}, {h: gather(r) for h, r in c_reps.items()}
-    self_weight = dist.SELF_WEIGHT if step >= dist.SELF_START_STEP else 0.0
-    parts = hybrid_loss(q_reps, c_reps, batch.positive.to(device), temperature=s.TEMPERATURE, broadcast=s.BROADCAST,
-                        func=s.FUNC, alpha=s.ALPHA, hybrid_weight=s.HYBRID_LOSS_WEIGHT, lambda_q=lambda_q,
-                        lambda_d=lambda_d, self_weight=self_weight, **distill)
+    parts = loss(q_reps, c_reps, positive, teacher_scores, step)
     return parts, ({"q": q_reps["sparse"], "d": c_reps["sparse"]} if "sparse" in q_reps else {})
 
 
@@ -99,14 +96,14 @@ def _truncate_metrics(path: Path, step: int) -> None:
         write_atomic(path, "".join(line + "\n" for line in lines))
 
 
-def _check_finite(parts: dict[str, torch.Tensor], step: int, run_dir: Path) -> None:
+def _check_finite(parts: dict[str, torch.Tensor], step: int, run_dir: RunDir) -> None:
     """Stop on a NaN or infinite loss part, naming the step and the part; checkpoints/last stays the
     last good state."""
     bad = {name: value.item() for name, value in parts.items() if not torch.isfinite(value)}
     if bad:
         name, value = next(iter(bad.items()))
         raise InputError(f"step {step + 1}: loss part {name} is {value} ({', '.join(bad)} non-finite); training "
-                         f"stopped, the last good checkpoint is {run_dir / 'checkpoints' / 'last'}; lower "
+                         f"stopped, the last good checkpoint is {run_dir.checkpoint('last')}; lower "
                          "RETRIEVER.SOLVER.OPTIMIZER.BASE_LR or raise TEMPERATURE, then --resume")
 
 
@@ -118,7 +115,7 @@ def gradient_checkpointing(model: torch.nn.Module) -> None:
             module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder | CrossEncoder, tokenizer, train_set: TrainingSet,
+def do_train(cfg: CfgNode, run_dir: RunDir | Path, model: BiEncoder | CrossEncoder, tokenizer, train_set: TrainingSet,
              val_data: RankingData | None, device: torch.device, dtype: torch.dtype | None,
              resume: bool = False, stop_at_step: int | None = None, teacher: dict | None = None,
              ranks: Distributed | None = None) -> Path | None:
@@ -126,24 +123,24 @@ def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder | CrossEncoder, token
     best checkpoint directory (by SELECT_METRIC on the val split, else the last one).
     `teacher`: a TREC run {qid: {docid: score}} to distil from (RETRIEVER.DISTILL).
     `ranks`: under torchrun, every rank runs this loop; rank 0 alone writes, logs and evaluates."""
-    s = cfg.RETRIEVER.SOLVER
+    s, run_dir = cfg.RETRIEVER.SOLVER, RunDir.of(run_dir)
     main = ranks is None or ranks.main
     accumulation = s.OPTIMIZER.GRADIENT_ACCUMULATION_STEPS
-    reg_warmup = s.REG_WARMUP_STEPS or s.TOTAL_TRAIN_STEPS
+    loss_fn, encoding = build_loss(cfg), build_encoding(cfg)
     model.to(device)  # before the optimizer, so its restored state lands on the parameters' device
     if s.GRADIENT_CHECKPOINTING:
         gradient_checkpointing(model)
     net = wrap(model, ranks, device)  # DDP under torchrun, else the model itself
     optimizer = build_optimizer(model, s.OPTIMIZER)
     scheduler = build_scheduler(optimizer, s.OPTIMIZER.WARMUP_STEPS, s.TOTAL_TRAIN_STEPS)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None  # fp16 needs loss scaling
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 needs loss scaling
     state = {"step": 0, "epoch": 0, "batch": 0, "kept": []}
     if resume:
         last, saved = ckpt.load_last(run_dir)
         model.load_state_dict(load_torch(last / "model.pt", map_location=device))
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        if scaler is not None and saved.get("scaler"):
+        if saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
         per_rank = saved.get("rng_ranks") or []
         ckpt.set_rng_state(per_rank[ranks.rank] if ranks is not None and len(per_rank) == ranks.world_size
@@ -151,12 +148,12 @@ def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder | CrossEncoder, token
         state = {k: saved[k] for k in state}
         log.info("resumed at step %d (epoch %d, batch %d)", state["step"], state["epoch"], state["batch"])
         if main:
-            _truncate_metrics(run_dir / "metrics.jsonl", state["step"])
-    metrics_file = (run_dir / "metrics.jsonl").open("a") if main else None
+            _truncate_metrics(run_dir.metrics, state["step"])
+    metrics_file = run_dir.metrics.open("a") if main else None
 
     def trainer_state() -> dict:
         return {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None}
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None}
 
     def write(record: dict) -> None:
         if metrics_file is not None:
@@ -176,8 +173,7 @@ def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder | CrossEncoder, token
     while state["step"] < s.TOTAL_TRAIN_STEPS:
         model.train()
         # the lambdas ramp up quadratically with the optimizer step, not the micro-batch
-        lambda_q = lambda_at(state["step"], s.LAMBDA_QUERY, reg_warmup)
-        lambda_d = lambda_at(state["step"], s.LAMBDA_CONTEXT, reg_warmup)
+        lambda_q, lambda_d = loss_fn.lambdas(state["step"])
         for micro in range(accumulation):  # gradient accumulation: more steps, same in-batch negatives
             batch = train_set.batch(state["epoch"], state["batch"])
             state["batch"] += 1
@@ -187,25 +183,21 @@ def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder | CrossEncoder, token
             sync = net.no_sync() if ranks is not None and micro < accumulation - 1 else contextlib.nullcontext()
             with sync:
                 with autocast(device, dtype):
-                    parts, sparse = loss_parts(net, tokenizer, batch, cfg, device, state["step"], lambda_q, lambda_d,
-                                               teacher, ranks)
+                    parts, sparse = loss_parts(net, tokenizer, batch, loss_fn, encoding, device, state["step"], teacher,
+                                               ranks)
                 _check_finite(parts, state["step"], run_dir)
                 loss = sum(parts.values()) / accumulation
-                (scaler.scale(loss) if scaler is not None else loss).backward()
+                scaler.scale(loss).backward()  # the identity unless fp16
             for name, value in parts.items():
                 logged[name] += value.item() / accumulation / s.LOG_STEPS
             for side, reps in sparse.items():
                 logged[f"active_dims_{side}"] += (reps > 0).sum(-1).float().mean().item() / accumulation / s.LOG_STEPS
-        if scaler is not None:
-            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.OPTIMIZER.MAX_GRAD_NORM or float("inf"))
-        if scaler is None:  # fp16's scaler skips steps with inf gradients by design
+        if not scaler.is_enabled():  # fp16's scaler skips steps with inf gradients by design
             _check_finite({"gradient norm": norm}, state["step"], run_dir)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state["step"] += 1
@@ -238,5 +230,5 @@ def do_train(cfg: CfgNode, run_dir: Path, model: BiEncoder | CrossEncoder, token
     bar.close()
     if metrics_file is not None:
         metrics_file.close()
-    return ckpt.best_checkpoint(run_dir) if main else None
+    return run_dir.best_checkpoint() if main else None
 

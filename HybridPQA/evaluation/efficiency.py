@@ -22,11 +22,11 @@ import torch
 from calflops import calculate_flops
 
 from HybridPQA.data.readers import RankingData
-from HybridPQA.engine.runtime import progress
 from HybridPQA.evaluation.encode import active_dims
 from HybridPQA.modeling import BiEncoder, tokenize
-from HybridPQA.retrieval.fusion import Fusion, fuse_scores
 from HybridPQA.retrieval.index import top_k
+from HybridPQA.runtime import progress
+from HybridPQA.scoring import Fusion
 
 log = logging.getLogger(__name__)
 SCORER_HEADS = {"dense": ("dense",), "sparse": ("sparse",), "hybrid": ("dense", "sparse"), "late": ("late",)}
@@ -57,7 +57,7 @@ def expected_flops(queries, docs) -> float:
 
 
 def _gflops(ranker, side: str, texts: list[str]) -> tuple[float, int]:
-    max_len = ranker.m.QUESTION_MAX_LENGTH if side == "query" else ranker.m.CONTEXT_MAX_LENGTH
+    max_len = ranker.encoding.max_length(side)
     lengths = [len(x) for x in ranker.tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]]
     median = texts[int(np.argsort(lengths)[len(lengths) // 2])]
     batch = tokenize(ranker.tokenizer, [median], max_len, ranker.device)
@@ -85,11 +85,11 @@ def _search_one(ranker, data: RankingData, scorer: str, fusion: Fusion, qid: str
     """Encode one query, score every document of it, take the top-k."""
     q_reps = ranker.encode("query", [data.queries[qid]], 1)
     if scorer == "dense" and data.candidates is None and ranker.indexes["dense"].faiss is not None:
-        ranker.indexes["dense"].search(q_reps["dense"], ranker.s.TOP_RETRIEVE_COUNT)
+        ranker.indexes["dense"].search(q_reps["dense"], ranker.depth)
         return
     for _, scores in ranker.head_scores(q_reps, [qid]):
-        matrix = fuse_scores(scores["dense"], scores["sparse"], fusion) if scorer == "hybrid" else scores[scorer]
-        top_k(matrix, ranker.s.TOP_RETRIEVE_COUNT)
+        matrix = fusion.fuse(scores["dense"], scores["sparse"]) if scorer == "hybrid" else scores[scorer]
+        top_k(matrix, ranker.depth)
 
 
 def peak_memory_mb(device: torch.device) -> dict[str, float]:

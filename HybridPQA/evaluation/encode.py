@@ -10,9 +10,9 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from HybridPQA.engine.runtime import autocast, progress
-from HybridPQA.losses import maxsim
 from HybridPQA.modeling import BiEncoder
+from HybridPQA.runtime import autocast, progress
+from HybridPQA.scoring import maxsim
 
 Reps = dict[str, object]  # {"dense": Tensor (N, D), "sparse": csr_matrix (N, V), "late": Tensor (N, L, D)}
 PAIR_CHUNK = 512  # query-document pairs per MaxSim product
@@ -24,9 +24,9 @@ def _to_csr(weights: torch.Tensor) -> sp.csr_matrix:
 
 @torch.inference_mode()
 def encode(model: BiEncoder, tokenizer, side: str, texts: list[str], max_length: int, batch_size: int,
-           device: torch.device, dtype: torch.dtype | None = None) -> Reps:
+           device: torch.device, dtype: torch.dtype | None = None, cosine: bool = False) -> Reps:
     """Encode `texts` with the query or context encoder; batches hold texts of similar length,
-    so little padding is computed. Output rows follow the input order."""
+    so little padding is computed. Output rows follow the input order; unit length with `cosine`."""
     model.eval()
     ids = tokenizer(texts, truncation=True, max_length=max_length, return_token_type_ids=False)["input_ids"]
     order = np.argsort([len(x) for x in ids], kind="stable")
@@ -54,7 +54,7 @@ def encode(model: BiEncoder, tokenizer, side: str, texts: list[str], max_length:
     if late:
         length = max(t.shape[1] for t in late)
         out["late"] = torch.cat([F.pad(t, (0, 0, 0, length - t.shape[1])) for t in late])[torch.from_numpy(inverse)]
-    return out
+    return normalized(out) if cosine else out
 
 
 def normalized(reps: Reps) -> Reps:

@@ -1,4 +1,4 @@
-"""Why a hybrid model scored a document as it did: `hybridpqa explain` and RETRIEVER.VISUALIZE.
+"""Why a hybrid model scored a document as it did: for `hybridpqa explain` and RETRIEVER.VISUALIZE.
 
 For one (query, document) pair: the top expansion terms of each side with their weights, every
 matching term's contribution q_v * d_v to the sparse score (they sum to it), and the dense and
@@ -6,6 +6,7 @@ sparse shares of the hybrid score. Rendered as a terminal table or a self-contai
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 from dataclasses import dataclass, field
@@ -13,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from yacs.config import CfgNode
 
 from HybridPQA.data.readers import RankingData
 from HybridPQA.errors import InputError
-from HybridPQA.evaluation.encode import encode, normalized
-from HybridPQA.files import check_output_file, safe_filename, write_atomic
+from HybridPQA.evaluation.encode import encode
+from HybridPQA.files import safe_filename, write_atomic
 from HybridPQA.modeling import BiEncoder
-from HybridPQA.retrieval.fusion import Fusion
+from HybridPQA.modeling.encoding import EncodingSettings
+from HybridPQA.scoring import Fusion, ranking
 
 log = logging.getLogger(__name__)
 NUM_VISUALIZED = 5  # RETRIEVER.VISUALIZE: test questions explained per split
@@ -33,13 +34,14 @@ class Explanation:
     query_terms: list[tuple[str, float]] = field(default_factory=list)  # top expansion terms, largest first
     document_terms: list[tuple[str, float]] = field(default_factory=list)
     matches: list[tuple[str, float, float, float]] = field(default_factory=list)  # term, q_v, d_v, q_v * d_v
-    scores: dict[str, float] = field(default_factory=dict)  # dense, sparse, hybrid (raw linear fusion)
+    scores: dict[str, float] = field(default_factory=dict)  # dense, sparse; hybrid = dense_part + sparse_part
     fusion: str = ""
+    note: str = ""  # how the hybrid was fused, where that is not over every document of the query
     title: str = ""
 
     def shares(self) -> dict[str, float]:
-        """Dense and sparse parts of alpha * dense + (1 - alpha) * sparse, as fractions of their magnitudes."""
-        parts = {h: abs(self.scores[f"weighted_{h}"]) for h in ("dense", "sparse") if f"weighted_{h}" in self.scores}
+        """The dense and sparse parts of the hybrid score (Fusion.parts), as fractions of their magnitudes."""
+        parts = {h: abs(self.scores[f"{h}_part"]) for h in ("dense", "sparse") if f"{h}_part" in self.scores}
         total = sum(parts.values()) or 1.0
         return {h: v / total for h, v in parts.items()}
 
@@ -49,16 +51,17 @@ def _terms(row, tokenizer, k: int | None) -> list[tuple[str, float]]:
     return [(tokenizer.convert_ids_to_tokens(int(row.indices[i])), float(row.data[i])) for i in order]
 
 
-def explain_pair(model: BiEncoder, tokenizer, cfg: CfgNode, device: torch.device, query: str, document: str,
-                 fusion: Fusion, top: int = 15, title: str = "", dtype: torch.dtype | None = None) -> Explanation:
+def explain_pair(model: BiEncoder, tokenizer, encoding: EncodingSettings, device: torch.device, query: str,
+                 document: str, fusion: Fusion, top: int = 15, title: str = "", dtype: torch.dtype | None = None,
+                 context: tuple[np.ndarray, np.ndarray, int] | None = None) -> Explanation:
+    """Terms, matches and scores of one (query, document) pair. `context` = (dense (n,), sparse (n,),
+    column): the scores of every document of the query and this one's column, which a normalisation
+    or RRF fuses over; without it the pair is fused alone (exact for linear fusion without norm)."""
     if not isinstance(model, BiEncoder) or not {"dense", "sparse"} & set(model.heads):
         raise InputError("explain shows the terms and scores of dense / sparse heads; this model has neither "
                          "(BM25, cross-encoder or late interaction)")
-    m, s = cfg.RETRIEVER.MODEL, cfg.RETRIEVER.SOLVER
-    q = encode(model, tokenizer, "query", [query], m.QUESTION_MAX_LENGTH, 1, device, dtype)
-    d = encode(model, tokenizer, "context", [document], m.CONTEXT_MAX_LENGTH, 1, device, dtype)
-    if s.FUNC == "cosine":
-        q, d = normalized(q), normalized(d)
+    q, d = (encode(model, tokenizer, side, [text], encoding.max_length(side), 1, device, dtype, encoding.cosine)
+            for side, text in (("query", query), ("context", document)))
     out = Explanation(query, document, fusion=fusion.describe(), title=title)
     if "sparse" in q:
         out.query_terms, out.document_terms = _terms(q["sparse"], tokenizer, top), _terms(d["sparse"], tokenizer, top)
@@ -71,9 +74,17 @@ def explain_pair(model: BiEncoder, tokenizer, cfg: CfgNode, device: torch.device
     if "dense" in q:
         out.scores["dense"] = float((q["dense"] * d["dense"]).sum())
     if {"dense", "sparse"} <= set(out.scores):
-        out.scores["weighted_dense"] = fusion.alpha * out.scores["dense"]
-        out.scores["weighted_sparse"] = (1 - fusion.alpha) * out.scores["sparse"]
-        out.scores["hybrid_linear"] = out.scores["weighted_dense"] + out.scores["weighted_sparse"]
+        used = fusion
+        if context is None:
+            context = (np.array([out.scores["dense"]]), np.array([out.scores["sparse"]]), 0)
+            if fusion.method == "rrf" or fusion.norm != "none":
+                used = Fusion(alpha=fusion.alpha)
+                out.note = (f"{fusion.describe()} fuses over the query's other documents too; shown for this pair "
+                            f"alone: {used.describe()}")
+        dense, sparse, column = context
+        parts = used.parts(np.asarray(dense, np.float32)[None], np.asarray(sparse, np.float32)[None])
+        out.scores["dense_part"], out.scores["sparse_part"] = (float(p[0, column]) for p in parts)
+        out.scores["hybrid"] = out.scores["dense_part"] + out.scores["sparse_part"]
     return out
 
 
@@ -94,12 +105,11 @@ def render_text(e: Explanation) -> str:
         lines.append(f"{'sparse score':<{width + 2}}{'':>16}{e.scores['sparse']:9.4f}")
     lines.append("")
     lines += [f"{name:<16}{value:10.4f}" for name, value in e.scores.items() if name in ("dense", "sparse")]
-    if "hybrid_linear" in e.scores:
+    if "hybrid" in e.scores:
         shares = e.shares()
-        lines += [f"hybrid = {e.scores['weighted_dense']:.4f} (dense, {shares['dense']:.0%}) + "
-                  f"{e.scores['weighted_sparse']:.4f} (sparse, {shares['sparse']:.0%}) = {e.scores['hybrid_linear']:.4f}",
-                  f"fusion: {e.fusion}; with a normalisation or RRF the ranked hybrid score also depends on the "
-                  "query's other documents, the shares above are of the raw weighted scores"]
+        lines += [f"hybrid = {e.scores['dense_part']:.4f} (dense, {shares['dense']:.0%}) + "
+                  f"{e.scores['sparse_part']:.4f} (sparse, {shares['sparse']:.0%}) = {e.scores['hybrid']:.4f}",
+                  f"fusion: {e.fusion}" + (f"; {e.note}" if e.note else "")]
     return "\n".join(lines) + "\n"
 
 
@@ -131,11 +141,12 @@ def render_html(e: Explanation, tokenizer) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(e.title or 'explain')}</title>"
              f"<style>{style}</style></head><body>", f"<h2>{html.escape(e.title or 'Why this score')}</h2>",
              f"<p><b>Query:</b> {html.escape(e.query)}</p>"]
-    if "hybrid_linear" in e.scores:
+    if "hybrid" in e.scores:
         shares = e.shares()
-        parts.append(f"<p><b>Hybrid</b> {e.scores['hybrid_linear']:.4f} = dense {e.scores['weighted_dense']:.4f} "
-                     f"({shares['dense']:.0%}) + sparse {e.scores['weighted_sparse']:.4f} ({shares['sparse']:.0%})"
-                     f"<br><small>fusion: {html.escape(e.fusion)}; shares of the raw weighted scores</small></p>"
+        parts.append(f"<p><b>Hybrid</b> {e.scores['hybrid']:.4f} = dense {e.scores['dense_part']:.4f} "
+                     f"({shares['dense']:.0%}) + sparse {e.scores['sparse_part']:.4f} ({shares['sparse']:.0%})"
+                     f"<br><small>fusion: {html.escape(e.fusion)}{'; ' + html.escape(e.note) if e.note else ''}"
+                     "</small></p>"
                      f"<div style='display:flex;width:30em;height:14px'><span style='flex:{shares['dense']:.3f};"
                      f"background:#4a7'></span><span style='flex:{shares['sparse']:.3f};background:#e78000'></span></div>")
     else:
@@ -156,9 +167,19 @@ def render_html(e: Explanation, tokenizer) -> str:
     return "\n".join(parts)
 
 
-def write_explanations(model: BiEncoder, tokenizer, data: RankingData, runs: dict[str, dict], cfg: CfgNode,
+def _context(runs: dict[str, dict], qid: str, docid: str) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """The dense and sparse scores of every document the runs hold for `qid`, and `docid`'s column."""
+    docs = list(runs.get("dense", {}).get(qid, {}))
+    if docid not in docs or set(docs) != set(runs.get("sparse", {}).get(qid, {})):
+        return None
+    return (np.array([runs["dense"][qid][d] for d in docs]), np.array([runs["sparse"][qid][d] for d in docs]),
+            docs.index(docid))
+
+
+def write_explanations(model: BiEncoder, tokenizer, encoding: EncodingSettings, data: RankingData, runs: dict[str, dict],
                        device: torch.device, fusion: Fusion, folder: Path, dtype: torch.dtype | None = None) -> None:
-    """RETRIEVER.VISUALIZE: pages for the first judged questions and their top hit (hybrid, else the only scorer)."""
+    """RETRIEVER.VISUALIZE: pages for the first judged questions and their top hit (hybrid, else the only
+    scorer). On a rerank split the runs hold every candidate, so the hybrid is fused exactly as ranked."""
     if not isinstance(model, BiEncoder) or not {"dense", "sparse"} & set(model.heads):
         log.warning("RETRIEVER.VISUALIZE: nothing to show for this model type (no dense or sparse head)")
         return
@@ -167,68 +188,36 @@ def write_explanations(model: BiEncoder, tokenizer, data: RankingData, runs: dic
     for qid in data.judged_qids()[:NUM_VISUALIZED]:
         if not run.get(qid):
             continue
-        docid = max(run[qid].items(), key=lambda kv: (kv[1], kv[0]))[0]
+        docid = ranking(run[qid])[0][0]
         label = "relevant" if data.qrels[qid].get(docid, 0) > 0 else "not relevant"
-        e = explain_pair(model, tokenizer, cfg, device, data.queries[qid], data.docs[docid], fusion,
-                         title=f"{data.name} question {qid}, top hit {docid} ({label})", dtype=dtype)
+        context = _context(runs, qid, docid) if data.candidates is not None else None
+        e = explain_pair(model, tokenizer, encoding, device, data.queries[qid], data.docs[docid], fusion,
+                         title=f"{data.name} question {qid}, top hit {docid} ({label})", dtype=dtype, context=context)
         write_atomic(folder / f"{safe_filename(qid)}.txt", render_text(e))  # ids never choose the folder
         write_atomic(folder / f"{safe_filename(qid)}.html", render_html(e, tokenizer))
 
 
-def _top_candidate(model, tokenizer, cfg: CfgNode, device: torch.device, data: RankingData, qid: str,
-                   fusion: Fusion, dtype: torch.dtype | None) -> str:
-    """The question's top-ranked candidate (hybrid, else the only scorer); on a corpus split, its first positive."""
-    import dataclasses
-
-    from HybridPQA.evaluation.evaluator import Ranker
-
-    if data.candidates is None:
-        if not data.positives(qid):
-            raise InputError(f"--qid={qid}: a corpus split, and this question has no positive; give --docid")
-        return data.positives(qid)[0]
-    one = dataclasses.replace(data, queries={qid: data.queries[qid]}, candidates={qid: data.candidates[qid]},
-                              docs={d: data.docs[d] for d in data.candidates[qid]})
-    ranker = Ranker(model, tokenizer, cfg, device, dtype)
+def explain_question(ranker, data: RankingData, qid: str, docid: str | None, fusion: Fusion, top: int = 15) -> Explanation:
+    """Explain question `qid` of a split and `docid` (default: its top-ranked document), fused over
+    every document the ranker ranks for it: its candidates, or the whole corpus."""
+    if qid not in data.queries:
+        raise InputError(f"--qid={qid}: no such question in split {data.name}")
+    if docid is not None and docid not in data.docs:
+        raise InputError(f"--docid={docid}: no such document in split {data.name}")
+    candidates = None if data.candidates is None else {qid: data.candidates[qid]}
+    keep = data.candidates[qid] + ([docid] if docid is not None and docid not in data.candidates[qid] else []) \
+        if candidates is not None else list(data.docs)
+    one = dataclasses.replace(data, queries={qid: data.queries[qid]}, docs={d: data.docs[d] for d in keep},
+                              candidates=None if candidates is None else {qid: keep})
     ranker.index(one)
-    runs = ranker.rank([qid], fusion)
-    ranked = (runs.get("hybrid") or next(iter(runs.values())))[qid]
-    return max(ranked.items(), key=lambda kv: (kv[1], kv[0]))[0]
-
-
-def explain_command(args: dict, top: int) -> Explanation:
-    from HybridPQA.config import load_config
-    from HybridPQA.data import build_split, find_split
-    from HybridPQA.engine.runtime import build_device, build_precision
-    from HybridPQA.modeling import build_model
-    from HybridPQA.retrieval.fusion import fusion_from_cfg
-
-    checkpoint = Path(args["--checkpoint"])
-    html_path = check_output_file(args["--html"], "--html") if args["--html"] else None
-    cfg = load_config(checkpoint / "config.yaml", dotenv_path=None) if (checkpoint / "config.yaml").is_file() else None
-    if cfg is None:
-        raise InputError(f"--checkpoint={checkpoint}: no config.yaml; give a directory under <run>/checkpoints/")
-    device = build_device(cfg)
-    model, tokenizer = build_model(cfg, checkpoint=checkpoint)
-    model.to(device)
-    dtype = build_precision(cfg, device, model)
-    tuned = checkpoint.parent.parent / "fusion.json"
-    fusion = Fusion.load(tuned) if tuned.is_file() else fusion_from_cfg(cfg)
-    if args["--query"] is not None:
-        e = explain_pair(model, tokenizer, cfg, device, args["--query"], args["--document"], fusion, top, dtype=dtype)
-    else:
-        data = build_split(find_split(args["--path_data"], args["--split"]), cfg.RETRIEVER.DATA)
-        qid, docid = args["--qid"], args["--docid"]
-        if qid not in data.queries:
-            raise InputError(f"--qid={qid}: no such question in split {args['--split']} of {args['--path_data']}")
-        if docid is None:
-            docid = _top_candidate(model, tokenizer, cfg, device, data, qid, fusion, dtype)
-        if docid not in data.docs:
-            raise InputError(f"--docid={docid}: no such document in split {args['--split']} of {args['--path_data']}")
-        label = "relevant" if data.qrels.get(qid, {}).get(docid, 0) > 0 else "not relevant"
-        e = explain_pair(model, tokenizer, cfg, device, data.queries[qid], data.docs[docid], fusion, top,
-                         title=f"question {qid}, document {docid} ({label})", dtype=dtype)
-    print(render_text(e), end="")
-    if html_path is not None:
-        write_atomic(html_path, render_html(e, tokenizer))
-        print(f"wrote {args['--html']}")
-    return e
+    scores = dict(next(ranker.head_scores(ranker.encode("query", [data.queries[qid]]), [qid]))[1])
+    columns = ranker.docids if one.candidates is None else keep
+    if {"dense", "sparse"} <= set(scores):
+        scores["hybrid"] = fusion.fuse(scores["dense"], scores["sparse"])
+    chosen = scores.get("hybrid", next(iter(scores.values())))[0]
+    docid = docid or ranking(dict(zip(columns, chosen.tolist())))[0][0]
+    label = "relevant" if data.qrels.get(qid, {}).get(docid, 0) > 0 else "not relevant"
+    context = (scores["dense"][0], scores["sparse"][0], columns.index(docid)) if "hybrid" in scores else None
+    return explain_pair(ranker.model, ranker.tokenizer, ranker.encoding, ranker.device, data.queries[qid],
+                        data.docs[docid], fusion, top, title=f"question {qid}, document {docid} ({label})",
+                        dtype=ranker.dtype, context=context)

@@ -9,6 +9,7 @@ from ranx import Qrels, Run, evaluate
 from HybridPQA.data.readers import RankingData
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.trec import Run as RunDict
+from HybridPQA.scoring import ranking
 
 RERANK_METRICS = ["mrr@5", "map", "ndcg@5", "ndcg@10", "precision@1", "hit_rate@5", "r-precision"]
 RETRIEVE_METRICS = RERANK_METRICS + ["recall@100"]
@@ -29,8 +30,8 @@ def score_run(run: RunDict, qrels: dict[str, dict[str, int]], metrics: list[str]
     """ranx metrics of `run` on the queries of `qrels` that have a positive."""
     judged = {q: {d: r for d, r in docs.items() if r > 0} for q, docs in qrels.items()}
     judged = {q: docs for q, docs in judged.items() if docs}
-    # ties are broken by docid, as in the TREC files, never by input order (which can follow the labels)
-    run = {q: dict(sorted(run.get(q, {}).items(), key=lambda item: (-item[1], item[0]))) for q in judged}
+    # the TREC files' order and untied scores: ranx would break ties by a hash of the docid
+    run = {q: dict(ranking(run.get(q, {}))) for q in judged}
     if not judged:
         return {m: float("nan") for m in metrics}
     empty = [q for q, docs in run.items() if not docs]

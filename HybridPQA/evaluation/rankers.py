@@ -1,31 +1,143 @@
-"""Rankers for the baselines that are not bi-encoders: BM25 and the cross-encoder reranker.
+"""Rankers: encode or index a split's documents once, then rank queries with every scorer.
 
-Both follow `Ranker`'s interface (index, rank, efficiency) so evaluate_split treats every model
-alike. BM25 ranks the whole corpus or each query's candidates. The cross-encoder scores each
-(query, candidate) pair; on a corpus split it needs RETRIEVER.RERANK.RUN to supply candidates.
+`Ranker` serves bi-encoders: dense, sparse, hybrid and late (MaxSim, rerank only). The hybrid is
+fused from the dense and sparse scores of *every* document of a query (its candidates, or the
+whole corpus, queries taken in chunks), then cut to the depth: exact at any depth for linear
+fusion, any normalisation, and RRF. BM25 ranks the whole corpus or each query's candidates; the
+cross-encoder scores each (query, candidate) pair and on a corpus split needs RETRIEVER.RERANK.RUN
+to supply candidates. All three share one interface (index, rank, efficiency), so evaluate_split
+treats every model alike, and take plain settings, never the config.
 """
 from __future__ import annotations
 
+import logging
+import shutil
 import time
 
 import numpy as np
 import torch
 from calflops import calculate_flops
-from yacs.config import CfgNode
 
 from HybridPQA.data.readers import RankingData
-from HybridPQA.engine.runtime import autocast
 from HybridPQA.errors import InputError
-from HybridPQA.evaluation.efficiency import peak_memory_mb, query_latency
+from HybridPQA.evaluation.efficiency import efficiency, peak_memory_mb, query_latency
+from HybridPQA.evaluation.encode import encode, pair_scores
 from HybridPQA.evaluation.trec import Run
+from HybridPQA.files import disk_error
 from HybridPQA.modeling.bm25 import BM25
 from HybridPQA.modeling.cross import CrossEncoder, tokenize_pairs
-from HybridPQA.retrieval.index import top_k
+from HybridPQA.modeling.encoder import BiEncoder
+from HybridPQA.modeling.encoding import EncodingSettings
+from HybridPQA.retrieval.index import DenseIndex, SparseIndex, save_queries, top_k
+from HybridPQA.rundir import RunDir
+from HybridPQA.runtime import autocast, progress
+from HybridPQA.scoring import Fusion
+
+log = logging.getLogger(__name__)
+QUERY_CHUNK = 256  # queries scored against the whole corpus at once: (chunk, N) float32 per head
+
+
+class Ranker:
+    """Encodes a split's documents once, then ranks queries against them with every scorer.
+
+    `batch_sizes`: texts per encoder batch for ("query", "context"); `depth`: documents kept per
+    query from a corpus; `dense_index`: "exact" or a FAISS index (retrieval.index.DenseIndex)."""
+
+    def __init__(self, model: BiEncoder, tokenizer, encoding: EncodingSettings, device: torch.device, dtype, *,
+                 batch_sizes: tuple[int, int] = (64, 64), depth: int = 100, dense_index: str = "exact"):
+        self.model, self.tokenizer, self.device, self.dtype = model, tokenizer, device, dtype
+        self.encoding, self.batch_sizes, self.depth, self.dense_index = encoding, batch_sizes, depth, dense_index
+
+    def encode(self, side: str, texts: list[str], batch_size: int | None = None):
+        batch_size = batch_size or self.batch_sizes[side == "context"]
+        return encode(self.model, self.tokenizer, side, texts, self.encoding.max_length(side), batch_size, self.device,
+                      self.dtype, cosine=self.encoding.cosine)
+
+    def index(self, data: RankingData) -> None:
+        """Encode every document (timed); in retrieve mode, build the corpus indexes."""
+        if data.candidates is None and "late" in self.model.heads:
+            raise InputError(f"{data.name}: late interaction reranks candidates and this split has none; set "
+                             "RETRIEVER.RERANK.RUN to a first-stage run (e.g. BM25's runs/{split}.bm25.trec)")
+        self.data, self.docids = data, list(data.docs)
+        self.row = {d: i for i, d in enumerate(self.docids)}
+        log.info("%s: encoding %d documents (%s)", data.name, len(self.docids), str(self.dtype or torch.float32))
+        started = time.perf_counter()
+        self.doc_reps = self.encode("context", [data.docs[d] for d in self.docids])
+        self.encode_seconds = time.perf_counter() - started
+        log.info("%s: encoded %d documents in %.1f s (%.1f docs/s)", data.name, len(self.docids), self.encode_seconds,
+                 len(self.docids) / max(self.encode_seconds, 1e-9))
+        self.indexes: dict[str, SparseIndex | DenseIndex] = {}
+        builders = {"sparse": lambda reps: SparseIndex.build(reps, self.docids),
+                    "dense": lambda reps: DenseIndex.build(reps, self.docids, self.dense_index)}
+        for head in progress([h for h in builders if h in self.doc_reps], desc="index", unit="index"):
+            self.indexes[head] = builders[head](self.doc_reps[head])
+
+    def head_scores(self, q_reps, qids: list[str]):
+        """Yield (query rows, {head: scores}) with every document of each query: (Q, N) matrices
+        over the corpus, or in rerank mode one (1, n) row per query over its candidates."""
+        if self.data.candidates is None:
+            for start in progress(range(0, len(qids), QUERY_CHUNK), desc="search", unit="chunk",
+                                  enabled=len(qids) > QUERY_CHUNK):
+                rows = slice(start, start + QUERY_CHUNK)
+                yield list(range(len(qids)))[rows], {h: self.indexes[h].scores(q_reps[h][rows]) for h in q_reps}
+        else:
+            q_index = np.array([i for i, q in enumerate(qids) for _ in self.data.candidates[q]], dtype=np.int64)
+            d_index = np.array([self.row[d] for q in qids for d in self.data.candidates[q]], dtype=np.int64)
+            flat = pair_scores(q_reps, self.doc_reps, q_index, d_index)
+            bounds = np.searchsorted(q_index, np.arange(len(qids) + 1))
+            for i in range(len(qids)):
+                yield [i], {h: v[None, bounds[i]:bounds[i + 1]] for h, v in flat.items()}
+
+    def _columns(self, qid: str) -> list[str]:
+        return self.docids if self.data.candidates is None else self.data.candidates[qid]
+
+    def rank(self, qids: list[str], fusion: Fusion, depth: int | None = None, q_reps=None) -> dict[str, Run]:
+        """{scorer: run} for `qids`, each query's top `depth` (default TOP_RETRIEVE_COUNT; rerank
+        mode keeps every candidate)."""
+        q_reps = q_reps or self.encode("query", [self.data.queries[q] for q in qids])
+        self.query_reps = q_reps
+        depth = depth or self.depth
+        runs: dict[str, Run] = {}
+        for rows, scores in self.head_scores(q_reps, qids):
+            if {"dense", "sparse"} <= set(scores):
+                scores = {"hybrid": fusion.fuse(scores["dense"], scores["sparse"]), **scores}
+            for scorer, matrix in scores.items():
+                run = runs.setdefault(scorer, {})
+                index, values = top_k(matrix, depth if self.data.candidates is None else matrix.shape[1])
+                for row, cols, vals in zip(rows, index, values.tolist()):
+                    columns = self._columns(qids[row])
+                    run[qids[row]] = {columns[c]: v for c, v in zip(cols, vals)}
+        dense = self.indexes.get("dense")
+        if self.data.candidates is None and dense is not None and dense.faiss is not None:
+            index, values = dense.search(q_reps["dense"], depth)  # the same exact scores, from FAISS
+            runs["dense"] = {q: {self.docids[c]: v for c, v in zip(cols, vals)}
+                             for q, cols, vals in zip(qids, index, values.tolist())}
+        return runs
+
+    def efficiency(self, data: RankingData, fusion: Fusion, compute_flops: bool) -> dict:
+        return efficiency(self, data, fusion, compute_flops)
+
+    def save_indexes(self, run_dir: RunDir, split: str, qids: list[str]) -> None:
+        """index/<split>/{sparse,dense}/, with the vocabulary and the split's sparse queries, written
+        into index/<split>.tmp and published whole by one rename."""
+        path = run_dir.index_dir(split)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            for head, index in self.indexes.items():
+                if head == "sparse":
+                    index.terms = self.tokenizer.convert_ids_to_tokens(list(range(index.by_term.shape[1])))
+                index.save(tmp / head)
+                if head == "sparse":
+                    save_queries(tmp / head, qids, self.query_reps["sparse"])
+        except OSError as err:
+            raise disk_error(tmp, err) from None
+        run_dir.publish(tmp, path)
 
 
 class BM25Ranker:
-    def __init__(self, model: BM25, cfg: CfgNode):
-        self.model, self.depth = model, cfg.RETRIEVER.SOLVER.TOP_RETRIEVE_COUNT
+    def __init__(self, model: BM25, depth: int = 100):
+        self.model, self.depth = model, depth
 
     def index(self, data: RankingData) -> None:
         started = time.perf_counter()
@@ -55,10 +167,9 @@ class BM25Ranker:
 
 
 class CrossRanker:
-    def __init__(self, model: CrossEncoder, tokenizer, cfg: CfgNode, device: torch.device, dtype):
+    def __init__(self, model: CrossEncoder, tokenizer, max_length: int, batch_size: int, device: torch.device, dtype):
         self.model, self.tokenizer, self.device, self.dtype = model, tokenizer, device, dtype
-        m, s = cfg.RETRIEVER.MODEL, cfg.RETRIEVER.SOLVER
-        self.max_length, self.batch_size = m.QUESTION_MAX_LENGTH + m.CONTEXT_MAX_LENGTH, s.TEST_CTX_BSZ
+        self.max_length, self.batch_size = max_length, batch_size
 
     def index(self, data: RankingData) -> None:
         if data.candidates is None:

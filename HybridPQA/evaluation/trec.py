@@ -1,4 +1,5 @@
-"""TREC run files: `qid Q0 docid rank score tag`, ranked by (-score, docid) so ties are deterministic."""
+"""TREC run files: `qid Q0 docid rank score tag`, in `scoring.ranking`'s order with its untied scores,
+so trec_eval, pytrec_eval and ranx all read the same ranking from them."""
 from __future__ import annotations
 
 import math
@@ -6,6 +7,7 @@ from pathlib import Path
 
 from HybridPQA.errors import InputError
 from HybridPQA.files import write_atomic
+from HybridPQA.scoring import DECIMALS, ranking
 
 Run = dict[str, dict[str, float]]
 
@@ -14,8 +16,8 @@ def write_trec(run: Run, path: Path, tag: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = []
     for qid, scores in run.items():
-        ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
-        lines += [f"{qid} Q0 {docid} {rank} {score:.6f} {tag}" for rank, (docid, score) in enumerate(ranked, 1)]
+        lines += [f"{qid} Q0 {docid} {rank} {score:.{DECIMALS}f} {tag}"
+                  for rank, (docid, score) in enumerate(ranking(scores), 1)]
     write_atomic(path, "\n".join(lines) + "\n")
 
 

@@ -13,10 +13,12 @@ from pathlib import Path
 from ranx import Qrels, Run, compare
 
 from HybridPQA.data import read_split
-from HybridPQA.evaluation.evaluator import load_results
 from HybridPQA.errors import InputError
+from HybridPQA.evaluation.evaluator import load_results
 from HybridPQA.evaluation.trec import read_trec
 from HybridPQA.paper.rows import Row
+from HybridPQA.rundir import RunDir
+from HybridPQA.scoring import ranking
 
 COST = {"gflops_per_query": "GFLOPs/query", "gflops_per_pair": "GFLOPs/pair", "latency_ms_p50": "latency ms"}
 ALPHA = 0.05  # family-wise significance level
@@ -26,7 +28,7 @@ def collect(rows: list[Row], output: Path) -> dict[str, dict]:
     """{row: {metric or cost key: value}} from each row's results/test.json."""
     table = {}
     for row in rows:
-        path = output / row.name / "results" / "test.json"
+        path = RunDir(output / row.name).results_file("test")
         if not path.is_file():
             raise InputError(f"{path}: row {row.name} has no test results; run reproduce without --dry-run")
         results = load_results(path)
@@ -39,10 +41,10 @@ def collect(rows: list[Row], output: Path) -> dict[str, dict]:
 
 
 def _ranked(run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Scores replaced by descending ranks, ties broken by docid as in every metric we report."""
+    """Scores replaced by descending ranks, in the one ranking order every metric we report reads."""
     out = {}
     for qid, docs in run.items():
-        ranked = sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))
+        ranked = ranking(docs)
         out[qid] = {d: float(len(ranked) - i) for i, (d, _) in enumerate(ranked)}
     return out
 
@@ -53,7 +55,7 @@ def significance(rows: list[Row], output: Path, reference: str, metrics: list[st
     data = read_split(ref.path_data / ref.cfg.RETRIEVER.DATA.TEST_DATA_PATH)
     qrels = {q: {d: r for d, r in docs.items() if r > 0} for q, docs in data.qrels.items()}
     qrels = Qrels({q: docs for q, docs in qrels.items() if docs})
-    runs = [Run(_ranked(read_trec(output / r.name / "runs" / f"test.{r.scorer}.trec")), name=r.name) for r in rows]
+    runs = [Run(_ranked(read_trec(RunDir(output / r.name).run_file("test", r.scorer))), name=r.name) for r in rows]
     report = compare(qrels, runs, metrics, stat_test="student", max_p=ALPHA, make_comparable=True)
     tests = len(rows) - 1  # Bonferroni: one comparison per other row, per metric
     out = {}
@@ -130,7 +132,7 @@ def plot(rows: list[Row], values: dict, settings: dict, output: Path) -> list[Pa
     fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(11, 4))
     select = None
     for row in rows:
-        path = output / row.name / "metrics.jsonl"
+        path = RunDir(output / row.name).metrics
         if not path.is_file():
             continue
         lines = [json.loads(line) for line in path.read_text().splitlines()]

@@ -26,9 +26,9 @@ import yaml
 from yacs.config import CfgNode
 
 from HybridPQA.config import load_config, read_yaml
-from HybridPQA.engine.runtime import progress
 from HybridPQA.errors import InputError
-from HybridPQA.files import lock_holder
+from HybridPQA.rundir import RunDir
+from HybridPQA.runtime import progress
 
 log = logging.getLogger(__name__)
 PAPER_ROOT = Path("configs/paper")
@@ -139,31 +139,29 @@ def _ordered(rows: list[Row], folder: Path | str = "") -> list[Row]:
     return order
 
 
-def _best_checkpoint(run_dir: Path) -> Path | None:
-    from HybridPQA.engine.checkpoint import best_checkpoint
-
-    return best_checkpoint(run_dir) if (run_dir / "checkpoints").is_dir() else None
+def _best_checkpoint(run_dir: RunDir) -> Path | None:
+    return run_dir.best_checkpoint() if run_dir.checkpoints.is_dir() else None
 
 
 def commands(row: Row, output: Path, steps: int | None, overwrite: bool) -> list[list[str]]:
     """What running this row takes, given what its run directory already holds (empty: finished)."""
-    run_dir = output / row.name
+    run_dir = RunDir(output / row.name)
     config_file = output / "configs" / f"{row.name}.yaml"
     base = [sys.executable, "-m", "HybridPQA.cli"]
     common = [f"--path_output={output}", f"--path_data={row.path_data}"]
     todo = []
-    saved = run_dir / "config.yaml"
+    saved = run_dir.config
     same = saved.is_file() and saved.read_text() == row.cfg.dump()
     if saved.is_file() and not same and not overwrite:
         raise InputError(f"{run_dir}: ran with another config than {row.source} now gives; pass --overwrite to "
                          "rerun it")
-    if not (same and (run_dir / "results" / "test.json").is_file()):
-        resume = same and (run_dir / "checkpoints" / "last" / "trainer.pt").is_file()
+    if not (same and run_dir.finished("test")):
+        resume = same and (run_dir.checkpoint("last") / "trainer.pt").is_file()
         todo.append(base + ["train", *common, f"--path_cfg_exp={config_file}",
                             "--resume" if resume else "--overwrite", *(steps_overrides(steps) if row.trains()
                                                                         else [])])
     for split in row.score_splits:
-        if same and (run_dir / "results" / f"{split}.json").is_file() and not todo:
+        if same and run_dir.finished(split) and not todo:
             continue
         best = "<best checkpoint>" if todo else _best_checkpoint(run_dir)
         source = [f"--checkpoint={best}"] if row.trains() else [f"--path_cfg_exp={config_file}"]
@@ -174,7 +172,7 @@ def commands(row: Row, output: Path, steps: int | None, overwrite: bool) -> list
 def run_rows(rows: list[Row], output: Path, steps: int | None, overwrite: bool, dry_run: bool) -> None:
     ordered = _ordered(rows)
     for number, row in enumerate(progress(ordered, desc="reproduce", unit="row", enabled=not dry_run), 1):
-        holder = lock_holder(output / row.name)
+        holder = RunDir(output / row.name).holder()
         if holder is not None:
             print(f"{row.name:<16} skipped: {output / row.name} is in use by process {holder}")
             continue
@@ -192,7 +190,7 @@ def run_rows(rows: list[Row], output: Path, steps: int | None, overwrite: bool, 
             continue
         for command in todo:
             if "<best checkpoint>" in " ".join(command):  # known only once training has run
-                command = [c.replace("<best checkpoint>", str(_best_checkpoint(output / row.name))) for c in command]
+                command = [c.replace("<best checkpoint>", str(_best_checkpoint(RunDir(output / row.name)))) for c in command]
             log.info("row %d/%d %s: %s", number, len(ordered), row.name, " ".join(command[1:]))
             done = subprocess.run(command, stdout=subprocess.DEVNULL, check=False)
             if done.returncode != 0:

@@ -1,81 +1,16 @@
-"""Fusing the dense and sparse scores of each query into the hybrid score.
+"""Fusing existing TREC runs with ranx, and tuning the fusion's weight on relevance judgements.
 
-`fuse_scores` works on score matrices holding *every* document of each query (the corpus,
-or its candidates), so the fused ranking is exact at any depth. The normalisations follow
-ranx's definitions (min-max, and z-score = ranx's "zmuv"), so a weight tuned with
-`ranx.optimize_fusion` on runs that hold every document means the same thing here; `fuse_runs`
-fuses existing TREC runs with ranx itself, without re-encoding.
+The hybrid score itself is `HybridPQA.scoring.Fusion`; here it is applied to runs (any number,
+without re-encoding) and its ALPHA or RRF_K chosen by `ranx.optimize_fusion`.
 """
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
-import numpy as np
-from yacs.config import CfgNode
-
-from HybridPQA.files import write_atomic
+from HybridPQA.scoring import Fusion
 
 RANX_NORM = {"none": None, "min-max": "min-max", "z-score": "zmuv"}
-
-
-@dataclass(frozen=True)
-class Fusion:
-    method: str = "linear"  # "linear" | "rrf"
-    norm: str = "none"  # linear only: "none" | "min-max" | "z-score"
-    alpha: float = 0.5  # linear: weight of the dense score
-    rrf_k: int = 60
-
-    def describe(self) -> str:
-        if self.method == "rrf":
-            return f"rrf k={self.rrf_k}"
-        return f"linear alpha={self.alpha:g} norm={self.norm}"
-
-    def save(self, path: Path, **extra) -> None:
-        write_atomic(path, json.dumps({**asdict(self), **extra}, indent=2))
-
-    @classmethod
-    def from_dict(cls, saved: dict) -> Fusion:
-        """From `asdict` output, extra keys (a results file's, fusion.json's) ignored."""
-        return cls(**{k: saved[k] for k in ("method", "norm", "alpha", "rrf_k")})
-
-    @classmethod
-    def load(cls, path: Path) -> Fusion:
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
-
-def fusion_from_cfg(cfg: CfgNode) -> Fusion:
-    f = cfg.RETRIEVER.FUSION
-    return Fusion(f.METHOD, f.NORM, float(cfg.RETRIEVER.SOLVER.ALPHA), int(f.RRF_K))
-
-
-def normalize(scores: np.ndarray, norm: str) -> np.ndarray:
-    """(Q, N) -> (Q, N), each row on its own: min-max to [0, 1] or z-score (ranx's zmuv)."""
-    if norm == "none":
-        return scores
-    if norm == "min-max":
-        low = scores.min(axis=1, keepdims=True)
-        return (scores - low) / np.maximum(scores.max(axis=1, keepdims=True) - low, 1e-9)
-    if norm == "z-score":
-        return (scores - scores.mean(axis=1, keepdims=True)) / np.maximum(scores.std(axis=1, keepdims=True), 1e-9)
-    raise ValueError(f"unknown normalisation {norm!r}")
-
-
-def ranks(scores: np.ndarray) -> np.ndarray:
-    """(Q, N) -> (Q, N) 1-based rank of each column in its row, ties by lower column."""
-    order = np.argsort(-scores, axis=1, kind="stable")
-    out = np.empty_like(order)
-    np.put_along_axis(out, order, np.arange(1, scores.shape[1] + 1)[None, :].repeat(len(scores), 0), axis=1)
-    return out
-
-
-def fuse_scores(dense: np.ndarray, sparse: np.ndarray, fusion: Fusion) -> np.ndarray:
-    """(Q, N) dense and sparse scores of the same documents -> (Q, N) hybrid scores."""
-    if fusion.method == "rrf":
-        return 1.0 / (fusion.rrf_k + ranks(dense)) + 1.0 / (fusion.rrf_k + ranks(sparse))
-    return fusion.alpha * normalize(dense, fusion.norm) + (1 - fusion.alpha) * normalize(sparse, fusion.norm)
 
 
 def _ranx_runs(runs: list[dict[str, dict[str, float]]]):

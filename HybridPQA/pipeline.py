@@ -1,19 +1,15 @@
-"""A run directory that describes itself, and the two jobs run in it: train and evaluate.
+"""The two jobs run in a run directory (rundir.RunDir): train (then test), and evaluate.
 
-<path_output>/<EXP>/
-    config.yaml  log.txt  metrics.jsonl  checkpoints/  runs/<split>.<scorer>.trec  results/<split>.json
+Each is built from the config: data splits, first-stage reranking, hard negatives and teacher,
+model, device and precision; then the training loop (engine.train) and the evaluation
+(evaluation.evaluator) run on plain objects.
 """
 from __future__ import annotations
 
 import logging
-import platform
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
-import transformers
 from yacs.config import CfgNode
 
 from HybridPQA.data import (
@@ -26,96 +22,19 @@ from HybridPQA.data import (
 from HybridPQA.data.readers import RankingData
 from HybridPQA.data.training import TrainingSet
 from HybridPQA.engine.distributed import Distributed
-from HybridPQA.engine.runtime import build_device, build_precision, seed_everything
 from HybridPQA.engine.train import do_train
 from HybridPQA.errors import InputError
-from HybridPQA.files import LOCK_NAME, check_writable
 from HybridPQA.evaluation.evaluator import evaluate_split, metric_names
+from HybridPQA.evaluation.explain import write_explanations
 from HybridPQA.evaluation.trec import read_trec
-from HybridPQA.files import write_atomic
+from HybridPQA.files import check_writable, write_atomic
 from HybridPQA.modeling import build_model
-from HybridPQA.retrieval.fusion import Fusion
+from HybridPQA.modeling.encoding import build_encoding
+from HybridPQA.rundir import RunDir
+from HybridPQA.runtime import build_device, build_precision, seed_everything
+from HybridPQA.scoring import Fusion
 
 log = logging.getLogger("HybridPQA")
-
-
-RUN_FILES = {LOCK_NAME, "log.txt", ".write-test"}  # what a run directory holds before its config.yaml
-
-
-def run_dir_of(path_output: str | Path, cfg: CfgNode) -> Path:
-    """<path_output>/<EXP>: EXP is one validated folder name, so this is always inside path_output."""
-    run_dir = Path(path_output) / cfg.EXP
-    if run_dir.is_symlink() or run_dir.exists() and not run_dir.is_dir():
-        raise InputError(f"{run_dir}: exists and is not a run directory (a file or a link); choose another EXP")
-    return run_dir
-
-
-def prepare_run_dir(path_output: str | Path, cfg: CfgNode, overwrite: bool = False, resume: bool = False) -> Path:
-    """<path_output>/<EXP>; refuses a non-empty one unless overwrite or resume. --overwrite empties
-    only a HybridPQA run directory (one with a config.yaml), keeping its lock file."""
-    run_dir = run_dir_of(path_output, cfg)
-    contents = [p for p in run_dir.iterdir() if p.name != LOCK_NAME] if run_dir.is_dir() else []
-    if contents:
-        if overwrite:
-            if not (run_dir / "config.yaml").is_file() and not {p.name for p in contents} <= RUN_FILES:
-                raise InputError(f"{run_dir}: --overwrite replaces HybridPQA runs only, and this directory has no "
-                                 "config.yaml; move it away yourself or choose another EXP")
-            for path in contents:
-                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-        elif resume:
-            saved = run_dir / "config.yaml"
-            diff = _diff(CfgNode.load_cfg(saved.read_text()), cfg) if saved.is_file() else []
-            if diff:
-                raise InputError(f"{saved}: --resume needs the same config; these keys differ: {', '.join(diff)}")
-        else:
-            raise InputError(f"{run_dir} is not empty; pass --overwrite to replace it or --resume to continue it")
-    elif resume:
-        raise InputError(f"{run_dir}: nothing to resume; run without --resume")
-    check_writable(run_dir)
-    return run_dir
-
-
-def _diff(a: CfgNode, b: CfgNode, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, f"{prefix}{key}.")
-        elif va != vb and not (isinstance(va, (list, tuple)) and list(va) == list(vb or [])):
-            out.append(f"{prefix}{key} ({va!r} -> {vb!r})")
-    return out
-
-
-def setup_logging(run_dir: Path | None = None, main: bool = True) -> None:
-    """Console and (with a run directory) log.txt; called by the command line, never at import.
-    Ranks other than 0 (`main` False) log warnings and errors to the console only."""
-    root = logging.getLogger()
-    root.setLevel(logging.INFO if main else logging.WARNING)
-    run_dir = run_dir if main else None
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    handlers = [logging.StreamHandler(sys.stderr)]
-    if run_dir is not None:
-        handlers.append(logging.FileHandler(run_dir / "log.txt"))
-    for handler in handlers:
-        handler.setFormatter(fmt)
-        root.addHandler(handler)
-    for noisy in ("transformers", "httpx", "urllib3", "numba", "bm25s"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
-def log_environment(argv: list[str] | None) -> None:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    log.info("argv: %s", " ".join(argv or sys.argv))
-    log.info("python %s, torch %s, transformers %s, %s, git %s", platform.python_version(), torch.__version__,
-             transformers.__version__, platform.platform(), commit or "unknown")
 
 
 def _report_issues(data: RankingData) -> None:
@@ -162,10 +81,6 @@ def training_set(train: RankingData, cfg: CfgNode, path_data: Path) -> tuple[Tra
                        cfg.SEED), teacher
 
 
-def write_config(run_dir: Path, cfg: CfgNode, name: str = "config.yaml") -> None:
-    write_atomic(run_dir / name, cfg.dump())
-
-
 def checkpoint_bytes(model: torch.nn.Module, cfg: CfgNode) -> int:
     """Disk a run's checkpoints need: CP_SAVE_LIMIT best copies, last and its temporary copy, and the
     optimizer's two moments in each of those two."""
@@ -173,20 +88,20 @@ def checkpoint_bytes(model: torch.nn.Module, cfg: CfgNode) -> int:
     return params * (cfg.RETRIEVER.SOLVER.CP_SAVE_LIMIT + 2 * 3)
 
 
-def train_and_test(cfg: CfgNode, run_dir: Path, path_data: Path, resume: bool = False,
+def train_and_test(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, resume: bool = False,
                    stop_at_step: int | None = None, ranks: Distributed | None = None) -> dict[str, dict]:
     """DO_TRAIN then DO_TEST as configured; returns {split: results}. Under torchrun (`ranks`) every
     rank trains; rank 0 alone writes and evaluates."""
-    d = cfg.RETRIEVER.DATA
+    d, run_dir = cfg.RETRIEVER.DATA, RunDir.of(run_dir)
     main = ranks is None or ranks.main
     device = build_device(cfg, ranks)
     seed_everything(cfg.SEED + (ranks.rank if ranks else 0))  # own dropout masks per rank
     if main:
-        write_config(run_dir, cfg)
+        write_atomic(run_dir.config, cfg.dump())
     model, tokenizer = build_model(cfg)
     dtype = build_precision(cfg, device, model)
     if cfg.RETRIEVER.DO_TRAIN and main and isinstance(model, torch.nn.Module):
-        check_writable(run_dir / "checkpoints", checkpoint_bytes(model, cfg))
+        check_writable(run_dir.checkpoints, checkpoint_bytes(model, cfg))
     val = load_split(path_data, d.VAL_DATA_PATH, cfg)
     train = load_split(path_data, d.TRAIN_DATA_PATH, cfg) if cfg.RETRIEVER.DO_TRAIN or d.VAL_FROM_TRAIN else None
     if d.VAL_FROM_TRAIN:
@@ -222,31 +137,32 @@ def train_and_test(cfg: CfgNode, run_dir: Path, path_data: Path, resume: bool = 
                                                 fusion=fusion, tune_here=split == "dev" and cfg.RETRIEVER.FUSION.TUNE)
                 fusion = Fusion.from_dict(results[split]["fusion"])
                 if cfg.RETRIEVER.VISUALIZE and split == "test":
-                    from HybridPQA.evaluation.explain import write_explanations
-
-                    write_explanations(model, tokenizer, data, {sc: read_trec(run_dir / "runs" / f"{split}.{sc}.trec")
-                                                                 for sc in results[split]["metrics"]},
-                                       cfg, device, fusion, run_dir / "results" / f"{split}.explain", dtype)
+                    runs = {scorer: read_trec(run_dir.run_file(split, scorer)) for scorer in results[split]["metrics"]}
+                    write_explanations(model, tokenizer, build_encoding(cfg), data, runs, device, fusion,
+                                       run_dir.explain_dir(split), dtype)
     return results
 
 
-def evaluate_only(cfg: CfgNode, run_dir: Path, path_data: Path, checkpoint: str | None, split: str | None,
+def evaluate_only(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, checkpoint: str | None, split: str | None,
                   overwrite: bool = False) -> dict[str, dict]:
-    """Evaluate a checkpoint, or PRETRAINED_MODEL_TYPE zero-shot, on one split."""
+    """Evaluate a checkpoint, or PRETRAINED_MODEL_TYPE zero-shot, on one split. A checkpoint of a run
+    whose fusion was tuned (its fusion.json) is evaluated with that fusion."""
+    run_dir = RunDir.of(run_dir)
     if split is None and cfg.RETRIEVER.DATA.TEST_DATA_PATH is None:
         raise InputError("evaluate: give --split=NAME, or set RETRIEVER.DATA.TEST_DATA_PATH")
     name = split or Path(cfg.RETRIEVER.DATA.TEST_DATA_PATH or "test").stem
     path = find_split(path_data, split) if split else Path(path_data) / cfg.RETRIEVER.DATA.TEST_DATA_PATH
-    target = run_dir / "results" / f"{name}.json"
+    target = run_dir.results_file(name)
     if target.exists() and not overwrite:
         raise InputError(f"{target} exists; pass --overwrite to replace it")
     device = build_device(cfg)
     seed_everything(cfg.SEED)
-    write_config(run_dir, cfg, "config.yaml" if not (run_dir / "config.yaml").exists() else f"config.eval.{name}.yaml")
+    write_atomic(run_dir.eval_config(name) if run_dir.config.exists() else run_dir.config, cfg.dump())
     model, tokenizer = build_model(cfg, checkpoint=checkpoint)
     dtype = build_precision(cfg, device, model)
     fusion = None
-    tuned = Path(checkpoint).parent.parent / "fusion.json" if checkpoint else None
+    source = RunDir.of_checkpoint(checkpoint) if checkpoint else None
+    tuned = source.fusion if source is not None else None
     if tuned is not None and tuned.is_file():
         fusion = Fusion.load(tuned)
         log.info("hybrid fusion from %s: %s", tuned, fusion.describe())
@@ -260,18 +176,3 @@ def evaluate_only(cfg: CfgNode, run_dir: Path, path_data: Path, checkpoint: str 
     if isinstance(model, torch.nn.Module):
         model.to(device)
     return {name: evaluate_split(model, tokenizer, data, cfg, device, dtype, run_dir, name, fusion=fusion)}
-
-
-def results_table(results: dict[str, dict], metrics: tuple[str, ...] = ("mrr@5", "map", "ndcg@5", "ndcg@10",
-                                                                        "precision@1", "hit_rate@5")) -> str:
-    """Markdown table: one row per (split, scorer)."""
-    rows = ["| split | scorer | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
-    for split, res in results.items():
-        extra = [m for m in res["metrics"][next(iter(res["metrics"]))] if m not in metrics]
-        for scorer, values in res["metrics"].items():
-            cells = [f"{values[m]:.4f}" if m in values else "" for m in metrics]
-            rows.append(f"| {split} | {scorer} | " + " | ".join(cells) + " |")
-        if extra:
-            rows.append(f"| {split} | | also in results/{split}.json: {', '.join(extra)} |")
-    return "\n".join(rows)
-

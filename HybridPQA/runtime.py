@@ -1,4 +1,4 @@
-"""Device, threads, precision and seeding, decided once from the config and the machine.
+"""Device, threads, precision, seeding and logging, decided once from the config and the machine.
 
 Precision is measured, not assumed: bf16 autocast is 1.4-3x faster than fp32 on CPUs with
 AVX512-BF16 or AMX, and ~100x slower on AVX2-only CPUs, where oneDNN has no bf16 kernels.
@@ -10,13 +10,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import platform
 import random
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 from yacs.config import CfgNode
 
 from HybridPQA.errors import InputError
@@ -216,3 +220,35 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def setup_logging(run_dir: Path | None = None, main: bool = True) -> None:
+    """Console and (with a run directory) log.txt; called by the command line, never at import.
+    Ranks other than 0 (`main` False) log warnings and errors to the console only."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO if main else logging.WARNING)
+    run_dir = run_dir if main else None
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if run_dir is not None:
+        handlers.append(logging.FileHandler(Path(run_dir) / "log.txt"))
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    for noisy in ("transformers", "httpx", "urllib3", "numba", "bm25s"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def log_environment(argv: list[str] | None) -> None:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    log.info("argv: %s", " ".join(argv or sys.argv))
+    log.info("python %s, torch %s, transformers %s, %s, git %s", platform.python_version(), torch.__version__,
+             transformers.__version__, platform.platform(), commit or "unknown")

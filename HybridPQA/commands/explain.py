@@ -1,0 +1,75 @@
+"""Why a model scored a document as it did: the top expansion terms of each side, every matching
+term's share of the sparse score, and the dense and sparse parts of the hybrid score.
+
+Usage:
+  hybridpqa explain --checkpoint=PATH (--query=TEXT --document=TEXT | --data=DIR --split=NAME --qid=ID [--docid=ID]) [--output=FILE] [--top=N]
+  hybridpqa explain -h | --help
+
+Options:
+  --checkpoint=PATH  a checkpoint directory (<run>/checkpoints/<name>); its run's fusion.json if tuned
+  --query=TEXT       a question
+  --document=TEXT    a document
+  --data=DIR         folder with the split (old spelling: --path_data)
+  --split=NAME       NAME.json, NAME.csv or qrels/NAME.tsv in --data
+  --qid=ID           a question of --split, fused over every document ranked for it (its candidates,
+                     or the corpus); with no --docid, its top-ranked document
+  --docid=ID         a document of --split
+  --output=FILE      also write a self-contained HTML page (old spelling: --html)
+  --top=N            expansion terms to show [default: 15]
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from HybridPQA.commands.common import parse, positive_int
+from HybridPQA.errors import InputError
+from HybridPQA.files import check_output_file, write_atomic
+
+
+def explain(checkpoint: str | Path, query: str | None = None, document: str | None = None, data: str | Path | None = None,
+            split: str | None = None, qid: str | None = None, docid: str | None = None,
+            output: str | Path | None = None, top: int = 15):
+    """Explain a (query, document) pair, or question `qid` of a split; print it, and write HTML to `output`."""
+    from HybridPQA.config import load_config
+    from HybridPQA.data import build_split, find_split
+    from HybridPQA.evaluation.evaluator import build_ranker
+    from HybridPQA.evaluation.explain import explain_pair, explain_question, render_html, render_text
+    from HybridPQA.modeling import build_model
+    from HybridPQA.modeling.encoding import build_encoding
+    from HybridPQA.rundir import RunDir
+    from HybridPQA.runtime import build_device, build_precision, setup_logging
+    from HybridPQA.scoring import Fusion, build_fusion
+
+    setup_logging()
+    checkpoint = Path(checkpoint)
+    html_path = check_output_file(output, "--output") if output else None
+    if not (checkpoint / "config.yaml").is_file():
+        raise InputError(f"--checkpoint={checkpoint}: no config.yaml; give a directory under <run>/checkpoints/")
+    cfg = load_config(checkpoint / "config.yaml", dotenv_path=None)
+    device = build_device(cfg)
+    model, tokenizer = build_model(cfg, checkpoint=checkpoint)
+    model.to(device)
+    dtype = build_precision(cfg, device, model)
+    run = RunDir.of_checkpoint(checkpoint)
+    fusion = Fusion.load(run.fusion) if run is not None and run.fusion.is_file() else build_fusion(cfg)
+    if query is not None:
+        e = explain_pair(model, tokenizer, build_encoding(cfg), device, query, document, fusion, top, dtype=dtype)
+    else:
+        ranking = build_split(find_split(data, split), cfg.RETRIEVER.DATA)
+        where = f"split {split} of {data}"
+        if qid not in ranking.queries:
+            raise InputError(f"--qid={qid}: no such question in {where}")
+        if docid is not None and docid not in ranking.docs:
+            raise InputError(f"--docid={docid}: no such document in {where}")
+        e = explain_question(build_ranker(model, tokenizer, cfg, device, dtype), ranking, qid, docid, fusion, top)
+    print(render_text(e), end="")
+    if html_path is not None:
+        write_atomic(html_path, render_html(e, tokenizer))
+        print(f"wrote {html_path}")
+    return e
+
+
+def main(argv: list[str] | None = None):
+    args = parse(__doc__, argv, "explain")
+    return explain(args["--checkpoint"], args["--query"], args["--document"], args["--data"], args["--split"],
+                   args["--qid"], args["--docid"], args["--output"], positive_int(args["--top"], "--top"))

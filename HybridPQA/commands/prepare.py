@@ -1,0 +1,30 @@
+"""Copy the datasets and splade-tiny from ../shared (else download them from their public
+sources) and build the product-QA experiment splits.
+
+Usage:
+  hybridpqa prepare [--raw=DIR] [--models=DIR] [--output=DIR]
+  hybridpqa prepare -h | --help
+
+Options:
+  --raw=DIR      where raw datasets are copied or downloaded (old spelling: --path_raw) [default: data/raw]
+  --models=DIR   where splade-tiny is copied or unpacked (old: --path_models) [default: models]
+  --output=DIR   where the product-QA experiment is written (old: --path_out) [default: data/product-qa]
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from HybridPQA.commands.common import parse
+from HybridPQA.data.assets import fetch_all
+from HybridPQA.data.prepare import prepare_product_qa
+from HybridPQA.runtime import setup_logging
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(__doc__, argv, "prepare")
+    setup_logging()
+    fetch_all(Path(args["--raw"]), Path(args["--models"]))
+    stats = prepare_product_qa(Path(args["--raw"]) / "hetpqa", Path(args["--output"]))
+    print(json.dumps({k: v for k, v in stats.items() if k != "input_issues"}, indent=2))
+    return stats
