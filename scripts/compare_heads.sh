@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-output}
 hybridpqa prepare > /dev/null
-hybridpqa evaluate --path_output="$OUT" --path_data=data/product-qa --path_cfg_exp=configs/zero_shot.yaml --overwrite > /dev/null
+hybridpqa evaluate --output="$OUT" --data=data/product-qa --config=configs/zero_shot.yaml --overwrite > /dev/null
 for exp in quickstart quickstart_dense quickstart_sparse; do
-  hybridpqa train --path_output="$OUT" --path_data=data/product-qa --path_cfg_exp=configs/$exp.yaml --overwrite > /dev/null
+  hybridpqa train --output="$OUT" --data=data/product-qa --config=configs/$exp.yaml --overwrite > /dev/null
 done
 python scripts/results_table.py --split=test "$OUT"/zero_shot "$OUT"/quickstart "$OUT"/quickstart_dense "$OUT"/quickstart_sparse

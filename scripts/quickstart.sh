@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 hybridpqa prepare
-hybridpqa evaluate --path_output=output --path_data=data/product-qa --path_cfg_exp=configs/zero_shot.yaml --overwrite
-hybridpqa train --path_output=output --path_data=data/product-qa --path_cfg_exp=configs/quickstart.yaml --overwrite
+hybridpqa evaluate --output=output --data=data/product-qa --config=configs/zero_shot.yaml --overwrite
+hybridpqa train --output=output --data=data/product-qa --config=configs/quickstart.yaml --overwrite

@@ -4,8 +4,9 @@ BIENCODER_TYPE hybrid / dense / sparse -> BiEncoder (dense + late-interaction to
 CROSS_INTERACTION), cross -> CrossEncoder, bm25 -> BM25 (no weights, no tokenizer).
 
 A checkpoint directory holds `model.pt` (the BiEncoder state dict), `backbone/` (the HF
-config, so the architecture is rebuilt offline), `tokenizer/` and `config.yaml` (the run's
-full config).
+config, so the architecture is rebuilt offline), `tokenizer/`, `config.yaml` (the run's full
+config) and `encoding.json` (`EncodingSettings`: max lengths, similarity, pooling, aggregation,
+top-k, vocabulary mask).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from HybridPQA.files import disk_error, load_torch, save_atomic, write_atomic
 from HybridPQA.modeling.bm25 import BM25, build_bm25
 from HybridPQA.modeling.cross import CrossEncoder
 from HybridPQA.modeling.encoder import BiEncoder, HybridEncoder
+from HybridPQA.modeling.encoding import build_encoding
 from HybridPQA.modeling.heads import DenseHead, LateHead, SpladeHead
 from HybridPQA.modeling.vocab import build_vocab_mask
 
@@ -160,6 +162,7 @@ def save_checkpoint(model: BiEncoder | CrossEncoder, tokenizer, cfg: CfgNode, pa
     except OSError as err:
         raise disk_error(path, err) from None
     write_atomic(path / "config.yaml", cfg.dump())
+    build_encoding(cfg).save(path)  # how to encode with it, for whoever loads it without our config
     save_atomic(model.state_dict(), path / "model.pt")
 
 
