@@ -152,7 +152,8 @@ def ranking(scores: Mapping[str, float], depth: int | None = None) -> list[tuple
     """One query's documents, best first, with the scores that TREC files and metrics use.
 
     Order: by score, ties by docid (pyserini's (-score, docid)). Each score is rounded to DECIMALS
-    and, where it would tie the one before it, lowered to one unit (1e-6) below it: ranked scores
+    and, where it would tie the one before it (also once read as float32, as trec_eval reads them),
+    lowered just below it (1e-6, or two float32 steps for scores past 8): ranked scores
     never tie, so every tool reads the same order from them (trec_eval breaks ties by docid
     descending, ranx by a hash).
     """
@@ -162,8 +163,10 @@ def ranking(scores: Mapping[str, float], depth: int | None = None) -> list[tuple
         if not math.isfinite(score):
             raise InputError(f"document {docid}: score {score} is not a finite number; the model or run is broken")
         units = round(score * 10 ** DECIMALS)
-        if previous is not None and units >= previous:
-            units = previous - 1
+        # trec_eval reads scores as float32: the gap must outlast that rounding too
+        gap = max(1, math.ceil(2 * float(np.spacing(np.float32(abs(score)))) * 10 ** DECIMALS))
+        if previous is not None and units > previous - gap:
+            units = previous - gap
         out.append((docid, units / 10 ** DECIMALS))
         previous = units
     return out

@@ -12,7 +12,10 @@ from HybridPQA.data import build_split
 from HybridPQA.data.training import TrainingSet
 from HybridPQA.engine.distributed import build_distributed, wrap
 from HybridPQA.engine.train import loss_parts
+from HybridPQA.losses import HybridLoss
 from HybridPQA.modeling import build_model
+from HybridPQA.modeling.encoding import build_encoding
+from HybridPQA.scoring import build_fusion
 
 
 def config(model: str, *overrides: str):
@@ -29,7 +32,10 @@ def step(cfg, path_data: str) -> tuple[dict, dict]:
     train = build_split(f"{path_data}/{cfg.RETRIEVER.DATA.TRAIN_DATA_PATH}", cfg.RETRIEVER.DATA)
     batch = TrainingSet(train, cfg.RETRIEVER.SOLVER.TRAIN_BATCH_SIZE, 1, 5, cfg.SEED).batch(0, 0)
     net = wrap(model, ranks, torch.device("cpu"))
-    parts, _ = loss_parts(net, tokenizer, batch, cfg, torch.device("cpu"), 0, 1e-2, 3e-3, None, ranks)
+    s = cfg.RETRIEVER.SOLVER
+    loss = HybridLoss(temperature=s.TEMPERATURE, broadcast=s.BROADCAST, func=s.FUNC, fusion=build_fusion(cfg),
+                      lambda_q=1e-2, lambda_d=3e-3, reg_warmup_steps=1)  # step 1: the lambdas at full strength
+    parts, _ = loss_parts(net, tokenizer, batch, loss, build_encoding(cfg), torch.device("cpu"), 1, None, ranks)
     sum(parts.values()).backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return {k: v.item() for k, v in parts.items()}, grads
