@@ -7,6 +7,7 @@ model, device and precision; then the training loop (engine.train) and the evalu
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ from HybridPQA.evaluation.trec import read_trec
 from HybridPQA.files import check_writable, write_atomic
 from HybridPQA.modeling import build_model
 from HybridPQA.modeling.encoding import build_encoding
+from HybridPQA.modeling.saved import describe
 from HybridPQA.rundir import RunDir
 from HybridPQA.runtime import build_device, build_precision, seed_everything
 from HybridPQA.scoring import Fusion
@@ -115,6 +117,7 @@ def train_and_test(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, resume
     if cfg.RETRIEVER.DO_TRAIN and val is not None and select not in metric_names(val):
         raise InputError(f"config: RETRIEVER.SOLVER.SELECT_METRIC = {select!r} is not computed on the val split "
                          f"{val.name} ({val.mode}: {', '.join(metric_names(val))}); choose one of those")
+    best = None  # the checkpoint chosen on the val split, when training
     if cfg.RETRIEVER.DO_TRAIN:
         if train is None:
             raise InputError("config: RETRIEVER.DO_TRAIN is True but RETRIEVER.DATA.TRAIN_DATA_PATH is None")
@@ -136,6 +139,8 @@ def train_and_test(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, resume
                 results[split] = evaluate_split(model, tokenizer, data, cfg, device, dtype, run_dir, split,
                                                 fusion=fusion, tune_here=split == "dev" and cfg.RETRIEVER.FUSION.TUNE)
                 fusion = Fusion.from_dict(results[split]["fusion"])
+                if best is not None:
+                    describe(best, cfg, asdict(fusion), results)  # its model card, and the fusion to search with
                 if cfg.RETRIEVER.VISUALIZE and split == "test":
                     runs = {scorer: read_trec(run_dir.run_file(split, scorer)) for scorer in results[split]["metrics"]}
                     write_explanations(model, tokenizer, build_encoding(cfg), data, runs, device, fusion,

@@ -7,6 +7,7 @@ import torch
 
 from HybridPQA.cli import main
 from HybridPQA.config import load_config
+from HybridPQA.modeling import build_model
 from HybridPQA.pipeline import train_and_test
 from HybridPQA.rundir import RunDir
 from HybridPQA.runtime import setup_logging
@@ -27,7 +28,7 @@ def test_train_writes_a_self_describing_run_directory(tmp_path, splade_tiny, pro
     results = main(["train", f"--path_output={tmp_path}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}",
                     "--env=none", *small(splade_tiny), "RETRIEVER.VISUALIZE", "True"])
     run = tmp_path / "quickstart"
-    for name in ("config.yaml", "log.txt", "metrics.jsonl", "checkpoints/last/model.pt", "checkpoints/best.json",
+    for name in ("config.yaml", "log.txt", "metrics.jsonl", "checkpoints/last/hybridpqa.json", "checkpoints/last/query/model.safetensors", "checkpoints/best.json",
                  "results/test.json", "results/dev.json"):
         assert (run / name).is_file(), name
     pages = sorted((run / "results" / "test.explain").glob("*.html"))
@@ -89,7 +90,7 @@ def _train(tmp_path, name, splade_tiny, product_qa, steps, stop=None, resume=Fal
     run_dir = RunDir.at(tmp_path, cfg.EXP).prepare(cfg, resume=resume)
     setup_logging(run_dir)
     train_and_test(cfg, run_dir, product_qa, resume=resume, stop_at_step=stop)
-    return torch.load(run_dir / "checkpoints" / "last" / "model.pt", weights_only=True)
+    return build_model(cfg, checkpoint=run_dir / "checkpoints" / "last")[0].state_dict()
 
 
 def test_resume_is_exact(tmp_path, splade_tiny, product_qa):

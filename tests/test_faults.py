@@ -22,6 +22,7 @@ from HybridPQA.runtime import setup_logging
 from HybridPQA.engine.train import _truncate_metrics
 from HybridPQA.errors import InputError
 from HybridPQA.modeling import build_model, save_checkpoint
+from HybridPQA.modeling.saved import load_weights
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = str(REPO / "configs" / "quickstart.yaml")
@@ -80,11 +81,13 @@ def checkpoint(splade_tiny, tmp_path_factory) -> Path:
 def test_truncated_checkpoint_is_a_clear_error(checkpoint, tmp_path):
     broken = tmp_path / "broken"
     subprocess.run(["cp", "-r", str(checkpoint), str(broken)], check=True)
-    data = (broken / "model.pt").read_bytes()
-    (broken / "model.pt").write_bytes(data[: len(data) // 2])
+    weights = broken / "query" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     cfg = load_config(broken / "config.yaml", dotenv_path=None)
-    with pytest.raises(InputError, match=r"model.pt: truncated or corrupt checkpoint file"):
+    with pytest.raises(InputError, match=r"query: cannot load its weights \(.*\); the folder is damaged"):
         build_model(cfg, checkpoint=broken)
+    with pytest.raises(InputError, match=r"query: unreadable weights"):  # resuming reads the same folders
+        load_weights(build_model(cfg)[0], broken)
     run = tmp_path / "run"
     (run / "checkpoints" / "last").mkdir(parents=True)
     (run / "checkpoints" / "last" / "trainer.pt").write_bytes(b"PK\x03\x04 cut short")
@@ -124,7 +127,7 @@ def test_non_finite_loss_stops_naming_step_and_part(tmp_path, splade_tiny, produ
         train_and_test(cfg, run_dir, product_qa)
     last, state = ckpt.load_last(run_dir)
     assert state["step"] == 2
-    weights = torch.load(last / "model.pt", weights_only=True)
+    weights = build_model(cfg, checkpoint=last)[0].state_dict()
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
 
 

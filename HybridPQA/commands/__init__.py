@@ -11,6 +11,8 @@ Commands:
   evaluate   evaluate a checkpoint, or a pretrained model zero-shot, on one split
   fuse       fuse existing TREC runs (linear or RRF), optionally tuning the weight on qrels
   mine       write a training file whose hard negatives are a run's top documents
+  index      encode any corpus into a saved sparse + dense index (resumable)
+  search     search a saved index: a TREC run, or the top hits printed
   explain    why a model scored a document as it did (terms, matches, hybrid parts)
   export     write a saved sparse index as a Pyserini / Anserini collection
   reproduce  run a paper table: every row trained, evaluated and checked
@@ -33,7 +35,8 @@ import sys
 from HybridPQA.commands.common import package_version
 from HybridPQA.errors import InputError
 
-COMMANDS = ("prepare", "train", "evaluate", "fuse", "mine", "explain", "export", "reproduce", "sweep")
+COMMANDS = ("prepare", "train", "evaluate", "index", "search", "fuse", "mine", "explain", "export", "reproduce",
+            "sweep")
 
 
 def run_command(argv: list[str]):

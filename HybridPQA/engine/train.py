@@ -17,11 +17,12 @@ from HybridPQA.engine import checkpoint as ckpt
 from HybridPQA.engine.distributed import Distributed, wrap
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import evaluate_split
-from HybridPQA.files import load_torch, write_atomic
+from HybridPQA.files import write_atomic
 from HybridPQA.losses import CrossLoss, HybridLoss, build_loss
 from HybridPQA.modeling import BiEncoder, CrossEncoder, tokenize
 from HybridPQA.modeling.cross import tokenize_pairs
 from HybridPQA.modeling.encoding import EncodingSettings, build_encoding
+from HybridPQA.modeling.saved import load_weights
 from HybridPQA.rundir import RunDir
 from HybridPQA.runtime import autocast, progress
 
@@ -137,7 +138,7 @@ def do_train(cfg: CfgNode, run_dir: RunDir | Path, model: BiEncoder | CrossEncod
     state = {"step": 0, "epoch": 0, "batch": 0, "kept": []}
     if resume:
         last, saved = ckpt.load_last(run_dir)
-        model.load_state_dict(load_torch(last / "model.pt", map_location=device))
+        load_weights(model, last)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         if saved.get("scaler"):

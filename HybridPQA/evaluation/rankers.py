@@ -28,13 +28,13 @@ from HybridPQA.modeling.bm25 import BM25
 from HybridPQA.modeling.cross import CrossEncoder, tokenize_pairs
 from HybridPQA.modeling.encoder import BiEncoder
 from HybridPQA.modeling.encoding import EncodingSettings
-from HybridPQA.retrieval.index import DenseIndex, SparseIndex, save_queries, top_k
+from HybridPQA.retrieval.corpus import QUERY_CHUNK, CorpusIndex, fused_runs
+from HybridPQA.retrieval.index import save_queries, top_k
 from HybridPQA.rundir import RunDir
 from HybridPQA.runtime import autocast, progress
 from HybridPQA.scoring import Fusion
 
 log = logging.getLogger(__name__)
-QUERY_CHUNK = 256  # queries scored against the whole corpus at once: (chunk, N) float32 per head
 
 
 class Ranker:
@@ -66,11 +66,9 @@ class Ranker:
         self.encode_seconds = time.perf_counter() - started
         log.info("%s: encoded %d documents in %.1f s (%.1f docs/s)", data.name, len(self.docids), self.encode_seconds,
                  len(self.docids) / max(self.encode_seconds, 1e-9))
-        self.indexes: dict[str, SparseIndex | DenseIndex] = {}
-        builders = {"sparse": lambda reps: SparseIndex.build(reps, self.docids),
-                    "dense": lambda reps: DenseIndex.build(reps, self.docids, self.dense_index)}
-        for head in progress([h for h in builders if h in self.doc_reps], desc="index", unit="index"):
-            self.indexes[head] = builders[head](self.doc_reps[head])
+        heads = {h: v for h, v in self.doc_reps.items() if h in ("sparse", "dense")}
+        self.corpus = CorpusIndex.build(heads, self.docids, self.dense_index) if heads else None
+        self.indexes = self.corpus.indexes if heads else {}
 
     def head_scores(self, q_reps, qids: list[str]):
         """Yield (query rows, {head: scores}) with every document of each query: (Q, N) matrices
@@ -79,7 +77,7 @@ class Ranker:
             for start in progress(range(0, len(qids), QUERY_CHUNK), desc="search", unit="chunk",
                                   enabled=len(qids) > QUERY_CHUNK):
                 rows = slice(start, start + QUERY_CHUNK)
-                yield list(range(len(qids)))[rows], {h: self.indexes[h].scores(q_reps[h][rows]) for h in q_reps}
+                yield list(range(len(qids)))[rows], self.corpus.scores(q_reps, rows)
         else:
             q_index = np.array([i for i, q in enumerate(qids) for _ in self.data.candidates[q]], dtype=np.int64)
             d_index = np.array([self.row[d] for q in qids for d in self.data.candidates[q]], dtype=np.int64)
@@ -99,14 +97,8 @@ class Ranker:
         depth = depth or self.depth
         runs: dict[str, Run] = {}
         for rows, scores in self.head_scores(q_reps, qids):
-            if {"dense", "sparse"} <= set(scores):
-                scores = {"hybrid": fusion.fuse(scores["dense"], scores["sparse"]), **scores}
-            for scorer, matrix in scores.items():
-                run = runs.setdefault(scorer, {})
-                index, values = top_k(matrix, depth if self.data.candidates is None else matrix.shape[1])
-                for row, cols, vals in zip(rows, index, values.tolist()):
-                    columns = self._columns(qids[row])
-                    run[qids[row]] = {columns[c]: v for c, v in zip(cols, vals)}
+            fused_runs(scores, fusion, depth if self.data.candidates is None else None, [qids[r] for r in rows],
+                       [self._columns(qids[r]) for r in rows], runs)
         dense = self.indexes.get("dense")
         if self.data.candidates is None and dense is not None and dense.faiss is not None:
             index, values = dense.search(q_reps["dense"], depth)  # the same exact scores, from FAISS

@@ -3,17 +3,19 @@
 BIENCODER_TYPE hybrid / dense / sparse -> BiEncoder (dense + late-interaction token vectors when
 CROSS_INTERACTION), cross -> CrossEncoder, bm25 -> BM25 (no weights, no tokenizer).
 
-A checkpoint directory holds `model.pt` (the BiEncoder state dict), `backbone/` (the HF
-config, so the architecture is rebuilt offline), `tokenizer/`, `config.yaml` (the run's full
-config) and `encoding.json` (`EncodingSettings`: max lengths, similarity, pooling, aggregation,
-top-k, vocabulary mask).
+A checkpoint directory is in Hugging Face format (`modeling.saved`): `query/` (and `context/`)
+load with `AutoModelForMaskedLM.from_pretrained`, beside `heads.safetensors`, `hybridpqa.json`,
+`encoding.json`, `config.yaml` and a model card. Old checkpoints (`model.pt`, `backbone/`,
+`tokenizer/`) still load.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForMaskedLM,
@@ -23,13 +25,15 @@ from transformers import (
 from yacs.config import CfgNode
 
 from HybridPQA.errors import InputError
-from HybridPQA.files import disk_error, load_torch, save_atomic, write_atomic
 from HybridPQA.modeling.bm25 import BM25, build_bm25
 from HybridPQA.modeling.cross import CrossEncoder
 from HybridPQA.modeling.encoder import BiEncoder, HybridEncoder
 from HybridPQA.modeling.encoding import build_encoding
 from HybridPQA.modeling.heads import DenseHead, LateHead, SpladeHead
+from HybridPQA.modeling.saved import is_checkpoint, load_heads, load_weights, read_manifest
+from HybridPQA.modeling.saved import save_checkpoint as save_hf
 from HybridPQA.modeling.vocab import build_vocab_mask
+from HybridPQA.scoring import build_fusion
 
 log = logging.getLogger(__name__)
 DROPOUT_ATTRS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout")
@@ -49,13 +53,23 @@ def _backbone_config(source: str, dropout: float | None, **extra):
     return config
 
 
+def _pretrained(auto_class, source: str, **kwargs):
+    """auto_class.from_pretrained, with a one-line error for weights that cannot be read."""
+    try:
+        return auto_class.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, SafetensorError) as err:
+        first = str(err).strip().splitlines()[0][:100] if str(err).strip() else err.__class__.__name__
+        raise InputError(f"{source}: cannot load its weights ({first}); the folder is damaged or not a "
+                         "transformers model") from None
+
+
 def _load_cross(source: str, dropout: float | None, weights: bool) -> CrossEncoder:
     """Sequence classification with one output over the backbone; pooler and classifier start random
     when the source is a masked LM."""
     config = _backbone_config(source, dropout, num_labels=1)
     if not weights:
         return CrossEncoder(AutoModelForSequenceClassification.from_config(config))
-    return CrossEncoder(AutoModelForSequenceClassification.from_pretrained(source, config=config))
+    return CrossEncoder(_pretrained(AutoModelForSequenceClassification, source, config=config))
 
 
 def _load_mlm(source: str, dropout: float | None, weights: bool) -> torch.nn.Module:
@@ -63,7 +77,7 @@ def _load_mlm(source: str, dropout: float | None, weights: bool) -> torch.nn.Mod
     config = _backbone_config(source, dropout)
     if not weights:
         return AutoModelForMaskedLM.from_config(config)
-    mlm, info = AutoModelForMaskedLM.from_pretrained(source, config=config, output_loading_info=True)
+    mlm, info = _pretrained(AutoModelForMaskedLM, source, config=config, output_loading_info=True)
     head_missing = [k for k in info["missing_keys"] if not k.startswith(mlm.base_model_prefix)]
     if head_missing:
         mlm.get_output_embeddings().weight = mlm.get_input_embeddings().weight
@@ -109,27 +123,39 @@ def build_model(cfg: CfgNode, checkpoint: str | Path | None = None) -> tuple[BiE
     if model_cfg.BIENCODER_TYPE == "bm25":
         return build_bm25(cfg), None
     checkpoint = checkpoint or model_cfg.MODEL_PATH
+    manifest = None
     if checkpoint is None:
-        source, weights = model_cfg.PRETRAINED_MODEL_TYPE, True
+        sources, weights = {"query": model_cfg.PRETRAINED_MODEL_TYPE}, True
+        tokenizer_source = model_cfg.PRETRAINED_MODEL_TYPE
     else:
         checkpoint = Path(checkpoint)
-        if not (checkpoint / "model.pt").is_file():
-            raise InputError(f"{checkpoint}: not a HybridPQA checkpoint (no model.pt); give a directory under "
-                             "<run>/checkpoints/")
+        if not is_checkpoint(checkpoint):
+            raise InputError(f"{checkpoint}: not a HybridPQA checkpoint (no hybridpqa.json or model.pt); give a "
+                             "directory under <run>/checkpoints/")
         _check_compatible(checkpoint, model_cfg)
-        source, weights = str(checkpoint / "backbone"), False
-    tokenizer = build_tokenizer(str(checkpoint / "tokenizer") if checkpoint else source, model_cfg.DO_LOWER_CASE)
+        manifest = read_manifest(checkpoint)
+        if manifest is None:  # the old format: architecture from backbone/, weights from model.pt
+            sources, weights = {"query": str(checkpoint / "backbone")}, False
+            tokenizer_source = str(checkpoint / "tokenizer")
+        else:
+            sources, weights = {name: str(checkpoint / name) for name in manifest["folders"]}, True
+            tokenizer_source = sources["cross" if "cross" in sources else "query"]
+    tokenizer = build_tokenizer(tokenizer_source, model_cfg.DO_LOWER_CASE)
     if model_cfg.BIENCODER_TYPE == "cross":
-        model = _load_cross(source, model_cfg.DROPOUT, weights)
+        model = _load_cross(sources.get("cross", sources.get("query")), model_cfg.DROPOUT, weights)
     else:
-        query = _encoder(_load_mlm(source, model_cfg.DROPOUT, weights), tokenizer, model_cfg)
+        query = _encoder(_load_mlm(sources["query"], model_cfg.DROPOUT, weights), tokenizer, model_cfg)
         context = None
         if not model_cfg.SHARED_ENCODER:
+            source = sources.get("context", sources["query"])
             context = _encoder(_load_mlm(source, model_cfg.DROPOUT, weights), tokenizer, model_cfg)
         model = BiEncoder(query, context, _markers(tokenizer) if model_cfg.CROSS_INTERACTION else None)
-    if checkpoint is not None:
-        model.load_state_dict(load_torch(checkpoint / "model.pt"))
-        log.info("loaded weights from %s", checkpoint)
+    if manifest is not None:
+        load_heads(model, checkpoint)
+        log.info("loaded %s", checkpoint)
+    elif checkpoint is not None:
+        load_weights(model, checkpoint)
+        log.info("loaded weights from %s (model.pt, the old checkpoint format)", checkpoint)
     elif model_cfg.PROJECTION_DIM and model_cfg.BIENCODER_TYPE == "dense" and not model_cfg.CROSS_INTERACTION:
         log.warning("RETRIEVER.MODEL.PROJECTION_DIM is set and no checkpoint is loaded: the projection is random")
     return model, tokenizer
@@ -140,7 +166,7 @@ STRUCTURAL_KEYS = ("BIENCODER_TYPE", "SHARED_ENCODER", "PROJECTION_DIM", "CROSS_
 
 def _check_compatible(checkpoint: Path, model_cfg: CfgNode) -> None:
     if not (checkpoint / "config.yaml").is_file():
-        raise InputError(f"{checkpoint}: not a complete HybridPQA checkpoint (no config.yaml beside model.pt); "
+        raise InputError(f"{checkpoint}: not a complete HybridPQA checkpoint (no config.yaml); "
                          "give a directory under <run>/checkpoints/")
     try:
         saved = CfgNode.load_cfg((checkpoint / "config.yaml").read_text(encoding="utf-8")).RETRIEVER.MODEL
@@ -153,17 +179,12 @@ def _check_compatible(checkpoint: Path, model_cfg: CfgNode) -> None:
                              f"{model_cfg[key]!r}; evaluate with that checkpoint's config.yaml")
 
 
-def save_checkpoint(model: BiEncoder | CrossEncoder, tokenizer, cfg: CfgNode, path: Path) -> None:
-    """Write the checkpoint directory atomically enough: files first, model.pt last."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        model.backbone_config.save_pretrained(path / "backbone")
-        tokenizer.save_pretrained(path / "tokenizer")
-    except OSError as err:
-        raise disk_error(path, err) from None
-    write_atomic(path / "config.yaml", cfg.dump())
-    build_encoding(cfg).save(path)  # how to encode with it, for whoever loads it without our config
-    save_atomic(model.state_dict(), path / "model.pt")
+def save_checkpoint(model: BiEncoder | CrossEncoder, tokenizer, cfg: CfgNode, path: Path,
+                    fusion: dict | None = None) -> None:
+    """The checkpoint in Hugging Face format (modeling.saved), with the config's encoding settings
+    and `fusion` (default: the config's)."""
+    fusion = fusion or asdict(build_fusion(cfg))
+    save_hf(model, tokenizer, cfg, Path(path), build_encoding(cfg), fusion)
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int, device: torch.device | str = "cpu") -> dict:

@@ -1,0 +1,290 @@
+"""The Python API: load a model, encode, score, index a corpus and search it, explain a score.
+
+    from HybridPQA import HybridRetriever
+    retriever = HybridRetriever.from_pretrained("output/quickstart/checkpoints/step_000400")
+    index = retriever.index({"d1": "usb-c charging cable", "d2": "a wool sweater"})
+    index.search(["does it charge over usb?"], k=2)   # [[("d1", 0.71), ("d2", 0.12)]]
+
+Every call applies the model's saved encoding settings (max lengths, similarity, top-k) and its
+fusion, so scores are those `hybridpqa evaluate` ranks with.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from HybridPQA.config import load_config
+from HybridPQA.data.corpus import read_texts
+from HybridPQA.errors import InputError
+from HybridPQA.evaluation.encode import encode
+from HybridPQA.evaluation.explain import Explanation, explain_pair
+from HybridPQA.files import publish_dir, write_atomic
+from HybridPQA.modeling import build_model
+from HybridPQA.modeling.encoding import EncodingSettings, build_encoding
+from HybridPQA.modeling.saved import is_checkpoint, read_manifest
+from HybridPQA.retrieval.corpus import CorpusIndex
+from HybridPQA.rundir import RunDir
+from HybridPQA.runtime import build_device, build_precision, progress
+from HybridPQA.scoring import Fusion, build_fusion
+
+log = logging.getLogger(__name__)
+INDEX_FILE = "index.json"
+TEXTS_FILE = "texts.jsonl"
+SCORERS = ("hybrid", "dense", "sparse")
+
+
+@dataclass
+class Encoded:
+    """Texts encoded by one side: `dense` (N, D) float32, `sparse` (N, V) CSR; `terms[v]` names column v."""
+
+    dense: np.ndarray | None
+    sparse: sp.csr_matrix | None
+    terms: list[str]
+
+    def decode(self, row: int = 0, top: int | None = None) -> dict[str, float]:
+        """{term: weight} of row `row`'s sparse vector, largest first."""
+        if self.sparse is None:
+            raise InputError("this model has no sparse head, so there are no terms to decode")
+        vec = self.sparse[row]
+        order = np.argsort(-vec.data, kind="stable")[:top]
+        return {self.terms[vec.indices[i]]: float(vec.data[i]) for i in order}
+
+    def reps(self) -> dict:
+        out = {}
+        if self.dense is not None:
+            out["dense"] = torch.from_numpy(self.dense)
+        if self.sparse is not None:
+            out["sparse"] = self.sparse
+        return out
+
+
+class HybridRetriever:
+    """A bi-encoder (hybrid, dense or sparse) with its encoding settings and fusion."""
+
+    def __init__(self, model, tokenizer, encoding: EncodingSettings, fusion: Fusion, device: torch.device,
+                 dtype: torch.dtype | None = None, batch_size: int = 64, source: str = "", overrides: list[str] = ()):
+        heads = set(getattr(model, "heads", ()))
+        if not heads & {"dense", "sparse"}:
+            raise InputError(f"{source}: HybridRetriever serves dense / sparse / hybrid bi-encoders; this model has "
+                             f"{sorted(heads) or 'no neural heads'} (use `hybridpqa evaluate` for BM25, cross-encoders "
+                             "and late interaction)")
+        self.model, self.tokenizer, self.encoding, self.fusion = model.to(device).eval(), tokenizer, encoding, fusion
+        self.device, self.dtype, self.batch_size = device, dtype, batch_size
+        self.source, self.overrides = source, list(overrides)
+        self.terms = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))) if "sparse" in heads else []
+
+    @classmethod
+    def from_pretrained(cls, path_or_name: str | Path, overrides: list[str] = (), config: str | Path | None = None,
+                        batch_size: int = 64) -> HybridRetriever:
+        """A HybridPQA checkpoint, or any masked LM (a folder or a hub name) used zero-shot with the
+        defaults, `config` and `overrides` (KEY VALUE pairs, as on the command line)."""
+        source = str(path_or_name)
+        checkpoint = Path(source) if is_checkpoint(Path(source)) else None
+        if checkpoint is not None:
+            cfg = load_config(config or checkpoint / "config.yaml", list(overrides), dotenv_path=None)
+        else:
+            if Path(source).is_dir() and not (Path(source) / "config.json").is_file():
+                raise InputError(f"{source}: neither a HybridPQA checkpoint (hybridpqa.json) nor a transformers "
+                                 "model (config.json); give a checkpoint folder, a model folder or a hub name")
+            cfg = load_config(config, ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", source, *overrides], dotenv_path=None)
+        device = build_device(cfg)
+        model, tokenizer = build_model(cfg, checkpoint=checkpoint)
+        dtype = build_precision(cfg, device, model)
+        return cls(model, tokenizer, build_encoding(cfg), _fusion_of(checkpoint, cfg), device, dtype, batch_size,
+                   source, list(overrides))
+
+    # -- encoding and scoring ------------------------------------------------------------------
+    def _encode(self, side: str, texts: list[str]) -> Encoded:
+        if isinstance(texts, str):
+            texts = [texts]
+        reps = encode(self.model, self.tokenizer, side, list(texts), self.encoding.max_length(side), self.batch_size,
+                      self.device, self.dtype, cosine=self.encoding.cosine)
+        dense = reps["dense"].numpy() if "dense" in reps else None
+        return Encoded(dense, reps.get("sparse"), self.terms)
+
+    def encode_queries(self, texts: list[str]) -> Encoded:
+        return self._encode("query", texts)
+
+    def encode_documents(self, texts: list[str]) -> Encoded:
+        return self._encode("context", texts)
+
+    def score(self, query: str, documents: list[str], scorer: str = "hybrid") -> np.ndarray:
+        """(len(documents),) scores of `query` against each document; a hybrid fused over them."""
+        q, d = self.encode_queries([query]), self.encode_documents(documents)
+        scores = {}
+        if q.dense is not None:
+            scores["dense"] = q.dense @ d.dense.T
+        if q.sparse is not None:
+            scores["sparse"] = np.asarray((q.sparse @ d.sparse.T).todense(), dtype=np.float32)
+        if {"dense", "sparse"} <= set(scores):
+            scores["hybrid"] = self.fusion.fuse(scores["dense"], scores["sparse"])
+        return _pick(scores, scorer)[0]
+
+    def explain(self, query: str, document: str, top: int = 15) -> Explanation:
+        """Terms, matches and the dense / sparse parts of the hybrid score of one pair (fused alone)."""
+        return explain_pair(self.model, self.tokenizer, self.encoding, self.device, query, document, self.fusion,
+                            top, dtype=self.dtype)
+
+    # -- indexing and searching ----------------------------------------------------------------
+    def index(self, corpus: dict[str, str] | list[str] | str | Path, output: str | Path | None = None,
+              shard_size: int = 10_000, dense_backend: str = "torch") -> SearchIndex:
+        """Encode and index a corpus: {id: text}, a list of texts (ids "0", "1", ...), or a corpus file
+        (data.corpus formats). With `output` the index is saved there, encoded in shards of
+        `shard_size` documents that are kept, so an interrupted call resumes where it stopped."""
+        if isinstance(corpus, (str, Path)):
+            corpus = read_texts(corpus)
+        elif not isinstance(corpus, dict):
+            corpus = {str(i): text for i, text in enumerate(corpus)}
+        if not corpus:
+            raise InputError("index: the corpus has no documents")
+        docids, texts = list(corpus), list(corpus.values())
+        if output is None:
+            reps = self.encode_documents(texts).reps()
+        else:
+            reps = self._encode_shards(texts, Path(output), shard_size)
+        index = SearchIndex(self, CorpusIndex.build(reps, docids, dense_backend, self.terms or None), corpus)
+        if output is not None:
+            index.save(output)
+        return index
+
+    def _encode_shards(self, texts: list[str], output: Path, shard_size: int) -> dict:
+        """Encode in shards written to <output>/shards/ through a temporary file and a rename; shards
+        already there (of the same corpus and model) are reused."""
+        shards = output / "shards"
+        shards.mkdir(parents=True, exist_ok=True)
+        key = hashlib.sha256(json.dumps([self.source, self.overrides, asdict(self.encoding), shard_size, texts])
+                             .encode()).hexdigest()
+        stamp = shards / "corpus.sha256"
+        if stamp.is_file() and stamp.read_text().strip() != key:
+            raise InputError(f"{output}: holds shards of another corpus or model; choose another --output or delete "
+                             f"{shards}")
+        write_atomic(stamp, key)
+        parts: list[dict] = []
+        starts = range(0, len(texts), shard_size)
+        for n, start in enumerate(progress(starts, desc="shards", unit="shard", enabled=len(starts) > 1)):
+            file = shards / f"shard_{n:05d}.npz"
+            if not file.is_file():
+                encoded = self.encode_documents(texts[start:start + shard_size])
+                arrays = {"dense": encoded.dense} if encoded.dense is not None else {}
+                if encoded.sparse is not None:
+                    m = encoded.sparse.tocsr()
+                    arrays |= {"data": m.data, "indices": m.indices, "indptr": m.indptr, "shape": np.array(m.shape)}
+                tmp = file.with_name(file.name + ".tmp.npz")
+                np.savez(tmp, **arrays)
+                tmp.replace(file)
+            else:
+                log.info("%s: already encoded, reused", file)
+            with np.load(file, allow_pickle=False) as z:
+                part = {"dense": torch.from_numpy(z["dense"])} if "dense" in z else {}
+                if "data" in z:
+                    part["sparse"] = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+            parts.append(part)
+        out = {}
+        if "dense" in parts[0]:
+            out["dense"] = torch.cat([p["dense"] for p in parts])
+        if "sparse" in parts[0]:
+            out["sparse"] = sp.vstack([p["sparse"] for p in parts]).tocsr()
+        return out
+
+    def load_index(self, path: str | Path) -> SearchIndex:
+        return SearchIndex.load(path, self)
+
+
+class SearchIndex:
+    """A corpus indexed by one retriever; `search` encodes queries with it and ranks every document."""
+
+    def __init__(self, retriever: HybridRetriever, corpus: CorpusIndex, texts: dict[str, str] | None = None):
+        self.retriever, self.corpus, self.texts = retriever, corpus, texts
+
+    def __len__(self) -> int:
+        return len(self.corpus.docids)
+
+    def search(self, queries: str | list[str] | dict[str, str], k: int = 10, scorer: str = "hybrid"):
+        """Top `k` (docid, score) pairs, best first: one list for a string, a list of lists for a
+        list, {qid: {docid: score}} (a run) for {qid: text}."""
+        as_run = isinstance(queries, dict)
+        single = isinstance(queries, str)
+        qids = list(queries) if as_run else [str(i) for i in range(1 if single else len(queries))]
+        texts = list(queries.values()) if as_run else [queries] if single else list(queries)
+        q = self.retriever.encode_queries(texts).reps()
+        runs = self.corpus.search(q, qids, self.retriever.fusion, k)
+        run = _pick(runs, scorer)
+        if as_run:
+            return run
+        hits = [list(run[qid].items()) for qid in qids]
+        return hits[0] if single else hits
+
+    def save(self, path: str | Path) -> None:
+        """<path>/{sparse,dense}/, texts.jsonl and index.json (the model and its fusion), written into
+        <path>.tmp... and moved in by renames; encoded shards in <path>/shards are kept."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".index.tmp")
+        self.corpus.save(tmp)
+        r = self.retriever
+        meta = {"model": r.source, "overrides": r.overrides, "encoding": asdict(r.encoding),
+                "fusion": asdict(r.fusion), "documents": len(self), "heads": list(self.corpus.heads)}
+        with (tmp / TEXTS_FILE).open("w", encoding="utf-8") as handle:
+            for docid, text in (self.texts or {}).items():
+                handle.write(json.dumps({"id": docid, "text": text}) + "\n")
+        write_atomic(tmp / INDEX_FILE, json.dumps(meta, indent=2))
+        path.mkdir(parents=True, exist_ok=True)
+        for name in (*self.corpus.heads, TEXTS_FILE, INDEX_FILE):
+            if (tmp / name).is_dir():
+                publish_dir(tmp / name, path / name)
+            else:
+                (tmp / name).replace(path / name)
+        tmp.rmdir()
+
+    @classmethod
+    def load(cls, path: str | Path, retriever: HybridRetriever | None = None) -> SearchIndex:
+        """An index saved by `save` (or `hybridpqa index`); the retriever is loaded from index.json
+        unless given."""
+        path = Path(path)
+        meta_file = path / INDEX_FILE
+        if not meta_file.is_file():
+            raise InputError(f"{path}: not a search index (no {INDEX_FILE}); build one with `hybridpqa index`")
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise InputError(f"{meta_file}: unreadable ({err.__class__.__name__}); rebuild the index") from None
+        retriever = retriever or HybridRetriever.from_pretrained(meta["model"], meta.get("overrides", []))
+        if asdict(retriever.encoding) != meta["encoding"]:
+            raise InputError(f"{path}: indexed with other encoding settings ({meta['encoding']}) than this model's; "
+                             "search it with the model it was built with")
+        retriever.fusion = Fusion.from_dict(meta["fusion"])
+        texts = None
+        if (path / TEXTS_FILE).is_file():
+            texts = {}
+            with (path / TEXTS_FILE).open(encoding="utf-8") as handle:
+                for raw in handle:
+                    obj = json.loads(raw)
+                    texts[obj["id"]] = obj["text"]
+        return cls(retriever, CorpusIndex.load(path), texts)
+
+
+def _pick(scores: dict, scorer: str):
+    if scorer not in SCORERS:
+        raise InputError(f"scorer {scorer!r}: choose one of {', '.join(SCORERS)}")
+    if scorer not in scores:
+        raise InputError(f"scorer {scorer!r}: this model gives {', '.join(scores)}")
+    return scores[scorer]
+
+
+def _fusion_of(checkpoint: Path | None, cfg) -> Fusion:
+    """A checkpoint's fusion (hybridpqa.json, written after its test; else its run's fusion.json),
+    or the config's."""
+    if checkpoint is not None:
+        manifest = read_manifest(checkpoint)
+        if manifest is not None and manifest.get("fusion"):
+            return Fusion.from_dict(manifest["fusion"])
+        run = RunDir.of_checkpoint(checkpoint)
+        if run is not None and run.fusion.is_file():
+            return Fusion.load(run.fusion)
+    return build_fusion(cfg)

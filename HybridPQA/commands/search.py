@@ -1,0 +1,69 @@
+"""Search a saved index (`hybridpqa index`) and write a TREC run, or print the top hits.
+
+Usage:
+  hybridpqa search --index=DIR (--queries=FILE | --query=TEXT) [--output=RUN] [--k=K] [--scorer=NAME] [--overwrite]
+  hybridpqa search -h | --help
+
+Options:
+  --index=DIR      an index folder written by `hybridpqa index`
+  --queries=FILE   BEIR queries.jsonl, a .jsonl of {id, text}, or a .tsv of id<TAB>text
+  --query=TEXT     one query
+  --output=RUN     TREC run file to write; without it the top hits are printed with their text
+  --k=K            documents per query [default: 100]
+  --scorer=NAME    hybrid | dense | sparse [default: hybrid]
+  --overwrite      replace an existing run file
+
+Example:
+  hybridpqa search --index=output/scifact-index --queries=data/raw/scifact/queries.jsonl --output=output/scifact.trec
+  hybridpqa search --index=output/scifact-index --query="do statins lower the risk of dementia?" --k=5
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from HybridPQA.commands.common import parse, positive_int
+from HybridPQA.errors import InputError
+
+
+def search(index: str | Path, queries: str | Path | None = None, query: str | None = None,
+           output: str | Path | None = None, k: int = 100, scorer: str = "hybrid", overwrite: bool = False) -> dict:
+    from HybridPQA.api import SearchIndex
+    from HybridPQA.data.corpus import read_texts
+    from HybridPQA.evaluation.trec import write_trec
+    from HybridPQA.files import check_output_file
+    from HybridPQA.runtime import setup_logging
+
+    if output is not None:
+        output = check_output_file(output, "--output")
+        if output.exists() and not overwrite:
+            raise InputError(f"--output={output}: exists; pass --overwrite to replace it")
+    setup_logging(None)
+    texts = read_texts(queries, "query") if queries is not None else {"q": query}
+    if query is not None and not query.strip():
+        raise InputError("--query: empty text")
+    started = time.perf_counter()
+    loaded = SearchIndex.load(index)
+    ready = time.perf_counter()
+    run = loaded.search(texts, k=k, scorer=scorer)
+    done = time.perf_counter()
+    summary = {"queries": len(texts), "k": k, "scorer": scorer, "load_seconds": round(ready - started, 2),
+               "search_seconds": round(done - ready, 2), "ms_per_query": round(1000 * (done - ready) / len(texts), 2)}
+    if output is None:
+        for qid, hits in run.items():
+            print(f"{qid}: {texts[qid]}")
+            for rank, (docid, score) in enumerate(hits.items(), 1):
+                text = (loaded.texts or {}).get(docid, "")
+                print(f"  {rank:>3}. {score:9.4f}  {docid}  {text[:100]}")
+    else:
+        write_trec(run, output, f"hybridpqa.{scorer}")
+        summary["run"] = str(output)
+        print(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(__doc__, argv, "search")
+    return search(args["--index"], args["--queries"], args["--query"], args["--output"],
+                  positive_int(args["--k"], "--k"), args["--scorer"], args["--overwrite"])

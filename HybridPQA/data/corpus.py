@@ -1,0 +1,80 @@
+"""Any corpus or query file to {id: text}, for `hybridpqa index` / `search` and the Python API.
+
+Formats, by name:
+- `.jsonl`: one object per line with an id (`_id`, `id`, `docid` or `qid`) and a text (`text`,
+  `contents` or `query`; a `title` is put in front), e.g. BEIR's corpus.jsonl and queries.jsonl;
+- `.tsv`: `id<TAB>text` or `id<TAB>title<TAB>text`, an optional header whose first column is
+  `id`, `_id`, `docid` or `qid`.
+
+Nothing is dropped: a duplicate id, an empty text or a malformed line is an error naming the
+file and line, and so is a file with no text at all.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from HybridPQA.data.readers import check_id
+from HybridPQA.errors import InputError
+
+ID_KEYS = ("_id", "id", "docid", "qid")
+TEXT_KEYS = ("text", "contents", "query")
+FORMATS = ".jsonl (BEIR corpus.jsonl / queries.jsonl, or {id, text} lines) or .tsv (id<TAB>text, id<TAB>title<TAB>text)"
+
+
+def _jsonl(path: Path):
+    with path.open(encoding="utf-8-sig") as handle:
+        for line, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except (json.JSONDecodeError, RecursionError) as err:
+                raise InputError(f"{path}:{line}: invalid JSON ({getattr(err, 'msg', 'nested too deeply')}); "
+                                 "expected one object per line") from None
+            key = next((k for k in ID_KEYS if isinstance(obj, dict) and k in obj), None)
+            if key is None:
+                raise InputError(f"{path}:{line}: no id field (one of {', '.join(ID_KEYS)}); add one")
+            text = " ".join(str(obj[k]).strip() for k in ("title", *TEXT_KEYS) if obj.get(k))
+            yield line, str(obj[key]), text
+
+
+def _tsv(path: Path):
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        for line, raw in enumerate(handle, 1):
+            raw = raw.rstrip("\r\n")
+            if not raw.strip():
+                continue
+            cols = raw.split("\t")
+            if line == 1 and cols[0].strip().lower() in ID_KEYS:
+                continue  # header
+            if len(cols) not in (2, 3):
+                raise InputError(f"{path}:{line}: {len(cols)} tab-separated columns; expected id<TAB>text or "
+                                 "id<TAB>title<TAB>text")
+            yield line, cols[0].strip(), " ".join(c.strip() for c in cols[1:] if c.strip())
+
+
+def read_texts(path: str | Path, what: str = "document") -> dict[str, str]:
+    """{id: text} of a corpus (`what` = "document") or query file, in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} file not found")
+    rows = {".jsonl": _jsonl, ".tsv": _tsv}.get(path.suffix)
+    if rows is None:
+        raise InputError(f"{path}: unknown {what} file format {path.suffix or '(no extension)'!r}; use {FORMATS}")
+    texts: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    try:
+        for line, key, text in rows(path):
+            check_id(key, f"{path}:{line}", f"{what} id")
+            if key in texts:
+                raise InputError(f"{path}:{line}: {what} id {key!r} already used on line {first_line[key]}; ids must "
+                                 "be unique (rename or remove one)")
+            if not text:
+                raise InputError(f"{path}:{line}: {what} {key!r} has an empty text; fill it in or remove the line")
+            texts[key], first_line[key] = text, line
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text (offset {err.start}); re-save it as UTF-8") from None
+    if not texts:
+        raise InputError(f"{path}: no {what} in this file (empty, or only a header)")
+    return texts

@@ -1,0 +1,145 @@
+"""Checkpoints in Hugging Face format: every encoder a folder that `transformers` loads as it is.
+
+<checkpoint>/
+    query/              AutoModelForMaskedLM + AutoTokenizer (safetensors); the only encoder when shared
+    context/            the context encoder, when not shared
+    cross/              AutoModelForSequenceClassification + tokenizer (BIENCODER_TYPE cross)
+    heads.safetensors   the heads' own weights (dense projection, late-interaction projection), if any
+    hybridpqa.json      what the folders are: model type, heads, encoding settings, fusion
+    encoding.json       EncodingSettings (modeling.encoding), also inside hybridpqa.json
+    config.yaml         the run's full config
+    README.md           model card (modeling.card)
+
+Older checkpoints (`model.pt` + `backbone/` + `tokenizer/`) still load. Nothing here unpickles:
+safetensors and JSON only, and `model.pt` through torch's weights_only loader.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from HybridPQA.errors import InputError
+from HybridPQA.files import disk_error, load_torch, publish_dir, write_atomic
+from HybridPQA.modeling.card import write_card
+from HybridPQA.modeling.encoding import EncodingSettings
+
+MANIFEST = "hybridpqa.json"
+HEADS_FILE = "heads.safetensors"
+FORMAT = 2
+LEGACY_WEIGHTS = "model.pt"
+
+
+def is_checkpoint(path: Path) -> bool:
+    return (Path(path) / MANIFEST).is_file() or (Path(path) / LEGACY_WEIGHTS).is_file()
+
+
+def read_manifest(path: Path) -> dict | None:
+    """hybridpqa.json of a checkpoint, None for an old `model.pt` one."""
+    file = Path(path) / MANIFEST
+    if not file.is_file():
+        return None
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"{file}: unreadable checkpoint description ({err.__class__.__name__}); the checkpoint is "
+                         "damaged") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "folders" not in manifest:
+        raise InputError(f"{file}: not a HybridPQA checkpoint description of format {FORMAT}")
+    return manifest
+
+
+def folders(model) -> dict[str, torch.nn.Module]:
+    """{folder name: the transformers model saved there}."""
+    if hasattr(model, "classifier"):
+        return {"cross": model.classifier}
+    out = {"query": model.query_encoder.mlm}
+    if model.context_encoder is not None:
+        out["context"] = model.context_encoder.mlm
+    return out
+
+
+def head_weights(model) -> dict[str, torch.Tensor]:
+    """The state-dict entries outside the transformers models (the heads' projections)."""
+    backbone = {id(p) for m in folders(model).values() for p in m.state_dict(keep_vars=True).values()}
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict(keep_vars=True).items()
+            if id(v) not in backbone}
+
+
+def save_checkpoint(model, tokenizer, cfg, path: Path, encoding: EncodingSettings, fusion: dict | None) -> None:
+    """Write the checkpoint into <path>.tmp, then publish it in one rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name, hf_model in folders(model).items():
+            hf_model.save_pretrained(tmp / name)
+            tokenizer.save_pretrained(tmp / name)
+        heads = head_weights(model)
+        if heads:
+            save_file(heads, str(tmp / HEADS_FILE))
+    except OSError as err:
+        raise disk_error(tmp, err) from None
+    m = cfg.RETRIEVER.MODEL
+    manifest = {"format": FORMAT, "library": "HybridPQA", "biencoder_type": m.BIENCODER_TYPE,
+                "folders": list(folders(model)), "heads": sorted(getattr(model, "heads", ())),
+                "shared_encoder": bool(m.SHARED_ENCODER), "projection_dim": m.PROJECTION_DIM,
+                "cross_interaction": bool(m.CROSS_INTERACTION), "encoding": asdict(encoding), "fusion": fusion}
+    write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2))
+    write_atomic(tmp / "config.yaml", cfg.dump())
+    encoding.save(tmp)
+    write_card(tmp, cfg, manifest)
+    publish_dir(tmp, path)
+
+
+def describe(path: Path, cfg, fusion: dict, results: dict[str, dict]) -> None:
+    """After testing: record the fusion the checkpoint is searched with (tuned by FUSION.TUNE, or
+    the configured one) and write its model card with the test results."""
+    manifest = read_manifest(path)
+    if manifest is not None:
+        manifest["fusion"] = fusion
+        write_atomic(Path(path) / MANIFEST, json.dumps(manifest, indent=2))
+        write_card(path, cfg, manifest, results)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0][:100] if str(err).strip() else err.__class__.__name__
+
+
+def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(file))
+    except (OSError, ValueError, SafetensorError) as err:
+        raise InputError(f"{file}: truncated or corrupt weights ({_first_line(err)}); "
+                         "delete the checkpoint and use another, or retrain") from None
+
+
+def load_weights(model, path: Path) -> None:
+    """Load a checkpoint's folders and heads.safetensors into `model` (built from the same
+    hybridpqa.json, e.g. to resume), or an old checkpoint's model.pt."""
+    path = Path(path)
+    if read_manifest(path) is None:  # the old format
+        model.load_state_dict(load_torch(path / LEGACY_WEIGHTS))
+        return
+    for name, hf_model in folders(model).items():
+        try:  # transformers reads its own folders (shards, renamed keys, tied weights)
+            saved = type(hf_model).from_pretrained(path / name)
+        except (OSError, ValueError, SafetensorError) as err:
+            raise InputError(f"{path / name}: unreadable weights ({_first_line(err)}); delete the checkpoint and use "
+                             "another, or retrain") from None
+        hf_model.load_state_dict(saved.state_dict())
+    load_heads(model, path)
+
+
+def load_heads(model, path: Path) -> None:
+    """heads.safetensors into `model`, whose transformers models came from the checkpoint's folders."""
+    expected = set(head_weights(model))
+    heads = _read_safetensors(path / HEADS_FILE) if expected or (path / HEADS_FILE).is_file() else {}
+    if set(heads) != expected:
+        raise InputError(f"{path / HEADS_FILE}: head weights {sorted(heads)[:3]} do not fit the model described by "
+                         f"hybridpqa.json ({sorted(expected)[:3]}); the checkpoint is damaged or mixed")
+    model.load_state_dict(heads, strict=False)
