@@ -21,7 +21,9 @@ import scipy.sparse as sp
 import torch
 
 from HybridPQA.config import load_config
+from HybridPQA.data import build_text_options
 from HybridPQA.data.corpus import read_texts
+from HybridPQA.data.text import TextOptions
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.encode import encode
 from HybridPQA.evaluation.explain import Explanation, explain_pair
@@ -69,20 +71,21 @@ class HybridRetriever:
     """A bi-encoder (hybrid, dense or sparse) with its encoding settings and fusion."""
 
     def __init__(self, model, tokenizer, encoding: EncodingSettings, fusion: Fusion, device: torch.device,
-                 dtype: torch.dtype | None = None, batch_size: int = 64, source: str = "", overrides: list[str] = ()):
+                 dtype: torch.dtype | None = None, batch_sizes: tuple[int, int] = (32, 64), source: str = "",
+                 overrides: list[str] = (), text: TextOptions = TextOptions()):
         heads = set(getattr(model, "heads", ()))
         if not heads & {"dense", "sparse"}:
             raise InputError(f"{source}: HybridRetriever serves dense / sparse / hybrid bi-encoders; this model has "
                              f"{sorted(heads) or 'no neural heads'} (use `hybridpqa evaluate` for BM25, cross-encoders "
                              "and late interaction)")
         self.model, self.tokenizer, self.encoding, self.fusion = model.to(device).eval(), tokenizer, encoding, fusion
-        self.device, self.dtype, self.batch_size = device, dtype, batch_size
-        self.source, self.overrides = source, list(overrides)
+        self.device, self.dtype, self.batch_sizes = device, dtype, batch_sizes  # texts per batch: queries, documents
+        self.source, self.overrides, self.text = source, list(overrides), text  # text: the model's DATA options
         self.terms = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))) if "sparse" in heads else []
 
     @classmethod
-    def from_pretrained(cls, path_or_name: str | Path, overrides: list[str] = (), config: str | Path | None = None,
-                        batch_size: int = 64) -> HybridRetriever:
+    def from_pretrained(cls, path_or_name: str | Path, overrides: list[str] = (),
+                        config: str | Path | None = None) -> HybridRetriever:
         """A HybridPQA checkpoint, or any masked LM (a folder or a hub name) used zero-shot with the
         defaults, `config` and `overrides` (KEY VALUE pairs, as on the command line)."""
         source = str(path_or_name)
@@ -97,14 +100,17 @@ class HybridRetriever:
         device = build_device(cfg)
         model, tokenizer = build_model(cfg, checkpoint=checkpoint)
         dtype = build_precision(cfg, device, model)
-        return cls(model, tokenizer, build_encoding(cfg), _fusion_of(checkpoint, cfg), device, dtype, batch_size,
-                   source, list(overrides))
+        batch_sizes = (cfg.RETRIEVER.SOLVER.TEST_BATCH_SIZE, cfg.RETRIEVER.SOLVER.TEST_CTX_BSZ)  # as evaluation's
+        return cls(model, tokenizer, build_encoding(cfg), _fusion_of(checkpoint, cfg), device, dtype, batch_sizes,
+                   source, list(overrides), build_text_options(cfg.RETRIEVER.DATA))
 
     # -- encoding and scoring ------------------------------------------------------------------
     def _encode(self, side: str, texts: list[str]) -> Encoded:
         if isinstance(texts, str):
             texts = [texts]
-        reps = encode(self.model, self.tokenizer, side, list(texts), self.encoding.max_length(side), self.batch_size,
+        texts = [self.text.query(t) if side == "query" else self.text.context(t) for t in texts]
+        reps = encode(self.model, self.tokenizer, side, list(texts), self.encoding.max_length(side),
+                      self.batch_sizes[side == "context"],
                       self.device, self.dtype, cosine=self.encoding.cosine)
         dense = reps["dense"].numpy() if "dense" in reps else None
         return Encoded(dense, reps.get("sparse"), self.terms)
@@ -129,8 +135,8 @@ class HybridRetriever:
 
     def explain(self, query: str, document: str, top: int = 15) -> Explanation:
         """Terms, matches and the dense / sparse parts of the hybrid score of one pair (fused alone)."""
-        return explain_pair(self.model, self.tokenizer, self.encoding, self.device, query, document, self.fusion,
-                            top, dtype=self.dtype)
+        return explain_pair(self.model, self.tokenizer, self.encoding, self.device, self.text.query(query),
+                            self.text.context(document), self.fusion, top, dtype=self.dtype)
 
     # -- indexing and searching ----------------------------------------------------------------
     def index(self, corpus: dict[str, str] | list[str] | str | Path, output: str | Path | None = None,
@@ -255,7 +261,7 @@ class SearchIndex:
         except (ValueError, UnicodeDecodeError) as err:
             raise InputError(f"{meta_file}: unreadable ({err.__class__.__name__}); rebuild the index") from None
         retriever = retriever or HybridRetriever.from_pretrained(meta["model"], meta.get("overrides", []))
-        if asdict(retriever.encoding) != meta["encoding"]:
+        if json.loads(json.dumps(asdict(retriever.encoding))) != meta["encoding"]:
             raise InputError(f"{path}: indexed with other encoding settings ({meta['encoding']}) than this model's; "
                              "search it with the model it was built with")
         retriever.fusion = Fusion.from_dict(meta["fusion"])

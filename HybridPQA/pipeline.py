@@ -52,7 +52,7 @@ def _report_issues(data: RankingData) -> None:
 def load_split(path_data: Path, rel: str | None, cfg: CfgNode) -> RankingData | None:
     if rel is None:
         return None
-    data = build_split(Path(path_data) / rel, cfg.RETRIEVER.DATA)
+    data = build_split(Path(path_data) / rel, cfg.RETRIEVER.DATA, path_data)
     _report_issues(data)
     return data
 
@@ -174,7 +174,7 @@ def evaluate_only(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, checkpo
     elif cfg.RETRIEVER.FUSION.TUNE:
         log.warning("RETRIEVER.FUSION.TUNE: nothing tuned to use (no fusion.json in the checkpoint's run); "
                     "the configured ALPHA / RRF_K are used")
-    data = first_stage(build_split(path, cfg.RETRIEVER.DATA), cfg, path_data, name)
+    data = first_stage(build_split(path, cfg.RETRIEVER.DATA, path_data), cfg, path_data, name)
     _report_issues(data)
     log.info("evaluating %s on %s (%s, %d queries)", checkpoint or cfg.RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE,
              path, data.mode, len(data.queries))

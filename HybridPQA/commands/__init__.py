@@ -14,7 +14,7 @@ Commands:
   index      encode any corpus into a saved sparse + dense index (resumable)
   search     search a saved index: a TREC run, or the top hits printed
   explain    why a model scored a document as it did (terms, matches, hybrid parts)
-  export     write a saved sparse index as a Pyserini / Anserini collection
+  export     a checkpoint as sentence-transformers folders, or an index as a Pyserini collection
   reproduce  run a paper table: every row trained, evaluated and checked
   sweep      train a grid of configs and rank them in a leaderboard
 

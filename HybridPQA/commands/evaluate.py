@@ -2,6 +2,7 @@
 
 Usage:
   hybridpqa evaluate --output=DIR --data=DIR [--config=FILE] [--checkpoint=PATH] [--split=NAME] [--overwrite] [--print-config] [--env=FILE] [<KEY_VALUE>...]
+  hybridpqa evaluate --run=FILE --qrels=FILE [--metrics=LIST]
   hybridpqa evaluate -h | --help
 
 Options:
@@ -14,8 +15,14 @@ Options:
   --overwrite        replace existing results of this split
   --print-config     print the merged config and exit
   --env=FILE         dotenv file with HPQA__SECTION__KEY=value lines [default: .env]
+  --run=FILE         score a TREC run (e.g. of `hybridpqa search`) against --qrels, nothing else
+  --qrels=FILE       TREC or BEIR qrels (qrels/test.tsv)
+  --metrics=LIST     comma-separated ranx metrics [default: ndcg@10,recall@100,mrr@10,map]
 
-Example:
+Searching a corpus that has no qrels at all is `hybridpqa index` + `hybridpqa search`.
+
+Examples:
+  hybridpqa evaluate --run=output/scifact.trec --qrels=data/raw/scifact/qrels/test.tsv
   hybridpqa evaluate --output=output --data=data/raw/scifact --split=test --config=configs/zero_shot_scifact.yaml
 """
 from __future__ import annotations
@@ -46,8 +53,26 @@ def evaluate(output: str | Path, data: str | Path, config: str | Path | None = N
     return results
 
 
+def score(run: str | Path, qrels: str | Path, metrics: list[str]) -> dict:
+    """Metrics of a TREC run on the qrels' judged queries; printed as JSON."""
+    import json
+
+    from HybridPQA.evaluation.metrics import check_metric, score_run
+    from HybridPQA.evaluation.trec import read_qrels, read_trec
+
+    metrics = [check_metric(m.strip(), "--metrics") for m in metrics if m.strip()]
+    judged = read_qrels(Path(qrels))
+    values = score_run(read_trec(Path(run)), judged, metrics)
+    out = {"run": str(run), "qrels": str(qrels), "queries": sum(1 for d in judged.values() if any(r > 0 for r in d.values())),
+           "metrics": values}
+    print(json.dumps(out, indent=2))
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse(__doc__, argv, "evaluate")
+    if args["--run"]:
+        return score(args["--run"], args["--qrels"], args["--metrics"].split(","))
     if args["--print-config"]:
         print(experiment_config(args["--config"], args["<KEY_VALUE>"], args["--env"], args["--checkpoint"]).dump(),
               end="")

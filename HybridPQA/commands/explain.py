@@ -55,7 +55,7 @@ def explain(checkpoint: str | Path, query: str | None = None, document: str | No
     if query is not None:
         e = explain_pair(model, tokenizer, build_encoding(cfg), device, query, document, fusion, top, dtype=dtype)
     else:
-        ranking = build_split(find_split(data, split), cfg.RETRIEVER.DATA)
+        ranking = build_split(find_split(data, split), cfg.RETRIEVER.DATA, data)
         where = f"split {split} of {data}"
         if qid not in ranking.queries:
             raise InputError(f"--qid={qid}: no such question in {where}")

@@ -42,14 +42,22 @@ _C.RETRIEVER.DATA.NAME = "product-qa"  # dataset label, recorded in results
 _C.RETRIEVER.DATA.TRAIN_DATA_PATH = "train.json"
 _C.RETRIEVER.DATA.VAL_DATA_PATH = "dev.json"
 _C.RETRIEVER.DATA.TEST_DATA_PATH = "test.json"
+# (new) a corpus file (BEIR corpus.jsonl, .jsonl of {id, text}, .tsv of id<TAB>text) whose ids the
+# `positive` / `negatives` of a pairs file (.jsonl / .csv / .tsv) name, instead of texts; None = texts
+_C.RETRIEVER.DATA.CORPUS_PATH = None
+# (new) BEIR's ignore_identical_ids: drop a retrieved document whose id is the query's own (ArguAna, Quora)
+_C.RETRIEVER.DATA.IGNORE_IDENTICAL_IDS = False
 _C.RETRIEVER.DATA.NUM_POSITIVE_CONTEXTS = 1  # positives per training question (sampled each epoch)
 # contexts per training question: positives + hard negatives; missing negatives are filled
 # with random contexts of other questions (never one of the question's positives)
 _C.RETRIEVER.DATA.NUM_TOTAL_CONTEXTS = 5
-_C.RETRIEVER.DATA.INSERT_SOURCE = True  # prepend the evidence source label ("review ...")
-_C.RETRIEVER.DATA.NORMALIZE = True  # the paper's cleanup of quotes, units and numbers (contexts)
+# The paper's product-QA text options. Off by default, since they rewrite any other text (BRCA1 ->
+# "BRCA1 inches", 3x4 -> "length 3 x width 4"); the product-QA configs (quickstart.yaml, experiments/
+# hybrid.yaml) turn them on, as the original code's defaults did.
+_C.RETRIEVER.DATA.INSERT_SOURCE = False  # prepend the evidence source label ("review ...")
+_C.RETRIEVER.DATA.NORMALIZE = False  # the paper's cleanup of quotes, units and numbers (contexts)
 _C.RETRIEVER.DATA.NORMALIZE_NUMBERS = False  # (new) also replace digits by "number", as the paper did
-_C.RETRIEVER.DATA.FLATTEN_ATTRIBUTE = True  # attribute pseudo-JSON -> "key : value" text (flatten-json)
+_C.RETRIEVER.DATA.FLATTEN_ATTRIBUTE = False  # attribute pseudo-JSON -> "key : value" text (flatten-json)
 _C.RETRIEVER.DATA.COUNT = None  # keep only the first N questions of each split (debugging); None = all
 # (new) hold out this fraction of the training questions as the val split, chosen by a hash of
 # the question id (the same questions on every machine); VAL_DATA_PATH must then be None

@@ -7,20 +7,27 @@ from pathlib import Path
 
 from yacs.config import CfgNode
 
+from HybridPQA.data.corpus import read_texts
 from HybridPQA.data.readers import RankingData, find_split, read_split
-from HybridPQA.data.text import context_text, question_text
+from HybridPQA.data.text import TextOptions
 from HybridPQA.errors import InputError
 from HybridPQA.scoring import ranking
 
 
-def build_split(path: str | Path, data_cfg: CfgNode) -> RankingData:
-    """Read one split, keep the first DATA.COUNT questions, and apply the text options."""
-    data = read_split(path).head(data_cfg.COUNT)
-    docs = {d: context_text(text, data.doc_source.get(d), insert_source=data_cfg.INSERT_SOURCE,
-                            normalize=data_cfg.NORMALIZE, normalize_numbers=data_cfg.NORMALIZE_NUMBERS,
-                            flatten_attributes=data_cfg.FLATTEN_ATTRIBUTE)
-            for d, text in data.docs.items()}
-    queries = {q: question_text(t, normalize_numbers=data_cfg.NORMALIZE_NUMBERS) for q, t in data.queries.items()}
+def build_text_options(data_cfg: CfgNode) -> TextOptions:
+    return TextOptions(data_cfg.INSERT_SOURCE, data_cfg.NORMALIZE, data_cfg.NORMALIZE_NUMBERS, data_cfg.FLATTEN_ATTRIBUTE)
+
+
+def build_split(path: str | Path, data_cfg: CfgNode, path_data: str | Path | None = None) -> RankingData:
+    """Read one split, keep the first DATA.COUNT questions, and apply the text options. A pairs file
+    naming documents by id reads them from DATA.CORPUS_PATH (relative to `path_data`)."""
+    corpus = None
+    if data_cfg.CORPUS_PATH:
+        corpus = read_texts(Path(path_data or ".") / data_cfg.CORPUS_PATH)
+    data = read_split(path, corpus).head(data_cfg.COUNT)
+    options = build_text_options(data_cfg)
+    docs = {d: options.context(text, data.doc_source.get(d)) for d, text in data.docs.items()}
+    queries = {q: options.query(t) for q, t in data.queries.items()}
     return dataclasses.replace(data, queries=queries, docs=docs)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from HybridPQA.data.readers import check_id
+from HybridPQA.data.ranking import check_id
 from HybridPQA.errors import InputError
 
 ID_KEYS = ("_id", "id", "docid", "qid")

@@ -1,5 +1,7 @@
 """Readers for the four data formats, all returning one `RankingData`.
 
+Your own pairs (.jsonl, .csv / .tsv with query and positive columns, a saved `datasets`
+folder) are read by data.pairs. The formats of the original work:
 (a) hetPQA evidence-ranking TSV: qid, ASIN, qa_pair_id, question, candidate, label, source, confidence
 (b) hetPQA answer-generation TSV: ASIN, question, candidate, answer, source (every row a positive)
 (c) the original code's JSON: [{qid, question, positive_ctxs: [{cid, source, text}], negative_ctxs}]
@@ -20,64 +22,15 @@ from __future__ import annotations
 
 import csv
 import json
-import unicodedata
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from HybridPQA.data.pairs import pairs_header, read_pairs_dataset, read_pairs_jsonl, read_pairs_table
+from HybridPQA.data.ranking import RankingData, check_id
 from HybridPQA.errors import InputError
 
 ER_COLUMNS = ("qid", "ASIN", "qa_pair_id", "question", "candidate", "label", "source")
 AG_COLUMNS = ("ASIN", "question", "candidate", "answer", "source")
 csv.field_size_limit(1 << 30)
-
-
-@dataclass
-class RankingData:
-    """One split. `candidates` set = rerank each query's list; None = retrieve from all `docs`."""
-
-    name: str
-    queries: dict[str, str] = field(default_factory=dict)  # qid -> question
-    docs: dict[str, str] = field(default_factory=dict)  # docid -> context text
-    qrels: dict[str, dict[str, int]] = field(default_factory=dict)  # qid -> {docid: relevance > 0}
-    candidates: dict[str, list[str]] | None = None  # qid -> docids to rerank
-    doc_source: dict[str, str] = field(default_factory=dict)  # docid -> evidence source label
-    query_group: dict[str, str] = field(default_factory=dict)  # qid -> product (ASIN)
-    issues: list[str] = field(default_factory=list)  # skipped or repaired input, "file:line: what"
-    first_stage: str | None = None  # the run whose top documents became `candidates` (RERANK.RUN)
-
-    @property
-    def mode(self) -> str:
-        return "rerank" if self.candidates is not None else "retrieve"
-
-    def positives(self, qid: str) -> list[str]:
-        return [d for d, rel in self.qrels.get(qid, {}).items() if rel > 0]
-
-    def judged_qids(self) -> list[str]:
-        """Queries with at least one positive: the only ones metrics are computed on."""
-        return [q for q in self.queries if self.positives(q)]
-
-    def head(self, count: int | None) -> RankingData:
-        """The first `count` queries (DATA.COUNT), with only the documents they need in rerank mode."""
-        if count is None or count >= len(self.queries):
-            return self
-        qids = list(self.queries)[:count]
-        cands = None if self.candidates is None else {q: self.candidates[q] for q in qids}
-        keep = set(self.docs) if cands is None else {d for q in qids for d in cands[q]}
-        return RankingData(self.name, {q: self.queries[q] for q in qids},
-                           {d: t for d, t in self.docs.items() if d in keep},
-                           {q: self.qrels[q] for q in qids if q in self.qrels}, cands,
-                           {d: s for d, s in self.doc_source.items() if d in keep},
-                           {q: self.query_group[q] for q in qids if q in self.query_group}, self.issues)
-
-
-def check_id(value: str, where: str, what: str = "id") -> str:
-    """`value` if TREC files can hold it: not empty, no whitespace, separators or control characters."""
-    bad = [c for c in value if c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
-    if not value or bad:
-        why = "is empty" if not value else f"contains {bad[0]!r}"
-        raise InputError(f"{where}: {what} {value!r} {why}; ids must be non-empty with no spaces, tabs or line "
-                         "breaks (TREC run files are space-separated); fix the id in the file")
-    return value
 
 
 def _require(data: RankingData, path: Path) -> RankingData:
@@ -264,37 +217,46 @@ def read_beir(qrels_path: Path) -> RankingData:
     return data
 
 
-def read_split(path: str | Path) -> RankingData:
-    """Dispatch on the file: .csv (by header), .json, or a BEIR qrels .tsv."""
+def read_split(path: str | Path, corpus: dict[str, str] | None = None) -> RankingData:
+    """Dispatch on the file: a pairs file (.jsonl, or .csv / .tsv with query and positive columns, or a
+    saved `datasets` folder; `corpus` resolves their ids), .csv (hetPQA, by header), .json, or a BEIR
+    qrels .tsv."""
     try:
-        return _read_split(Path(path))
+        return _read_split(Path(path), corpus)
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at offset "
                          f"{err.start}, in it or its BEIR files); re-save it as UTF-8") from None
 
 
-def _read_split(path: Path) -> RankingData:
+def _read_split(path: Path, corpus: dict[str, str] | None) -> RankingData:
+    if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
+        return _require(read_pairs_dataset(path, corpus), path)
     if not path.is_file():
         raise InputError(f"{path}: data file not found; run `hybridpqa prepare` or check --path_data and the "
                          "RETRIEVER.DATA.*_DATA_PATH keys")
     if path.suffix == ".json":
         return _require(read_hybridpqa_json(path), path)
+    if path.suffix == ".jsonl":
+        return _require(read_pairs_jsonl(path, corpus), path)
     if path.suffix == ".tsv" and path.parent.name == "qrels":
         return _require(read_beir(path), path)
+    if path.suffix in (".csv", ".tsv") and pairs_header(path):
+        return _require(read_pairs_table(path, corpus), path)
     if path.suffix in (".csv", ".tsv"):
         with path.open(encoding="utf-8-sig") as handle:
             header = handle.readline().rstrip("\r\n").split("\t")
         if "label" in header or "qid" in header:
             return _require(read_evidence_ranking(path), path)
         return _require(read_answer_generation(path), path)
-    raise InputError(f"{path}: unknown data format; use a .csv (hetPQA TSV), .json (HybridPQA records) "
-                     "or a BEIR qrels/<split>.tsv")
+    raise InputError(f"{path}: unknown data format; use pairs (.jsonl, or .csv / .tsv with query and positive "
+                     "columns), a .csv (hetPQA TSV), .json (HybridPQA records) or a BEIR qrels/<split>.tsv")
 
 
 def find_split(path_data: str | Path, name: str) -> Path:
-    """A split NAME in a data folder: NAME.csv, NAME.json or qrels/NAME.tsv."""
+    """A split NAME in a data folder: NAME.json, NAME.csv, NAME.jsonl, NAME.tsv or qrels/NAME.tsv."""
     root = Path(path_data)
-    for candidate in (root / f"{name}.json", root / f"{name}.csv", root / "qrels" / f"{name}.tsv"):
-        if candidate.is_file():
-            return candidate
-    raise InputError(f"{root}: no split {name!r} (looked for {name}.json, {name}.csv, qrels/{name}.tsv)")
+    names = (f"{name}.json", f"{name}.csv", f"{name}.jsonl", f"{name}.tsv", f"qrels/{name}.tsv")
+    for candidate in names:
+        if (root / candidate).is_file():
+            return root / candidate
+    raise InputError(f"{root}: no split {name!r} (looked for {', '.join(names)})")

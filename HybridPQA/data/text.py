@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 
 from flatten_json import flatten
 
@@ -151,7 +152,24 @@ def context_text(text: str, source: str | None, *, insert_source: bool, normaliz
     return text
 
 
-def question_text(text: str, *, normalize_numbers: bool) -> str:
-    """Questions are only ASCII-folded (as in the paper), plus numbers when that option is on."""
-    text = ascii_fold(text)
+def question_text(text: str, *, normalize: bool, normalize_numbers: bool) -> str:
+    """Under NORMALIZE questions are only ASCII-folded (as in the paper); numbers when that option is on."""
+    text = ascii_fold(text) if normalize else text
     return re.sub(r"\d+(?:[.,]\d+)*", "number", text) if normalize_numbers else text
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    """The paper's text options (RETRIEVER.DATA), applied alike in training, evaluation and search."""
+
+    insert_source: bool = False
+    normalize: bool = False
+    normalize_numbers: bool = False
+    flatten_attributes: bool = False
+
+    def query(self, text: str) -> str:
+        return question_text(text, normalize=self.normalize, normalize_numbers=self.normalize_numbers)
+
+    def context(self, text: str, source: str | None = None) -> str:
+        return context_text(text, source, insert_source=self.insert_source, normalize=self.normalize,
+                            normalize_numbers=self.normalize_numbers, flatten_attributes=self.flatten_attributes)

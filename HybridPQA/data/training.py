@@ -46,8 +46,9 @@ class TrainingSet:
         if len(self.pool) < 2 * num_total:
             raise InputError(f"training split {data.name}: {len(self.pool)} contexts are too few to sample "
                              f"RETRIEVER.DATA.NUM_TOTAL_CONTEXTS = {num_total} per question; lower it or add data")
-        self.negatives = {q: [d for d in (data.candidates or {}).get(q, []) if d not in data.qrels[q]
-                              or data.qrels[q][d] <= 0] for q in self.qids}
+        self.negatives = {q: data.hard_negatives.get(q) or [d for d in (data.candidates or {}).get(q, [])
+                                                            if d not in data.qrels[q] or data.qrels[q][d] <= 0]
+                          for q in self.qids}
 
     def batches_per_epoch(self) -> int:
         return len(self.qids) // self.batch_size  # drop_last: every batch has the same size

@@ -31,7 +31,7 @@ from HybridPQA.modeling import BM25, BiEncoder, CrossEncoder
 from HybridPQA.modeling.encoding import build_encoding
 from HybridPQA.retrieval.fusion import tune
 from HybridPQA.rundir import RunDir
-from HybridPQA.scoring import Fusion, build_fusion
+from HybridPQA.scoring import Fusion, build_fusion, ranking
 
 log = logging.getLogger(__name__)
 TUNE_DEPTH = 10_000  # documents per query in the runs that tune the fusion (all of them up to this)
@@ -91,7 +91,7 @@ def evaluate_split(model: BiEncoder | CrossEncoder | BM25, tokenizer, data: Rank
     fusion = fusion or build_fusion(cfg)
     if tune_here and set(model.heads) == {"dense", "sparse"}:
         fusion = tune_fusion(ranker, data, fusion, cfg.RETRIEVER.SOLVER.SELECT_METRIC, run_dir)
-    runs = ranker.rank(list(data.queries), fusion)
+    runs = _rank(ranker, data, fusion, cfg.RETRIEVER.SOLVER.TOP_RETRIEVE_COUNT, cfg.RETRIEVER.DATA.IGNORE_IDENTICAL_IDS)
     files = {}
     if run_dir is not None:  # score what the TREC files say, so the files and the metrics agree
         for scorer, run in runs.items():
@@ -120,6 +120,16 @@ def evaluate_split(model: BiEncoder | CrossEncoder | BM25, tokenizer, data: Rank
         results_path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(results_path, json.dumps(finite(results), indent=2, allow_nan=False))
     return results
+
+
+def _rank(ranker, data: RankingData, fusion: Fusion, depth: int, ignore_identical: bool) -> dict[str, Run]:
+    """Every scorer's run; with DATA.IGNORE_IDENTICAL_IDS (BEIR's ignore_identical_ids) one more
+    document is retrieved, a document whose id is the query's own is dropped, and runs cut to depth."""
+    if not ignore_identical:
+        return ranker.rank(list(data.queries), fusion)
+    runs = ranker.rank(list(data.queries), fusion, depth=depth + 1)
+    return {scorer: {q: dict([(d, s) for d, s in ranking(docs) if d != q][:depth]) for q, docs in run.items()}
+            for scorer, run in runs.items()}
 
 
 def finite(value):
