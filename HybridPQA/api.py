@@ -39,6 +39,7 @@ from HybridPQA.scoring import Fusion, build_fusion
 log = logging.getLogger(__name__)
 INDEX_FILE = "index.json"
 TEXTS_FILE = "texts.jsonl"
+CONFIG_FILE = "config.yaml"  # the model's merged config
 SCORERS = ("hybrid", "dense", "sparse")
 
 
@@ -81,6 +82,7 @@ class HybridRetriever:
         self.model, self.tokenizer, self.encoding, self.fusion = model.to(device).eval(), tokenizer, encoding, fusion
         self.device, self.dtype, self.batch_sizes = device, dtype, batch_sizes  # texts per batch: queries, documents
         self.source, self.overrides, self.text = source, list(overrides), text  # text: the model's DATA options
+        self.config: str | None = None
         self.terms = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))) if "sparse" in heads else []
 
     @classmethod
@@ -101,8 +103,10 @@ class HybridRetriever:
         model, tokenizer = build_model(cfg, checkpoint=checkpoint)
         dtype = build_precision(cfg, device, model)
         batch_sizes = (cfg.RETRIEVER.SOLVER.TEST_BATCH_SIZE, cfg.RETRIEVER.SOLVER.TEST_CTX_BSZ)  # as evaluation's
-        return cls(model, tokenizer, build_encoding(cfg), _fusion_of(checkpoint, cfg), device, dtype, batch_sizes,
-                   source, list(overrides), build_text_options(cfg.RETRIEVER.DATA))
+        retriever = cls(model, tokenizer, build_encoding(cfg), _fusion_of(checkpoint, cfg), device, dtype, batch_sizes,
+                        source, list(overrides), build_text_options(cfg.RETRIEVER.DATA))
+        retriever.config = cfg.dump()  # the merged config, saved with an index so search rebuilds the same model
+        return retriever
 
     # -- encoding and scoring ------------------------------------------------------------------
     def _encode(self, side: str, texts: list[str]) -> Encoded:
@@ -228,7 +232,7 @@ class SearchIndex:
         return hits[0] if single else hits
 
     def save(self, path: str | Path) -> None:
-        """<path>/{sparse,dense}/, texts.jsonl and index.json (the model and its fusion), written into
+        """<path>/{sparse,dense}/, texts.jsonl, config.yaml and index.json (the model, its fusion), written into
         <path>.tmp... and moved in by renames; encoded shards in <path>/shards are kept."""
         path = Path(path)
         tmp = path.with_name(path.name + ".index.tmp")
@@ -239,9 +243,11 @@ class SearchIndex:
         with (tmp / TEXTS_FILE).open("w", encoding="utf-8") as handle:
             for docid, text in (self.texts or {}).items():
                 handle.write(json.dumps({"id": docid, "text": text}) + "\n")
+        if r.config is not None:
+            write_atomic(tmp / CONFIG_FILE, r.config)
         write_atomic(tmp / INDEX_FILE, json.dumps(meta, indent=2))
         path.mkdir(parents=True, exist_ok=True)
-        for name in (*self.corpus.heads, TEXTS_FILE, INDEX_FILE):
+        for name in (*self.corpus.heads, TEXTS_FILE, *([CONFIG_FILE] if r.config is not None else []), INDEX_FILE):
             if (tmp / name).is_dir():
                 publish_dir(tmp / name, path / name)
             else:
@@ -260,7 +266,10 @@ class SearchIndex:
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as err:
             raise InputError(f"{meta_file}: unreadable ({err.__class__.__name__}); rebuild the index") from None
-        retriever = retriever or HybridRetriever.from_pretrained(meta["model"], meta.get("overrides", []))
+        if retriever is None:
+            config = path / CONFIG_FILE
+            retriever = HybridRetriever.from_pretrained(meta["model"], [] if config.is_file() else meta["overrides"],
+                                                        config if config.is_file() else None)
         if json.loads(json.dumps(asdict(retriever.encoding))) != meta["encoding"]:
             raise InputError(f"{path}: indexed with other encoding settings ({meta['encoding']}) than this model's; "
                              "search it with the model it was built with")

@@ -1,0 +1,244 @@
+"""Your model out, your data in: Hugging Face checkpoints, sentence-transformers export, the Python
+API, index + search of any corpus, and its bad inputs. Real splade-tiny and real SciFact text."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+from HybridPQA import HybridRetriever
+from HybridPQA.cli import main
+from HybridPQA.config import load_config
+from HybridPQA.errors import InputError
+from HybridPQA.evaluation.encode import encode
+from HybridPQA.modeling import build_model, save_checkpoint
+from HybridPQA.modeling.st_export import export_sentence_transformers
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = str(REPO / "configs" / "quickstart.yaml")
+ZERO_SHOT = str(REPO / "configs" / "zero_shot_scifact.yaml")
+TEXTS = ["Vitamin D deficiency is associated with an increased risk of multiple sclerosis.",
+         "BRCA1 mutations raise the lifetime risk of breast and ovarian cancer.",
+         "αvβ8 integrin activates latent TGF-β in effector regulatory T cells."]
+
+
+def error_of(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def checkpoints(splade_tiny, tmp_path_factory) -> dict[str, Path]:
+    """Saved checkpoints of a hybrid (two encoders) and of a projected dense model (shared encoder)."""
+    root = tmp_path_factory.mktemp("ckpts")
+    out = {}
+    for name, extra in {"hybrid": [], "dense": ["RETRIEVER.MODEL.BIENCODER_TYPE", "dense", "RETRIEVER.MODEL.SHARED_ENCODER",
+                                                 "True", "RETRIEVER.MODEL.PROJECTION_DIM", "32"]}.items():
+        cfg = load_config(QUICK, ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny), "PRECISION", "fp32",
+                                  "RETRIEVER.MODEL.TOP_K", "64", *extra], dotenv_path=None)
+        torch.manual_seed(0)
+        model, tokenizer = build_model(cfg)
+        with torch.no_grad():  # make the two encoders differ, as after training
+            for p in (model.context_encoder or model.query_encoder).mlm.bert.encoder.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        save_checkpoint(model, tokenizer, cfg, root / name)
+        out[name] = root / name
+    return out
+
+
+def test_checkpoint_is_a_transformers_folder_and_reloads_exactly(checkpoints):
+    path = checkpoints["hybrid"]
+    assert {"query", "context", "hybridpqa.json", "encoding.json", "config.yaml", "README.md"} <= {p.name for p in path.iterdir()}
+    assert (path / "query" / "model.safetensors").is_file() and not (path / "model.pt").exists()
+    cfg = load_config(path / "config.yaml", dotenv_path=None)
+    model, _ = build_model(cfg, checkpoint=path)
+    for side, encoder in (("query", model.query_encoder), ("context", model.context_encoder)):
+        plain = AutoModelForMaskedLM.from_pretrained(path / side)
+        AutoTokenizer.from_pretrained(path / side)
+        ours = encoder.mlm.state_dict()
+        assert all(torch.equal(v, ours[k]) for k, v in plain.state_dict().items()), side
+    assert not torch.equal(model.query_encoder.mlm.bert.encoder.layer[0].output.dense.weight,
+                           model.context_encoder.mlm.bert.encoder.layer[0].output.dense.weight)
+    dense = checkpoints["dense"]
+    assert (dense / "heads.safetensors").is_file() and not (dense / "context").exists()
+    reloaded, _ = build_model(load_config(dense / "config.yaml", dotenv_path=None), checkpoint=dense)
+    assert reloaded.query_encoder.dense_head.projection.weight.shape == (32, 128)
+    card = (path / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: hybridpqa") and "from HybridPQA import HybridRetriever" in card
+
+
+def test_old_model_pt_checkpoints_still_load(checkpoints, tmp_path):
+    path = checkpoints["hybrid"]
+    cfg = load_config(path / "config.yaml", dotenv_path=None)
+    model, tokenizer = build_model(cfg, checkpoint=path)
+    old = tmp_path / "old"  # the format before this one: model.pt, backbone/ (config only), tokenizer/
+    model.backbone_config.save_pretrained(old / "backbone")
+    tokenizer.save_pretrained(old / "tokenizer")
+    shutil.copy(path / "config.yaml", old / "config.yaml")
+    torch.save(model.state_dict(), old / "model.pt")
+    again, _ = build_model(cfg, checkpoint=old)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_sentence_transformers_vectors_equal_ours(checkpoints, tmp_path):
+    from sentence_transformers import SentenceTransformer, SparseEncoder
+
+    for name, path in checkpoints.items():
+        retriever = HybridRetriever.from_pretrained(path)
+        out = tmp_path / name
+        folders = export_sentence_transformers(retriever.model, retriever.tokenizer, retriever.encoding, out)
+        assert set(folders) == ({"sparse-query", "sparse-context", "dense-query", "dense-context"} if name == "hybrid"
+                                else {"dense-query", "dense-context"})
+        for side in ("query", "context"):
+            ours = encode(retriever.model, retriever.tokenizer, side, TEXTS, retriever.encoding.max_length(side), 8,
+                          retriever.device)
+            if f"sparse-{side}" in folders:
+                theirs = SparseEncoder(str(out / f"sparse-{side}")).encode(TEXTS, convert_to_tensor=True).to_dense()
+                assert np.abs(theirs.numpy() - ours["sparse"].toarray()).max() < 1e-5
+                assert (np.count_nonzero(theirs.numpy(), axis=1) <= 64).all()  # TOP_K is max_active_dims
+            theirs = SentenceTransformer(str(out / f"dense-{side}")).encode(TEXTS)
+            assert np.abs(theirs - ours["dense"].numpy()).max() < 1e-5
+
+
+def _readme_api_block() -> str:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Python API", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_python_api_runs_as_written(splade_tiny, tmp_path, monkeypatch, capsys):
+    block = _readme_api_block()
+    assert len(block.strip().splitlines()) <= 8
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "splade-tiny").symlink_to(splade_tiny)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("[('d1'"), out  # the charger answers the usb question
+
+
+def test_api_scores_are_evaluations_scores(splade_tiny, small_beir, tmp_path):
+    """The API's hybrid (z-score fusion over the corpus) ranks as `hybridpqa evaluate` does."""
+    overrides = ["RETRIEVER.FUSION.NORM", "z-score", "RETRIEVER.COMPUTE_FLOPS", "False"]
+    results = main(["evaluate", f"--output={tmp_path}", f"--data={small_beir}", f"--config={ZERO_SHOT}",
+                    "--split=test", "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny), *overrides])
+    retriever = HybridRetriever.from_pretrained(splade_tiny, overrides[:2], config=ZERO_SHOT)
+    index = retriever.index(small_beir / "corpus.jsonl", output=tmp_path / "index", shard_size=100)
+    queries = {json.loads(l)["_id"]: json.loads(l)["text"] for l in (small_beir / "queries.jsonl").open()}
+    from HybridPQA.evaluation.metrics import RETRIEVE_METRICS, score_run
+    from HybridPQA.evaluation.trec import read_qrels
+
+    qrels = read_qrels(small_beir / "qrels" / "test.tsv")
+    for scorer in ("hybrid", "dense", "sparse"):
+        ours = score_run(index.search(queries, k=100, scorer=scorer), qrels, RETRIEVE_METRICS)
+        for metric, value in results["test"]["metrics"][scorer].items():
+            assert abs(ours[metric] - value) < 1e-4, (scorer, metric)
+    top = index.search(queries[next(iter(queries))], k=3)
+    assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1]
+    encoded = retriever.encode_queries([TEXTS[1]])
+    assert encoded.sparse.shape[0] == 1 and {"br", "breast", "cancer"} <= set(encoded.decode(0, top=10))
+    scores = retriever.score(TEXTS[1], TEXTS, scorer="sparse")
+    assert scores.shape == (3,) and scores.argmax() == 1
+    assert retriever.explain(TEXTS[1], TEXTS[1]).scores["hybrid"] == pytest.approx(
+        sum(v for k, v in retriever.explain(TEXTS[1], TEXTS[1]).scores.items() if k.endswith("_part")))
+
+
+def test_index_search_commands_match_evaluate_on_scifact(splade_tiny, small_beir, tmp_path, capsys):
+    """index + search + scoring the run == evaluate, on a real SciFact slice; the index resumes."""
+    model = ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny)]
+    results = main(["evaluate", f"--output={tmp_path}", f"--data={small_beir}", f"--config={ZERO_SHOT}", "--split=test",
+                    "--env=none", "RETRIEVER.COMPUTE_FLOPS", "False", *model])["test"]
+    # a crashed first run left two finished shards and a torn third: the second run reuses the two
+    index_dir = tmp_path / "index"
+    retriever = HybridRetriever.from_pretrained(splade_tiny, [], config=ZERO_SHOT)
+    shards = retriever.index(small_beir / "corpus.jsonl", output=index_dir, shard_size=64)
+    (index_dir / "index.json").unlink()
+    for name in ("sparse", "dense", "texts.jsonl"):
+        shutil.rmtree(index_dir / name) if (index_dir / name).is_dir() else (index_dir / name).unlink()
+    for extra in sorted((index_dir / "shards").glob("shard_*.npz"))[2:]:
+        extra.unlink()
+    (index_dir / "shards" / "shard_00002.npz.tmp.npz").write_bytes(b"torn")
+    main(["index", f"--model={splade_tiny}", f"--corpus={small_beir / 'corpus.jsonl'}", f"--output={index_dir}",
+          f"--config={ZERO_SHOT}", "--shard-size=64"])
+    assert not (index_dir / "shards").exists() and len(shards) == results["documents"]
+    queries = small_beir / "queries.jsonl"
+    for scorer in ("hybrid", "sparse"):
+        run = tmp_path / f"{scorer}.trec"
+        main(["search", f"--index={index_dir}", f"--queries={queries}", f"--output={run}", f"--scorer={scorer}"])
+        scored = main(["evaluate", f"--run={run}", f"--qrels={small_beir / 'qrels' / 'test.tsv'}",
+                       "--metrics=ndcg@10,recall@100"])
+        assert abs(scored["metrics"]["ndcg@10"] - results["metrics"][scorer]["ndcg@10"]) < 1e-4, scorer
+    capsys.readouterr()
+    main(["search", f"--index={index_dir}", "--query=vitamin D and multiple sclerosis", "--k=3"])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("q: vitamin D") and len(printed) == 4 and "  1. " in printed[1]
+    assert "already holds an index" in error_of(["index", f"--model={splade_tiny}", f"--corpus={queries}",
+                                                 f"--output={index_dir}"], capsys)
+
+
+def test_index_and_search_bad_inputs_are_one_line_errors(splade_tiny, tmp_path, capsys):
+    def corpus(name: str, text: str) -> Path:
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        return tmp_path / name
+
+    def index_error(path: Path) -> str:
+        return error_of(["index", f"--model={splade_tiny}", f"--corpus={path}", f"--output={tmp_path / 'ix'}"], capsys)
+
+    dup = corpus("dup.tsv", "a\tfirst text\nb\tsecond\na\tthird\n")
+    assert f"{dup}:3: document id 'a' already used on line 1" in index_error(dup)
+    empty = corpus("empty.jsonl", '{"_id": "a", "text": "x"}\n{"_id": "b", "title": "", "text": ""}\n')
+    assert f"{empty}:2: document 'b' has an empty text" in index_error(empty)
+    assert "no document in this file" in index_error(corpus("none.tsv", "id\ttext\n"))
+    assert "unknown document file format '.txt'" in index_error(corpus("c.txt", "hello\n"))
+    assert "4 tab-separated columns" in index_error(corpus("wide.tsv", "a\tt\tx\ty\n"))
+    not_model = tmp_path / "photos"
+    not_model.mkdir()
+    (not_model / "cat.jpg").write_bytes(b"x")
+    good = corpus("good.tsv", "id\ttext\na\tone\nb\ttwo\n")
+    err = error_of(["index", f"--model={not_model}", f"--corpus={good}", f"--output={tmp_path / 'ix2'}"], capsys)
+    assert "neither a HybridPQA checkpoint" in err
+    err = error_of(["search", f"--index={tmp_path}", "--query=x"], capsys)
+    assert "not a search index (no index.json)" in err
+    assert not (tmp_path / "ix2").exists()
+
+
+def test_ignore_identical_ids_drops_the_query_itself(splade_tiny, tmp_path):
+    """BEIR's ArguAna / Quora convention: a query that is also a document does not retrieve itself."""
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    docs = {"a": "solar panels convert sunlight into electricity", "b": "wind turbines make power from wind",
+            "c": "panels of solar cells turn sunlight into power", "d": "a recipe for apple pie"}
+    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in docs.items()))
+    (beir / "queries.jsonl").write_text(json.dumps({"_id": "a", "text": docs["a"]}) + "\n")
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\na\tc\t1\n")
+    args = [f"--data={beir}", f"--config={ZERO_SHOT}", "--split=test", "--env=none",
+            "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny), "RETRIEVER.COMPUTE_FLOPS", "False",
+            "SOLVER.TOP_RETRIEVE_COUNT", "3"]
+    kept = main(["evaluate", f"--output={tmp_path / 'kept'}", *args])
+    dropped = main(["evaluate", f"--output={tmp_path / 'dropped'}", *args, "RETRIEVER.DATA.IGNORE_IDENTICAL_IDS", "True"])
+    run = (tmp_path / "kept" / "zero_shot_scifact" / "runs" / "test.sparse.trec").read_text().split()
+    assert run[2] == "a"  # the query ranks itself first
+    run = (tmp_path / "dropped" / "zero_shot_scifact" / "runs" / "test.sparse.trec").read_text().splitlines()
+    assert [line.split()[2] for line in run][0] == "c" and len(run) == 3 and "a" not in [l.split()[2] for l in run]
+    assert dropped["test"]["metrics"]["sparse"]["mrr@5"] == 1.0 > kept["test"]["metrics"]["sparse"]["mrr@5"]
+
+
+def test_text_options_are_off_by_default_and_on_for_product_qa():
+    from HybridPQA.data import build_text_options
+
+    default = build_text_options(load_config(None, dotenv_path=None).RETRIEVER.DATA)
+    assert default.context("BRCA1 3x4") == "BRCA1 3x4" and default.query("αvβ8?") == "αvβ8?"
+    quick = build_text_options(load_config(QUICK, dotenv_path=None).RETRIEVER.DATA)
+    assert quick.normalize and quick.insert_source and quick.flatten_attributes
+    with pytest.raises(InputError):
+        HybridRetriever.from_pretrained(REPO / "configs")  # a folder that is no model
