@@ -54,7 +54,8 @@ def write_card(path: Path, cfg, manifest: dict, results: dict[str, dict] | None 
         "## Encoding and fusion", "", "```json", json.dumps({"encoding": manifest["encoding"],
                                                              "fusion": manifest["fusion"]}, indent=2), "```", "",
         "## Training", "",
-        f"- data: {d.NAME} (`{d.TRAIN_DATA_PATH}`, val `{d.VAL_DATA_PATH}`)",
+        f"- data: {d.NAME} (`{d.TRAIN_DATA_PATH}`, val: "
+        + (f"{d.VAL_FROM_TRAIN:.0%} of the training questions)" if d.VAL_FROM_TRAIN else f"`{d.VAL_DATA_PATH}`)"),
         f"- {s.TOTAL_TRAIN_STEPS} steps of {s.TRAIN_BATCH_SIZE} questions x {d.NUM_TOTAL_CONTEXTS} contexts, "
         f"lr {s.OPTIMIZER.BASE_LR}, temperature {s.TEMPERATURE}, similarity {s.FUNC}",
         f"- FLOPS regulariser: lambda query {s.LAMBDA_QUERY}, context {s.LAMBDA_CONTEXT}", "",
