@@ -95,3 +95,41 @@ def test_twenty_steps_on_each_format_train_and_evaluate(pairs, splade_tiny, tmp_
         assert res["mode"] == "retrieve" and 0.0 < res["metrics"]["hybrid"]["ndcg@10"] <= 1.0, split
     card = next((run / "checkpoints").glob("step_*")) / "README.md"
     assert "## Results" in card.read_text()
+
+
+@pytest.mark.slow
+def test_tracking_backends_receive_every_scalar_and_the_config(splade_tiny, product_qa, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    import wandb
+
+    sent = []  # what wandb's Run.log receives, and then writes to the offline run file
+    real_log = wandb.sdk.wandb_run.Run.log
+
+    def spy(self, data, step=None, **kwargs):
+        sent.append((step, dict(data)))
+        return real_log(self, data, step=step, **kwargs)
+
+    monkeypatch.setattr(wandb.sdk.wandb_run.Run, "log", spy)
+    main(["train", f"--output={tmp_path}", f"--data={product_qa}", f"--config={REPO / 'configs' / 'quickstart.yaml'}",
+          "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny), "SOLVER.TOTAL_TRAIN_STEPS", "4",
+          "SOLVER.NUM_STEP_PER_EVAL", "2", "SOLVER.LOG_STEPS", "1", "DATA.COUNT", "24", "SOLVER.TRAIN_BATCH_SIZE", "4",
+          "RETRIEVER.DO_TEST", "False", "LOG.BACKENDS", '["tensorboard", "wandb"]'])
+    run = tmp_path / "quickstart"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    for record in records:
+        prefix = "val/" if record.get("split") == "val" else "train/"
+        for key, value in record.items():
+            if key not in ("step", "split"):
+                logged = {e.step: e.value for e in events.Scalars(prefix + key)}
+                assert logged[record["step"]] == pytest.approx(value, rel=1e-6), (prefix + key, record["step"])
+    assert "val/hybrid/mrr@5" in events.Tags()["scalars"] and "config" in str(events.Tags())
+    assert len(sent) == len(records)
+    for (step, data), record in zip(sent, records):
+        prefix = "val/" if record.get("split") == "val" else "train/"
+        assert step == record["step"] and data == {prefix + k: v for k, v in record.items() if k not in ("step", "split")}
+    offline = next((run / "wandb").glob("offline-run-*/run-*.wandb")).read_bytes()  # protobuf: names are plain bytes
+    assert all(name.encode() in offline for _, data in sent for name in data) and b"TOTAL_TRAIN_STEPS" in offline

@@ -256,6 +256,9 @@ def validate(cfg: CN) -> None:
     if not isinstance(m.VOCAB_MASK, tuple) or bad:
         raise InputError(f"config: RETRIEVER.MODEL.VOCAB_MASK takes a list of {', '.join(VOCAB_MASK_PARTS)}; "
                          f"got {m.VOCAB_MASK!r}")
+    backends = ("tensorboard", "wandb")  # engine.tracking
+    if not isinstance(cfg.LOG.BACKENDS, tuple) or any(b not in backends for b in cfg.LOG.BACKENDS):
+        raise InputError(f"config: LOG.BACKENDS takes a list of {', '.join(backends)}; got {cfg.LOG.BACKENDS!r}")
     for key in ("BF16", "FP16"):
         if cfg[key] is not None and not isinstance(cfg[key], bool):
             raise InputError(f"config: {key} = {cfg[key]!r} must be True, False or None (then PRECISION decides)")

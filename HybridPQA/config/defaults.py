@@ -25,6 +25,12 @@ _C.BF16 = None  # True = PRECISION bf16, False = PRECISION fp32; None = PRECISIO
 _C.DISTRIBUTED = False
 _C.NUM_THREADS = 0  # (new) torch intra-op threads; 0 = the cores this process may use (its CPU affinity)
 
+# (new) experiment tracking beyond <run>/metrics.jsonl (engine.tracking): any of "tensorboard"
+# (<run>/tensorboard/) and "wandb" (<run>/wandb/; WANDB_MODE=offline works without an account)
+_C.LOG = CN()
+_C.LOG.BACKENDS = ()
+_C.LOG.WANDB_PROJECT = "hybridpqa"
+
 _C.RETRIEVER = CN()
 _C.RETRIEVER.DO_TRAIN = True  # train on DATA.TRAIN_DATA_PATH, selecting on DATA.VAL_DATA_PATH
 _C.RETRIEVER.DO_TEST = True  # evaluate the best checkpoint (or the zero-shot model) on DATA.TEST_DATA_PATH

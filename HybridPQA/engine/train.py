@@ -15,6 +15,7 @@ from HybridPQA.data.readers import RankingData
 from HybridPQA.data.training import Batch, TrainingSet
 from HybridPQA.engine import checkpoint as ckpt
 from HybridPQA.engine.distributed import Distributed, wrap
+from HybridPQA.engine.tracking import Tracker
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import evaluate_split
 from HybridPQA.files import write_atomic
@@ -150,16 +151,11 @@ def do_train(cfg: CfgNode, run_dir: RunDir | Path, model: BiEncoder | CrossEncod
         log.info("resumed at step %d (epoch %d, batch %d)", state["step"], state["epoch"], state["batch"])
         if main:
             _truncate_metrics(run_dir.metrics, state["step"])
-    metrics_file = run_dir.metrics.open("a") if main else None
+    tracker = Tracker(run_dir, cfg, enabled=main)  # metrics.jsonl and LOG.BACKENDS
 
     def trainer_state() -> dict:
         return {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None}
-
-    def write(record: dict) -> None:
-        if metrics_file is not None:
-            metrics_file.write(json.dumps(record) + "\n")
-            metrics_file.flush()
 
     def checkpoint_last() -> None:
         rng_ranks = ranks.gather_objects(ckpt.rng_state()) if ranks is not None else None
@@ -208,7 +204,7 @@ def do_train(cfg: CfgNode, run_dir: RunDir | Path, model: BiEncoder | CrossEncod
             record = {"step": state["step"], "loss": sum(v for k, v in logged.items() if not k.startswith("active")),
                       **logged, "lr": scheduler.get_last_lr()[0], "lambda_q": lambda_q, "lambda_d": lambda_d,
                       "epoch": state["epoch"]}
-            write(record)
+            tracker.log(record)
             bar.set_postfix(loss=f"{record['loss']:.3f}")
             logged = defaultdict(float)
             if main and bar.disable and time.perf_counter() - last_note > 30:  # no bar: a line every ~30 s
@@ -219,7 +215,7 @@ def do_train(cfg: CfgNode, run_dir: RunDir | Path, model: BiEncoder | CrossEncod
             if val_data is not None and main:
                 results = evaluate_split(model, tokenizer, val_data, cfg, device, dtype, with_efficiency=False)
                 value = selection_value(results, s.SELECT_METRIC)
-                write({"step": state["step"], "split": "val", **{f"{sc}/{k}": v for sc, ms in results["metrics"].items()
+                tracker.log({"step": state["step"], "split": "val", **{f"{sc}/{k}": v for sc, ms in results["metrics"].items()
                                                                 for k, v in ms.items()}})
                 log.info("step %d: val %s = %.4f", state["step"], s.SELECT_METRIC, value)
                 state["kept"] = ckpt.keep_best(run_dir, model, tokenizer, cfg, state["kept"], state["step"], value,
@@ -229,7 +225,6 @@ def do_train(cfg: CfgNode, run_dir: RunDir | Path, model: BiEncoder | CrossEncod
             checkpoint_last()
             break
     bar.close()
-    if metrics_file is not None:
-        metrics_file.close()
+    tracker.close()
     return run_dir.best_checkpoint() if main else None
 
