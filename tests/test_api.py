@@ -242,3 +242,27 @@ def test_text_options_are_off_by_default_and_on_for_product_qa():
     assert quick.normalize and quick.insert_source and quick.flatten_attributes
     with pytest.raises(InputError):
         HybridRetriever.from_pretrained(REPO / "configs")  # a folder that is no model
+
+
+@pytest.mark.slow
+def test_benchmark_writes_one_table_over_datasets_and_resumes(splade_tiny, small_beir, tmp_path, capsys):
+    second = tmp_path / "scifact-b"  # a second real BEIR folder: the slice without its last 100 abstracts
+    shutil.copytree(small_beir, second)
+    lines = (second / "corpus.jsonl").read_text().splitlines()
+    (second / "corpus.jsonl").write_text("\n".join(lines[:-100]) + "\n")
+    args = ["benchmark", f"--model={splade_tiny}", f"--config={ZERO_SHOT}", f"--datasets={small_beir},{second}",
+            f"--output={tmp_path / 'bench'}", "RETRIEVER.COMPUTE_FLOPS", "False"]
+    rows = main(args)
+    by = {(r["dataset"], r["scorer"]): r for r in rows}
+    for scorer in ("hybrid", "dense", "sparse"):
+        a, b, mean = by[(small_beir.name, scorer)], by[("scifact-b", scorer)], by[("average", scorer)]
+        assert mean["ndcg@10"] == pytest.approx((a["ndcg@10"] + b["ndcg@10"]) / 2)
+        assert a["documents"] == b["documents"] + 100 and a["latency_ms_p50"] > 0
+    table = (tmp_path / "bench" / "benchmark.md").read_text()
+    assert "| average | hybrid |" in table and (tmp_path / "bench" / "benchmark.csv").read_text().count("\n") == 10
+    results = tmp_path / "bench" / "scifact-b" / "results" / "test.json"
+    written = results.stat().st_mtime_ns
+    again = main(args)  # finished datasets are reused, not evaluated again
+    assert again == rows and results.stat().st_mtime_ns == written
+    assert "has no qrels/test.tsv" in error_of(["benchmark", f"--model={splade_tiny}", f"--datasets={tmp_path}",
+                                                 f"--output={tmp_path / 'b2'}"], capsys)

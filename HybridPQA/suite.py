@@ -1,0 +1,103 @@
+"""A model on several BEIR folders, each by its qrels/test.tsv, in one table (as BEIR, NanoBEIR and
+MTEB report): nDCG@10 and R@100 per dataset and scorer, their average, and the cost.
+
+<output>/<dataset>/ is each dataset's run directory (an ordinary `hybridpqa evaluate` run: runs,
+index, results/test.json); a dataset whose results are already there is not evaluated again, so
+an interrupted benchmark resumes. <output>/benchmark.{md,csv} hold the table.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+
+from HybridPQA.config import load_config
+from HybridPQA.errors import InputError
+from HybridPQA.evaluation.evaluator import load_results
+from HybridPQA.files import safe_filename, write_atomic
+from HybridPQA.modeling.saved import is_checkpoint
+from HybridPQA.pipeline import evaluate_only
+from HybridPQA.rundir import RunDir
+
+log = logging.getLogger(__name__)
+COLUMNS = ("dataset", "scorer", "documents", "queries", "ndcg@10", "recall@100", "gflops_per_query", "latency_ms_p50",
+           "encode_seconds")
+
+
+def benchmark_config(model: str, config: str | None, overrides: list[str], name: str):
+    """The evaluation config of one dataset: the checkpoint's own (or `config`), zero-shot for a masked LM."""
+    checkpoint = is_checkpoint(Path(model))
+    base = config or (Path(model) / "config.yaml" if checkpoint else None)
+    model_keys = [] if checkpoint else ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", model]
+    return load_config(base, [*model_keys, *overrides, "EXP", safe_filename(name), "RETRIEVER.DO_TRAIN", "False",
+                              "RETRIEVER.DATA.NAME", name, "RETRIEVER.DATA.TEST_DATA_PATH", "qrels/test.tsv",
+                              "RETRIEVER.RERANK.RUN", "None"], dotenv_path=None)
+
+
+def run_benchmark(model: str, datasets: list[Path], output: Path, config: str | None = None,
+                  overrides: list[str] = (), overwrite: bool = False) -> list[dict]:
+    checkpoint = str(model) if is_checkpoint(Path(model)) else None
+    names = [Path(d).name for d in datasets]
+    if len(set(names)) != len(names):
+        raise InputError(f"--datasets: two folders share a name ({', '.join(names)}); each names its run directory")
+    rows = []
+    for folder, name in zip(datasets, names):
+        if not (Path(folder) / "qrels" / "test.tsv").is_file():
+            raise InputError(f"--datasets: {folder} has no qrels/test.tsv; give BEIR folders (corpus.jsonl, "
+                             "queries.jsonl, qrels/test.tsv)")
+        cfg = benchmark_config(str(model), config, list(overrides), name)
+        run_dir = RunDir.at(output, cfg.EXP)
+        if run_dir.finished("test") and not overwrite:
+            log.info("%s: results already in %s, reused (--overwrite evaluates again)", name, run_dir)
+            results = load_results(run_dir.results_file("test"))
+        else:
+            run_dir.path.mkdir(parents=True, exist_ok=True)
+            with run_dir.lock():
+                results = evaluate_only(cfg, run_dir, Path(folder), checkpoint, None, overwrite=True)["test"]
+        cost = results.get("efficiency") or {}
+        for scorer, metrics in results["metrics"].items():
+            rows.append({"dataset": name, "scorer": scorer, "documents": results["documents"],
+                         "queries": results["queries_scored"], "ndcg@10": metrics.get("ndcg@10"),
+                         "recall@100": metrics.get("recall@100"),
+                         "gflops_per_query": (cost.get(scorer) or {}).get("gflops_per_query"),
+                         "latency_ms_p50": (cost.get(scorer) or {}).get("latency_ms_p50"),
+                         "encode_seconds": (cost.get("corpus") or {}).get("encode_seconds")})
+    rows += _averages(rows, len(datasets))
+    write_atomic(output / "benchmark.csv", _csv(rows))
+    write_atomic(output / "benchmark.md", markdown(rows, model))
+    return rows
+
+
+def _averages(rows: list[dict], count: int) -> list[dict]:
+    """The unweighted mean over datasets, per scorer (every dataset has each scorer)."""
+    out = []
+    for scorer in dict.fromkeys(r["scorer"] for r in rows):
+        mine = [r for r in rows if r["scorer"] == scorer]
+        if len(mine) != count:
+            continue
+        mean = {k: sum(r[k] for r in mine) / count if all(r[k] is not None for r in mine) else None
+                for k in COLUMNS[4:]}
+        out.append({"dataset": "average", "scorer": scorer, "documents": sum(r["documents"] for r in mine),
+                    "queries": sum(r["queries"] for r in mine), **mean})
+    return out
+
+
+def _cell(value) -> str:
+    return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def markdown(rows: list[dict], model: str) -> str:
+    lines = [f"Model: `{model}`; nDCG@10 and R@100 on each dataset's qrels/test.tsv; average = unweighted mean "
+             "over datasets; latency = one query at a time (p50).", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cell(r[c]) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
