@@ -264,5 +264,6 @@ def test_benchmark_writes_one_table_over_datasets_and_resumes(splade_tiny, small
     written = results.stat().st_mtime_ns
     again = main(args)  # finished datasets are reused, not evaluated again
     assert again == rows and results.stat().st_mtime_ns == written
+    capsys.readouterr()
     assert "has no qrels/test.tsv" in error_of(["benchmark", f"--model={splade_tiny}", f"--datasets={tmp_path}",
                                                  f"--output={tmp_path / 'b2'}"], capsys)
