@@ -109,10 +109,11 @@ class HybridRetriever:
         return retriever
 
     # -- encoding and scoring ------------------------------------------------------------------
-    def _encode(self, side: str, texts: list[str]) -> Encoded:
+    def _encode(self, side: str, texts: list[str], sources: list[str] | None = None) -> Encoded:
         if isinstance(texts, str):
             texts = [texts]
-        texts = [self.text.query(t) if side == "query" else self.text.context(t) for t in texts]
+        sources = sources or [None] * len(texts)  # evidence source labels, for the product-QA text options
+        texts = [self.text.query(t) if side == "query" else self.text.context(t, src) for t, src in zip(texts, sources)]
         reps = encode(self.model, self.tokenizer, side, list(texts), self.encoding.max_length(side),
                       self.batch_sizes[side == "context"],
                       self.device, self.dtype, cosine=self.encoding.cosine)
@@ -122,12 +123,15 @@ class HybridRetriever:
     def encode_queries(self, texts: list[str]) -> Encoded:
         return self._encode("query", texts)
 
-    def encode_documents(self, texts: list[str]) -> Encoded:
-        return self._encode("context", texts)
+    def encode_documents(self, texts: list[str], sources: list[str] | None = None) -> Encoded:
+        """`sources`: each text's evidence source (review, attribute, ...), where the model's text
+        options use it (INSERT_SOURCE, FLATTEN_ATTRIBUTE)."""
+        return self._encode("context", texts, sources)
 
-    def score(self, query: str, documents: list[str], scorer: str = "hybrid") -> np.ndarray:
+    def score(self, query: str, documents: list[str], scorer: str = "hybrid",
+              sources: list[str] | None = None) -> np.ndarray:
         """(len(documents),) scores of `query` against each document; a hybrid fused over them."""
-        q, d = self.encode_queries([query]), self.encode_documents(documents)
+        q, d = self.encode_queries([query]), self.encode_documents(documents, sources)
         scores = {}
         if q.dense is not None:
             scores["dense"] = q.dense @ d.dense.T

@@ -267,3 +267,29 @@ def test_benchmark_writes_one_table_over_datasets_and_resumes(splade_tiny, small
     capsys.readouterr()
     assert "has no qrels/test.tsv" in error_of(["benchmark", f"--model={splade_tiny}", f"--datasets={tmp_path}",
                                                  f"--output={tmp_path / 'b2'}"], capsys)
+
+
+@pytest.mark.slow
+def test_api_reranks_product_qa_as_evaluate_does(splade_tiny, product_qa, tmp_path):
+    """A trained quickstart checkpoint: its test metrics through the API equal `evaluate`'s. In fp32: under bf16
+    an encoding depends on the batch it is in, which flips the many near-ties of product-QA sparse scores."""
+    results = main(["train", f"--output={tmp_path}", f"--data={product_qa}", f"--config={QUICK}", "--env=none",
+                    "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny), "SOLVER.TOTAL_TRAIN_STEPS", "4",
+                    "SOLVER.NUM_STEP_PER_EVAL", "4", "DATA.COUNT", "40", "SOLVER.TRAIN_BATCH_SIZE", "4",
+                    "SOLVER.OPTIMIZER.WARMUP_STEPS", "1", "RETRIEVER.COMPUTE_FLOPS", "False", "PRECISION", "fp32"])["test"]
+    checkpoint = next((tmp_path / "quickstart" / "checkpoints").glob("step_*"))
+    AutoModelForMaskedLM.from_pretrained(checkpoint / "query")
+    retriever = HybridRetriever.from_pretrained(checkpoint)
+    from HybridPQA.data import read_split
+    from HybridPQA.evaluation.metrics import RERANK_METRICS, score_run
+
+    data = read_split(product_qa / "test.json").head(40)
+    for scorer in ("hybrid", "dense", "sparse"):
+        run = {}
+        for qid, cands in data.candidates.items():
+            scores = retriever.score(data.queries[qid], [data.docs[d] for d in cands], scorer,
+                                     sources=[data.doc_source.get(d) for d in cands])
+            run[qid] = dict(zip(cands, scores.tolist()))
+        ours = score_run(run, data.qrels, RERANK_METRICS)
+        for metric, value in results["metrics"][scorer].items():
+            assert abs(ours[metric] - value) < 1e-4, (scorer, metric)
