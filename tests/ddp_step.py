@@ -21,7 +21,9 @@ from HybridPQA.scoring import build_fusion
 def config(model: str, *overrides: str):
     return load_config(None, ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", model, "RETRIEVER.MODEL.DROPOUT", "0.0",
                               "SOLVER.TRAIN_BATCH_SIZE", "4", "SOLVER.FUNC", "cosine", "SOLVER.TEMPERATURE", "0.05",
-                              "DATA.COUNT", "24", "NUM_THREADS", "1", "DEVICE", "cpu", *overrides], dotenv_path=None)
+                              "DATA.COUNT", "24", "NUM_THREADS", "1", "DEVICE", "cpu",
+                              "DATA.NORMALIZE", "True", "DATA.INSERT_SOURCE", "True", "DATA.FLATTEN_ATTRIBUTE", "True",
+                              *overrides], dotenv_path=None)  # product-QA text options, as its configs set them
 
 
 def step(cfg, path_data: str) -> tuple[dict, dict]:
