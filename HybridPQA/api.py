@@ -91,6 +91,8 @@ class HybridRetriever:
         """A HybridPQA checkpoint, or any masked LM (a folder or a hub name) used zero-shot with the
         defaults, `config` and `overrides` (KEY VALUE pairs, as on the command line)."""
         source = str(path_or_name)
+        if source.startswith(("/", ".", "~")) and not Path(source).expanduser().exists():
+            raise InputError(f"{source}: no such folder; give a checkpoint, a model folder or a hub name")
         checkpoint = Path(source) if is_checkpoint(Path(source)) else None
         if checkpoint is not None:
             cfg = load_config(config or checkpoint / "config.yaml", list(overrides), dotenv_path=None)

@@ -207,6 +207,8 @@ def test_index_and_search_bad_inputs_are_one_line_errors(splade_tiny, tmp_path, 
     good = corpus("good.tsv", "id\ttext\na\tone\nb\ttwo\n")
     err = error_of(["index", f"--model={not_model}", f"--corpus={good}", f"--output={tmp_path / 'ix2'}"], capsys)
     assert "neither a HybridPQA checkpoint" in err
+    err = error_of(["export", f"--checkpoint={tmp_path / 'gone'}", f"--output={tmp_path / 'st'}"], capsys)
+    assert "gone: no such folder" in err
     err = error_of(["search", f"--index={tmp_path}", "--query=x"], capsys)
     assert "not a search index (no index.json)" in err
     assert not (tmp_path / "ix2").exists()

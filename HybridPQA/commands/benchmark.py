@@ -14,7 +14,7 @@ Options:
 KEY VALUE pairs override the config, as in `evaluate`.
 
 Example:
-  hybridpqa benchmark --model=models/splade-tiny --config=configs/zero_shot_scifact.yaml --datasets=data/raw/scifact,data/raw/cranfield --output=output/benchmark
+  hybridpqa benchmark --model=models/splade-tiny --config=configs/zero_shot_scifact.yaml --datasets=data/raw/scifact,../shared/data/cranfield --output=output/benchmark
 """
 from __future__ import annotations
 
