@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,11 +31,11 @@ from HybridPQA.modeling import build_model
 from HybridPQA.modeling.encoding import EncodingSettings, build_encoding
 from HybridPQA.modeling.saved import is_checkpoint, read_manifest
 from HybridPQA.retrieval.corpus import CorpusIndex
+from HybridPQA.retrieval.shards import encode_in_shards
 from HybridPQA.rundir import RunDir
-from HybridPQA.runtime import build_device, build_precision, progress
+from HybridPQA.runtime import build_device, build_precision
 from HybridPQA.scoring import Fusion, build_fusion
 
-log = logging.getLogger(__name__)
 INDEX_FILE = "index.json"
 TEXTS_FILE = "texts.jsonl"
 CONFIG_FILE = "config.yaml"  # the model's merged config
@@ -164,50 +163,14 @@ class HybridRetriever:
         if output is None:
             reps = self.encode_documents(texts).reps()
         else:
-            reps = self._encode_shards(texts, Path(output), shard_size)
+            key = hashlib.sha256(json.dumps([self.source, self.overrides, asdict(self.encoding), shard_size, texts])
+                                 .encode()).hexdigest()
+            reps = encode_in_shards(lambda part: self.encode_documents(part).reps(), texts, Path(output) / "shards",
+                                    shard_size, key)
         index = SearchIndex(self, CorpusIndex.build(reps, docids, dense_backend, self.terms or None), corpus)
         if output is not None:
             index.save(output)
         return index
-
-    def _encode_shards(self, texts: list[str], output: Path, shard_size: int) -> dict:
-        """Encode in shards written to <output>/shards/ through a temporary file and a rename; shards
-        already there (of the same corpus and model) are reused."""
-        shards = output / "shards"
-        shards.mkdir(parents=True, exist_ok=True)
-        key = hashlib.sha256(json.dumps([self.source, self.overrides, asdict(self.encoding), shard_size, texts])
-                             .encode()).hexdigest()
-        stamp = shards / "corpus.sha256"
-        if stamp.is_file() and stamp.read_text().strip() != key:
-            raise InputError(f"{output}: holds shards of another corpus or model; choose another --output or delete "
-                             f"{shards}")
-        write_atomic(stamp, key)
-        parts: list[dict] = []
-        starts = range(0, len(texts), shard_size)
-        for n, start in enumerate(progress(starts, desc="shards", unit="shard", enabled=len(starts) > 1)):
-            file = shards / f"shard_{n:05d}.npz"
-            if not file.is_file():
-                encoded = self.encode_documents(texts[start:start + shard_size])
-                arrays = {"dense": encoded.dense} if encoded.dense is not None else {}
-                if encoded.sparse is not None:
-                    m = encoded.sparse.tocsr()
-                    arrays |= {"data": m.data, "indices": m.indices, "indptr": m.indptr, "shape": np.array(m.shape)}
-                tmp = file.with_name(file.name + ".tmp.npz")
-                np.savez(tmp, **arrays)
-                tmp.replace(file)
-            else:
-                log.info("%s: already encoded, reused", file)
-            with np.load(file, allow_pickle=False) as z:
-                part = {"dense": torch.from_numpy(z["dense"])} if "dense" in z else {}
-                if "data" in z:
-                    part["sparse"] = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
-            parts.append(part)
-        out = {}
-        if "dense" in parts[0]:
-            out["dense"] = torch.cat([p["dense"] for p in parts])
-        if "sparse" in parts[0]:
-            out["sparse"] = sp.vstack([p["sparse"] for p in parts]).tocsr()
-        return out
 
     def load_index(self, path: str | Path) -> SearchIndex:
         return SearchIndex.load(path, self)

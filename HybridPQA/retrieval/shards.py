@@ -1,0 +1,65 @@
+"""Resumable corpus encoding: shards of documents encoded one at a time, each written through a
+temporary file and a rename, so an interrupted run keeps every finished shard and continues."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from HybridPQA.errors import InputError
+from HybridPQA.files import write_atomic
+from HybridPQA.runtime import progress
+
+log = logging.getLogger(__name__)
+STAMP = "corpus.sha256"
+
+
+def _save(file: Path, reps: dict) -> None:
+    arrays = {"dense": reps["dense"].numpy()} if "dense" in reps else {}
+    if "sparse" in reps:
+        m = reps["sparse"].tocsr()
+        arrays |= {"data": m.data, "indices": m.indices, "indptr": m.indptr, "shape": np.array(m.shape)}
+    tmp = file.with_name(file.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(file)
+
+
+def _load(file: Path) -> dict:
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            part = {"dense": torch.from_numpy(z["dense"])} if "dense" in z else {}
+            if "data" in z:
+                part["sparse"] = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(f"{file}: unreadable shard ({err.__class__.__name__}); delete it and run again") from None
+    return part
+
+
+def encode_in_shards(encode: Callable[[list[str]], dict], texts: list[str], folder: Path, shard_size: int,
+                     key: str) -> dict:
+    """{"dense": (N, D) tensor, "sparse": (N, V) CSR} of `texts`, encoded by `encode` in shards kept in
+    `folder`. `key` names what is encoded (corpus, model, settings): shards of another key are refused."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = folder / STAMP
+    if stamp.is_file() and stamp.read_text().strip() != key:
+        raise InputError(f"{folder}: holds shards of another corpus or model; choose another --output or delete it")
+    write_atomic(stamp, key)
+    parts = []
+    starts = range(0, len(texts), shard_size)
+    for n, start in enumerate(progress(starts, desc="shards", unit="shard", enabled=len(starts) > 1)):
+        file = folder / f"shard_{n:05d}.npz"
+        if file.is_file():
+            log.info("%s: already encoded, reused", file)
+        else:
+            _save(file, encode(texts[start:start + shard_size]))
+        parts.append(_load(file))
+    out = {}
+    if "dense" in parts[0]:
+        out["dense"] = torch.cat([p["dense"] for p in parts])
+    if "sparse" in parts[0]:
+        out["sparse"] = sp.vstack([p["sparse"] for p in parts]).tocsr()
+    return out
