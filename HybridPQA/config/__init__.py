@@ -62,6 +62,9 @@ NULLABLE = {*OPTIONAL_POSITIVE_INTS, "DEVICE", "RETRIEVER.SOLVER.OPTIMIZER.MAX_G
             "RETRIEVER.DATA.TRAIN_DATA_PATH", "RETRIEVER.DATA.VAL_DATA_PATH", "RETRIEVER.DATA.TEST_DATA_PATH"}
 
 
+LOG_BACKENDS = ("tensorboard", "wandb")  # the experiment trackers of engine.tracking
+
+
 def all_keys(cfg: CN, prefix: str = "") -> list[str]:
     """Every leaf key of `cfg`, dotted."""
     keys = []
@@ -256,9 +259,8 @@ def validate(cfg: CN) -> None:
     if not isinstance(m.VOCAB_MASK, tuple) or bad:
         raise InputError(f"config: RETRIEVER.MODEL.VOCAB_MASK takes a list of {', '.join(VOCAB_MASK_PARTS)}; "
                          f"got {m.VOCAB_MASK!r}")
-    backends = ("tensorboard", "wandb")  # engine.tracking
-    if not isinstance(cfg.LOG.BACKENDS, tuple) or any(b not in backends for b in cfg.LOG.BACKENDS):
-        raise InputError(f"config: LOG.BACKENDS takes a list of {', '.join(backends)}; got {cfg.LOG.BACKENDS!r}")
+    if not isinstance(cfg.LOG.BACKENDS, tuple) or any(b not in LOG_BACKENDS for b in cfg.LOG.BACKENDS):
+        raise InputError(f"config: LOG.BACKENDS takes a list of {', '.join(LOG_BACKENDS)}; got {cfg.LOG.BACKENDS!r}")
     for key in ("BF16", "FP16"):
         if cfg[key] is not None and not isinstance(cfg[key], bool):
             raise InputError(f"config: {key} = {cfg[key]!r} must be True, False or None (then PRECISION decides)")

@@ -14,11 +14,11 @@ import os
 
 from yacs.config import CfgNode
 
+from HybridPQA.config import LOG_BACKENDS
 from HybridPQA.errors import InputError
 from HybridPQA.rundir import RunDir
 
 log = logging.getLogger(__name__)
-BACKENDS = ("tensorboard", "wandb")
 
 
 def _scalars(record: dict) -> dict[str, float]:
@@ -51,7 +51,6 @@ class WandB:
             import wandb
         except ImportError:
             raise InputError("config: LOG.BACKENDS wandb needs `pip install wandb`") from None
-        self.wandb = wandb
         self.run = wandb.init(project=cfg.LOG.WANDB_PROJECT, name=cfg.EXP, dir=str(run_dir), config=_plain(cfg),
                               mode=os.environ.get("WANDB_MODE") or None, reinit="finish_previous")
 
@@ -73,7 +72,8 @@ class Tracker:
         self.file = run_dir.metrics.open("a") if enabled else None
         self.backends = []
         if enabled:
-            self.backends = [{"tensorboard": TensorBoard, "wandb": WandB}[name](run_dir, cfg) for name in cfg.LOG.BACKENDS]
+            backends = dict(zip(LOG_BACKENDS, (TensorBoard, WandB)))
+            self.backends = [backends[name](run_dir, cfg) for name in cfg.LOG.BACKENDS]
             if self.backends:
                 log.info("tracking to metrics.jsonl and %s", ", ".join(cfg.LOG.BACKENDS))
 
