@@ -21,7 +21,7 @@ from HybridPQA.data import (
     with_hard_negatives,
 )
 from HybridPQA.data.readers import RankingData
-from HybridPQA.data.training import TrainingSet
+from HybridPQA.data.training import TrainingSet, pseudo_queries
 from HybridPQA.engine.distributed import Distributed
 from HybridPQA.engine.train import do_train
 from HybridPQA.errors import InputError
@@ -30,6 +30,7 @@ from HybridPQA.evaluation.explain import write_explanations
 from HybridPQA.evaluation.trec import read_trec
 from HybridPQA.files import check_writable, write_atomic
 from HybridPQA.modeling import build_model
+from HybridPQA.modeling.static import init_static_queries
 from HybridPQA.modeling.encoding import build_encoding
 from HybridPQA.modeling.saved import describe
 from HybridPQA.rundir import RunDir
@@ -79,8 +80,13 @@ def training_set(train: RankingData, cfg: CfgNode, path_data: Path) -> tuple[Tra
         path = Path(path_data) / negatives
         run = teacher if negatives == cfg.RETRIEVER.DISTILL.TEACHER_RUN else read_trec(path)
         train = with_hard_negatives(train, run, d.HARD_NEGATIVES_DEPTH, str(path))
+    m = cfg.RETRIEVER.MODEL
+    targets = pseudo_queries(train, m.I3.TARGETS) if m.IMPLICIT_INTERACTION else None
+    if targets is not None:
+        log.info("I3: %d of %d training contexts have a reconstruction target (%s)", len(targets), len(train.docs),
+                 m.I3.TARGETS)
     return TrainingSet(train, cfg.RETRIEVER.SOLVER.TRAIN_BATCH_SIZE, d.NUM_POSITIVE_CONTEXTS, d.NUM_TOTAL_CONTEXTS,
-                       cfg.SEED), teacher
+                       cfg.SEED, targets), teacher
 
 
 def checkpoint_bytes(model: torch.nn.Module, cfg: CfgNode) -> int:
@@ -122,6 +128,9 @@ def train_and_test(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, resume
         if train is None:
             raise InputError("config: RETRIEVER.DO_TRAIN is True but RETRIEVER.DATA.TRAIN_DATA_PATH is None")
         train_set, teacher = training_set(train, cfg, path_data)
+        if not resume and cfg.RETRIEVER.MODEL.QUERY_ENCODER == "static":  # term weights start from the IDF
+            init_static_queries(model, tokenizer, list(train_set.data.docs.values()),
+                                cfg.RETRIEVER.MODEL.CONTEXT_MAX_LENGTH)
         best = do_train(cfg, run_dir, model, tokenizer, train_set, val, device, dtype, resume, stop_at_step, teacher,
                         ranks)
         if stop_at_step is not None and stop_at_step < cfg.RETRIEVER.SOLVER.TOTAL_TRAIN_STEPS or not main:

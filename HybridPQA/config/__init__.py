@@ -36,6 +36,12 @@ CHOICES = {
     "RETRIEVER.FUSION.NORM": ("none", "min-max", "z-score"),
     "RETRIEVER.INDEX.DENSE": ("torch", "faiss"),
     "RETRIEVER.DISTILL.LOSS": ("margin-mse", "kl"),
+    "RETRIEVER.SOLVER.LOSS": ("contrastive", "symmetric-infonce", "cosent", "softmax", "cosine-mse", "triplet"),
+    "RETRIEVER.SOLVER.TRIPLET_DISTANCE": ("euclidean", "cosine"),
+    "RETRIEVER.SOLVER.TRIPLET_MINING": ("none", "batch-hard"),
+    "RETRIEVER.MODEL.QUERY_ENCODER": ("transformer", "static"),
+    "RETRIEVER.MODEL.STATIC_DENSE": ("embedding", "transformer"),
+    "RETRIEVER.MODEL.I3.TARGETS": ("questions", "title", "none"),
     "PRECISION": ("auto", "fp32", "bf16", "fp16"),
 }
 VOCAB_MASK_PARTS = ("special", "punctuation", "stopwords")
@@ -50,15 +56,17 @@ POSITIVE_INTS = {
     "RETRIEVER.SOLVER.LOG_STEPS": 1, "RETRIEVER.SOLVER.OPTIMIZER.GRADIENT_ACCUMULATION_STEPS": 1,
     "RETRIEVER.SOLVER.OPTIMIZER.WARMUP_STEPS": 0, "NUM_THREADS": 0, "RETRIEVER.SOLVER.TOP_RETRIEVE_COUNT": 1,
     "RETRIEVER.DATA.HARD_NEGATIVES_DEPTH": 1, "RETRIEVER.FUSION.RRF_K": 1, "RETRIEVER.RERANK.DEPTH": 1,
-    "RETRIEVER.DISTILL.SELF_START_STEP": 0,
+    "RETRIEVER.DISTILL.SELF_START_STEP": 0, "RETRIEVER.SOLVER.NUM_LABELS": 2, "RETRIEVER.MODEL.I3.SLOTS": 1,
 }
 OPTIONAL_POSITIVE_INTS = {
     "RETRIEVER.DATA.COUNT": 1, "RETRIEVER.MODEL.TOP_K": 1, "RETRIEVER.MODEL.PROJECTION_DIM": 1,
     "RETRIEVER.SOLVER.REG_WARMUP_STEPS": 1,
 }
+VECTOR_LOSSES = ("softmax", "cosine-mse", "triplet")  # objectives on head vectors: no hybrid-score version
 
 # keys whose default is not None but that also take None (the defaults file says what None means)
 NULLABLE = {*OPTIONAL_POSITIVE_INTS, "DEVICE", "RETRIEVER.SOLVER.OPTIMIZER.MAX_GRAD_NORM",
+            "RETRIEVER.SOLVER.OPTIMIZER.HEAD_LR",
             "RETRIEVER.DATA.TRAIN_DATA_PATH", "RETRIEVER.DATA.VAL_DATA_PATH", "RETRIEVER.DATA.TEST_DATA_PATH"}
 
 
@@ -297,6 +305,27 @@ def validate(cfg: CN) -> None:
         (m.DROPOUT is not None and not (isinstance(m.DROPOUT, (int, float)) and 0 <= m.DROPOUT < 1),
          f"RETRIEVER.MODEL.DROPOUT = {m.DROPOUT!r} must be None or in [0, 1)"),
         (s.OPTIMIZER.BASE_LR <= 0, "RETRIEVER.SOLVER.OPTIMIZER.BASE_LR must be > 0"),
+        (s.OPTIMIZER.HEAD_LR is not None and not (isinstance(s.OPTIMIZER.HEAD_LR, (int, float))
+                                                  and s.OPTIMIZER.HEAD_LR > 0),
+         f"RETRIEVER.SOLVER.OPTIMIZER.HEAD_LR = {s.OPTIMIZER.HEAD_LR!r} must be a number > 0 or None (= BASE_LR)"),
+        (s.LOSS in VECTOR_LOSSES and s.HYBRID_LOSS_WEIGHT > 0,
+         f"RETRIEVER.SOLVER.LOSS = {s.LOSS!r} works on each head's vectors and has no hybrid-score form; set "
+         "HYBRID_LOSS_WEIGHT 0, or LOSS contrastive, symmetric-infonce or cosent"),
+        (s.LOSS == "cosine-mse" and s.FUNC != "cosine",
+         "RETRIEVER.SOLVER.LOSS = 'cosine-mse' regresses cosine similarities; set RETRIEVER.SOLVER.FUNC 'cosine'"),
+        (s.TRIPLET_MARGIN <= 0, "RETRIEVER.SOLVER.TRIPLET_MARGIN must be > 0"),
+        (s.LOSS != "contrastive" and m.CROSS_INTERACTION,
+         f"RETRIEVER.SOLVER.LOSS = {s.LOSS!r} is for pooled vectors; late interaction trains with 'contrastive'"),
+        (m.QUERY_ENCODER == "static" and (m.SHARED_ENCODER or m.CROSS_INTERACTION or m.BIENCODER_TYPE not in
+                                          ("hybrid", "sparse")),
+         "RETRIEVER.MODEL.QUERY_ENCODER = 'static' needs BIENCODER_TYPE hybrid or sparse, SHARED_ENCODER False and "
+         "no CROSS_INTERACTION (its query side is no transformer)"),
+        (m.IMPLICIT_INTERACTION and (m.CROSS_INTERACTION or m.SHARED_ENCODER
+                                     or m.BIENCODER_TYPE not in ("hybrid", "dense", "sparse")),
+         "RETRIEVER.MODEL.IMPLICIT_INTERACTION is document-side: it needs BIENCODER_TYPE hybrid, dense or sparse, "
+         "SHARED_ENCODER False and no CROSS_INTERACTION"),
+        (m.I3.RECON_WEIGHT < 0 or m.I3.RECON_DECAY < 1,
+         "RETRIEVER.MODEL.I3.RECON_WEIGHT must be >= 0 and RECON_DECAY >= 1 (beta = weight * decay ** -epoch)"),
         (len(s.OPTIMIZER.BETAS) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
                                                 and 0 <= b < 1 for b in s.OPTIMIZER.BETAS),
          f"RETRIEVER.SOLVER.OPTIMIZER.BETAS = {s.OPTIMIZER.BETAS!r} must be two numbers in [0, 1)"),

@@ -97,6 +97,26 @@ _C.RETRIEVER.MODEL.TOP_K = 768  # sparse head: keep the K largest term weights; 
 _C.RETRIEVER.MODEL.VOCAB_MASK = ("special", "punctuation", "stopwords")
 _C.RETRIEVER.MODEL.DO_LOWER_CASE = True  # passed to the tokenizer
 _C.RETRIEVER.MODEL.DROPOUT = None  # backbone hidden + attention dropout; None = the checkpoint's own
+# (new) "transformer": queries run the backbone | "static": inference-free queries (SPLADE-doc,
+# sentence-transformers' SparseStaticEmbedding): a query's sparse vector is a trainable weight per
+# query token, initialised from the IDF of the training contexts, and its dense vector (STATIC_DENSE)
+# the mean of trainable token embeddings (LightRetriever). Needs SHARED_ENCODER False.
+_C.RETRIEVER.MODEL.QUERY_ENCODER = "transformer"
+_C.RETRIEVER.MODEL.STATIC_DENSE = "embedding"  # static queries' dense side: "embedding" | "transformer" (CLS)
+# (new) I3 (Dong et al. 2023): document-side implicit interaction. A query reconstructor (one BERT
+# layer over SLOTS [MASK] slots, cross-attending to the document's CLS) and an interactor (one BERT
+# layer over [CLS ; mean(slots)]) give the dense vector; with SPARSE the interactor's output also
+# conditions the SPLADE expansion. Computed from the document alone, so indexed like any vector.
+_C.RETRIEVER.MODEL.IMPLICIT_INTERACTION = False
+_C.RETRIEVER.MODEL.I3 = CN()
+_C.RETRIEVER.MODEL.I3.SLOTS = 32
+_C.RETRIEVER.MODEL.I3.SPARSE = True  # hybrid/sparse: condition the document's expansion on the interactor
+# the slots' reconstruction target (an MLM head over the slots, cross-entropy per slot): "questions"
+# (the training questions whose positive the context is), "title" (the context's first sentence or
+# title), "none" (no reconstruction loss); contexts without a target get no loss
+_C.RETRIEVER.MODEL.I3.TARGETS = "questions"
+_C.RETRIEVER.MODEL.I3.RECON_WEIGHT = 1.0  # beta at epoch 0
+_C.RETRIEVER.MODEL.I3.RECON_DECAY = 10.0  # beta = RECON_WEIGHT * RECON_DECAY ** -epoch (I3: 10 ** -epoch)
 
 # -----------------------------------------------------------------------------
 # Solver: loss, schedule, evaluation. Steps are optimizer steps.
@@ -113,6 +133,19 @@ _C.RETRIEVER.SOLVER.LOG_STEPS = 10  # (new) write a metrics.jsonl line every N s
 _C.RETRIEVER.SOLVER.LEVEL = "pooled"  # "pooled": one vector per text | "seq": token vectors (late interaction)
 _C.RETRIEVER.SOLVER.BROADCAST = "global"  # "local": own contexts only | "global": every context in the batch
 _C.RETRIEVER.SOLVER.FUNC = "dot"  # similarity: "dot" | "cosine"
+# (new) the objective of each head (losses.py), beside FLOPS and distillation:
+#   "contrastive": in-batch softmax cross-entropy, query -> document (InfoNCE, the paper's);
+#   "symmetric-infonce": plus document -> query; "cosent": CoSENT over each question's graded pairs;
+#   Sentence-BERT's "softmax" (a linear classifier over (u, v, |u-v|[, u*v]) predicting the graded
+#   label), "cosine-mse" (cosine similarity regressed onto label / (NUM_LABELS - 1)) and "triplet"
+#   (margin over distances). The hybrid loss (HYBRID_LOSS_WEIGHT) uses contrastive, symmetric-infonce
+#   or cosent; the other three work on vectors, per head.
+_C.RETRIEVER.SOLVER.LOSS = "contrastive"
+_C.RETRIEVER.SOLVER.NUM_LABELS = 3  # graded labels 0 .. NUM_LABELS - 1 (softmax classes, cosine-mse scale)
+_C.RETRIEVER.SOLVER.CLASSIFIER_PRODUCT = False  # softmax: also the feature u * v
+_C.RETRIEVER.SOLVER.TRIPLET_DISTANCE = "euclidean"  # "euclidean" | "cosine" (1 - cosine similarity)
+_C.RETRIEVER.SOLVER.TRIPLET_MARGIN = 5.0  # Sentence-BERT's default for euclidean distance
+_C.RETRIEVER.SOLVER.TRIPLET_MINING = "none"  # "none": each own negative | "batch-hard": hardest positive and negative
 _C.RETRIEVER.SOLVER.TEMPERATURE = 0.5  # scores are divided by it in the contrastive loss
 _C.RETRIEVER.SOLVER.TOP_RETRIEVE_COUNT = 100  # depth of each query's run when retrieving from a corpus
 _C.RETRIEVER.SOLVER.ALPHA = 0.5  # hybrid score = ALPHA * dense + (1 - ALPHA) * sparse
@@ -182,6 +215,9 @@ _C.RETRIEVER.SOLVER.OPTIMIZER = CN()
 _C.RETRIEVER.SOLVER.OPTIMIZER.NAME = "AdamW"  # "AdamW" | "Adam"
 _C.RETRIEVER.SOLVER.OPTIMIZER.WARMUP_STEPS = 200  # linear LR warm-up, then linear decay to 0
 _C.RETRIEVER.SOLVER.OPTIMIZER.BASE_LR = 1e-5
+# (new) learning rate of the parameters that do not come from the pretrained backbone (static query
+# weights and embeddings, I3 layers, the softmax classifier, dense projections); None = BASE_LR
+_C.RETRIEVER.SOLVER.OPTIMIZER.HEAD_LR = None
 _C.RETRIEVER.SOLVER.OPTIMIZER.EPS = 1e-8
 _C.RETRIEVER.SOLVER.OPTIMIZER.WEIGHT_DECAY = 0.0  # not applied to biases and LayerNorm weights
 _C.RETRIEVER.SOLVER.OPTIMIZER.BETAS = (0.9, 0.999)

@@ -7,6 +7,7 @@ of the question's own positives (by id or by identical text).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,8 @@ class Batch:
     positive: torch.Tensor
     qids: list[str]
     docids: list[str]
+    labels: torch.Tensor | None = None  # (Q, C) graded label of each question's own contexts, 0 = sampled negative
+    pseudo_queries: list[str | None] | None = None  # per context: its reconstruction target (I3), None = none
 
     def teacher_scores(self, run: dict[str, dict[str, float]]) -> torch.Tensor:
         """(Q, C) scores of each question's own contexts in a teacher run, NaN where it has none."""
@@ -34,9 +37,26 @@ class Batch:
                              for i, q in enumerate(self.qids)], dtype=torch.float32)
 
 
+def pseudo_queries(data: RankingData, kind: str) -> dict[str, str] | None:
+    """{docid: reconstruction target} for I3 (MODEL.I3.TARGETS): "questions" joins the training
+    questions whose positive the context is, "title" takes its first sentence; None for "none".
+    A context missing here has no target and gets no reconstruction loss."""
+    if kind == "none":
+        return None
+    if kind == "title":
+        return {d: re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0] for d, text in data.docs.items() if text.strip()}
+    asked: dict[str, list[str]] = {}
+    for qid in data.judged_qids():
+        for docid in data.positives(qid):
+            asked.setdefault(docid, []).append(data.queries[qid])
+    return {d: " ; ".join(questions) for d, questions in asked.items()}
+
+
 class TrainingSet:
-    def __init__(self, data: RankingData, batch_size: int, num_positives: int, num_total: int, seed: int):
+    def __init__(self, data: RankingData, batch_size: int, num_positives: int, num_total: int, seed: int,
+                 pseudo_queries: dict[str, str] | None = None):
         self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.pseudo_queries = pseudo_queries  # docid -> I3 reconstruction target (data.pseudo_queries)
         self.num_positives, self.num_total = num_positives, num_total
         self.qids = data.judged_qids()
         if len(self.qids) < batch_size:
@@ -80,4 +100,8 @@ class TrainingSet:
             pos_texts = {self.data.docs[d] for d in pos_ids}
             for j, (doc, text) in enumerate(zip(docids, texts)):
                 positive[i, j] = doc in pos_ids or text in pos_texts
-        return Batch([self.data.queries[q] for q in qids], texts, positive, qids, docids)
+        per_q = self.num_total
+        labels = torch.tensor([[float(max(0, self.data.qrels[q].get(d, 0))) for d in docids[i * per_q:(i + 1) * per_q]]
+                               for i, q in enumerate(qids)])
+        pseudo = [self.pseudo_queries.get(d) for d in docids] if self.pseudo_queries is not None else None
+        return Batch([self.data.queries[q] for q in qids], texts, positive, qids, docids, labels, pseudo)

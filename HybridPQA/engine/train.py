@@ -23,7 +23,7 @@ from HybridPQA.losses import CrossLoss, HybridLoss, build_loss
 from HybridPQA.modeling import BiEncoder, CrossEncoder, tokenize
 from HybridPQA.modeling.cross import tokenize_pairs
 from HybridPQA.modeling.encoding import EncodingSettings, build_encoding
-from HybridPQA.modeling.saved import load_weights
+from HybridPQA.modeling.saved import folders, load_weights
 from HybridPQA.rundir import RunDir
 from HybridPQA.runtime import autocast, progress
 
@@ -31,12 +31,19 @@ log = logging.getLogger(__name__)
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
-def build_optimizer(model: torch.nn.Module, opt: CfgNode) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, opt: CfgNode, loss: torch.nn.Module | None = None) -> torch.optim.Optimizer:
     """AdamW/Adam with no weight decay on biases and LayerNorm weights; the fused kernel (one pass
-    over all parameters, ~15x faster than the per-tensor loop on CPU) where torch has it."""
+    over all parameters, ~15x faster than the per-tensor loop on CPU) where torch has it. With
+    HEAD_LR, the parameters outside the pretrained backbones (and the loss's own) train at that rate."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in params if not n.endswith(NO_DECAY)], "weight_decay": opt.WEIGHT_DECAY},
-              {"params": [p for n, p in params if n.endswith(NO_DECAY)], "weight_decay": 0.0}]
+    params += [(f"loss.{n}", p) for n, p in (loss.named_parameters() if loss is not None else []) if p.requires_grad]
+    backbone = {id(p) for m in folders(model).values() for p in m.parameters()} if opt.HEAD_LR else None
+    groups = []
+    for lr, part in ((opt.BASE_LR, params),) if backbone is None else (
+            (opt.BASE_LR, [(n, p) for n, p in params if id(p) in backbone]),
+            (opt.HEAD_LR, [(n, p) for n, p in params if id(p) not in backbone])):
+        groups += [{"params": [p for n, p in part if not n.endswith(NO_DECAY)], "weight_decay": opt.WEIGHT_DECAY, "lr": lr},
+                   {"params": [p for n, p in part if n.endswith(NO_DECAY)], "weight_decay": 0.0, "lr": lr}]
     cls = {"AdamW": torch.optim.AdamW, "Adam": torch.optim.Adam}[opt.NAME]
     fused = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for _, p in params)
     return cls(groups, lr=opt.BASE_LR, eps=opt.EPS, betas=tuple(opt.BETAS), fused=fused)
@@ -61,9 +68,19 @@ def selection_value(results: dict, metric: str) -> float:
     return values[metric]
 
 
+def reconstruction_targets(tokenizer, texts: list[str | None], slots: int, device: torch.device) -> torch.Tensor:
+    """(N, slots) token ids of each context's pseudo-query (I3), -100 past its end and for None."""
+    targets = torch.full((len(texts), slots), -100, dtype=torch.long)
+    ids = tokenizer([t or "" for t in texts], add_special_tokens=False, truncation=True, max_length=slots)["input_ids"]
+    for row, (text, tokens) in enumerate(zip(texts, ids)):
+        if text:
+            targets[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+    return targets.to(device)
+
+
 def loss_parts(model: BiEncoder | CrossEncoder | torch.nn.Module, tokenizer, batch: Batch, loss: HybridLoss | CrossLoss,
                encoding: EncodingSettings, device: torch.device, step: int, teacher: dict | None,
-               ranks: Distributed | None = None) -> tuple[dict, dict]:
+               ranks: Distributed | None = None, epoch: int = 0) -> tuple[dict, dict]:
     """(named loss parts, {side: (N, V) sparse reps} for logging) of one micro-batch. `model` may be
     DDP-wrapped: each rank then encodes its share of the batch and gathers the rest (see distributed)."""
     teacher_scores = batch.teacher_scores(teacher).to(device) if teacher is not None else None
@@ -80,8 +97,25 @@ def loss_parts(model: BiEncoder | CrossEncoder | torch.nn.Module, tokenizer, bat
     q_reps, c_reps = model(tokenize(tokenizer, questions, encoding.max_length("query"), device),
                            tokenize(tokenizer, contexts, encoding.max_length("context"), device))
     q_reps, c_reps = {h: gather(r) for h, r in q_reps.items()}, {h: gather(r) for h, r in c_reps.items()}
-    parts = loss(q_reps, c_reps, positive, teacher_scores, step)
+    labels = batch.labels.to(device) if batch.labels is not None else None
+    targets = None
+    if "pseudo_query" in c_reps and batch.pseudo_queries is not None:
+        targets = reconstruction_targets(tokenizer, batch.pseudo_queries, c_reps["pseudo_query"].shape[1], device)
+    parts = loss(q_reps, c_reps, positive, teacher_scores, step, labels, targets, epoch)
     return parts, ({"q": q_reps["sparse"], "d": c_reps["sparse"]} if "sparse" in q_reps else {})
+
+
+def vector_sizes(model: torch.nn.Module) -> dict[str, int]:
+    """{head: size of its vectors} of a bi-encoder's documents (the softmax objective's classifier inputs)."""
+    if not isinstance(model, BiEncoder):
+        return {}
+    encoder, sizes = model.document_encoder, {}
+    if encoder.dense_head is not None:
+        projection = encoder.dense_head.projection
+        sizes["dense"] = projection.out_features if projection is not None else model.backbone_config.hidden_size
+    if encoder.sparse_head is not None:
+        sizes["sparse"] = len(encoder.sparse_head.vocab_mask)
+    return sizes
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -128,12 +162,14 @@ def do_train(cfg: CfgNode, run_dir: RunDir | Path, model: BiEncoder | CrossEncod
     s, run_dir = cfg.RETRIEVER.SOLVER, RunDir.of(run_dir)
     main = ranks is None or ranks.main
     accumulation = s.OPTIMIZER.GRADIENT_ACCUMULATION_STEPS
-    loss_fn, encoding = build_loss(cfg), build_encoding(cfg)
+    loss_fn, encoding = build_loss(cfg, vector_sizes(model)), build_encoding(cfg)
     model.to(device)  # before the optimizer, so its restored state lands on the parameters' device
+    if isinstance(loss_fn, torch.nn.Module):
+        loss_fn.to(device)
     if s.GRADIENT_CHECKPOINTING:
         gradient_checkpointing(model)
     net = wrap(model, ranks, device)  # DDP under torchrun, else the model itself
-    optimizer = build_optimizer(model, s.OPTIMIZER)
+    optimizer = build_optimizer(model, s.OPTIMIZER, loss_fn if isinstance(loss_fn, torch.nn.Module) else None)
     scheduler = build_scheduler(optimizer, s.OPTIMIZER.WARMUP_STEPS, s.TOTAL_TRAIN_STEPS)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 needs loss scaling
     state = {"step": 0, "epoch": 0, "batch": 0, "kept": []}
@@ -148,6 +184,8 @@ def do_train(cfg: CfgNode, run_dir: RunDir | Path, model: BiEncoder | CrossEncod
         ckpt.set_rng_state(per_rank[ranks.rank] if ranks is not None and len(per_rank) == ranks.world_size
                            else saved["rng"])  # each rank's own dropout stream, when the world size is the same
         state = {k: saved[k] for k in state}
+        if saved.get("loss"):  # the softmax objective's classifiers
+            loss_fn.load_state_dict(saved["loss"])
         log.info("resumed at step %d (epoch %d, batch %d)", state["step"], state["epoch"], state["batch"])
         if main:
             _truncate_metrics(run_dir.metrics, state["step"])
@@ -155,6 +193,7 @@ def do_train(cfg: CfgNode, run_dir: RunDir | Path, model: BiEncoder | CrossEncod
 
     def trainer_state() -> dict:
         return {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "loss": loss_fn.state_dict() if isinstance(loss_fn, torch.nn.Module) else None,
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None}
 
     def checkpoint_last() -> None:
@@ -181,7 +220,7 @@ def do_train(cfg: CfgNode, run_dir: RunDir | Path, model: BiEncoder | CrossEncod
             with sync:
                 with autocast(device, dtype):
                     parts, sparse = loss_parts(net, tokenizer, batch, loss_fn, encoding, device, state["step"], teacher,
-                                               ranks)
+                                               ranks, state["epoch"])
                 _check_finite(parts, state["step"], run_dir)
                 loss = sum(parts.values()) / accumulation
                 scaler.scale(loss).backward()  # the identity unless fp16

@@ -24,12 +24,15 @@ from transformers import (
 )
 from yacs.config import CfgNode
 
+from HybridPQA.config.defaults import get_cfg_defaults
 from HybridPQA.errors import InputError
 from HybridPQA.modeling.bm25 import BM25, build_bm25
 from HybridPQA.modeling.cross import CrossEncoder
 from HybridPQA.modeling.encoder import BiEncoder, HybridEncoder
 from HybridPQA.modeling.encoding import build_encoding
 from HybridPQA.modeling.heads import DenseHead, LateHead, SpladeHead
+from HybridPQA.modeling.interaction import ImplicitInteraction
+from HybridPQA.modeling.static import StaticDenseHead, StaticQueryEncoder, StaticSparseHead
 from HybridPQA.modeling.saved import is_checkpoint, load_heads, load_weights, read_manifest
 from HybridPQA.modeling.saved import save_checkpoint as save_hf
 from HybridPQA.modeling.vocab import build_vocab_mask
@@ -94,17 +97,42 @@ def build_tokenizer(source: str, do_lower_case: bool):
                          "check RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE / the checkpoint") from None
 
 
-def _encoder(mlm: torch.nn.Module, tokenizer, model_cfg: CfgNode) -> HybridEncoder:
+def _encoder(mlm: torch.nn.Module, tokenizer, model_cfg: CfgNode, side: str = "context") -> HybridEncoder:
     heads = HEADS[model_cfg.BIENCODER_TYPE]
     if model_cfg.CROSS_INTERACTION:
         return HybridEncoder(mlm, None, None, LateHead(mlm.config.hidden_size, model_cfg.PROJECTION_DIM))
+    if side == "query" and model_cfg.QUERY_ENCODER == "static":  # the transformer of STATIC_DENSE transformer
+        return HybridEncoder(mlm, DenseHead(mlm.config.hidden_size, model_cfg.POOLING, model_cfg.PROJECTION_DIM), None)
     dense = DenseHead(mlm.config.hidden_size, model_cfg.POOLING, model_cfg.PROJECTION_DIM) if "dense" in heads else None
     sparse = None
     if "sparse" in heads:
         vocab_size = mlm.get_output_embeddings().weight.shape[0]
         mask = build_vocab_mask(tokenizer, tuple(model_cfg.VOCAB_MASK), vocab_size)
         sparse = SpladeHead(mask, model_cfg.AGG, model_cfg.TOP_K)
-    return HybridEncoder(mlm, dense, sparse)
+    interaction = None
+    if model_cfg.IMPLICIT_INTERACTION and side == "context":
+        if not hasattr(getattr(mlm, "cls", None), "predictions"):
+            raise InputError(f"RETRIEVER.MODEL.IMPLICIT_INTERACTION needs a BERT-family masked LM (cls.predictions); "
+                             f"{type(mlm).__name__} has none")
+        i3 = model_cfg.I3
+        interaction = ImplicitInteraction(mlm, i3.SLOTS, i3.SPARSE and sparse is not None, i3.TARGETS != "none",
+                                          tokenizer.mask_token_id)
+    return HybridEncoder(mlm, dense, sparse, interaction=interaction)
+
+
+def _static_queries(context: HybridEncoder, tokenizer, model_cfg: CfgNode, transformer: HybridEncoder | None):
+    """MODEL.QUERY_ENCODER static: term weights (and token embeddings) in place of a query transformer."""
+    mlm = context.mlm
+    vocab_size = mlm.get_output_embeddings().weight.shape[0]
+    sparse = StaticSparseHead(build_vocab_mask(tokenizer, tuple(model_cfg.VOCAB_MASK), vocab_size))
+    dense = transformer
+    if "dense" in HEADS[model_cfg.BIENCODER_TYPE] and model_cfg.STATIC_DENSE == "embedding":
+        if model_cfg.PROJECTION_DIM:
+            raise InputError("RETRIEVER.MODEL.STATIC_DENSE = 'embedding' gives queries the hidden size; set "
+                             "PROJECTION_DIM None, or STATIC_DENSE 'transformer'")
+        dense = StaticDenseHead(mlm.get_input_embeddings().weight, ~build_vocab_mask(tokenizer, ("special",),
+                                                                                      vocab_size))
+    return StaticQueryEncoder(sparse, dense)
 
 
 def _markers(tokenizer) -> dict[str, int] | None:
@@ -139,16 +167,25 @@ def build_model(cfg: CfgNode, checkpoint: str | Path | None = None) -> tuple[BiE
             tokenizer_source = str(checkpoint / "tokenizer")
         else:
             sources, weights = {name: str(checkpoint / name) for name in manifest["folders"]}, True
-            tokenizer_source = sources["cross" if "cross" in sources else "query"]
+            tokenizer_source = next(sources[name] for name in ("cross", "query", "context") if name in sources)
     tokenizer = build_tokenizer(tokenizer_source, model_cfg.DO_LOWER_CASE)
     if model_cfg.BIENCODER_TYPE == "cross":
         model = _load_cross(sources.get("cross", sources.get("query")), model_cfg.DROPOUT, weights)
     else:
-        query = _encoder(_load_mlm(sources["query"], model_cfg.DROPOUT, weights), tokenizer, model_cfg)
+        static = model_cfg.QUERY_ENCODER == "static"
+        query_needs_mlm = not static or (model_cfg.STATIC_DENSE == "transformer"
+                                         and "dense" in HEADS[model_cfg.BIENCODER_TYPE])
+        query = None
+        if query_needs_mlm:
+            source = sources.get("query", sources.get("context"))
+            query = _encoder(_load_mlm(source, model_cfg.DROPOUT, weights), tokenizer, model_cfg,
+                             "query" if static or not model_cfg.SHARED_ENCODER else "context")
         context = None
         if not model_cfg.SHARED_ENCODER:
-            source = sources.get("context", sources["query"])
+            source = sources.get("context", sources.get("query"))
             context = _encoder(_load_mlm(source, model_cfg.DROPOUT, weights), tokenizer, model_cfg)
+        if static:
+            query = _static_queries(context, tokenizer, model_cfg, query)
         model = BiEncoder(query, context, _markers(tokenizer) if model_cfg.CROSS_INTERACTION else None)
     if manifest is not None:
         load_heads(model, checkpoint)
@@ -161,7 +198,9 @@ def build_model(cfg: CfgNode, checkpoint: str | Path | None = None) -> tuple[BiE
     return model, tokenizer
 
 
-STRUCTURAL_KEYS = ("BIENCODER_TYPE", "SHARED_ENCODER", "PROJECTION_DIM", "CROSS_INTERACTION")
+DEFAULT_MODEL = get_cfg_defaults().RETRIEVER.MODEL  # what a checkpoint saved before a key existed had
+STRUCTURAL_KEYS = ("BIENCODER_TYPE", "SHARED_ENCODER", "PROJECTION_DIM", "CROSS_INTERACTION", "QUERY_ENCODER",
+                   "STATIC_DENSE", "IMPLICIT_INTERACTION", "I3")
 
 
 def _check_compatible(checkpoint: Path, model_cfg: CfgNode) -> None:
@@ -174,8 +213,8 @@ def _check_compatible(checkpoint: Path, model_cfg: CfgNode) -> None:
         raise InputError(f"{checkpoint / 'config.yaml'}: unreadable checkpoint config ({err.__class__.__name__}); "
                          "the checkpoint is damaged") from None
     for key in STRUCTURAL_KEYS:
-        if saved[key] != model_cfg[key]:
-            raise InputError(f"{checkpoint}: saved with RETRIEVER.MODEL.{key} = {saved[key]!r} but the config says "
+        if saved.get(key, DEFAULT_MODEL[key]) != model_cfg[key]:
+            raise InputError(f"{checkpoint}: saved with RETRIEVER.MODEL.{key} = {saved.get(key)!r} but the config says "
                              f"{model_cfg[key]!r}; evaluate with that checkpoint's config.yaml")
 
 

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from HybridPQA.modeling.heads import DenseHead, LateHead, SpladeHead
+from HybridPQA.modeling.interaction import ImplicitInteraction
 
 
 class HybridEncoder(nn.Module):
@@ -18,19 +19,22 @@ class HybridEncoder(nn.Module):
     """
 
     def __init__(self, mlm: nn.Module, dense_head: DenseHead | None, sparse_head: SpladeHead | None,
-                 late_head: LateHead | None = None):
+                 late_head: LateHead | None = None, interaction: ImplicitInteraction | None = None):
         super().__init__()
         self.mlm, self.dense_head, self.sparse_head, self.late_head = mlm, dense_head, sparse_head, late_head
+        self.interaction = interaction  # I3, on the context side: the dense vector and the sparse head's input
         predictions = getattr(getattr(mlm, "cls", None), "predictions", None)
         self.split_head = predictions is not None and hasattr(predictions, "transform") and hasattr(predictions, "decoder")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        reps, sparse = {}, None
+        reps, sparse, implicit = {}, None, {}
         if self.split_head or hasattr(self.mlm, "lm_head"):
             hidden = self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            implicit = self.interaction(hidden) if self.interaction is not None else {}
             if self.sparse_head is not None and self.split_head:
                 predictions = self.mlm.cls.predictions
-                sparse = self.sparse_head(predictions.transform(hidden), attention_mask, predictions.decoder)
+                states = hidden if implicit.get("shift") is None else hidden + implicit["shift"][:, None]
+                sparse = self.sparse_head(predictions.transform(states), attention_mask, predictions.decoder)
             elif self.sparse_head is not None:
                 sparse = self.sparse_head(self.mlm.lm_head(hidden), attention_mask)
         else:
@@ -38,7 +42,10 @@ class HybridEncoder(nn.Module):
             hidden = out.hidden_states[-1]
             sparse = self.sparse_head(out.logits, attention_mask) if self.sparse_head is not None else None
         if self.dense_head is not None:
-            reps["dense"] = self.dense_head(hidden, attention_mask)
+            reps["dense"] = (self.dense_head(hidden, attention_mask) if self.interaction is None
+                             else self.dense_head.project(implicit["pooled"]))
+        if self.interaction is not None and implicit["pseudo_query"] is not None:
+            reps["pseudo_query"] = implicit["pseudo_query"]
         if sparse is not None:
             reps["sparse"] = sparse
         if self.late_head is not None:
@@ -60,12 +67,16 @@ class BiEncoder(nn.Module):
         self.markers = markers
 
     @property
+    def document_encoder(self) -> nn.Module:
+        return self.context_encoder if self.context_encoder is not None else self.query_encoder
+
+    @property
     def heads(self) -> tuple[str, ...]:
-        return tuple(h for h in ("dense", "sparse", "late") if getattr(self.query_encoder, f"{h}_head") is not None)
+        return tuple(h for h in ("dense", "sparse", "late") if getattr(self.document_encoder, f"{h}_head") is not None)
 
     @property
     def backbone_config(self):
-        return self.query_encoder.mlm.config
+        return self.document_encoder.mlm.config
 
     def forward(self, query: dict[str, torch.Tensor], context: dict[str, torch.Tensor]) -> tuple[dict, dict]:
         """Both sides in one call (tokenizer outputs in, representations out), so DDP sees one forward."""

@@ -21,6 +21,10 @@ class DenseHead(nn.Module):
         else:
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return self.project(pooled)
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, H) -> (B, D): the projection, when there is one (I3 pools with its interactor)."""
         return self.projection(pooled) if self.projection is not None else pooled
 
 

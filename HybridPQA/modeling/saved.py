@@ -57,7 +57,7 @@ def folders(model) -> dict[str, torch.nn.Module]:
     """{folder name: the transformers model saved there}."""
     if hasattr(model, "classifier"):
         return {"cross": model.classifier}
-    out = {"query": model.query_encoder.mlm}
+    out = {"query": model.query_encoder.mlm} if model.query_encoder.mlm is not None else {}  # static queries: none
     if model.context_encoder is not None:
         out["context"] = model.context_encoder.mlm
     return out
@@ -65,9 +65,13 @@ def folders(model) -> dict[str, torch.nn.Module]:
 
 def head_weights(model) -> dict[str, torch.Tensor]:
     """The state-dict entries outside the transformers models (the heads' projections)."""
-    backbone = {id(p) for m in folders(model).values() for p in m.state_dict(keep_vars=True).values()}
-    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict(keep_vars=True).items()
-            if id(v) not in backbone}
+    seen = {id(p) for m in folders(model).values() for p in m.state_dict(keep_vars=True).values()}
+    heads = {}
+    for name, value in model.state_dict(keep_vars=True).items():
+        if id(value) not in seen:  # a tensor tied to another (I3's generator bias) is saved once
+            seen.add(id(value))
+            heads[name] = value.detach().contiguous().cpu()
+    return heads
 
 
 def save_checkpoint(model, tokenizer, cfg, path: Path, encoding: EncodingSettings, fusion: dict | None) -> None:

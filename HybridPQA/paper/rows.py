@@ -143,6 +143,15 @@ def _best_checkpoint(run_dir: RunDir) -> Path | None:
     return run_dir.best_checkpoint() if run_dir.checkpoints.is_dir() else None
 
 
+def same_config(saved: Path, cfg: CfgNode) -> bool:
+    """Whether a run's saved config.yaml is `cfg`: compared after loading it onto today's defaults,
+    so keys added since the run (with their defaults) do not count as a change."""
+    try:
+        return saved.is_file() and load_config(saved, dotenv_path=None).dump() == cfg.dump()
+    except InputError:
+        return False
+
+
 def commands(row: Row, output: Path, steps: int | None, overwrite: bool) -> list[list[str]]:
     """What running this row takes, given what its run directory already holds (empty: finished)."""
     run_dir = RunDir(output / row.name)
@@ -151,7 +160,7 @@ def commands(row: Row, output: Path, steps: int | None, overwrite: bool) -> list
     common = [f"--path_output={output}", f"--path_data={row.path_data}"]
     todo = []
     saved = run_dir.config
-    same = saved.is_file() and saved.read_text() == row.cfg.dump()
+    same = same_config(saved, row.cfg)
     if saved.is_file() and not same and not overwrite:
         raise InputError(f"{run_dir}: ran with another config than {row.source} now gives; pass --overwrite to "
                          "rerun it")

@@ -1,8 +1,9 @@
 """Training losses, built once by `build_loss(cfg)` and called per micro-batch with tensors only.
 Each call returns named, already weighted parts; the training loop sums and logs them.
 
-- `HybridLoss`: in-batch contrastive loss per head and on the hybrid score, FLOPS regularisation,
-  distillation from teacher scores (MarginMSE, listwise KL) and self-distillation between heads;
+- `HybridLoss`: each head's objective (SOLVER.LOSS, `objectives`: in-batch contrastive by default)
+  and the hybrid score's, FLOPS regularisation, distillation from teacher scores (MarginMSE,
+  listwise KL), self-distillation between heads, and I3's query reconstruction;
 - `CrossLoss`: the cross-encoder's listwise loss over each question's own contexts.
 
 The hybrid score is `scoring.Fusion`, the one evaluation ranks with. In a batch it is fused over the
@@ -14,83 +15,31 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
+from torch import nn
 
+from HybridPQA.losses.objectives import (
+    SoftmaxClassifier,
+    contrastive_loss,
+    cosent,
+    cosine_mse,
+    distillation_loss,
+    flops,
+    kl_divergence,
+    masked_logits,
+    own_columns,
+    own_scores,
+    reconstruction,
+    symmetric_infonce,
+    triplet,
+)
 from HybridPQA.scoring import Fusion, build_fusion, similarity
 
+HEADS = ("dense", "sparse", "late")  # the representations that are scored; others (pseudo_query) are not
+__all__ = ["HybridLoss", "CrossLoss", "build_loss", "contrastive_loss", "distillation_loss", "flops", "lambda_at",
+           "own_columns", "own_scores"]
+SCORE_OBJECTIVES = ("contrastive", "symmetric-infonce", "cosent")  # defined on any score, the hybrid's too
+
 log = logging.getLogger(__name__)
-
-
-def own_columns(num_q: int, num_ctx: int, device=None) -> torch.Tensor:
-    """(Q, Q*C) bool: question i's own contexts, columns i*C..(i+1)*C-1."""
-    per_q = num_ctx // num_q
-    return torch.arange(num_ctx, device=device)[None, :] // per_q == torch.arange(num_q, device=device)[:, None]
-
-
-def masked_logits(scores: torch.Tensor, positive: torch.Tensor, temperature: float,
-                  broadcast: str = "global") -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, target) for the softmax over a question's negatives and its first own positive.
-
-    scores, positive: (Q, Q*C). "local" keeps a question's own C contexts only; "global" all Q*C.
-    Every other positive of the question is removed (it is no negative).
-    """
-    own = own_columns(*scores.shape, device=scores.device)
-    target = (positive & own).float().argmax(dim=1)  # first own positive, global column
-    drop = positive.clone()
-    drop[torch.arange(scores.shape[0]), target] = False
-    if broadcast == "local":
-        drop |= ~own
-    return (scores.float() / temperature).masked_fill(drop, float("-inf")), target
-
-
-def contrastive_loss(scores: torch.Tensor, positive: torch.Tensor, temperature: float,
-                     broadcast: str = "global") -> torch.Tensor:
-    """Softmax cross-entropy of each question's first own positive (InfoNCE)."""
-    logits, target = masked_logits(scores, positive, temperature, broadcast)
-    return F.cross_entropy(logits, target)
-
-
-def kl_divergence(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean over rows of KL(softmax(teacher) || softmax(student)); -inf logits are left-out columns."""
-    p_teacher = teacher.softmax(-1)
-    log_ratio = teacher.log_softmax(-1) - student.log_softmax(-1)
-    return torch.where(p_teacher > 0, p_teacher * log_ratio, 0.0).sum(-1).mean()
-
-
-def margin_mse(student: torch.Tensor, teacher: torch.Tensor, is_positive: torch.Tensor) -> torch.Tensor:
-    """(Q, C) scores of each question's own contexts, teacher NaN where unknown. MSE between the
-    student's and the teacher's margins s(q, first positive) - s(q, negative) (Hofstaetter et al.)."""
-    pos = is_positive.float().argmax(-1, keepdim=True)
-    student_margin = student.gather(1, pos) - student
-    teacher_margin = teacher.gather(1, pos) - teacher
-    valid = ~is_positive & ~torch.isnan(teacher_margin)
-    if not valid.any():
-        return student.sum() * 0.0
-    return F.mse_loss(student_margin[valid], teacher_margin[valid])
-
-
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, is_positive: torch.Tensor, kind: str,
-                      teacher_temperature: float = 1.0) -> torch.Tensor:
-    """(Q, C) student logits over each question's own contexts against teacher scores (NaN = unknown)."""
-    if kind == "margin-mse":
-        return margin_mse(student.float(), teacher, is_positive)
-    known = ~torch.isnan(teacher)
-    rows = known.sum(-1) >= 2  # a distribution needs two scored contexts
-    if not rows.any():
-        return student.sum() * 0.0
-    teacher = (teacher / teacher_temperature).masked_fill(~known, float("-inf"))
-    return kl_divergence(student.float().masked_fill(~known, float("-inf"))[rows], teacher[rows])
-
-
-def own_scores(scores: torch.Tensor) -> torch.Tensor:
-    """(Q, Q*C) -> (Q, C): each question's scores of its own contexts."""
-    num_q = scores.shape[0]
-    return scores[own_columns(*scores.shape, device=scores.device)].view(num_q, -1)
-
-
-def flops(reps: torch.Tensor) -> torch.Tensor:
-    """(N, V) -> scalar: sum over the vocabulary of the squared mean absolute weight (Paria et al., 2020)."""
-    return reps.abs().mean(dim=0).pow(2).sum()
 
 
 def lambda_at(step: int, lam: float, warmup_steps: int) -> float:
@@ -99,23 +48,35 @@ def lambda_at(step: int, lam: float, warmup_steps: int) -> float:
 
 
 
-
-class HybridLoss:
+class HybridLoss(nn.Module):
     """Bi-encoder loss. Called with {head: (Q, D) / (Q, V) / (Q, L, D)} query and {head: (Q*C, ...)}
     context representations, positive (Q, Q*C) bool, teacher (Q, C) scores (NaN = unknown) or None,
-    and the optimizer step. Parts: contrastive_<head> (dense, sparse, late, hybrid), flops_{q,d}
-    (weighted by the step's lambdas), distill_<head>, self_distill_{dense,sparse}."""
+    the optimizer step, graded `labels` (Q, C) of each question's own contexts, I3's reconstruction
+    `targets` (Q*C, S) token ids (-100 = none) and the epoch. Parts: <objective>_<head> (dense,
+    sparse, late, hybrid; e.g. contrastive_dense, cosent_hybrid), flops_{q,d} (weighted by the
+    step's lambdas), distill_<head>, self_distill_{dense,sparse}, reconstruction.
+
+    A module only for the softmax objective's classifiers (one per head, `dims`), which train with it."""
 
     def __init__(self, *, temperature: float = 0.5, broadcast: str = "global", func: str = "dot",
                  fusion: Fusion = Fusion(), hybrid_weight: float = 0.0, lambda_q: float = 0.0, lambda_d: float = 0.0,
                  reg_warmup_steps: int = 1, distill: str = "margin-mse", distill_weight: float = 0.0,
-                 teacher_temperature: float = 1.0, self_weight: float = 0.0, self_start_step: int = 0):
+                 teacher_temperature: float = 1.0, self_weight: float = 0.0, self_start_step: int = 0,
+                 objective: str = "contrastive", num_labels: int = 2, classifier_product: bool = False,
+                 dims: dict[str, int] | None = None, triplet_distance: str = "euclidean", triplet_margin: float = 5.0,
+                 triplet_mining: str = "none", recon_weight: float = 0.0, recon_decay: float = 10.0):
+        super().__init__()
         self.temperature, self.broadcast, self.func = temperature, broadcast, func
         self.fusion = fusion.surrogate()  # what training fuses with: `fusion` itself unless it has no gradient
         self.hybrid_weight, self.lambda_q, self.lambda_d, self.reg_warmup_steps = (hybrid_weight, lambda_q, lambda_d,
                                                                                    reg_warmup_steps)
         self.distill, self.distill_weight, self.teacher_temperature = distill, distill_weight, teacher_temperature
         self.self_weight, self.self_start_step = self_weight, self_start_step
+        self.objective, self.num_labels = objective, num_labels
+        self.triplet_distance, self.triplet_margin, self.triplet_mining = triplet_distance, triplet_margin, triplet_mining
+        self.recon_weight, self.recon_decay = recon_weight, recon_decay
+        self.classifiers = nn.ModuleDict({head: SoftmaxClassifier(dim, num_labels, classifier_product)
+                                          for head, dim in (dims or {}).items()} if objective == "softmax" else {})
 
     @property
     def uses_hybrid(self) -> bool:
@@ -126,6 +87,10 @@ class HybridLoss:
         return (lambda_at(step, self.lambda_q, self.reg_warmup_steps),
                 lambda_at(step, self.lambda_d, self.reg_warmup_steps))
 
+    def beta(self, epoch: int) -> float:
+        """I3's reconstruction weight at `epoch`: RECON_WEIGHT * RECON_DECAY ** -epoch."""
+        return self.recon_weight * self.recon_decay ** -epoch
+
     def columns(self, positive: torch.Tensor) -> torch.Tensor:
         """(Q, Q*C) bool: the contexts each question is scored (and its hybrid fused) against."""
         if self.broadcast == "local":
@@ -134,20 +99,41 @@ class HybridLoss:
 
     def scores(self, query: dict, context: dict, positive: torch.Tensor) -> dict[str, torch.Tensor]:
         """{scorer: (Q, Q*C)} in-batch scores of every head, and the hybrid where there are dense and sparse."""
-        scores = {head: similarity(query[head], context[head], self.func) for head in query}
+        scores = {head: similarity(query[head], context[head], self.func) for head in HEADS if head in query}
         if {"dense", "sparse"} <= set(scores):
             scores["hybrid"] = self.fusion.fuse(scores["dense"].float(), scores["sparse"].float(),
                                                 self.columns(positive))
         return scores
 
-    def __call__(self, query: dict, context: dict, positive: torch.Tensor, teacher: torch.Tensor | None = None,
-                 step: int = 0) -> dict[str, torch.Tensor]:
+    def objective_loss(self, head: str, scores: torch.Tensor, positive: torch.Tensor, labels: torch.Tensor | None,
+                       query: dict, context: dict) -> torch.Tensor:
+        """SOLVER.LOSS on one head's (or the hybrid's) in-batch scores, or on its vectors."""
+        t, b = self.temperature, self.broadcast
+        if self.objective == "contrastive":
+            return contrastive_loss(scores, positive, t, b)
+        if self.objective == "symmetric-infonce":
+            return symmetric_infonce(scores, positive, t, b)
+        if self.objective == "triplet":
+            return triplet(query[head], context[head], positive, self.triplet_margin, self.triplet_distance,
+                           self.triplet_mining, b)
+        if labels is None:
+            labels = own_scores(positive).float()  # binary data: a positive is label 1
+        if self.objective == "cosent":
+            return cosent(own_scores(scores), labels, t)
+        if self.objective == "cosine-mse":
+            return cosine_mse(own_scores(scores), labels, self.num_labels)
+        return self.classifiers[head].loss(query[head], context[head], labels)
+
+    def forward(self, query: dict, context: dict, positive: torch.Tensor, teacher: torch.Tensor | None = None,
+                step: int = 0, labels: torch.Tensor | None = None, targets: torch.Tensor | None = None,
+                epoch: int = 0) -> dict[str, torch.Tensor]:
         scores = self.scores(query, context, positive)
         fused = scores.pop("hybrid", None)
-        t, b = self.temperature, self.broadcast
-        parts = {f"contrastive_{h}": contrastive_loss(s, positive, t, b) for h, s in scores.items()}
+        t, b, name = self.temperature, self.broadcast, self.objective.replace("-", "_")
+        parts = {f"{name}_{h}": self.objective_loss(h, s, positive, labels, query, context) for h, s in scores.items()}
         if self.hybrid_weight > 0 and fused is not None:
-            parts["contrastive_hybrid"] = self.hybrid_weight * contrastive_loss(fused, positive, t, b)
+            parts[f"{name}_hybrid"] = self.hybrid_weight * self.objective_loss("hybrid", fused, positive, labels,
+                                                                               query, context)
         if teacher is not None and self.distill_weight > 0:
             is_positive = own_scores(positive)
             for head, s in {**scores, **({"hybrid": fused} if fused is not None else {})}.items():
@@ -162,6 +148,8 @@ class HybridLoss:
             lambda_q, lambda_d = self.lambdas(step)
             parts["flops_q"] = lambda_q * flops(query["sparse"].float())
             parts["flops_d"] = lambda_d * flops(context["sparse"].float())
+        if "pseudo_query" in context and targets is not None and self.beta(epoch) > 0:
+            parts["reconstruction"] = self.beta(epoch) * reconstruction(context["pseudo_query"], targets)
         return parts
 
 
@@ -187,17 +175,23 @@ class CrossLoss:
         return parts
 
 
-def build_loss(cfg) -> HybridLoss | CrossLoss:
-    """The loss of MODEL.BIENCODER_TYPE from SOLVER, FUSION and DISTILL; says which fusion it trains with."""
+def build_loss(cfg, dims: dict[str, int] | None = None) -> HybridLoss | CrossLoss:
+    """The loss of MODEL.BIENCODER_TYPE from SOLVER, FUSION and DISTILL; says which fusion it trains with.
+    `dims` {head: vector size} sizes the softmax objective's classifiers."""
     s, dist = cfg.RETRIEVER.SOLVER, cfg.RETRIEVER.DISTILL
     distill = {"distill": dist.LOSS, "distill_weight": dist.WEIGHT, "teacher_temperature": dist.TEACHER_TEMPERATURE}
     if cfg.RETRIEVER.MODEL.BIENCODER_TYPE == "cross":
         return CrossLoss(**distill)
     fusion = build_fusion(cfg)
+    m = cfg.RETRIEVER.MODEL
+    recon = m.IMPLICIT_INTERACTION and m.I3.TARGETS != "none"
+    i3 = {"recon_weight": m.I3.RECON_WEIGHT if recon else 0.0, "recon_decay": m.I3.RECON_DECAY}
     loss = HybridLoss(temperature=s.TEMPERATURE, broadcast=s.BROADCAST, func=s.FUNC, fusion=fusion,
                       hybrid_weight=s.HYBRID_LOSS_WEIGHT, lambda_q=s.LAMBDA_QUERY, lambda_d=s.LAMBDA_CONTEXT,
                       reg_warmup_steps=s.REG_WARMUP_STEPS or s.TOTAL_TRAIN_STEPS, self_weight=dist.SELF_WEIGHT,
-                      self_start_step=dist.SELF_START_STEP, **distill)
+                      self_start_step=dist.SELF_START_STEP, objective=s.LOSS, num_labels=s.NUM_LABELS,
+                      classifier_product=s.CLASSIFIER_PRODUCT, dims=dims, triplet_distance=s.TRIPLET_DISTANCE,
+                      triplet_margin=s.TRIPLET_MARGIN, triplet_mining=s.TRIPLET_MINING, **i3, **distill)
     if loss.uses_hybrid and cfg.RETRIEVER.MODEL.BIENCODER_TYPE == "hybrid":
         where = "its own contexts" if s.BROADCAST == "local" else "every in-batch context"
         if not fusion.differentiable:

@@ -1,0 +1,85 @@
+"""I3's document-side interaction and inference-free (static) queries, built from the real splade-tiny."""
+import torch
+
+from HybridPQA.config import load_config
+from HybridPQA.data.readers import RankingData
+from HybridPQA.data.training import TrainingSet, pseudo_queries
+from HybridPQA.engine.train import reconstruction_targets
+from HybridPQA.modeling import build_model, save_checkpoint, tokenize
+from HybridPQA.modeling.static import init_static_queries
+
+DOCS = ["this crisper drawer fits frigidaire refrigerators.", "a stainless steel kettle, 1.7 litres",
+        "the battery lasts about ten hours of use"]
+
+
+def _model(splade_tiny, *overrides):
+    cfg = load_config(None, ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny), *overrides])
+    return cfg, *build_model(cfg)
+
+
+def _encode(model, tokenizer, side, texts):
+    return model.encode(side, **tokenize(tokenizer, texts, 64))
+
+
+def test_i3_is_document_side_and_survives_a_checkpoint(splade_tiny, tmp_path):
+    torch.manual_seed(0)
+    cfg, model, tokenizer = _model(splade_tiny, "RETRIEVER.MODEL.IMPLICIT_INTERACTION", "True", "RETRIEVER.MODEL.I3.SLOTS", "8")
+    assert model.query_encoder.interaction is None and model.context_encoder.interaction is not None
+    with torch.no_grad():  # I3.SPARSE's condition starts at zero: the expansion is the plain one, then trains
+        model.context_encoder.interaction.condition.weight.normal_(0, 0.1)
+    model.eval()
+    with torch.no_grad():
+        batch = _encode(model, tokenizer, "context", DOCS)
+        alone = _encode(model, tokenizer, "context", DOCS[:1])
+        assert "pseudo_query" not in batch  # the generator runs in training only
+        for head in ("dense", "sparse"):  # a document's vectors depend on it alone: indexable ahead
+            assert torch.allclose(batch[head][:1], alone[head], atol=1e-5)
+        model.context_encoder.interaction.condition.weight.zero_()
+        plain = _encode(model, tokenizer, "context", DOCS)["sparse"]
+        assert not torch.allclose(plain, batch["sparse"])  # the interactor conditions the expansion
+    model.train()
+    reps = _encode(model, tokenizer, "context", DOCS)
+    assert reps["pseudo_query"].shape == (3, 8, tokenizer.vocab_size)
+    model.eval()
+    save_checkpoint(model, tokenizer, cfg, tmp_path / "ckpt")
+    loaded, _ = build_model(cfg, checkpoint=tmp_path / "ckpt")
+    loaded.eval()
+    with torch.no_grad():
+        before, after = _encode(model, tokenizer, "context", DOCS), _encode(loaded, tokenizer, "context", DOCS)
+    assert all(torch.allclose(before[h], after[h], atol=1e-6) for h in ("dense", "sparse"))
+
+
+def test_contexts_without_a_pseudo_query_get_no_reconstruction_target(splade_tiny):
+    data = RankingData("train", {"q1": "does it fit a frigidaire", "q2": "how long does the battery last"},
+                       {f"d{i}": t for i, t in enumerate(DOCS + ["x y", "z w", "more text here"])},
+                       {"q1": {"d0": 1}, "q2": {"d2": 1}})
+    targets = pseudo_queries(data, "questions")
+    assert targets == {"d0": "does it fit a frigidaire", "d2": "how long does the battery last"}
+    assert pseudo_queries(data, "title")["d0"] == "this crisper drawer fits frigidaire refrigerators."
+    batch = TrainingSet(data, 2, 1, 2, seed=0, pseudo_queries=targets).batch(0, 0)
+    _, _, tokenizer = _model(splade_tiny)
+    ids = reconstruction_targets(tokenizer, batch.pseudo_queries, 8, "cpu")
+    for text, row in zip(batch.pseudo_queries, ids):
+        assert (row != -100).any() == (text is not None)
+    assert batch.labels.shape == (2, 2) and batch.labels[:, 0].tolist() == [1.0, 1.0]
+
+
+def test_static_queries_run_no_transformer_and_survive_a_checkpoint(splade_tiny, tmp_path):
+    cfg, model, tokenizer = _model(splade_tiny, "RETRIEVER.MODEL.QUERY_ENCODER", "static")
+    init_static_queries(model, tokenizer, DOCS, 64)
+    assert model.query_encoder.mlm is None and model.heads == ("dense", "sparse")
+    model.eval()
+    with torch.no_grad():
+        query = _encode(model, tokenizer, "query", ["frigidaire drawer", "the kettle"])
+    sparse = query["sparse"][0]
+    terms = {tokenizer.convert_ids_to_tokens(i) for i in sparse.nonzero().flatten().tolist()}
+    assert "drawer" in terms and terms <= set(tokenizer.tokenize("frigidaire drawer"))  # the query's terms only
+    assert query["sparse"][1].count_nonzero() == 1  # "the" is a stopword: only "kettle" weighs
+    assert query["dense"].shape == (2, model.backbone_config.hidden_size)
+    save_checkpoint(model, tokenizer, cfg, tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt" / "query").exists()  # nothing to save but its weights (heads.safetensors)
+    loaded, _ = build_model(cfg, checkpoint=tmp_path / "ckpt")
+    loaded.eval()
+    with torch.no_grad():
+        again = _encode(loaded, tokenizer, "query", ["frigidaire drawer", "the kettle"])
+    assert torch.equal(again["sparse"], query["sparse"]) and torch.allclose(again["dense"], query["dense"])
