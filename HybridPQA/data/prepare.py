@@ -15,7 +15,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from HybridPQA.data.readers import RankingData, read_answer_generation, read_evidence_ranking
+from HybridPQA.data.readers import RankingData, read_answer_generation, read_epqa, read_evidence_ranking
 
 
 def _norm(question: str) -> str:
@@ -32,8 +32,9 @@ def to_records(data: RankingData) -> list[dict]:
     for qid, question in data.queries.items():
         ctx = {1: [], 0: []}
         for docid in data.candidates[qid]:
-            rel = 1 if data.qrels.get(qid, {}).get(docid, 0) > 0 else 0
-            ctx[rel].append({"cid": docid, "source": data.doc_source.get(docid), "text": data.docs[docid]})
+            label = data.qrels.get(qid, {}).get(docid, 0)
+            entry = {"cid": docid, "source": data.doc_source.get(docid), "text": data.docs[docid]}
+            ctx[1 if label > 0 else 0].append({**entry, "label": label} if label > 1 else entry)
         records.append({"qid": qid, "question": question, "asin": data.query_group.get(qid),
                         "positive_ctxs": ctx[1], "negative_ctxs": ctx[0]})
     return records
@@ -52,6 +53,26 @@ def _stats(records: list[dict]) -> dict:
         "positives": sum(len(r["positive_ctxs"]) for r in records),
         "positives_by_source": dict(sorted(sources.items())),
     }
+
+
+def epqa_split(asin: str) -> str:
+    """ePQA dev split by product: md5(ASIN)'s first byte mod 5 -> 0-2 train, 3 dev, 4 test (60/20/20)."""
+    return ("train", "train", "train", "dev", "test")[hashlib.md5(asin.encode()).digest()[0] % 5]
+
+
+def prepare_epqa(raw: Path, out: Path) -> dict:
+    """ePQA (graded 0/1/2, the cleaned successor of hetPQA; only its dev file is public here) split by
+    product into <out>/{train,dev,test}.json (a positive's grade in its `label`) and stats.json."""
+    records = to_records(read_epqa(raw / "dev.csv"))
+    splits = {name: [r for r in records if epqa_split(r["asin"]) == name] for name in ("train", "dev", "test")}
+    out.mkdir(parents=True, exist_ok=True)
+    stats = {name: {**_stats(part), "fully_answering": sum(c.get("label", 1) == 2 for r in part
+                                                           for c in r["positive_ctxs"])}
+             for name, part in splits.items()}
+    for name, part in splits.items():
+        (out / f"{name}.json").write_text(json.dumps(part, indent=1, ensure_ascii=False))
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    return stats
 
 
 def prepare_product_qa(raw: Path, out: Path) -> dict:

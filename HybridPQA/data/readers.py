@@ -96,6 +96,33 @@ def read_evidence_ranking(path: Path) -> RankingData:
     return data
 
 
+EPQA_COLUMNS = ("qid", "question", "ASIN", "candidate", "source", "qa_pair_id", "label")
+
+
+def read_epqa(path: Path) -> RankingData:
+    """ePQA's comma-separated rows (question, candidate) with graded labels 0 / 1 / 2 (2 = answers it)."""
+    data = RankingData(path.stem, candidates={})
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in EPQA_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"{path}:1: missing column(s) {', '.join(missing)}; expected ePQA's header "
+                             f"{','.join(EPQA_COLUMNS)}")
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            qid, question = row["qid"], (row["question"] or "").strip()
+            if not question or not (row["candidate"] or "").strip() or row["label"] not in ("0", "1", "2"):
+                data.issues.append(f"{where}: empty question or candidate, or a label not 0/1/2; row skipped")
+                continue
+            data.queries.setdefault(check_id(qid, where, "qid"), question)
+            data.query_group[qid] = row["ASIN"]
+            docid = _add_doc(data, check_id(row["qa_pair_id"], where, "qa_pair_id"), row["candidate"].strip(),
+                             row["source"], where)
+            data.candidates.setdefault(qid, []).append(docid)
+            data.qrels.setdefault(qid, {})[docid] = int(row["label"])
+    return data
+
+
 def read_answer_generation(path: Path) -> RankingData:
     """(b) Every row is a (question, evidence) positive; the candidates of a question are all
     evidence rows of its product (ASIN), so the other rows act as same-product negatives."""
@@ -146,7 +173,7 @@ def read_hybridpqa_json(path: Path) -> RankingData:
         if rec.get("asin"):
             data.query_group[qid] = str(rec["asin"])
         cands, rels = data.candidates.setdefault(qid, []), data.qrels.setdefault(qid, {})
-        for label, key in ((1, "positive_ctxs"), (0, "negative_ctxs")):
+        for default, key in ((1, "positive_ctxs"), (0, "negative_ctxs")):
             for ctx in rec.get(key) or []:
                 if not isinstance(ctx, dict) or not str(ctx.get("text") or "").strip() or "cid" not in ctx:
                     data.issues.append(f"{where}: a {key} entry lacks cid or text; entry skipped")
@@ -154,9 +181,13 @@ def read_hybridpqa_json(path: Path) -> RankingData:
                 cid = check_id(str(ctx["cid"]), where, "cid")
                 source = ctx.get("source") if isinstance(ctx.get("source"), str) else None
                 docid = _add_doc(data, cid, str(ctx["text"]), source, where)
+                label = ctx.get("label", default)  # a graded positive (ePQA: 1 partial, 2 full) keeps its grade
+                if default and (not isinstance(label, int) or isinstance(label, bool) or label < 1):
+                    data.issues.append(f"{where}: positive {cid} has label {label!r}, not an integer >= 1; taken as 1")
+                    label = 1
                 if docid not in rels:
                     cands.append(docid)
-                    rels[docid] = label
+                    rels[docid] = label if default else 0
     return data
 
 

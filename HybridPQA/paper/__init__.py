@@ -18,7 +18,7 @@ def reproduce(table: str, path_output: str | Path, steps: int | None = None, dry
     if dry_run:
         return {}
     values = collect(rows, output)
-    sig = significance(rows, output, settings["REFERENCE"], settings["METRICS"])
+    sig = significance(rows, output, settings["REFERENCE"], settings["METRICS"], settings.get("PAIRS") or [])
     markdown = write_tables(rows, values, sig, settings, output)
     plots = plot(rows, values, settings, output)
     lines = checks(rows, values, sig, settings, scaled=steps is not None)

@@ -49,22 +49,24 @@ def _ranked(run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def significance(rows: list[Row], output: Path, reference: str, metrics: list[str]) -> dict[str, dict]:
-    """{row: {metric: {"p": corrected p-value, "significant": bool}}} against the reference row."""
+def significance(rows: list[Row], output: Path, reference: str, metrics: list[str],
+                 pairs: list[list[str]] = ()) -> dict[str, dict]:
+    """{row: {metric: {"p": corrected p-value, "significant": bool}}} against the reference row, and
+    {"ROW vs OVER": ...} for each of `pairs` (table.yaml PAIRS); Bonferroni over all those tests."""
     ref = next(r for r in rows if r.name == reference)
     data = read_split(ref.path_data / ref.cfg.RETRIEVER.DATA.TEST_DATA_PATH)
     qrels = {q: {d: r for d, r in docs.items() if r > 0} for q, docs in data.qrels.items()}
     qrels = Qrels({q: docs for q, docs in qrels.items() if docs})
     runs = [Run(_ranked(read_trec(RunDir(output / r.name).run_file("test", r.scorer))), name=r.name) for r in rows]
     report = compare(qrels, runs, metrics, stat_test="student", max_p=ALPHA, make_comparable=True)
-    tests = len(rows) - 1  # Bonferroni: one comparison per other row, per metric
+    compared = {row.name: (reference, row.name) for row in rows if row.name != reference}
+    compared |= {f"{a} vs {b}": (b, a) for a, b in pairs}
+    tests = len(compared)  # Bonferroni: one comparison per other row and per pair, per metric
     out = {}
-    for row in rows:
-        if row.name == reference:
-            continue
-        pair = report.comparisons[(reference, row.name)]
-        out[row.name] = {m: {"p": min(1.0, float(pair[m]["p_value"]) * tests),
-                             "significant": float(pair[m]["p_value"]) * tests < ALPHA} for m in metrics}
+    for key, (a, b) in compared.items():
+        pair = report.comparisons[(a, b)] if (a, b) in report.comparisons else report.comparisons[(b, a)]
+        out[key] = {m: {"p": min(1.0, float(pair[m]["p_value"]) * tests),
+                        "significant": float(pair[m]["p_value"]) * tests < ALPHA} for m in metrics}
     return out
 
 
@@ -85,7 +87,7 @@ def write_tables(rows: list[Row], values: dict, sig: dict, settings: dict, outpu
         cells += [_cell(values[row.name][k], 4 if k != "latency_ms_p50" else 1) for k in COST]
         body.append(cells)
     note = (f"† significantly different from {next(r.label for r in rows if r.name == reference)} (paired t-test, "
-            f"Bonferroni over {len(rows) - 1} comparisons, p < {ALPHA}). GFLOPs/pair: online cost per query-candidate "
+            f"Bonferroni over {len(sig)} comparisons, p < {ALPHA}). GFLOPs/pair: online cost per query-candidate "
             "pair (query encoding shared by its candidates, documents encoded ahead; the cross-encoder runs every pair).")
     md = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                    + ["| " + " | ".join(c) + " |" for c in body] + ["", note])
@@ -167,6 +169,11 @@ def checks(rows: list[Row], values: dict, sig: dict, settings: dict, scaled: boo
         lines.append(f"{'FAIL' if misses else 'OK'} {row.name}: " + ("; ".join(misses) if misses else got or "no EXPECT"))
     for claim in settings.get("CLAIMS") or []:
         lines.append(f"SKIP claim {claim}: --steps" if scaled else check_claim(claim, values, sig))
+    for a, b in settings.get("PAIRS") or []:
+        lines.append(f"PAIR {a} vs {b}: " + ", ".join(
+            f"{m} {values[a].get(m, float('nan')):.4f} vs {values[b].get(m, float('nan')):.4f} "
+            f"(p = {sig[f'{a} vs {b}'][m]['p']:.3g}{', significant' if sig[f'{a} vs {b}'][m]['significant'] else ''})"
+            for m in settings["METRICS"][:2]))
     return lines
 
 
@@ -178,10 +185,10 @@ def check_claim(claim: dict, values: dict, sig: dict) -> str:
     if x is None or y is None:
         return f"FAIL claim {a} {kind} {b} on {metric}: a value is missing"
     if kind == "better":
-        significant = sig.get(b, {}).get(metric, {}).get("significant", False)
-        ok = x > y and significant
+        test = sig.get(f"{a} vs {b}", sig.get(b, {})).get(metric, {})  # the pair's own test, else b's vs the reference
+        ok = x > y and test.get("significant", False)
         return (f"{'OK' if ok else 'FAIL'} claim {a} > {b} on {metric}: {x:.4f} vs {y:.4f}, "
-                f"p = {sig.get(b, {}).get(metric, {}).get('p', float('nan')):.3g} (corrected)")
+                f"p = {test.get('p', float('nan')):.3g} (corrected)")
     if kind == "within":
         ok = y - x <= claim["MARGIN"]
         return f"{'OK' if ok else 'FAIL'} claim {a} within {claim['MARGIN']} of {b} on {metric}: {x:.4f} vs {y:.4f}"

@@ -108,6 +108,9 @@ def load_table(table: str, output: Path, steps: int | None = None, root: Path = 
     rows = [by_name[name] for name in order]
     if settings.get("REFERENCE") not in by_name:
         raise InputError(f"{folder}/table.yaml: REFERENCE must name a row's EXP ({', '.join(by_name)})")
+    for pair in settings.get("PAIRS") or []:  # further paired tests: a variant against its plain counterpart
+        if not (isinstance(pair, list) and len(pair) == 2 and all(name in by_name for name in pair)):
+            raise InputError(f"{folder}/table.yaml: PAIRS entry {pair!r} must be [ROW, OVER], two rows' EXP names")
     for row in rows:
         config_file = output / "configs" / f"{row.name}.yaml"
         config_file.parent.mkdir(parents=True, exist_ok=True)
