@@ -23,7 +23,7 @@ def splade_tiny() -> Path:
 def raw_data() -> Path:
     from HybridPQA.data.assets import fetch_dataset
 
-    for name in ("hetpqa", "scifact"):
+    for name in ("hetpqa", "epqa", "scifact"):
         fetch_dataset(name, REPO / "data" / "raw")
     return REPO / "data" / "raw"
 

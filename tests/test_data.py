@@ -107,3 +107,17 @@ def test_prepared_product_qa_has_no_leak(product_qa):
     assert all(not is_test_product(r["asin"]) for r in splits["dev"])
     assert all(is_test_product(r["asin"]) for r in splits["test"])
     assert len(splits["dev"]) + len(splits["test"]) == 509
+
+
+def test_prepared_epqa_keeps_grades_and_splits_by_product(raw_data, tmp_path):
+    from HybridPQA.data.prepare import prepare_epqa
+
+    stats = prepare_epqa(raw_data / "epqa", tmp_path)
+    assert [stats[s]["questions"] for s in ("train", "dev", "test")] == [578, 202, 197]  # all 977 questions
+    splits = {s: read_split(tmp_path / f"{s}.json") for s in ("train", "dev", "test")}
+    products = [set(d.query_group.values()) for d in splits.values()]
+    assert not (products[0] & products[1] or products[0] & products[2] or products[1] & products[2])
+    grades = {g for d in splits.values() for rels in d.qrels.values() for g in rels.values()}
+    assert grades == {0, 1, 2}
+    batch = TrainingSet(splits["train"], 4, 2, 6, seed=0).batch(0, 0)
+    assert set(batch.labels[:, :2].flatten().tolist()) <= {1.0, 2.0} and batch.labels[:, 2:].sum() == 0

@@ -314,6 +314,9 @@ def validate(cfg: CN) -> None:
         (s.LOSS == "cosine-mse" and s.FUNC != "cosine",
          "RETRIEVER.SOLVER.LOSS = 'cosine-mse' regresses cosine similarities; set RETRIEVER.SOLVER.FUNC 'cosine'"),
         (s.TRIPLET_MARGIN <= 0, "RETRIEVER.SOLVER.TRIPLET_MARGIN must be > 0"),
+        (s.LOSS == "softmax" and cfg.DISTRIBUTED,
+         "RETRIEVER.SOLVER.LOSS = 'softmax' trains a classifier outside the model, which DDP would not synchronise; "
+         "train it in one process (DISTRIBUTED False)"),
         (s.LOSS != "contrastive" and m.CROSS_INTERACTION,
          f"RETRIEVER.SOLVER.LOSS = {s.LOSS!r} is for pooled vectors; late interaction trains with 'contrastive'"),
         (m.QUERY_ENCODER == "static" and (m.SHARED_ENCODER or m.CROSS_INTERACTION or m.BIENCODER_TYPE not in

@@ -92,7 +92,8 @@ def save_checkpoint(model, tokenizer, cfg, path: Path, encoding: EncodingSetting
     manifest = {"format": FORMAT, "library": "HybridPQA", "biencoder_type": m.BIENCODER_TYPE,
                 "folders": list(folders(model)), "heads": sorted(getattr(model, "heads", ())),
                 "shared_encoder": bool(m.SHARED_ENCODER), "projection_dim": m.PROJECTION_DIM,
-                "cross_interaction": bool(m.CROSS_INTERACTION), "encoding": asdict(encoding), "fusion": fusion}
+                "cross_interaction": bool(m.CROSS_INTERACTION), "query_encoder": m.QUERY_ENCODER,
+                "implicit_interaction": bool(m.IMPLICIT_INTERACTION), "encoding": asdict(encoding), "fusion": fusion}
     write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2))
     write_atomic(tmp / "config.yaml", cfg.dump())
     encoding.save(tmp)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from HybridPQA.errors import InputError
-from HybridPQA.modeling.encoder import BiEncoder
+from HybridPQA.modeling.encoder import BiEncoder, HybridEncoder
 from HybridPQA.modeling.encoding import EncodingSettings
 
 MASKED_BIAS = -1e4  # an MLM logit this far below zero stays below after any real activation
@@ -42,6 +42,9 @@ def _st():
 
 def export_sentence_transformers(model: BiEncoder, tokenizer, encoding: EncodingSettings, out: Path) -> list[str]:
     """Write the folders under `out`; returns their names."""
+    if not isinstance(model.query_encoder, HybridEncoder) or getattr(model.document_encoder, "interaction", None):
+        raise InputError("export --checkpoint: sentence-transformers has no module for static queries or I3's "
+                         "document interaction; use the checkpoint with HybridRetriever.from_pretrained instead")
     SentenceTransformer, SparseEncoder, Transformer, Pooling, Dense, SpladePooling = _st()
     similarity = "cosine" if encoding.cosine else "dot"
     written = []
