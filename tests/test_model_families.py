@@ -1,4 +1,5 @@
 """I3's document-side interaction and inference-free (static) queries, built from the real splade-tiny."""
+import pytest
 import torch
 
 from HybridPQA.config import load_config
@@ -83,3 +84,29 @@ def test_static_queries_run_no_transformer_and_survive_a_checkpoint(splade_tiny,
     with torch.no_grad():
         again = _encode(loaded, tokenizer, "query", ["frigidaire drawer", "the kettle"])
     assert torch.equal(again["sparse"], query["sparse"]) and torch.allclose(again["dense"], query["dense"])
+
+
+@pytest.mark.parametrize("objective", ["contrastive", "symmetric-infonce", "cosent", "softmax", "cosine-mse",
+                                       "triplet"])
+def test_every_objective_trains_the_real_model(objective, splade_tiny, raw_data, tmp_path):
+    """One optimizer step of each SOLVER.LOSS on an ePQA batch (graded labels) moves the backbone."""
+    from HybridPQA.data.prepare import prepare_epqa
+    from HybridPQA.data.readers import read_split
+    from HybridPQA.engine.train import build_optimizer, loss_parts, vector_sizes
+    from HybridPQA.losses import build_loss
+    from HybridPQA.modeling.encoding import build_encoding
+
+    prepare_epqa(raw_data / "epqa", tmp_path)
+    cfg, model, tokenizer = _model(splade_tiny, "RETRIEVER.SOLVER.LOSS", objective, "RETRIEVER.SOLVER.FUNC", "cosine",
+                                   "RETRIEVER.SOLVER.OPTIMIZER.HEAD_LR", "1e-3", "PRECISION", "fp32")
+    batch = TrainingSet(read_split(tmp_path / "train.json"), 4, 2, 4, seed=0).batch(0, 0)
+    loss = build_loss(cfg, vector_sizes(model))
+    optimizer = build_optimizer(model, cfg.RETRIEVER.SOLVER.OPTIMIZER, loss)
+    assert {g["lr"] for g in optimizer.param_groups} == {1e-5, 1e-3}  # backbones at BASE_LR, the rest at HEAD_LR
+    parts, _ = loss_parts(model, tokenizer, batch, loss, build_encoding(cfg), torch.device("cpu"), 0, None)
+    name = objective.replace("-", "_")
+    assert {f"{name}_dense", f"{name}_sparse"} <= set(parts) and all(torch.isfinite(v) for v in parts.values())
+    before = model.context_encoder.mlm.base_model.encoder.layer[0].output.dense.weight.detach().clone()
+    sum(parts.values()).backward()
+    optimizer.step()
+    assert not torch.equal(before, model.context_encoder.mlm.base_model.encoder.layer[0].output.dense.weight)
