@@ -110,3 +110,24 @@ def test_every_objective_trains_the_real_model(objective, splade_tiny, raw_data,
     sum(parts.values()).backward()
     optimizer.step()
     assert not torch.equal(before, model.context_encoder.mlm.base_model.encoder.layer[0].output.dense.weight)
+
+
+def test_static_queries_export_to_sentence_transformers(splade_tiny, tmp_path):
+    from sentence_transformers import SentenceTransformer, SparseEncoder
+
+    from HybridPQA.modeling.encoding import build_encoding
+    from HybridPQA.modeling.st_export import export_sentence_transformers
+
+    cfg, model, tokenizer = _model(splade_tiny, "RETRIEVER.MODEL.QUERY_ENCODER", "static", "RETRIEVER.SOLVER.FUNC",
+                                   "cosine")
+    init_static_queries(model, tokenizer, DOCS, 64)
+    model.eval()
+    folders = export_sentence_transformers(model, tokenizer, build_encoding(cfg), tmp_path)
+    assert set(folders) == {"sparse-query", "dense-query", "sparse-context", "dense-context"}
+    queries = ["frigidaire drawer", "how long does the battery last?"]
+    with torch.no_grad():
+        ours = _encode(model, tokenizer, "query", queries)
+    sparse = SparseEncoder(str(tmp_path / "sparse-query")).encode(queries, convert_to_tensor=True).to_dense()
+    assert (sparse - ours["sparse"]).abs().max() < 1e-5
+    dense = SentenceTransformer(str(tmp_path / "dense-query")).encode(queries, convert_to_tensor=True)
+    assert (dense - ours["dense"]).abs().max() < 1e-5

@@ -21,6 +21,7 @@ import torch
 from HybridPQA.errors import InputError
 from HybridPQA.modeling.encoder import BiEncoder, HybridEncoder
 from HybridPQA.modeling.encoding import EncodingSettings
+from HybridPQA.modeling.static import StaticDenseHead, StaticQueryEncoder
 
 MASKED_BIAS = -1e4  # an MLM logit this far below zero stays below after any real activation
 
@@ -40,11 +41,32 @@ def _st():
     return SentenceTransformer, SparseEncoder, Transformer, Pooling, Dense, SpladePooling
 
 
+def _export_static(encoder: StaticQueryEncoder, tokenizer, similarity: str, out: Path) -> list[str]:
+    """Static queries as sentence-transformers' SparseStaticEmbedding (and StaticEmbedding): no transformer."""
+    from sentence_transformers import SentenceTransformer, SparseEncoder
+    try:
+        from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+        from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding
+    except ImportError:  # sentence-transformers 5
+        from sentence_transformers.models import StaticEmbedding
+        from sentence_transformers.sparse_encoder.models import SparseStaticEmbedding
+    head = encoder.sparse_head
+    weight = (torch.relu(head.weight) * head.vocab_mask).detach().cpu()  # masked terms weigh 0
+    SparseEncoder(modules=[SparseStaticEmbedding(tokenizer, weight=weight)],
+                  similarity_fn_name=similarity).save(str(out / "sparse-query"))
+    written = ["sparse-query"]
+    if isinstance(encoder.dense_head, StaticDenseHead):
+        embedding = StaticEmbedding(tokenizer, embedding_weights=encoder.dense_head.embedding.weight.detach().cpu())
+        SentenceTransformer(modules=[embedding], similarity_fn_name=similarity).save(str(out / "dense-query"))
+        written.append("dense-query")
+    return written
+
+
 def export_sentence_transformers(model: BiEncoder, tokenizer, encoding: EncodingSettings, out: Path) -> list[str]:
     """Write the folders under `out`; returns their names."""
-    if not isinstance(model.query_encoder, HybridEncoder) or getattr(model.document_encoder, "interaction", None):
-        raise InputError("export --checkpoint: sentence-transformers has no module for static queries or I3's "
-                         "document interaction; use the checkpoint with HybridRetriever.from_pretrained instead")
+    if getattr(model.document_encoder, "interaction", None) is not None:
+        raise InputError("export --checkpoint: sentence-transformers has no module for I3's document interaction; "
+                         "use the checkpoint with HybridRetriever.from_pretrained instead")
     SentenceTransformer, SparseEncoder, Transformer, Pooling, Dense, SpladePooling = _st()
     similarity = "cosine" if encoding.cosine else "dot"
     written = []
@@ -52,6 +74,11 @@ def export_sentence_transformers(model: BiEncoder, tokenizer, encoding: Encoding
         for side in ("query", "context"):
             encoder = model.context_encoder if side == "context" and model.context_encoder is not None \
                 else model.query_encoder
+            if isinstance(encoder, StaticQueryEncoder):
+                written += _export_static(encoder, tokenizer, similarity, out)
+                if not isinstance(encoder.dense_head, HybridEncoder):
+                    continue
+                encoder = encoder.dense_head  # STATIC_DENSE transformer: the dense side is a transformer
             folder = Path(scratch) / side
             encoder.mlm.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
