@@ -57,6 +57,8 @@ def test_contexts_without_a_pseudo_query_get_no_reconstruction_target(splade_tin
     targets = pseudo_queries(data, "questions")
     assert targets == {"d0": "does it fit a frigidaire", "d2": "how long does the battery last"}
     assert pseudo_queries(data, "title")["d0"] == "this crisper drawer fits frigidaire refrigerators."
+    fallback = pseudo_queries(data, "questions-or-title")
+    assert fallback["d0"] == targets["d0"] and fallback["d1"] == "a stainless steel kettle, 1.7 litres"
     batch = TrainingSet(data, 2, 1, 2, seed=0, pseudo_queries=targets).batch(0, 0)
     _, _, tokenizer = _model(splade_tiny)
     ids = reconstruction_targets(tokenizer, batch.pseudo_queries, 8, "cpu")

@@ -41,7 +41,7 @@ CHOICES = {
     "RETRIEVER.SOLVER.TRIPLET_MINING": ("none", "batch-hard"),
     "RETRIEVER.MODEL.QUERY_ENCODER": ("transformer", "static"),
     "RETRIEVER.MODEL.STATIC_DENSE": ("embedding", "transformer"),
-    "RETRIEVER.MODEL.I3.TARGETS": ("questions", "title", "none"),
+    "RETRIEVER.MODEL.I3.TARGETS": ("questions", "title", "questions-or-title", "none"),
     "PRECISION": ("auto", "fp32", "bf16", "fp16"),
 }
 VOCAB_MASK_PARTS = ("special", "punctuation", "stopwords")

@@ -113,7 +113,8 @@ _C.RETRIEVER.MODEL.I3.SLOTS = 32
 _C.RETRIEVER.MODEL.I3.SPARSE = True  # hybrid/sparse: condition the document's expansion on the interactor
 # the slots' reconstruction target (an MLM head over the slots, cross-entropy per slot): "questions"
 # (the training questions whose positive the context is), "title" (the context's first sentence or
-# title), "none" (no reconstruction loss); contexts without a target get no loss
+# title), "questions-or-title" (the questions, else the first sentence), "none" (no reconstruction
+# loss); contexts without a target get no loss
 _C.RETRIEVER.MODEL.I3.TARGETS = "questions"
 _C.RETRIEVER.MODEL.I3.RECON_WEIGHT = 1.0  # beta at epoch 0
 _C.RETRIEVER.MODEL.I3.RECON_DECAY = 10.0  # beta = RECON_WEIGHT * RECON_DECAY ** -epoch (I3: 10 ** -epoch)

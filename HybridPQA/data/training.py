@@ -39,17 +39,20 @@ class Batch:
 
 def pseudo_queries(data: RankingData, kind: str) -> dict[str, str] | None:
     """{docid: reconstruction target} for I3 (MODEL.I3.TARGETS): "questions" joins the training
-    questions whose positive the context is, "title" takes its first sentence; None for "none".
+    questions whose positive the context is, "title" takes its first sentence, "questions-or-title"
+    the questions where there are any, else the first sentence; None for "none".
     A context missing here has no target and gets no reconstruction loss."""
     if kind == "none":
         return None
+    titles = {d: re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0] for d, text in data.docs.items() if text.strip()}
     if kind == "title":
-        return {d: re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0] for d, text in data.docs.items() if text.strip()}
+        return titles
     asked: dict[str, list[str]] = {}
     for qid in data.judged_qids():
         for docid in data.positives(qid):
             asked.setdefault(docid, []).append(data.queries[qid])
-    return {d: " ; ".join(questions) for d, questions in asked.items()}
+    questions = {d: " ; ".join(texts) for d, texts in asked.items()}
+    return {**titles, **questions} if kind == "questions-or-title" else questions
 
 
 class TrainingSet:
