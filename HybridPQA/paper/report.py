@@ -185,7 +185,9 @@ def check_claim(claim: dict, values: dict, sig: dict) -> str:
     if x is None or y is None:
         return f"FAIL claim {a} {kind} {b} on {metric}: a value is missing"
     if kind == "better":
-        test = sig.get(f"{a} vs {b}", sig.get(b, {})).get(metric, {})  # the pair's own test, else b's vs the reference
+        # the pair's own test (PAIRS), else the test of whichever of the two is not the reference against it
+        test = sig.get(f"{a} vs {b}") or (sig.get(b) if a not in sig else sig.get(a) if b not in sig else None) or {}
+        test = test.get(metric, {})
         ok = x > y and test.get("significant", False)
         return (f"{'OK' if ok else 'FAIL'} claim {a} > {b} on {metric}: {x:.4f} vs {y:.4f}, "
                 f"p = {test.get('p', float('nan')):.3g} (corrected)")
