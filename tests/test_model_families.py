@@ -5,7 +5,7 @@ import torch
 from HybridPQA.config import load_config
 from HybridPQA.data.readers import RankingData
 from HybridPQA.data.training import TrainingSet, pseudo_queries
-from HybridPQA.engine.train import reconstruction_targets
+from HybridPQA.engine.step import reconstruction_targets
 from HybridPQA.modeling import build_model, save_checkpoint, tokenize
 from HybridPQA.modeling.static import init_static_queries
 

@@ -157,6 +157,10 @@ _C.RETRIEVER.SOLVER.LAMBDA_CONTEXT = 1e-4  # FLOPS regulariser weight on context
 _C.RETRIEVER.SOLVER.REG_WARMUP_STEPS = None
 # (new) recompute the backbone's layer activations in the backward pass: less memory, ~30 % more compute
 _C.RETRIEVER.SOLVER.GRADIENT_CHECKPOINTING = False
+# (new) GradCache (engine.step): encode a micro-batch this many questions (with their contexts) at a
+# time, take the loss over all of them, then back-propagate chunk by chunk; the same gradients, with
+# the activation memory of one chunk. None = off
+_C.RETRIEVER.SOLVER.GRAD_CACHE_CHUNK = None
 
 # -----------------------------------------------------------------------------
 # (new) Fusion of the dense and sparse scores into the hybrid score, per query over all of

@@ -12,17 +12,17 @@ import torch
 from yacs.config import CfgNode
 
 from HybridPQA.data.readers import RankingData
-from HybridPQA.data.training import Batch, TrainingSet
+from HybridPQA.data.training import TrainingSet
 from HybridPQA.engine import checkpoint as ckpt
 from HybridPQA.engine.distributed import Distributed, wrap
+from HybridPQA.engine.step import cached_backward, loss_parts
 from HybridPQA.engine.tracking import Tracker
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import evaluate_split
 from HybridPQA.files import write_atomic
-from HybridPQA.losses import CrossLoss, HybridLoss, build_loss
-from HybridPQA.modeling import BiEncoder, CrossEncoder, tokenize
-from HybridPQA.modeling.cross import tokenize_pairs
-from HybridPQA.modeling.encoding import EncodingSettings, build_encoding
+from HybridPQA.losses import build_loss
+from HybridPQA.modeling import BiEncoder, CrossEncoder
+from HybridPQA.modeling.encoding import build_encoding
 from HybridPQA.modeling.saved import folders, load_weights
 from HybridPQA.rundir import RunDir
 from HybridPQA.runtime import autocast, progress
@@ -66,43 +66,6 @@ def selection_value(results: dict, metric: str) -> float:
         raise InputError(f"config: RETRIEVER.SOLVER.SELECT_METRIC = {metric!r} is not computed on this val split "
                          f"({results['mode']} mode); choose one of {', '.join(values)}")
     return values[metric]
-
-
-def reconstruction_targets(tokenizer, texts: list[str | None], slots: int, device: torch.device) -> torch.Tensor:
-    """(N, slots) token ids of each context's pseudo-query (I3), -100 past its end and for None."""
-    targets = torch.full((len(texts), slots), -100, dtype=torch.long)
-    ids = tokenizer([t or "" for t in texts], add_special_tokens=False, truncation=True, max_length=slots)["input_ids"]
-    for row, (text, tokens) in enumerate(zip(texts, ids)):
-        if text:
-            targets[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-    return targets.to(device)
-
-
-def loss_parts(model: BiEncoder | CrossEncoder | torch.nn.Module, tokenizer, batch: Batch, loss: HybridLoss | CrossLoss,
-               encoding: EncodingSettings, device: torch.device, step: int, teacher: dict | None,
-               ranks: Distributed | None = None, epoch: int = 0) -> tuple[dict, dict]:
-    """(named loss parts, {side: (N, V) sparse reps} for logging) of one micro-batch. `model` may be
-    DDP-wrapped: each rank then encodes its share of the batch and gathers the rest (see distributed)."""
-    teacher_scores = batch.teacher_scores(teacher).to(device) if teacher is not None else None
-    positive = batch.positive.to(device)
-    per_q = len(batch.contexts) // len(batch.questions)
-    mine = ranks.shard(len(batch.questions)) if ranks is not None else slice(0, len(batch.questions))
-    questions, contexts = batch.questions[mine], batch.contexts[mine.start * per_q:mine.stop * per_q]
-    gather = ranks.gather if ranks is not None else (lambda tensor: tensor)
-    if isinstance(loss, CrossLoss):
-        pairs = tokenize_pairs(tokenizer, [q for q in questions for _ in range(per_q)], contexts,
-                               encoding.max_length("pair"), device)
-        scores = gather(model(**pairs).view(len(questions), per_q))
-        return loss(scores, positive, teacher_scores, step), {}
-    q_reps, c_reps = model(tokenize(tokenizer, questions, encoding.max_length("query"), device),
-                           tokenize(tokenizer, contexts, encoding.max_length("context"), device))
-    q_reps, c_reps = {h: gather(r) for h, r in q_reps.items()}, {h: gather(r) for h, r in c_reps.items()}
-    labels = batch.labels.to(device) if batch.labels is not None else None
-    targets = None
-    if "pseudo_query" in c_reps and batch.pseudo_queries is not None:
-        targets = reconstruction_targets(tokenizer, batch.pseudo_queries, c_reps["pseudo_query"].shape[1], device)
-    parts = loss(q_reps, c_reps, positive, teacher_scores, step, labels, targets, epoch)
-    return parts, ({"q": q_reps["sparse"], "d": c_reps["sparse"]} if "sparse" in q_reps else {})
 
 
 def vector_sizes(model: torch.nn.Module) -> dict[str, int]:
@@ -219,11 +182,16 @@ def do_train(cfg: CfgNode, run_dir: RunDir | Path, model: BiEncoder | CrossEncod
             sync = net.no_sync() if ranks is not None and micro < accumulation - 1 else contextlib.nullcontext()
             with sync:
                 with autocast(device, dtype):
-                    parts, sparse = loss_parts(net, tokenizer, batch, loss_fn, encoding, device, state["step"], teacher,
-                                               ranks, state["epoch"])
+                    if s.GRAD_CACHE_CHUNK:  # GradCache: the backward runs chunk by chunk inside (engine.step)
+                        parts, sparse = cached_backward(net, tokenizer, batch, loss_fn, encoding, device, state["step"],
+                                                        teacher, state["epoch"], s.GRAD_CACHE_CHUNK,
+                                                        lambda total: scaler.scale(total / accumulation))
+                    else:
+                        parts, sparse = loss_parts(net, tokenizer, batch, loss_fn, encoding, device, state["step"],
+                                                   teacher, ranks, state["epoch"])
                 _check_finite(parts, state["step"], run_dir)
-                loss = sum(parts.values()) / accumulation
-                scaler.scale(loss).backward()  # the identity unless fp16
+                if not s.GRAD_CACHE_CHUNK:
+                    scaler.scale(sum(parts.values()) / accumulation).backward()  # scale: the identity unless fp16
             for name, value in parts.items():
                 logged[name] += value.item() / accumulation / s.LOG_STEPS
             for side, reps in sparse.items():
