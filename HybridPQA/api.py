@@ -31,6 +31,7 @@ from HybridPQA.modeling import build_model
 from HybridPQA.modeling.encoding import EncodingSettings, build_encoding
 from HybridPQA.modeling.saved import is_checkpoint, read_manifest
 from HybridPQA.retrieval.corpus import CorpusIndex
+from HybridPQA.retrieval.engines import EngineSettings, build_engine_settings
 from HybridPQA.retrieval.shards import encode_in_shards
 from HybridPQA.rundir import RunDir
 from HybridPQA.runtime import build_device, build_precision
@@ -72,7 +73,7 @@ class HybridRetriever:
 
     def __init__(self, model, tokenizer, encoding: EncodingSettings, fusion: Fusion, device: torch.device,
                  dtype: torch.dtype | None = None, batch_sizes: tuple[int, int] = (32, 64), source: str = "",
-                 overrides: list[str] = (), text: TextOptions = TextOptions()):
+                 overrides: list[str] = (), text: TextOptions = TextOptions(), engines: EngineSettings | None = None):
         heads = set(getattr(model, "heads", ()))
         if not heads & {"dense", "sparse"}:
             raise InputError(f"{source}: HybridRetriever serves dense / sparse / hybrid bi-encoders; this model has "
@@ -81,6 +82,7 @@ class HybridRetriever:
         self.model, self.tokenizer, self.encoding, self.fusion = model.to(device).eval(), tokenizer, encoding, fusion
         self.device, self.dtype, self.batch_sizes = device, dtype, batch_sizes  # texts per batch: queries, documents
         self.source, self.overrides, self.text = source, list(overrides), text  # text: the model's DATA options
+        self.engines = engines or EngineSettings()  # RETRIEVER.INDEX: the engine of each head when searching
         self.config: str | None = None
         self.terms = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))) if "sparse" in heads else []
 
@@ -105,7 +107,7 @@ class HybridRetriever:
         dtype = build_precision(cfg, device, model)
         batch_sizes = (cfg.RETRIEVER.SOLVER.TEST_BATCH_SIZE, cfg.RETRIEVER.SOLVER.TEST_CTX_BSZ)  # as evaluation's
         retriever = cls(model, tokenizer, build_encoding(cfg), _fusion_of(checkpoint, cfg), device, dtype, batch_sizes,
-                        source, list(overrides), build_text_options(cfg.RETRIEVER.DATA))
+                        source, list(overrides), build_text_options(cfg.RETRIEVER.DATA), build_engine_settings(cfg))
         retriever.config = cfg.dump()  # the merged config, saved with an index so search rebuilds the same model
         return retriever
 
@@ -149,7 +151,7 @@ class HybridRetriever:
 
     # -- indexing and searching ----------------------------------------------------------------
     def index(self, corpus: dict[str, str] | list[str] | str | Path, output: str | Path | None = None,
-              shard_size: int = 10_000, dense_backend: str = "torch") -> SearchIndex:
+              shard_size: int = 10_000) -> SearchIndex:
         """Encode and index a corpus: {id: text}, a list of texts (ids "0", "1", ...), or a corpus file
         (data.corpus formats). With `output` the index is saved there, encoded in shards of
         `shard_size` documents that are kept, so an interrupted call resumes where it stopped."""
@@ -167,7 +169,7 @@ class HybridRetriever:
                                  .encode()).hexdigest()
             reps = encode_in_shards(lambda part: self.encode_documents(part).reps(), texts, Path(output) / "shards",
                                     shard_size, key)
-        index = SearchIndex(self, CorpusIndex.build(reps, docids, dense_backend, self.terms or None), corpus)
+        index = SearchIndex(self, CorpusIndex.build(reps, docids, self.engines, self.terms or None), corpus)
         if output is not None:
             index.save(output)
         return index
@@ -193,7 +195,7 @@ class SearchIndex:
         qids = list(queries) if as_run else [str(i) for i in range(1 if single else len(queries))]
         texts = list(queries.values()) if as_run else [queries] if single else list(queries)
         q = self.retriever.encode_queries(texts).reps()
-        runs = self.corpus.search(q, qids, self.retriever.fusion, k)
+        runs = self.corpus.search(q, qids, self.retriever.fusion, k, (scorer,) if scorer in SCORERS else None)
         run = _pick(runs, scorer)
         if as_run:
             return run
@@ -224,9 +226,9 @@ class SearchIndex:
         tmp.rmdir()
 
     @classmethod
-    def load(cls, path: str | Path, retriever: HybridRetriever | None = None) -> SearchIndex:
+    def load(cls, path: str | Path, retriever: HybridRetriever | None = None, overrides: list[str] = ()) -> SearchIndex:
         """An index saved by `save` (or `hybridpqa index`); the retriever is loaded from index.json
-        unless given."""
+        unless given, with `overrides` (KEY VALUE pairs: RETRIEVER.INDEX.SPARSE seismic, ...)."""
         path = Path(path)
         meta_file = path / INDEX_FILE
         if not meta_file.is_file():
@@ -237,8 +239,8 @@ class SearchIndex:
             raise InputError(f"{meta_file}: unreadable ({err.__class__.__name__}); rebuild the index") from None
         if retriever is None:
             config = path / CONFIG_FILE
-            retriever = HybridRetriever.from_pretrained(meta["model"], [] if config.is_file() else meta["overrides"],
-                                                        config if config.is_file() else None)
+            retriever = HybridRetriever.from_pretrained(meta["model"], [*([] if config.is_file() else meta["overrides"]),
+                                                                        *overrides], config if config.is_file() else None)
         if json.loads(json.dumps(asdict(retriever.encoding))) != meta["encoding"]:
             raise InputError(f"{path}: indexed with other encoding settings ({meta['encoding']}) than this model's; "
                              "search it with the model it was built with")
@@ -250,7 +252,7 @@ class SearchIndex:
                 for raw in handle:
                     obj = json.loads(raw)
                     texts[obj["id"]] = obj["text"]
-        return cls(retriever, CorpusIndex.load(path), texts)
+        return cls(retriever, CorpusIndex.load(path, retriever.engines), texts)
 
 
 def _pick(scores: dict, scorer: str):

@@ -55,16 +55,15 @@ def test_top_k_breaks_ties_by_column():
     assert ids.tolist() == [[1, 2, 4]] and values.tolist() == [[3.0, 3.0, 3.0]]
 
 
-@pytest.mark.parametrize("backend", ["torch", "faiss"])
-def test_dense_index_backends_agree(tmp_path, backend):
+def test_dense_index_is_exact_and_reloads(tmp_path):
     docs, queries = torch.randn(200, 16), torch.randn(5, 16)
-    index = DenseIndex.build(docs, [str(i) for i in range(200)], backend)
+    index = DenseIndex.build(docs, [str(i) for i in range(200)])
     ids, values = index.search(queries, 20)
     brute = (queries @ docs.T).numpy()
     assert np.array_equal(ids, np.argsort(-brute, axis=1)[:, :20])
     assert np.allclose(values, np.sort(brute, axis=1)[:, ::-1][:, :20], atol=1e-5)
     index.save(tmp_path / "dense")
-    assert np.array_equal(DenseIndex.load(tmp_path / "dense", backend=backend).search(queries, 20)[0], ids)
+    assert np.array_equal(DenseIndex.load(tmp_path / "dense").search(queries, 20)[0], ids)
 
 
 def full_runs(matrix: np.ndarray) -> Run:

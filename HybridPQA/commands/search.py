@@ -1,7 +1,7 @@
 """Search a saved index (`hybridpqa index`) and write a TREC run, or print the top hits.
 
 Usage:
-  hybridpqa search --index=DIR (--queries=FILE | --query=TEXT) [--output=RUN] [--k=K] [--scorer=NAME] [--overwrite]
+  hybridpqa search --index=DIR (--queries=FILE | --query=TEXT) [--output=RUN] [--k=K] [--scorer=NAME] [--overwrite] [<KEY_VALUE>...]
   hybridpqa search -h | --help
 
 Options:
@@ -12,6 +12,9 @@ Options:
   --k=K            documents per query [default: 100]
   --scorer=NAME    hybrid | dense | sparse [default: hybrid]
   --overwrite      replace an existing run file
+
+KEY VALUE pairs override the index's config, e.g. the engines: RETRIEVER.INDEX.SPARSE seismic,
+RETRIEVER.INDEX.DENSE hnsw, RETRIEVER.INDEX.HYBRID candidates, RETRIEVER.INDEX.CANDIDATES 100.
 
 Example:
   hybridpqa search --index=output/scifact-index --queries=data/raw/scifact/queries.jsonl --output=output/scifact.trec
@@ -28,7 +31,8 @@ from HybridPQA.errors import InputError
 
 
 def search(index: str | Path, queries: str | Path | None = None, query: str | None = None,
-           output: str | Path | None = None, k: int = 100, scorer: str = "hybrid", overwrite: bool = False) -> dict:
+           output: str | Path | None = None, k: int = 100, scorer: str = "hybrid", overwrite: bool = False,
+           overrides: list[str] = ()) -> dict:
     from HybridPQA.api import SearchIndex
     from HybridPQA.data.corpus import read_texts
     from HybridPQA.evaluation.trec import write_trec
@@ -44,7 +48,7 @@ def search(index: str | Path, queries: str | Path | None = None, query: str | No
     if query is not None and not query.strip():
         raise InputError("--query: empty text")
     started = time.perf_counter()
-    loaded = SearchIndex.load(index)
+    loaded = SearchIndex.load(index, overrides=list(overrides))
     ready = time.perf_counter()
     run = loaded.search(texts, k=k, scorer=scorer)
     done = time.perf_counter()
@@ -66,4 +70,4 @@ def search(index: str | Path, queries: str | Path | None = None, query: str | No
 def main(argv: list[str] | None = None) -> dict:
     args = parse(__doc__, argv, "search")
     return search(args["--index"], args["--queries"], args["--query"], args["--output"],
-                  positive_int(args["--k"], "--k"), args["--scorer"], args["--overwrite"])
+                  positive_int(args["--k"], "--k"), args["--scorer"], args["--overwrite"], args["<KEY_VALUE>"])

@@ -213,8 +213,36 @@ _C.RETRIEVER.RERANK.DEPTH = 100
 # (new) Corpus indexes, used when a split has no candidate lists.
 # -----------------------------------------------------------------------------
 _C.RETRIEVER.INDEX = CN()
-_C.RETRIEVER.INDEX.DENSE = "torch"  # exact inner product: "torch" (matmul) | "faiss" (IndexFlatIP, faiss-cpu)
+# Each head's top-k comes from an engine (retrieval.engines). Exact: "torch" (matmul) | "faiss"
+# (IndexFlatIP); approximate: "hnsw" (faiss IndexHNSWFlat) | "ivf-pq" (faiss IndexIVFPQ).
+_C.RETRIEVER.INDEX.DENSE = "torch"
+# exact: "exact" (the numba inverted index); approximate: "seismic" (pyseismic-lsr, TusKANNy/seismic)
+_C.RETRIEVER.INDEX.SPARSE = "exact"
+# the hybrid: "exact" fuses every document's two scores; "candidates" takes each head's top CANDIDATES
+# from its engine, re-scores their union exactly with both heads, and fuses over the union (the
+# normalisation statistics are the union's); the one that scales past memory
+_C.RETRIEVER.INDEX.HYBRID = "exact"
+_C.RETRIEVER.INDEX.CANDIDATES = 100  # k': per head, under HYBRID candidates (at least the depth asked for)
 _C.RETRIEVER.INDEX.SAVE = True  # write <run>/index/<split>/ (sparse inverted index + dense vectors)
+# Seismic's build and query parameters (its own defaults, made for MS MARCO's 8.8 M passages)
+_C.RETRIEVER.INDEX.SEISMIC = CN()
+_C.RETRIEVER.INDEX.SEISMIC.N_POSTINGS = 3500  # postings kept per term
+_C.RETRIEVER.INDEX.SEISMIC.CENTROID_FRACTION = 0.1  # blocks per posting list, as a fraction of its length
+_C.RETRIEVER.INDEX.SEISMIC.MIN_CLUSTER_SIZE = 2
+_C.RETRIEVER.INDEX.SEISMIC.SUMMARY_ENERGY = 0.4  # share of a block summary's mass kept
+_C.RETRIEVER.INDEX.SEISMIC.MAX_FRACTION = 1.5
+_C.RETRIEVER.INDEX.SEISMIC.DOC_CUT = 15
+_C.RETRIEVER.INDEX.SEISMIC.QUERY_CUT = 20  # a query's largest terms searched
+_C.RETRIEVER.INDEX.SEISMIC.HEAP_FACTOR = 0.7  # a block is skipped when its summary score < heap_factor * k-th best
+_C.RETRIEVER.INDEX.HNSW = CN()
+_C.RETRIEVER.INDEX.HNSW.M = 32  # neighbours per node
+_C.RETRIEVER.INDEX.HNSW.EF_CONSTRUCTION = 80
+_C.RETRIEVER.INDEX.HNSW.EF_SEARCH = 128  # raised to the depth asked for when smaller
+_C.RETRIEVER.INDEX.IVF = CN()
+_C.RETRIEVER.INDEX.IVF.NLIST = 0  # inverted lists; 0 = 4 sqrt(N)
+_C.RETRIEVER.INDEX.IVF.NPROBE = 16
+_C.RETRIEVER.INDEX.IVF.PQ_M = 16  # sub-quantisers (must divide the dense dimension)
+_C.RETRIEVER.INDEX.IVF.PQ_BITS = 8
 
 _C.RETRIEVER.SOLVER.OPTIMIZER = CN()
 _C.RETRIEVER.SOLVER.OPTIMIZER.NAME = "AdamW"  # "AdamW" | "Adam"

@@ -82,10 +82,10 @@ def query_latency(run_one, qids: list[str], device: torch.device, count: int = 5
 
 
 def _search_one(ranker, data: RankingData, scorer: str, fusion: Fusion, qid: str) -> None:
-    """Encode one query, score every document of it, take the top-k."""
+    """Encode one query, search the corpus (or score every candidate), take the top-k."""
     q_reps = ranker.encode("query", [data.queries[qid]], 1)
-    if scorer == "dense" and data.candidates is None and ranker.indexes["dense"].faiss is not None:
-        ranker.indexes["dense"].search(q_reps["dense"], ranker.depth)
+    if data.candidates is None:
+        ranker.corpus.search(q_reps, [qid], fusion, ranker.depth, (scorer,))
         return
     for _, scores in ranker.head_scores(q_reps, [qid]):
         matrix = fusion.fuse(scores["dense"], scores["sparse"]) if scorer == "hybrid" else scores[scorer]
@@ -131,7 +131,7 @@ def efficiency(ranker, data: RankingData, fusion: Fusion, compute_flops: bool, n
             entry["avg_active_dims_document"] = active_dims(ranker.doc_reps)
             entry["expected_flops_per_pair"] = expected_flops(ranker.query_reps["sparse"], ranker.doc_reps["sparse"])
         if data.candidates is None:
-            entry["index_bytes"] = sum(ranker.indexes[h].nbytes for h in needs)
+            entry["index_bytes"] = sum(ranker.corpus.engine(h).nbytes for h in needs)
         else:
             entry["vector_bytes"] = sum(_nbytes(ranker.doc_reps[h]) for h in needs)
         out[scorer] = entry

@@ -18,6 +18,7 @@ from yacs.config import CfgNode
 
 from HybridPQA.data.readers import RankingData
 from HybridPQA.errors import InputError
+from HybridPQA.evaluation.approximate import approximated_scorers, approximation
 from HybridPQA.evaluation.metrics import (
     RERANK_METRICS,
     RETRIEVE_METRICS,
@@ -29,6 +30,7 @@ from HybridPQA.evaluation.trec import Run, read_trec, write_trec
 from HybridPQA.files import file_digest, write_atomic
 from HybridPQA.modeling import BM25, BiEncoder, CrossEncoder
 from HybridPQA.modeling.encoding import build_encoding
+from HybridPQA.retrieval.engines import build_engine_settings
 from HybridPQA.retrieval.fusion import tune
 from HybridPQA.rundir import RunDir
 from HybridPQA.scoring import Fusion, build_fusion, ranking
@@ -38,14 +40,14 @@ TUNE_DEPTH = 10_000  # documents per query in the runs that tune the fusion (all
 
 
 def build_ranker(model: BiEncoder | CrossEncoder | BM25, tokenizer, cfg: CfgNode, device: torch.device, dtype):
-    """The ranker of `model`'s type, with SOLVER's batch sizes and depth and INDEX.DENSE."""
+    """The ranker of `model`'s type, with SOLVER's batch sizes and depth and the INDEX engines."""
     s, encoding = cfg.RETRIEVER.SOLVER, build_encoding(cfg)
     if isinstance(model, BM25):
         return BM25Ranker(model, s.TOP_RETRIEVE_COUNT)
     if isinstance(model, CrossEncoder):
         return CrossRanker(model, tokenizer, encoding.max_length("pair"), s.TEST_CTX_BSZ, device, dtype)
     return Ranker(model, tokenizer, encoding, device, dtype, batch_sizes=(s.TEST_BATCH_SIZE, s.TEST_CTX_BSZ),
-                  depth=s.TOP_RETRIEVE_COUNT, dense_index=cfg.RETRIEVER.INDEX.DENSE)
+                  depth=s.TOP_RETRIEVE_COUNT, engines=build_engine_settings(cfg))
 
 
 def metric_names(data: RankingData) -> list[str]:
@@ -91,7 +93,8 @@ def evaluate_split(model: BiEncoder | CrossEncoder | BM25, tokenizer, data: Rank
     fusion = fusion or build_fusion(cfg)
     if tune_here and set(model.heads) == {"dense", "sparse"}:
         fusion = tune_fusion(ranker, data, fusion, cfg.RETRIEVER.SOLVER.SELECT_METRIC, run_dir)
-    runs = _rank(ranker, data, fusion, cfg.RETRIEVER.SOLVER.TOP_RETRIEVE_COUNT, cfg.RETRIEVER.DATA.IGNORE_IDENTICAL_IDS)
+    rank = lambda r: _rank(r, data, fusion, cfg.RETRIEVER.SOLVER.TOP_RETRIEVE_COUNT, cfg.RETRIEVER.DATA.IGNORE_IDENTICAL_IDS)  # noqa: E731
+    runs = rank(ranker)
     files = {}
     if run_dir is not None:  # score what the TREC files say, so the files and the metrics agree
         for scorer, run in runs.items():
@@ -111,6 +114,8 @@ def evaluate_split(model: BiEncoder | CrossEncoder | BM25, tokenizer, data: Rank
         "metrics": metrics_of(runs, data),
         "seconds": time.perf_counter() - started,
     }
+    if getattr(ranker, "corpus", None) is not None and approximated_scorers(ranker.corpus):
+        results["approximate"] = approximation(ranker, rank, fusion, runs, data.qrels, metric_names(data))
     if data.mode == "rerank" and data.doc_source:
         results["per_source"] = {scorer: per_source(run, data, RERANK_METRICS) for scorer, run in runs.items()}
     if with_efficiency:

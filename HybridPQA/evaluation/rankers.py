@@ -29,6 +29,7 @@ from HybridPQA.modeling.cross import CrossEncoder, tokenize_pairs
 from HybridPQA.modeling.encoder import BiEncoder
 from HybridPQA.modeling.encoding import EncodingSettings
 from HybridPQA.retrieval.corpus import QUERY_CHUNK, CorpusIndex, fused_runs
+from HybridPQA.retrieval.engines import EngineSettings
 from HybridPQA.retrieval.index import save_queries, top_k
 from HybridPQA.rundir import RunDir
 from HybridPQA.runtime import autocast, progress
@@ -41,12 +42,13 @@ class Ranker:
     """Encodes a split's documents once, then ranks queries against them with every scorer.
 
     `batch_sizes`: texts per encoder batch for ("query", "context"); `depth`: documents kept per
-    query from a corpus; `dense_index`: "exact" or a FAISS index (retrieval.index.DenseIndex)."""
+    query from a corpus; `engines`: which exact or approximate engine serves each head of a corpus
+    (retrieval.engines)."""
 
     def __init__(self, model: BiEncoder, tokenizer, encoding: EncodingSettings, device: torch.device, dtype, *,
-                 batch_sizes: tuple[int, int] = (64, 64), depth: int = 100, dense_index: str = "exact"):
+                 batch_sizes: tuple[int, int] = (64, 64), depth: int = 100, engines: EngineSettings | None = None):
         self.model, self.tokenizer, self.device, self.dtype = model, tokenizer, device, dtype
-        self.encoding, self.batch_sizes, self.depth, self.dense_index = encoding, batch_sizes, depth, dense_index
+        self.encoding, self.batch_sizes, self.depth, self.engines = encoding, batch_sizes, depth, engines
 
     def encode(self, side: str, texts: list[str], batch_size: int | None = None):
         batch_size = batch_size or self.batch_sizes[side == "context"]
@@ -67,8 +69,8 @@ class Ranker:
         log.info("%s: encoded %d documents in %.1f s (%.1f docs/s)", data.name, len(self.docids), self.encode_seconds,
                  len(self.docids) / max(self.encode_seconds, 1e-9))
         heads = {h: v for h, v in self.doc_reps.items() if h in ("sparse", "dense")}
-        self.corpus = CorpusIndex.build(heads, self.docids, self.dense_index) if heads else None
-        self.indexes = self.corpus.indexes if heads else {}
+        self.corpus = CorpusIndex.build(heads, self.docids, self.engines) if heads and data.candidates is None else None
+        self.indexes = self.corpus.indexes if self.corpus is not None else {}
 
     def head_scores(self, q_reps, qids: list[str]):
         """Yield (query rows, {head: scores}) with every document of each query: (Q, N) matrices
@@ -86,24 +88,18 @@ class Ranker:
             for i in range(len(qids)):
                 yield [i], {h: v[None, bounds[i]:bounds[i + 1]] for h, v in flat.items()}
 
-    def _columns(self, qid: str) -> list[str]:
-        return self.docids if self.data.candidates is None else self.data.candidates[qid]
-
     def rank(self, qids: list[str], fusion: Fusion, depth: int | None = None, q_reps=None) -> dict[str, Run]:
         """{scorer: run} for `qids`, each query's top `depth` (default TOP_RETRIEVE_COUNT; rerank
         mode keeps every candidate)."""
         q_reps = q_reps or self.encode("query", [self.data.queries[q] for q in qids])
-        self.query_reps = q_reps
+        self.query_reps, self.query_ids = q_reps, list(qids)
         depth = depth or self.depth
+        if self.data.candidates is None:
+            return self.corpus.search(q_reps, qids, fusion, depth)
         runs: dict[str, Run] = {}
         for rows, scores in self.head_scores(q_reps, qids):
-            fused_runs(scores, fusion, depth if self.data.candidates is None else None, [qids[r] for r in rows],
-                       [self._columns(qids[r]) for r in rows], runs)
-        dense = self.indexes.get("dense")
-        if self.data.candidates is None and dense is not None and dense.faiss is not None:
-            index, values = dense.search(q_reps["dense"], depth)  # the same exact scores, from FAISS
-            runs["dense"] = {q: {self.docids[c]: v for c, v in zip(cols, vals)}
-                             for q, cols, vals in zip(qids, index, values.tolist())}
+            fused_runs(scores, fusion, None, [qids[r] for r in rows], [self.data.candidates[qids[r]] for r in rows],
+                       runs)
         return runs
 
     def efficiency(self, data: RankingData, fusion: Fusion, compute_flops: bool) -> dict:

@@ -1,5 +1,7 @@
-"""A corpus's sparse and dense indexes searched together: the hybrid is fused from the scores of
-every document (`Fusion`), then cut to depth, so it is exact at any depth.
+"""A corpus's sparse and dense indexes searched together. By default the hybrid is fused from the
+scores of every document (`Fusion`), then cut to depth, so it is exact at any depth; with
+approximate engines or INDEX.HYBRID "candidates" each head finds its own top k' and the union is
+re-scored exactly by both heads and fused (retrieval.engines).
 
 `fused_runs` is the one place where head scores become ranked runs; evaluation's rankers, the
 Python API and `hybridpqa search` all go through it.
@@ -13,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+import torch
+
 from HybridPQA.errors import InputError
+from HybridPQA.retrieval.engines import EngineSettings, build_engine
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex, top_k
 from HybridPQA.scoring import Fusion
 
@@ -39,52 +44,104 @@ def fused_runs(scores: dict[str, np.ndarray], fusion: Fusion, depth: int | None,
 
 
 class CorpusIndex:
-    """{"sparse": SparseIndex, "dense": DenseIndex} over one list of docids."""
+    """{"sparse": SparseIndex, "dense": DenseIndex} over one list of docids, searched by the engines
+    `settings` chooses (built on first use)."""
 
-    def __init__(self, indexes: dict[str, SparseIndex | DenseIndex]):
+    def __init__(self, indexes: dict[str, SparseIndex | DenseIndex], settings: EngineSettings | None = None):
         if not indexes:
             raise ValueError("a corpus index needs a sparse or a dense index")
-        self.indexes = indexes
+        self.indexes, self.settings, self.engines = indexes, settings or EngineSettings(), {}
         self.docids = next(iter(indexes.values())).docids
         if any(ix.docids != self.docids for ix in indexes.values()):
             raise InputError("the sparse and dense indexes name different documents; rebuild the index")
 
     @classmethod
-    def build(cls, doc_reps: dict, docids: list[str], dense_backend: str = "torch", terms: list[str] | None = None):
+    def build(cls, doc_reps: dict, docids: list[str], settings: EngineSettings | None = None,
+              terms: list[str] | None = None):
         builders = {"sparse": lambda reps: SparseIndex.build(reps, docids, terms),
-                    "dense": lambda reps: DenseIndex.build(reps, docids, dense_backend)}
-        return cls({head: build(doc_reps[head]) for head, build in builders.items() if head in doc_reps})
+                    "dense": lambda reps: DenseIndex.build(reps, docids)}
+        return cls({head: build(doc_reps[head]) for head, build in builders.items() if head in doc_reps}, settings)
 
     @property
     def heads(self) -> tuple[str, ...]:
         return tuple(self.indexes)
+
+    def engine(self, head: str):
+        if head not in self.engines:
+            self.engines[head] = build_engine(head, self.indexes[head], self.settings)
+        return self.engines[head]
 
     def scores(self, q_reps: dict, rows: slice | None = None) -> dict[str, np.ndarray]:
         """{head: (Q, N)} exact scores of queries `rows` of `q_reps` against every document."""
         rows = rows or slice(None)
         return {h: self.indexes[h].scores(q_reps[h][rows]) for h in self.indexes if h in q_reps}
 
-    def search(self, q_reps: dict, qids: list[str], fusion: Fusion, depth: int) -> dict[str, Run]:
-        """{scorer: run} of every scorer the indexes allow (hybrid, dense, sparse), top `depth`."""
+    def search(self, q_reps: dict, qids: list[str], fusion: Fusion, depth: int,
+               scorers: tuple[str, ...] | None = None) -> dict[str, Run]:
+        """{scorer: run} of `scorers` (default: every scorer the indexes allow: hybrid, dense, sparse),
+        each query's top `depth`."""
+        heads = [h for h in self.indexes if h in q_reps]
+        allowed = (("hybrid",) if len(heads) == 2 else ()) + tuple(heads)
+        scorers = tuple(s for s in (scorers or allowed) if s in allowed)
+        depth = min(depth, len(self.docids))
         runs: dict[str, Run] = {}
         for start in range(0, len(qids), QUERY_CHUNK):
             rows = slice(start, start + QUERY_CHUNK)
-            fused_runs(self.scores(q_reps, rows), fusion, min(depth, len(self.docids)), qids[rows], self.docids, runs)
-        return runs
+            if self.settings.exact:
+                scores = self.scores({h: q_reps[h] for h in heads if h in scorers or "hybrid" in scorers}, rows)
+                fused_runs(scores, fusion, depth, qids[rows], self.docids, runs)
+            else:
+                self._search_engines(q_reps, qids[rows], rows, fusion, depth, scorers, runs)
+        return {s: runs[s] for s in scorers}
+
+    def _search_engines(self, q_reps, qids, rows: slice, fusion: Fusion, depth: int, scorers, runs) -> None:
+        """One chunk of queries through the engines: each head its top max(depth, k'); the hybrid fused
+        over every document (HYBRID exact) or over the union of the heads' candidates, re-scored exactly."""
+        width = min(max(depth, self.settings.candidates), len(self.docids))
+        hits = {h: self.engine(h).search(q_reps[h][rows], width) for h in self.indexes
+                if h in scorers or "hybrid" in scorers and self.settings.hybrid == "candidates"}
+        for head in set(scorers) & set(hits):
+            _add_hits(runs.setdefault(head, {}), qids, hits[head][0][:, :depth], hits[head][1][:, :depth], self.docids)
+        if "hybrid" not in scorers:
+            return
+        if self.settings.hybrid == "exact":
+            fused_runs(self.scores(q_reps, rows), fusion, depth, qids, self.docids, runs)
+            return
+        candidates = _union(hits["dense"][0], hits["sparse"][0])
+        present = torch.from_numpy(candidates >= 0)
+        fused = fusion.fuse(torch.from_numpy(self.indexes["dense"].candidate_scores(q_reps["dense"][rows], candidates)),
+                            torch.from_numpy(self.indexes["sparse"].candidate_scores(q_reps["sparse"][rows], candidates)),
+                            present).masked_fill(~present, float("-inf")).numpy()
+        order, values = top_k(fused, min(depth, candidates.shape[1]))
+        _add_hits(runs.setdefault("hybrid", {}), qids, np.take_along_axis(candidates, order, 1), values, self.docids)
 
     def save(self, path: Path) -> None:
         for head, index in self.indexes.items():
             index.save(Path(path) / head)
 
     @classmethod
-    def load(cls, path: Path, dense_backend: str = "torch") -> CorpusIndex:
+    def load(cls, path: Path, settings: EngineSettings | None = None) -> CorpusIndex:
         path = Path(path)
         indexes = {}
         if (path / "sparse" / "meta.json").is_file():
             indexes["sparse"] = SparseIndex.load(path / "sparse")
         if (path / "dense" / "meta.json").is_file():
-            indexes["dense"] = DenseIndex.load(path / "dense", backend=dense_backend)
+            indexes["dense"] = DenseIndex.load(path / "dense")
         if not indexes:
             raise InputError(f"{path}: no index here (no sparse/meta.json or dense/meta.json); build one with "
                              "`hybridpqa index`")
-        return cls(indexes)
+        return cls(indexes, settings)
+
+
+def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(Q, k1), (Q, k2) document rows (-1: none) -> (Q, C) each row's distinct rows ascending (so ties
+    rank as over the whole corpus: by lower row), -1 padded at the end."""
+    both = np.sort(np.concatenate([a, b], axis=1), axis=1)
+    both[:, 1:][both[:, 1:] == both[:, :-1]] = -1
+    both = np.take_along_axis(both, np.argsort(both < 0, axis=1, kind="stable"), 1)
+    return both[:, :int((both >= 0).sum(1).max(initial=1))]
+
+
+def _add_hits(run: Run, qids: list[str], rows: np.ndarray, values: np.ndarray, docids: list[str]) -> None:
+    for qid, cols, vals in zip(qids, rows, values.tolist()):
+        run[qid] = {docids[c]: v for c, v in zip(cols, vals) if c >= 0 and v != float("-inf")}

@@ -35,6 +35,23 @@ def _term_at_a_time(q_indptr, q_terms, q_weights, indptr, doc_rows, doc_weights,
     return out
 
 
+@numba.njit(cache=True, parallel=True)
+def _candidate_dots(q_indptr, q_terms, q_weights, rows, indptr, terms, weights, vocab):
+    out = np.zeros(rows.shape, dtype=np.float32)
+    for i in numba.prange(rows.shape[0]):
+        dense_q = np.zeros(vocab, dtype=np.float32)
+        for j in range(q_indptr[i], q_indptr[i + 1]):
+            dense_q[q_terms[j]] = q_weights[j]
+        for c in range(rows.shape[1]):
+            r = rows[i, c]
+            if r >= 0:
+                acc = np.float32(0.0)
+                for p in range(indptr[r], indptr[r + 1]):
+                    acc += dense_q[terms[p]] * weights[p]
+                out[i, c] = acc
+    return out
+
+
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(Q, N) scores -> (Q, k) column indices and scores, best first; ties by lower column."""
     k = min(k, scores.shape[1])
@@ -115,6 +132,20 @@ class SparseIndex:
     def search(self, queries: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
         return top_k(self.scores(queries), k)
 
+    @property
+    def by_doc(self) -> sp.csr_matrix:
+        """The forward index (documents by row), built on first use."""
+        if getattr(self, "_by_doc", None) is None:
+            self._by_doc = self.by_term.tocsr()
+        return self._by_doc
+
+    def candidate_scores(self, queries: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+        """(Q, V) queries, (Q, C) document rows (-1: none) -> (Q, C) exact dot products (0 at -1),
+        from the forward index: the cost is the candidates' lengths, not the corpus's."""
+        q, d = sp.csr_matrix(queries, dtype=np.float32), self.by_doc
+        return _candidate_dots(q.indptr, q.indices, q.data, np.asarray(rows, dtype=np.int64), d.indptr, d.indices,
+                               d.data, q.shape[1])
+
     def save(self, path: Path) -> None:
         m = self.by_term
         _save_arrays(Path(path), {"kind": "sparse", "shape": list(m.shape), "nnz": int(m.nnz), "docids": self.docids},
@@ -151,22 +182,15 @@ def load_queries(path: Path) -> tuple[list[str], sp.csr_matrix] | None:
 
 
 class DenseIndex:
-    """Flat (N, D) float32 vectors; exact inner product by torch matmul or faiss IndexFlatIP."""
+    """Flat (N, D) float32 vectors; exact inner products by torch matmul. FAISS indexes over the
+    same vectors are engines (retrieval.engines)."""
 
-    def __init__(self, vectors: np.ndarray, docids: list[str], backend: str = "torch"):
-        self.vectors, self.docids, self.backend = vectors, docids, backend
-        self.faiss = None
-        if backend == "faiss":
-            try:
-                import faiss
-            except ImportError:
-                raise InputError("RETRIEVER.INDEX.DENSE = 'faiss' needs faiss-cpu: pip install faiss-cpu") from None
-            self.faiss = faiss.IndexFlatIP(vectors.shape[1])
-            self.faiss.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    def __init__(self, vectors: np.ndarray, docids: list[str]):
+        self.vectors, self.docids = vectors, docids
 
     @classmethod
-    def build(cls, docs: torch.Tensor, docids: list[str], backend: str = "torch") -> DenseIndex:
-        return cls(docs.float().numpy(), docids, backend)
+    def build(cls, docs: torch.Tensor, docids: list[str]) -> DenseIndex:
+        return cls(docs.float().numpy(), docids)
 
     @property
     def nbytes(self) -> int:
@@ -176,10 +200,13 @@ class DenseIndex:
         """(Q, D) -> (Q, N) exact inner products with every document."""
         return (queries.float() @ torch.from_numpy(np.asarray(self.vectors)).T).numpy()
 
+    def candidate_scores(self, queries: torch.Tensor, rows: np.ndarray) -> np.ndarray:
+        """(Q, D) queries, (Q, C) document rows (-1: none) -> (Q, C) exact inner products (0 at -1)."""
+        docs = np.asarray(self.vectors)[np.maximum(rows, 0)]  # (Q, C, D)
+        out = np.einsum("qcd,qd->qc", docs, queries.float().numpy())
+        return np.where(rows >= 0, out, 0.0).astype(np.float32)
+
     def search(self, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if self.faiss is not None:
-            values, index = self.faiss.search(np.ascontiguousarray(queries.float().numpy()), min(k, len(self.docids)))
-            return index, values
         return top_k(self.scores(queries), k)
 
     def save(self, path: Path) -> None:
@@ -187,9 +214,9 @@ class DenseIndex:
                      vectors=np.asarray(self.vectors))
 
     @classmethod
-    def load(cls, path: Path, mmap: bool = True, backend: str = "torch") -> DenseIndex:
+    def load(cls, path: Path, mmap: bool = True) -> DenseIndex:
         meta = _load_meta(path, "dense")
         vectors = _load_array(path, "vectors", meta, mmap)
         if vectors.ndim != 2 or len(vectors) != len(meta["docids"]):
             raise InputError(f"{path}: {len(vectors)} vectors for {len(meta['docids'])} docids; rebuild the index")
-        return cls(vectors, meta["docids"], backend)
+        return cls(vectors, meta["docids"])
