@@ -23,6 +23,7 @@ from HybridPQA.config import load_config
 from HybridPQA.data import build_text_options
 from HybridPQA.data.corpus import read_texts
 from HybridPQA.data.text import TextOptions
+from HybridPQA.engine.distributed import Distributed
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.encode import encode
 from HybridPQA.evaluation.explain import Explanation, explain_pair
@@ -32,7 +33,7 @@ from HybridPQA.modeling.encoding import EncodingSettings, build_encoding
 from HybridPQA.modeling.saved import is_checkpoint, read_manifest
 from HybridPQA.retrieval.corpus import CorpusIndex
 from HybridPQA.retrieval.engines import EngineSettings, build_engine_settings
-from HybridPQA.retrieval.shards import encode_in_shards
+from HybridPQA.retrieval.shards import encode_in_shards, merge_shards
 from HybridPQA.rundir import RunDir
 from HybridPQA.runtime import build_device, build_precision
 from HybridPQA.scoring import Fusion, build_fusion
@@ -151,10 +152,12 @@ class HybridRetriever:
 
     # -- indexing and searching ----------------------------------------------------------------
     def index(self, corpus: dict[str, str] | list[str] | str | Path, output: str | Path | None = None,
-              shard_size: int = 10_000) -> SearchIndex:
+              shard_size: int = 10_000, distributed: Distributed | None = None) -> SearchIndex | None:
         """Encode and index a corpus: {id: text}, a list of texts (ids "0", "1", ...), or a corpus file
         (data.corpus formats). With `output` the index is saved there, encoded in shards of
-        `shard_size` documents that are kept, so an interrupted call resumes where it stopped."""
+        `shard_size` documents that are kept, so an interrupted call resumes where it stopped. Under
+        torchrun (`distributed`) each process encodes its own shards and rank 0 alone merges them
+        into the index and returns it (the others return None)."""
         if isinstance(corpus, (str, Path)):
             corpus = read_texts(corpus)
         elif not isinstance(corpus, dict):
@@ -167,8 +170,14 @@ class HybridRetriever:
         else:
             key = hashlib.sha256(json.dumps([self.source, self.overrides, asdict(self.encoding), shard_size, texts])
                                  .encode()).hexdigest()
-            reps = encode_in_shards(lambda part: self.encode_documents(part).reps(), texts, Path(output) / "shards",
-                                    shard_size, key)
+            rank, world = (distributed.rank, distributed.world_size) if distributed else (0, 1)
+            count = encode_in_shards(lambda part: self.encode_documents(part).reps(), texts, Path(output) / "shards",
+                                     shard_size, key, rank, world)
+            if distributed is not None:
+                distributed.barrier()
+                if not distributed.main:
+                    return None
+            reps = merge_shards(Path(output) / "shards", count)
         index = SearchIndex(self, CorpusIndex.build(reps, docids, self.engines, self.terms or None), corpus)
         if output is not None:
             index.save(output)

@@ -68,3 +68,24 @@ def test_distributed_needs_torchrun(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(InputError, match="DISTRIBUTED is False"):
         build_distributed(load_config(None, [], dotenv_path=None))
+
+
+@pytest.mark.slow  # end to end; `pytest -m 'not slow'` leaves it out
+def test_two_process_index_equals_one_process_index(tmp_path, splade_tiny, small_beir):
+    """torchrun index: each rank encodes every other shard, rank 0 merges; the arrays are identical
+    to one process's, and a rerun after an interrupted job reuses the shards it finds."""
+    import numpy as np
+
+    from HybridPQA.cli import main
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join((small_beir / "corpus.jsonl").read_text().splitlines(keepends=True)[:70]))
+    args = [f"--model={splade_tiny}", f"--corpus={corpus}", "--shard-size=16", "NUM_THREADS", "1"]
+    main(["index", f"--output={tmp_path / 'one'}", *args])
+    done = torchrun("-m", "HybridPQA.cli", "index", f"--output={tmp_path / 'two'}", *args)
+    assert '"processes": 2' in done.stdout and '"documents": 70' in done.stdout
+    for name in ("sparse/data", "sparse/indices", "sparse/indptr", "dense/vectors"):
+        one, two = (np.load(tmp_path / run / f"{name}.npy") for run in ("one", "two"))
+        assert np.array_equal(one, two), name
+    assert json.loads((tmp_path / "one" / "sparse" / "meta.json").read_text()) == \
+        json.loads((tmp_path / "two" / "sparse" / "meta.json").read_text())

@@ -14,6 +14,12 @@ Options:
 
 KEY VALUE pairs override the model's config, as in `train`, e.g. RETRIEVER.MODEL.CONTEXT_MAX_LENGTH 256.
 
+Under torchrun each process encodes its own shards (resumably, as above) and rank 0 merges them
+into the index, identical to one process's:
+  torchrun --nproc_per_node=4 -m HybridPQA.cli index --model=... --corpus=... --output=...
+  torchrun --nnodes=2 --node_rank=R --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 --nproc_per_node=8 -m HybridPQA.cli index ...
+(several nodes need --output on a file system they share).
+
 Example:
   hybridpqa index --model=output/scifact_hybrid/checkpoints/step_001000 --corpus=data/raw/scifact/corpus.jsonl --output=output/scifact-index
 """
@@ -32,24 +38,38 @@ def index(model: str, corpus: str | Path, output: str | Path, config: str | None
           shard_size: int = 10_000, overwrite: bool = False) -> dict:
     from HybridPQA.api import INDEX_FILE, HybridRetriever
     from HybridPQA.data.corpus import read_texts
+    from HybridPQA.engine.distributed import join
     from HybridPQA.runtime import setup_logging
 
     output = Path(output)
+    import torch
+
+    cuda = torch.cuda.is_available()
+    distributed = join(cuda)  # under torchrun: each process encodes its shards, on its own GPU where there are GPUs
+    main_process = distributed is None or distributed.main
     if output.exists() and not output.is_dir():
         raise InputError(f"--output={output}: is a file; give a folder for the index")
     if (output / INDEX_FILE).is_file():
         if not overwrite:
             raise InputError(f"{output}: already holds an index; pass --overwrite to replace it")
-        shutil.rmtree(output)
+        if main_process:
+            shutil.rmtree(output)
+    if distributed is not None:
+        distributed.barrier()
+        if cuda:
+            overrides = [*overrides, "DEVICE", f"cuda:{distributed.local_rank}"]
     setup_logging(None)
     started = time.perf_counter()
     texts = read_texts(corpus)
     retriever = HybridRetriever.from_pretrained(model, list(overrides), config)
     loaded = time.perf_counter()
-    built = retriever.index(texts, output=output, shard_size=shard_size)
+    built = retriever.index(texts, output=output, shard_size=shard_size, distributed=distributed)
+    if built is None:  # another rank merges
+        return {"rank": distributed.rank, "encode_seconds": round(time.perf_counter() - loaded, 2)}
     done = time.perf_counter()
     shutil.rmtree(output / "shards", ignore_errors=True)  # the index is complete; shards were for resuming
     summary = {"index": str(output), "documents": len(built), "heads": list(built.corpus.heads),
+               "processes": distributed.world_size if distributed else 1,
                "load_seconds": round(loaded - started, 2), "encode_index_seconds": round(done - loaded, 2),
                "docs_per_s": round(len(built) / max(done - loaded, 1e-9), 1)}
     print(json.dumps(summary, indent=2))

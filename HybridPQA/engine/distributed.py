@@ -92,9 +92,15 @@ def build_distributed(cfg) -> Distributed | None:
     if "RANK" not in os.environ:
         raise InputError("config: DISTRIBUTED True needs torchrun: torchrun --nproc_per_node=N -m HybridPQA.cli "
                          "train ...")
+    return join(cfg.DEVICE != "cpu" and torch.cuda.is_available())
+
+
+def join(cuda: bool) -> Distributed | None:
+    """The process group torchrun set up (gloo on CPU, nccl on CUDA), or None outside torchrun."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "RANK" not in os.environ:
+        return None
     info = Distributed(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
     if not dist.is_initialized():
-        cuda = cfg.DEVICE != "cpu" and torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)

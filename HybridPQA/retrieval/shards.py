@@ -1,5 +1,6 @@
-"""Resumable corpus encoding: shards of documents encoded one at a time, each written through a
-temporary file and a rename, so an interrupted run keeps every finished shard and continues."""
+"""Resumable, shardable corpus encoding: shards of documents encoded one at a time, each written
+through a temporary file and a rename, so an interrupted run keeps every finished shard and
+continues, and the processes of a torchrun job each encode their own share."""
 from __future__ import annotations
 
 import logging
@@ -40,23 +41,35 @@ def _load(file: Path) -> dict:
 
 
 def encode_in_shards(encode: Callable[[list[str]], dict], texts: list[str], folder: Path, shard_size: int,
-                     key: str) -> dict:
-    """{"dense": (N, D) tensor, "sparse": (N, V) CSR} of `texts`, encoded by `encode` in shards kept in
-    `folder`. `key` names what is encoded (corpus, model, settings): shards of another key are refused."""
+                     key: str, rank: int = 0, world_size: int = 1) -> int:
+    """Encode `texts` by `encode` into shard files of `shard_size` documents in `folder`; this process
+    writes shards rank, rank + world_size, ... and skips those already written, so an interrupted job
+    resumes and a torchrun job splits the corpus. Only one shard is in memory at a time. `key` names
+    what is encoded (corpus, model, settings): shards of another key are refused. -> the shard count."""
     folder.mkdir(parents=True, exist_ok=True)
     stamp = folder / STAMP
     if stamp.is_file() and stamp.read_text().strip() != key:
         raise InputError(f"{folder}: holds shards of another corpus or model; choose another --output or delete it")
-    write_atomic(stamp, key)
-    parts = []
+    if rank == 0 or not stamp.is_file():
+        write_atomic(stamp, key)
     starts = range(0, len(texts), shard_size)
-    for n, start in enumerate(progress(starts, desc="shards", unit="shard", enabled=len(starts) > 1)):
-        file = folder / f"shard_{n:05d}.npz"
+    mine = [n for n in range(len(starts)) if n % world_size == rank]
+    for n in progress(mine, desc="shards", unit="shard", enabled=len(mine) > 1):
+        file = shard_file(folder, n)
         if file.is_file():
             log.info("%s: already encoded, reused", file)
         else:
-            _save(file, encode(texts[start:start + shard_size]))
-        parts.append(_load(file))
+            _save(file, encode(texts[starts[n]:starts[n] + shard_size]))
+    return len(starts)
+
+
+def shard_file(folder: Path, n: int) -> Path:
+    return folder / f"shard_{n:05d}.npz"
+
+
+def merge_shards(folder: Path, count: int) -> dict:
+    """{"dense": (N, D) tensor, "sparse": (N, V) CSR} of shards 0 .. count-1, in order."""
+    parts = [_load(shard_file(folder, n)) for n in range(count)]
     out = {}
     if "dense" in parts[0]:
         out["dense"] = torch.cat([p["dense"] for p in parts])
