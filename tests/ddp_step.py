@@ -11,6 +11,7 @@ from HybridPQA.config import load_config
 from HybridPQA.data import build_split
 from HybridPQA.data.training import TrainingSet
 from HybridPQA.engine.distributed import build_distributed, wrap
+from HybridPQA.engine.step import cached_backward
 from HybridPQA.engine.train import loss_parts
 from HybridPQA.losses import HybridLoss
 from HybridPQA.modeling import build_model
@@ -37,8 +38,12 @@ def step(cfg, path_data: str) -> tuple[dict, dict]:
     s = cfg.RETRIEVER.SOLVER
     loss = HybridLoss(temperature=s.TEMPERATURE, broadcast=s.BROADCAST, func=s.FUNC, fusion=build_fusion(cfg),
                       lambda_q=1e-2, lambda_d=3e-3, reg_warmup_steps=1)  # step 1: the lambdas at full strength
-    parts, _ = loss_parts(net, tokenizer, batch, loss, build_encoding(cfg), torch.device("cpu"), 1, None, ranks)
-    sum(parts.values()).backward()
+    if s.GRAD_CACHE_CHUNK:  # GradCache: the backward runs inside, chunk by chunk
+        parts, _ = cached_backward(net, tokenizer, batch, loss, build_encoding(cfg), torch.device("cpu"), 1, None, 0,
+                                   s.GRAD_CACHE_CHUNK, ranks=ranks)
+    else:
+        parts, _ = loss_parts(net, tokenizer, batch, loss, build_encoding(cfg), torch.device("cpu"), 1, None, ranks)
+        sum(parts.values()).backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return {k: v.item() for k, v in parts.items()}, grads
 

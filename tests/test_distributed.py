@@ -27,11 +27,13 @@ def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow  # end to end; `pytest -m 'not slow'` leaves it out
-@pytest.mark.parametrize("broadcast", ["global", "local"])
-def test_two_processes_match_one_on_the_combined_batch(tmp_path, splade_tiny, product_qa, broadcast):
+@pytest.mark.parametrize("broadcast,cache", [("global", None), ("local", None), ("global", "1")])
+def test_two_processes_match_one_on_the_combined_batch(tmp_path, splade_tiny, product_qa, broadcast, cache):
+    """Also with GradCache (chunks of 1 question per rank): the gathered negatives and the gradients
+    are still those of one uncached process on the combined batch."""
     out = tmp_path / "ddp.pt"
     torchrun(str(REPO / "tests" / "ddp_step.py"), str(splade_tiny), str(product_qa), str(out),
-             "SOLVER.BROADCAST", broadcast)
+             "SOLVER.BROADCAST", broadcast, *(["SOLVER.GRAD_CACHE_CHUNK", cache] if cache else []))
     ddp = torch.load(out, weights_only=False)
     parts, grads = step(config(str(splade_tiny), "SOLVER.BROADCAST", broadcast), str(product_qa))
     assert ddp["world"] == 2 and set(ddp["parts"]) == set(parts)
@@ -73,7 +75,7 @@ def test_distributed_needs_torchrun(monkeypatch):
 @pytest.mark.slow  # end to end; `pytest -m 'not slow'` leaves it out
 def test_two_process_index_equals_one_process_index(tmp_path, splade_tiny, small_beir):
     """torchrun index: each rank encodes every other shard, rank 0 merges; the arrays are identical
-    to one process's, and a rerun after an interrupted job reuses the shards it finds."""
+    to one process's."""
     import numpy as np
 
     from HybridPQA.cli import main

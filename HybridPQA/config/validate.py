@@ -138,10 +138,9 @@ def validate(cfg: CN) -> None:
         (s.LOSS == "cosine-mse" and s.FUNC != "cosine",
          "RETRIEVER.SOLVER.LOSS = 'cosine-mse' regresses cosine similarities; set RETRIEVER.SOLVER.FUNC 'cosine'"),
         (s.TRIPLET_MARGIN <= 0, "RETRIEVER.SOLVER.TRIPLET_MARGIN must be > 0"),
-        (s.GRAD_CACHE_CHUNK is not None and (m.BIENCODER_TYPE in ("cross", "bm25") or m.CROSS_INTERACTION
-                                             or cfg.DISTRIBUTED),
-         "RETRIEVER.SOLVER.GRAD_CACHE_CHUNK caches pooled bi-encoder vectors in one process; it does not apply to "
-         "cross, bm25, late interaction or DISTRIBUTED training (set it None there)"),
+        (s.GRAD_CACHE_CHUNK is not None and (m.BIENCODER_TYPE in ("cross", "bm25") or m.CROSS_INTERACTION),
+         "RETRIEVER.SOLVER.GRAD_CACHE_CHUNK caches pooled bi-encoder vectors; it does not apply to cross, bm25 or "
+         "late interaction (set it None there)"),
         (s.LOSS == "softmax" and cfg.DISTRIBUTED,
          "RETRIEVER.SOLVER.LOSS = 'softmax' trains a classifier outside the model, which DDP would not synchronise; "
          "train it in one process (DISTRIBUTED False)"),

@@ -5,9 +5,12 @@ with SOLVER.GRAD_CACHE_CHUNK = m, the batch is encoded m questions (and their co
 without gradients; the loss and its gradient with respect to every representation are taken over
 the whole batch; then each chunk is encoded again, with the same dropout, and its representations
 are back-propagated with those gradients. The gradients equal the uncached step's while activation
-memory is that of m questions: in-batch negatives of a batch that would not fit.
+memory is that of m questions: in-batch negatives of a batch that would not fit. Under DDP the
+cached vectors of every rank are gathered first, so the negatives are those of the global batch.
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -79,11 +82,18 @@ def _set_rng_state(state, device: torch.device) -> None:
 
 def cached_backward(model: torch.nn.Module, tokenizer, batch: Batch, loss: HybridLoss, encoding: EncodingSettings,
                     device: torch.device, step: int, teacher: dict | None, epoch: int, chunk: int,
-                    scale=lambda total: total) -> tuple[dict, dict]:
+                    scale=lambda total: total, ranks: Distributed | None = None) -> tuple[dict, dict]:
     """GradCache: back-propagate the batch's loss (times `scale`, e.g. 1 / accumulation and fp16's
-    scaler) chunk by chunk; returns the detached parts and sparse reps, as `loss_parts` does."""
+    scaler) chunk by chunk; returns the detached parts and sparse reps, as `loss_parts` does.
+
+    Under DDP (`ranks`) each rank caches its share of the batch, the shares are gathered so every
+    rank takes the loss over the whole batch (every rank's contexts are negatives), and each rank
+    back-propagates its own share's gradients, times the world size since DDP averages; DDP
+    synchronises once, on the last chunk."""
     per_q = len(batch.contexts) // len(batch.questions)
-    spans = [(a, min(a + chunk, len(batch.questions))) for a in range(0, len(batch.questions), chunk)]
+    mine = ranks.shard(len(batch.questions)) if ranks is not None else slice(0, len(batch.questions))
+    spans = [(a, min(a + chunk, mine.stop)) for a in range(mine.start, mine.stop, chunk)]
+    gather = ranks.gather if ranks is not None else (lambda tensor: tensor)
     states, q_chunks, c_chunks = [], [], []
     with torch.no_grad():
         for a, b in spans:
@@ -91,17 +101,21 @@ def cached_backward(model: torch.nn.Module, tokenizer, batch: Batch, loss: Hybri
             q, c = _encode(model, tokenizer, batch.questions[a:b], batch.contexts[a * per_q:b * per_q], encoding, device)
             q_chunks.append(q)
             c_chunks.append(c)
+        q_reps = {h: gather(torch.cat([q[h] for q in q_chunks])) for h in q_chunks[0]}
+        c_reps = {h: gather(torch.cat([c[h] for c in c_chunks])) for h in c_chunks[0]}
     after = _rng_state(device)
-    q_reps = {h: torch.cat([q[h] for q in q_chunks]).requires_grad_() for h in q_chunks[0]}
-    c_reps = {h: torch.cat([c[h] for c in c_chunks]).requires_grad_() for h in c_chunks[0]}
+    q_reps, c_reps = {h: r.requires_grad_() for h, r in q_reps.items()}, {h: r.requires_grad_() for h, r in c_reps.items()}
     parts, sparse = batch_loss(loss, tokenizer, batch, q_reps, c_reps, device, step, teacher, epoch)
     scale(sum(parts.values())).backward()  # gradients of the loss with respect to every representation
-    for (a, b), state in zip(spans, states):
+    world = ranks.world_size if ranks is not None else 1
+    for n, ((a, b), state) in enumerate(zip(spans, states)):
         _set_rng_state(state, device)
-        q, c = _encode(model, tokenizer, batch.questions[a:b], batch.contexts[a * per_q:b * per_q], encoding, device)
-        pieces = [(rep, q_reps[h].grad[a:b]) for h, rep in q.items() if q_reps[h].grad is not None]
-        pieces += [(rep, c_reps[h].grad[a * per_q:b * per_q]) for h, rep in c.items() if c_reps[h].grad is not None]
-        if pieces:
-            sum((rep * grad.to(rep.dtype)).sum() for rep, grad in pieces).backward()
+        sync = model.no_sync() if ranks is not None and n < len(spans) - 1 else contextlib.nullcontext()
+        with sync:
+            q, c = _encode(model, tokenizer, batch.questions[a:b], batch.contexts[a * per_q:b * per_q], encoding, device)
+            pieces = [(rep, q_reps[h].grad[a:b]) for h, rep in q.items() if q_reps[h].grad is not None]
+            pieces += [(rep, c_reps[h].grad[a * per_q:b * per_q]) for h, rep in c.items() if c_reps[h].grad is not None]
+            if pieces:
+                (world * sum((rep * grad.to(rep.dtype)).sum() for rep, grad in pieces)).backward()
     _set_rng_state(after, device)
     return {k: v.detach() for k, v in parts.items()}, {k: v.detach() for k, v in sparse.items()}

@@ -185,7 +185,7 @@ def do_train(cfg: CfgNode, run_dir: RunDir | Path, model: BiEncoder | CrossEncod
                     if s.GRAD_CACHE_CHUNK:  # GradCache: the backward runs chunk by chunk inside (engine.step)
                         parts, sparse = cached_backward(net, tokenizer, batch, loss_fn, encoding, device, state["step"],
                                                         teacher, state["epoch"], s.GRAD_CACHE_CHUNK,
-                                                        lambda total: scaler.scale(total / accumulation))
+                                                        lambda total: scaler.scale(total / accumulation), ranks)
                     else:
                         parts, sparse = loss_parts(net, tokenizer, batch, loss_fn, encoding, device, state["step"],
                                                    teacher, ranks, state["epoch"])

@@ -13,6 +13,7 @@ from HybridPQA.evaluation.efficiency import query_latency
 from HybridPQA.evaluation.metrics import score_run
 from HybridPQA.evaluation.trec import Run
 from HybridPQA.retrieval.corpus import CorpusIndex
+from HybridPQA.retrieval.engines import EXACT_ENGINES
 from HybridPQA.scoring import Fusion, ranking
 
 RECALL_AT = (10, 100)
@@ -30,7 +31,7 @@ def exact_recall(run: Run, exact: Run, k: int) -> float:
 
 def approximated_scorers(corpus: CorpusIndex) -> list[str]:
     s = corpus.settings
-    approx = {h for h in corpus.heads if s.engine(h) not in ("exact", "torch", "faiss")}
+    approx = {h for h in corpus.heads if s.engine(h) not in EXACT_ENGINES}
     hybrid = len(corpus.heads) == 2 and (approx or s.hybrid == "candidates")
     return ["hybrid"] * bool(hybrid) + sorted(approx)
 
