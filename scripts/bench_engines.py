@@ -6,9 +6,9 @@ For a `hybridpqa index` folder, its queries and qrels, in one run:
    latency p50 / p95 (one encoded query at a time) and the speed-up over exact, memory, build time;
 2. the candidate hybrid (each head's top k', the union re-scored exactly and fused) for each k':
    the share of the exact hybrid's top-10 and top-100 it recovers, nDCG@10 against the exact
-   hybrid, latency, over exact engines and over Seismic + HNSW; and the same with the
-   normalisation's statistics taken over the whole corpus instead of the union (only possible
-   at small scale: what fusing over the candidates costs).
+   hybrid, latency, over exact engines and over Seismic + HNSW, with the normalisation's
+   statistics from NORM_SAMPLE random documents (the default); and the same with the statistics
+   of the union itself, and of the whole corpus (only possible at small scale: the reference).
 
     python scripts/bench_engines.py --index=output/ix-scifact --queries=data/raw/scifact/queries.jsonl \\
         --qrels=data/raw/scifact/qrels/test.tsv [--k-primes=10,20,50,100,200,500,1000] [KEY VALUE ...]
@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from HybridPQA.api import SearchIndex
+from HybridPQA.api import HybridRetriever, SearchIndex
 from HybridPQA.data.corpus import read_texts
 from HybridPQA.evaluation.approximate import exact_recall
 from HybridPQA.evaluation.metrics import score_run
@@ -32,6 +32,14 @@ from HybridPQA.retrieval.index import top_k
 
 ENGINES = {"sparse": ("exact", "seismic"), "dense": ("torch", "faiss", "hnsw", "ivf-pq")}
 EXACT = {"sparse": "sparse exact", "dense": "dense torch"}
+
+
+def load_index(path: str, model: str | None, overrides: list[str]) -> SearchIndex:
+    """A `hybridpqa index` folder, or an evaluation's <run>/index/<split> searched with its checkpoint."""
+    if model is None:
+        return SearchIndex.load(path, overrides=overrides)
+    retriever = HybridRetriever.from_pretrained(model, overrides)
+    return SearchIndex(retriever, CorpusIndex.load(path, retriever.engines))
 
 
 def latency(search, count: int) -> tuple[float, float]:
@@ -46,7 +54,8 @@ def latency(search, count: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--index", required=True)
+    parser.add_argument("--index", required=True, help="a `hybridpqa index` folder, or <run>/index/<split> with --model")
+    parser.add_argument("--model", help="the checkpoint that wrote <run>/index/<split> (an evaluation's index)")
     parser.add_argument("--queries", required=True)
     parser.add_argument("--qrels", required=True)
     parser.add_argument("--k-primes", default="10,20,50,100,200,500,1000")
@@ -54,7 +63,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="KEY VALUE config overrides (RETRIEVER.INDEX.SEISMIC.*, ...)")
     args = parser.parse_args()
 
-    loaded = SearchIndex.load(args.index, overrides=args.overrides)
+    loaded = load_index(args.index, args.model, args.overrides)
     qrels = read_qrels(args.qrels)
     texts = read_texts(args.queries, "query")
     qids = [q for q in texts if q in qrels]
@@ -87,37 +96,40 @@ def main() -> None:
     p50_exact, _ = latency(lambda i: CorpusIndex(indexes).search(one(i), [qids[i]], fusion, 10, ("hybrid",)), timed)
     print(f"\nexact hybrid: nDCG@10 {ndcg['hybrid']:.4f}, p50 {p50_exact:.3f} ms (top-10)")
     print("\n| k' | engines | exact top-10 recovered | top-100 | nDCG@10 | change | p50 ms | speed-up | "
-          "corpus-stat norm: top-10 | nDCG@10 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "union-stat norm: top-10 | nDCG@10 | corpus-stat norm: top-10 | nDCG@10 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     full = CorpusIndex(indexes).scores(q)
     for k_prime in [int(k) for k in args.k_primes.split(",")]:
         for engines in (("exact", "torch"), ("seismic", "hnsw")):
             settings = EngineSettings(**{**base.__dict__, "sparse": engines[0], "dense": engines[1],
                                          "hybrid": "candidates", "candidates": k_prime})
-            corpus = CorpusIndex(indexes, settings)
-            corpus.engines = {h: _cached(indexes, settings, h) for h in ("sparse", "dense")}
+            corpus = _with_engines(CorpusIndex(indexes, settings))
             run = corpus.search(q, qids, fusion, 10, ("hybrid",))["hybrid"]  # k' >= k: top-10 from k' candidates
             top100 = "-"
             if k_prime >= 100:
                 top100 = f"{exact_recall(corpus.search(q, qids, fusion, 100, ('hybrid',))['hybrid'], exact['hybrid'], 100):.4f}"
             p50, _ = latency(lambda i: corpus.search(one(i), [qids[i]], fusion, 10, ("hybrid",)), timed)
             metric = score_run(run, qrels, ["ndcg@10"])["ndcg@10"]
+            union = _with_engines(CorpusIndex(indexes, EngineSettings(**{**settings.__dict__, "norm_sample": 0})))
+            union = union.search(q, qids, fusion, 10, ("hybrid",))["hybrid"]
             oracle = _corpus_statistics(corpus, full, q, qids, fusion, k_prime)
             print(f"| {k_prime} | {' + '.join(engines)} | {exact_recall(run, exact['hybrid'], 10):.4f} | {top100} | "
                   f"{metric:.4f} | {metric - ndcg['hybrid']:+.4f} | {p50:.3f} | {p50_exact / p50:.2f}x | "
-                  f"{exact_recall(oracle, exact['hybrid'], 10):.4f} | {score_run(oracle, qrels, ['ndcg@10'])['ndcg@10']:.4f} |",
-                  flush=True)
+                  + " | ".join(f"{exact_recall(r, exact['hybrid'], 10):.4f} | {score_run(r, qrels, ['ndcg@10'])['ndcg@10']:.4f}"
+                               for r in (union, oracle)) + " |", flush=True)
 
 
 _ENGINES: dict = {}
 
 
-def _cached(indexes, settings: EngineSettings, head: str):
-    """One engine per (head, name) for the whole run: the k' sweep changes only the search."""
-    key = (head, settings.engine(head))
-    if key not in _ENGINES:
-        _ENGINES[key] = CorpusIndex({head: indexes[head]}, settings).engine(head)
-    return _ENGINES[key]
+def _with_engines(corpus: CorpusIndex) -> CorpusIndex:
+    """`corpus` with one engine per (head, name) for the whole run: the k' sweep changes only the search."""
+    for head, index in corpus.indexes.items():
+        key = (head, corpus.settings.engine(head))
+        if key not in _ENGINES:
+            _ENGINES[key] = CorpusIndex({head: index}, corpus.settings).engine(head)
+        corpus.engines[head] = _ENGINES[key]
+    return corpus
 
 
 def _corpus_statistics(corpus: CorpusIndex, full: dict, q, qids, fusion, k_prime: int) -> dict:

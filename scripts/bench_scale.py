@@ -22,16 +22,17 @@ import json
 import resource
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from bench_engines import load_index
 
-from HybridPQA.api import SearchIndex
 from HybridPQA.data.corpus import read_texts
 from HybridPQA.retrieval.corpus import CorpusIndex
-from HybridPQA.retrieval.engines import EngineSettings, build_engine_settings
+from HybridPQA.retrieval.engines import build_engine_settings
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex
 from HybridPQA.config import load_config
 
@@ -75,6 +76,10 @@ def recall(got: np.ndarray, want: np.ndarray, k: int = 10) -> float:
     return float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(got, want)]))
 
 
+def _nbytes(m: sp.csr_matrix) -> int:
+    return int(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes)
+
+
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -89,32 +94,30 @@ def measure(size: int, sparse: sp.csr_matrix, dense: np.ndarray, q: dict, settin
     exact_dense = DenseIndex(dense, docids)
     one = lambda head, i: q[head][i:i + 1]  # noqa: E731
     want = {"sparse": exact_sparse.search(q["sparse"], 10)[0], "dense": exact_dense.search(q["dense"], 10)[0]}
+    engines = {}
     for head, name, index in (("sparse", "exact", exact_sparse), ("sparse", "seismic", exact_sparse),
                               ("dense", "torch", exact_dense), ("dense", "faiss", exact_dense),
                               ("dense", "hnsw", exact_dense)):
-        engine = CorpusIndex({head: index}, EngineSettings(**{**settings.__dict__, head: name})).engine(head)
+        engine = engines[name] = CorpusIndex({head: index}, replace(settings, **{head: name})).engine(head)
         build = sparse_build if name == "exact" else engine.build_seconds
         got = engine.search(q[head], 10)[0]
         p50, p95 = latency(lambda i: engine.search(one(head, i), 10), count)
         rows.append({"documents": size, "index": f"{head} {name}", "build_s": build, "index_mb": engine.nbytes / 2 ** 20,
                      "p50_ms": p50, "p95_ms": p95, "recall@10": recall(got, want[head]), "peak_rss_mb": rss_mb()})
-        del engine
-        gc.collect()
     both = {"sparse": exact_sparse, "dense": exact_dense}
     qids = [str(i) for i in range(q["dense"].shape[0])]
     exact_hybrid = CorpusIndex(both).search(q, qids, fusion, 10, ("hybrid",))["hybrid"]
+    candidate = CorpusIndex(both, replace(settings, sparse="seismic", dense="hnsw", hybrid="candidates"))
+    candidate.engines = {"sparse": engines["seismic"], "dense": engines["hnsw"]}
     for name, hybrid in (("hybrid exact", CorpusIndex(both)),
-                         (f"hybrid candidates k'={settings.candidates} (seismic + hnsw)",
-                          CorpusIndex(both, EngineSettings(**{**settings.__dict__, "sparse": "seismic", "dense": "hnsw",
-                                                              "hybrid": "candidates"})))):
-        started = time.perf_counter()
+                         (f"hybrid candidates k'={settings.candidates} (seismic + hnsw)", candidate)):
         run = hybrid.search(q, qids, fusion, 10, ("hybrid",))["hybrid"]
-        build = time.perf_counter() - started if hybrid.engines else 0.0
         p50, p95 = latency(lambda i: hybrid.search({h: one(h, i) for h in q}, [qids[i]], fusion, 10, ("hybrid",)), count)
         share = np.mean([len(set(run[x]) & set(exact_hybrid[x])) / 10 for x in qids])
-        rows.append({"documents": size, "index": name, "build_s": build,
-                     "index_mb": sum(e.nbytes for e in hybrid.engines.values()) / 2 ** 20 if hybrid.engines else
-                     (exact_sparse.nbytes + exact_dense.nbytes) / 2 ** 20,
+        built = hybrid.engines.values()  # the candidate hybrid also keeps the forward index and the vectors
+        index_bytes = sum(e.nbytes for e in built) + _nbytes(exact_sparse.by_doc) if built else exact_sparse.nbytes
+        rows.append({"documents": size, "index": name, "build_s": sum(e.build_seconds for e in built) if built else
+                     sparse_build, "index_mb": (index_bytes + exact_dense.nbytes) / 2 ** 20,
                      "p50_ms": p50, "p95_ms": p95, "recall@10": float(share), "peak_rss_mb": rss_mb()})
     return rows
 
@@ -122,6 +125,7 @@ def measure(size: int, sparse: sp.csr_matrix, dense: np.ndarray, q: dict, settin
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", required=True, help="comma-separated `hybridpqa index` folders (real vectors)")
+    parser.add_argument("--model", help="the checkpoint of the first folder when it is an evaluation's <run>/index/<split>")
     parser.add_argument("--queries", required=True, help="queries file searched (BEIR queries.jsonl, ...)")
     parser.add_argument("--sizes", default="10000,30000,100000,300000,1000000")
     parser.add_argument("--queries-count", type=int, default=100, help="queries timed one at a time per index")
@@ -129,7 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     folders = args.index.split(",")
-    loaded = SearchIndex.load(folders[0])
+    loaded = load_index(folders[0], args.model, [])
     real = [CorpusIndex.load(f) for f in folders]
     real_sparse = sp.vstack([r.indexes["sparse"].by_doc for r in real]).tocsr()
     real_dense = np.concatenate([np.asarray(r.indexes["dense"].vectors) for r in real])

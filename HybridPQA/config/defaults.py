@@ -222,12 +222,19 @@ _C.RETRIEVER.INDEX.SPARSE = "exact"
 # from its engine, re-scores their union exactly with both heads, and fuses over the union (the
 # normalisation statistics are the union's); the one that scales past memory
 _C.RETRIEVER.INDEX.HYBRID = "exact"
-_C.RETRIEVER.INDEX.CANDIDATES = 100  # k': per head, under HYBRID candidates (at least the depth asked for)
+_C.RETRIEVER.INDEX.CANDIDATES = 200  # k': per head, under HYBRID candidates (at least the depth asked for; why 200: docs/benchmarks.md)
+# documents (a fixed random sample, seeded) whose exact scores give each query's z-score mean and std
+# (min-max: its min, with the candidates' max) under HYBRID candidates; 0 = the union of the
+# candidates alone, a top-heavy sample that skews the fusion (docs/benchmarks.md)
+_C.RETRIEVER.INDEX.NORM_SAMPLE = 1000
 _C.RETRIEVER.INDEX.SAVE = True  # write <run>/index/<split>/ (sparse inverted index + dense vectors)
-# Seismic's build and query parameters (its own defaults, made for MS MARCO's 8.8 M passages)
+# Seismic's build and query parameters. N_POSTINGS and CENTROID_FRACTION are below Seismic's own
+# defaults (3500, 0.1): on 2 cores those built 1.4x slower at 50 k documents (53.8 against 38.2 s) for
+# +0.2 pt recall of the exact top-10, and the build grows with the square of a posting list's length
+# (docs/benchmarks.md); raise them on machines with many cores
 _C.RETRIEVER.INDEX.SEISMIC = CN()
-_C.RETRIEVER.INDEX.SEISMIC.N_POSTINGS = 3500  # postings kept per term
-_C.RETRIEVER.INDEX.SEISMIC.CENTROID_FRACTION = 0.1  # blocks per posting list, as a fraction of its length
+_C.RETRIEVER.INDEX.SEISMIC.N_POSTINGS = 1000  # postings kept per term (up to 1.5x: MAX_FRACTION)
+_C.RETRIEVER.INDEX.SEISMIC.CENTROID_FRACTION = 0.05  # blocks per posting list, as a fraction of N_POSTINGS
 _C.RETRIEVER.INDEX.SEISMIC.MIN_CLUSTER_SIZE = 2
 _C.RETRIEVER.INDEX.SEISMIC.SUMMARY_ENERGY = 0.4  # share of a block summary's mass kept
 _C.RETRIEVER.INDEX.SEISMIC.MAX_FRACTION = 1.5

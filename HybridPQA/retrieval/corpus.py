@@ -71,6 +71,13 @@ class CorpusIndex:
             self.engines[head] = build_engine(head, self.indexes[head], self.settings)
         return self.engines[head]
 
+    def sample(self) -> np.ndarray:
+        """The fixed random documents (rows, seeded) whose scores normalise the candidate hybrid."""
+        if getattr(self, "_sample", None) is None:
+            size = min(self.settings.norm_sample, len(self.docids))
+            self._sample = np.sort(np.random.default_rng(0).choice(len(self.docids), size, replace=False))
+        return self._sample
+
     def scores(self, q_reps: dict, rows: slice | None = None) -> dict[str, np.ndarray]:
         """{head: (Q, N)} exact scores of queries `rows` of `q_reps` against every document."""
         rows = rows or slice(None)
@@ -108,10 +115,15 @@ class CorpusIndex:
             fused_runs(self.scores(q_reps, rows), fusion, depth, qids, self.docids, runs)
             return
         candidates = _union(hits["dense"][0], hits["sparse"][0])
-        present = torch.from_numpy(candidates >= 0)
-        fused = fusion.fuse(torch.from_numpy(self.indexes["dense"].candidate_scores(q_reps["dense"][rows], candidates)),
-                            torch.from_numpy(self.indexes["sparse"].candidate_scores(q_reps["sparse"][rows], candidates)),
-                            present).masked_fill(~present, float("-inf")).numpy()
+        scored, statistics = candidates, candidates >= 0
+        if self.settings.norm_sample and fusion.method == "linear" and fusion.norm != "none":
+            sample = np.broadcast_to(self.sample(), (len(candidates), self.sample().size))
+            scored = np.concatenate([candidates, sample], axis=1)
+            statistics = np.concatenate([statistics & (fusion.norm == "min-max"), sample >= 0], axis=1)
+        fused = fusion.fuse(torch.from_numpy(self.indexes["dense"].candidate_scores(q_reps["dense"][rows], scored)),
+                            torch.from_numpy(self.indexes["sparse"].candidate_scores(q_reps["sparse"][rows], scored)),
+                            torch.from_numpy(statistics))[:, :candidates.shape[1]]
+        fused = fused.masked_fill(torch.from_numpy(candidates < 0), float("-inf")).numpy()
         order, values = top_k(fused, min(depth, candidates.shape[1]))
         _add_hits(runs.setdefault("hybrid", {}), qids, np.take_along_axis(candidates, order, 1), values, self.docids)
 

@@ -37,12 +37,16 @@ class EngineSettings:
     """Which engine serves each head, its parameters, and how the hybrid is retrieved.
 
     hybrid "exact": fuse every document's two scores; "candidates": each head's top `candidates`
-    (k') documents, their union re-scored exactly by both heads, fused over the union."""
+    (k') documents, their union re-scored exactly by both heads and fused, a linear fusion's
+    normalisation statistics taken from the exact scores of `norm_sample` random documents
+    (z-score: their mean and std; min-max: their min and the candidates' max), or with 0 from the
+    union itself."""
 
     sparse: str = "exact"
     dense: str = "torch"
     hybrid: str = "exact"
-    candidates: int = 100
+    candidates: int = 200
+    norm_sample: int = 1000  # documents whose scores give the candidate hybrid's normalisation statistics
     seismic: dict = field(default_factory=dict)  # n_postings, centroid_fraction, ..., query_cut, heap_factor
     hnsw: dict = field(default_factory=dict)  # m, ef_construction, ef_search
     ivf: dict = field(default_factory=dict)  # nlist (0: 4 sqrt(N)), nprobe, pq_m, pq_bits
@@ -65,8 +69,8 @@ def build_engine_settings(cfg) -> EngineSettings:
     """RETRIEVER.INDEX."""
     ix = cfg.RETRIEVER.INDEX
     lower = lambda node: {k.lower(): v for k, v in node.items()}  # noqa: E731
-    return EngineSettings(ix.SPARSE, ix.DENSE, ix.HYBRID, int(ix.CANDIDATES), lower(ix.SEISMIC), lower(ix.HNSW),
-                          lower(ix.IVF))
+    return EngineSettings(ix.SPARSE, ix.DENSE, ix.HYBRID, int(ix.CANDIDATES), int(ix.NORM_SAMPLE), lower(ix.SEISMIC),
+                          lower(ix.HNSW), lower(ix.IVF))
 
 
 class ExactEngine:

@@ -116,7 +116,11 @@ class SparseIndex:
             raise ValueError(f"{docs.shape[0]} vectors for {len(docids)} docids")
         by_term = sp.csc_matrix(docs, dtype=np.float32)
         by_term.sort_indices()
-        return cls(by_term, docids, terms)
+        index = cls(by_term, docids, terms)
+        if sp.isspmatrix_csr(docs) and docs.dtype == np.float32:
+            docs.sort_indices()
+            index._by_doc = docs  # the forward index is the matrix given
+        return index
 
     @property
     def nbytes(self) -> int:
