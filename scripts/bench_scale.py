@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,30000,100000,300000,1000000")
     parser.add_argument("--queries-count", type=int, default=100, help="queries timed one at a time per index")
     parser.add_argument("--output", default="docs/scale", help="folder for scale.json, scale.md and scale.png")
+    parser.add_argument("overrides", nargs="*", help="KEY VALUE config overrides (RETRIEVER.INDEX.SEISMIC.*, HNSW.*, ...)")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     folders = args.index.split(",")
@@ -139,7 +140,9 @@ def main() -> None:
     real_dense = np.concatenate([np.asarray(r.indexes["dense"].vectors) for r in real])
     texts = list(read_texts(args.queries, "query").values())[:args.queries_count]
     q = loaded.retriever.encode_queries(texts).reps()
-    settings = build_engine_settings(load_config(None, [], dotenv_path=None))
+    settings = build_engine_settings(load_config(None, args.overrides, dotenv_path=None))
+    print(f"engines: {replace(settings, sparse='seismic').describe('sparse')}; "
+          f"{replace(settings, dense='hnsw').describe('dense')}; k'={settings.candidates}")
     print(f"{real_sparse.shape[0]} real documents ({real_sparse.nnz / real_sparse.shape[0]:.0f} terms each), "
           f"{len(texts)} queries; fusion {loaded.retriever.fusion.describe()}; threads {torch.get_num_threads()}")
     rows = []

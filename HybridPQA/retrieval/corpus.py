@@ -51,6 +51,7 @@ class CorpusIndex:
         if not indexes:
             raise ValueError("a corpus index needs a sparse or a dense index")
         self.indexes, self.settings, self.engines = indexes, settings or EngineSettings(), {}
+        self._sample: np.ndarray | None = None
         self.docids = next(iter(indexes.values())).docids
         if any(ix.docids != self.docids for ix in indexes.values()):
             raise InputError("the sparse and dense indexes name different documents; rebuild the index")
@@ -73,7 +74,7 @@ class CorpusIndex:
 
     def sample(self) -> np.ndarray:
         """The fixed random documents (rows, seeded) whose scores normalise the candidate hybrid."""
-        if getattr(self, "_sample", None) is None:
+        if self._sample is None:
             size = min(self.settings.norm_sample, len(self.docids))
             self._sample = np.sort(np.random.default_rng(0).choice(len(self.docids), size, replace=False))
         return self._sample

@@ -10,6 +10,10 @@ lists of its own terms, accumulated term at a time by a numba kernel, queries in
 scripts/bench_retrieval.py chose it by measurement: on SciFact (5,183 documents) one query
 takes 0.14 ms against 0.38 ms for scipy's CSR x CSC product and 21 ms for brute force.
 Saved as three .npy files and memory-mapped on load.
+
+`candidate_scores` gives the exact scores of given documents only (from the forward index, documents
+by row, and the dense rows), for the candidate hybrid (retrieval.corpus) whose cost must not
+grow with the corpus.
 """
 from __future__ import annotations
 
@@ -109,6 +113,7 @@ class SparseIndex:
 
     def __init__(self, by_term: sp.csc_matrix, docids: list[str], terms: list[str] | None = None):
         self.by_term, self.docids, self.terms = by_term, docids, terms  # terms[v]: the vocabulary entry
+        self._by_doc: sp.csr_matrix | None = None
 
     @classmethod
     def build(cls, docs: sp.csr_matrix, docids: list[str], terms: list[str] | None = None) -> SparseIndex:
@@ -139,7 +144,7 @@ class SparseIndex:
     @property
     def by_doc(self) -> sp.csr_matrix:
         """The forward index (documents by row), built on first use."""
-        if getattr(self, "_by_doc", None) is None:
+        if self._by_doc is None:
             self._by_doc = self.by_term.tocsr()
         return self._by_doc
 
