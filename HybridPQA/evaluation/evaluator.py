@@ -114,7 +114,7 @@ def evaluate_split(model: BiEncoder | CrossEncoder | BM25, tokenizer, data: Rank
         "metrics": metrics_of(runs, data),
         "seconds": time.perf_counter() - started,
     }
-    if getattr(ranker, "corpus", None) is not None and approximated_scorers(ranker.corpus):
+    if with_efficiency and getattr(ranker, "corpus", None) is not None and approximated_scorers(ranker.corpus):
         results["approximate"] = approximation(ranker, rank, fusion, runs, data.qrels, metric_names(data))
     if data.mode == "rerank" and data.doc_source:
         results["per_source"] = {scorer: per_source(run, data, RERANK_METRICS) for scorer, run in runs.items()}
