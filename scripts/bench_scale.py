@@ -20,7 +20,6 @@ import argparse
 import gc
 import json
 import resource
-import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 import torch
-from bench_engines import load_index
+from bench_engines import latency, load_index
 
 from HybridPQA.data.corpus import read_texts
 from HybridPQA.retrieval.corpus import CorpusIndex
@@ -60,16 +59,6 @@ def synthesise(real_sparse: sp.csr_matrix, real_dense: np.ndarray, n: int, seed:
         norms = np.linalg.norm(real_dense[source], axis=1, keepdims=True)
         dense.append((vectors / np.linalg.norm(vectors, axis=1, keepdims=True) * norms).astype(np.float32))
     return sp.vstack(blocks).tocsr(), np.concatenate(dense)
-
-
-def latency(fn, count: int) -> tuple[float, float]:
-    times = []
-    for i in range(count + 3):
-        start = time.perf_counter()
-        fn(i % count)
-        times.append(time.perf_counter() - start)
-    times = times[3:]
-    return 1000 * statistics.median(times), 1000 * float(np.percentile(times, 95))
 
 
 def recall(got: np.ndarray, want: np.ndarray, k: int = 10) -> float:

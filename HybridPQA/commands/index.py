@@ -36,14 +36,14 @@ from HybridPQA.errors import InputError
 
 def index(model: str, corpus: str | Path, output: str | Path, config: str | None = None, overrides: list[str] = (),
           shard_size: int = 10_000, overwrite: bool = False) -> dict:
+    import torch
+
     from HybridPQA.api import INDEX_FILE, HybridRetriever
     from HybridPQA.data.corpus import read_texts
     from HybridPQA.engine.distributed import join
     from HybridPQA.runtime import setup_logging
 
     output = Path(output)
-    import torch
-
     cuda = torch.cuda.is_available()
     distributed = join(cuda)  # under torchrun: each process encodes its shards, on its own GPU where there are GPUs
     main_process = distributed is None or distributed.main

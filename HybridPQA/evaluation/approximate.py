@@ -45,12 +45,13 @@ def approximation(ranker, rank, fusion: Fusion, runs: dict[str, Run], qrels: dic
     exact_ranker.corpus = CorpusIndex(corpus.indexes)
     exact_runs = rank(exact_ranker)
     qids, q_reps = list(ranker.query_ids), ranker.query_reps
-    one = lambda i: {h: v[i:i + 1] for h, v in q_reps.items()}  # noqa: E731
+    row = {q: i for i, q in enumerate(qids)}
+    one = lambda q: {h: v[row[q]:row[q] + 1] for h, v in q_reps.items()}  # noqa: E731  (one encoded query)
     out = {}
     for scorer in scorers:
         exact_metrics = score_run(exact_runs[scorer], qrels, metrics)
         approx_metrics = score_run(runs[scorer], qrels, metrics)
-        timed = {name: query_latency(lambda q: index.search(one(qids.index(q)), [q], fusion, ranker.depth, (scorer,)),
+        timed = {name: query_latency(lambda q: index.search(one(q), [q], fusion, ranker.depth, (scorer,)),
                                      qids, ranker.device, count)
                  for name, index in (("exact", exact_ranker.corpus), ("approximate", corpus))}
         heads = ("dense", "sparse") if scorer == "hybrid" else (scorer,)
