@@ -17,40 +17,43 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
-from HybridPQA.config import load_config
-from HybridPQA.data import build_text_options
 from HybridPQA.data.corpus import read_texts
 from HybridPQA.data.text import TextOptions
-from HybridPQA.engine.distributed import Distributed
+from HybridPQA.distributed import Distributed
 from HybridPQA.errors import InputError
-from HybridPQA.evaluation.encode import encode
+from HybridPQA.evaluation.evaluator import build_encoder
 from HybridPQA.evaluation.explain import Explanation, explain_pair
 from HybridPQA.files import publish_dir, write_atomic
-from HybridPQA.modeling import build_model
-from HybridPQA.modeling.encoding import EncodingSettings, build_encoding
-from HybridPQA.modeling.saved import is_checkpoint, read_manifest
+from HybridPQA.heads import DENSE, HEADS, HYBRID, SPARSE, scorers
+from HybridPQA.modeling.encode import Encoder
+from HybridPQA.modeling.pretrained import SavedModel
 from HybridPQA.retrieval.corpus import CorpusIndex
 from HybridPQA.retrieval.engines import EngineSettings, build_engine_settings
 from HybridPQA.retrieval.shards import encode_in_shards, merge_shards
-from HybridPQA.rundir import RunDir
-from HybridPQA.runtime import build_device, build_precision
-from HybridPQA.scoring import Fusion, build_fusion
+from HybridPQA.scoring import Fusion
 
 INDEX_FILE = "index.json"
 TEXTS_FILE = "texts.jsonl"
 CONFIG_FILE = "config.yaml"  # the model's merged config
-SCORERS = ("hybrid", "dense", "sparse")
+SCORERS = scorers((DENSE, SPARSE))  # hybrid, dense, sparse
 
 
 @dataclass
 class Encoded:
-    """Texts encoded by one side: `dense` (N, D) float32, `sparse` (N, V) CSR; `terms[v]` names column v."""
+    """Texts encoded by one side: `reps` {head: vectors} as heads.HEADS keeps them; `terms[v]` names
+    sparse column v. `dense` (N, D) float32 numpy and `sparse` (N, V) CSR are views of them."""
 
-    dense: np.ndarray | None
-    sparse: sp.csr_matrix | None
+    reps: dict
     terms: list[str]
+
+    @property
+    def dense(self) -> np.ndarray | None:
+        return self.reps[DENSE].numpy() if DENSE in self.reps else None
+
+    @property
+    def sparse(self) -> sp.csr_matrix | None:
+        return self.reps.get(SPARSE)
 
     def decode(self, row: int = 0, top: int | None = None) -> dict[str, float]:
         """{term: weight} of row `row`'s sparse vector, largest first."""
@@ -60,69 +63,43 @@ class Encoded:
         order = np.argsort(-vec.data, kind="stable")[:top]
         return {self.terms[vec.indices[i]]: float(vec.data[i]) for i in order}
 
-    def reps(self) -> dict:
-        out = {}
-        if self.dense is not None:
-            out["dense"] = torch.from_numpy(self.dense)
-        if self.sparse is not None:
-            out["sparse"] = self.sparse
-        return out
-
 
 class HybridRetriever:
-    """A bi-encoder (hybrid, dense or sparse) with its encoding settings and fusion."""
+    """A bi-encoder (hybrid, dense or sparse): its encoder (modeling.encode.Encoder: the model with its
+    encoding settings and text options) and its fusion."""
 
-    def __init__(self, model, tokenizer, encoding: EncodingSettings, fusion: Fusion, device: torch.device,
-                 dtype: torch.dtype | None = None, batch_sizes: tuple[int, int] = (32, 64), source: str = "",
-                 overrides: list[str] = (), text: TextOptions = TextOptions(), engines: EngineSettings | None = None):
-        heads = set(getattr(model, "heads", ()))
-        if not heads & {"dense", "sparse"}:
+    def __init__(self, encoder: Encoder, fusion: Fusion, source: str = "", overrides: list[str] = (),
+                 engines: EngineSettings | None = None, config: str | None = None):
+        if not {DENSE, SPARSE} & set(getattr(encoder.model, "heads", ())):
+            heads = sorted(getattr(encoder.model, "heads", ()))
             raise InputError(f"{source}: HybridRetriever serves dense / sparse / hybrid bi-encoders; this model has "
-                             f"{sorted(heads) or 'no neural heads'} (use `hybridpqa evaluate` for BM25, cross-encoders "
+                             f"{heads or 'no neural heads'} (use `hybridpqa evaluate` for BM25, cross-encoders "
                              "and late interaction)")
-        self.model, self.tokenizer, self.encoding, self.fusion = model.to(device).eval(), tokenizer, encoding, fusion
-        self.device, self.dtype, self.batch_sizes = device, dtype, batch_sizes  # texts per batch: queries, documents
-        self.source, self.overrides, self.text = source, list(overrides), text  # text: the model's DATA options
+        encoder.model.eval()
+        self.encoder, self.fusion, self.source, self.overrides = encoder, fusion, source, list(overrides)
         self.engines = engines or EngineSettings()  # RETRIEVER.INDEX: the engine of each head when searching
-        self.config: str | None = None
-        self.terms = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))) if "sparse" in heads else []
+        self.config = config  # the merged config, saved with an index so search rebuilds the same model
+        self.terms = encoder.terms() if SPARSE in encoder.heads else []
+
+    @property
+    def encoding(self):
+        return self.encoder.encoding
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path, overrides: list[str] = (),
                         config: str | Path | None = None) -> HybridRetriever:
         """A HybridPQA checkpoint, or any masked LM (a folder or a hub name) used zero-shot with the
         defaults, `config` and `overrides` (KEY VALUE pairs, as on the command line)."""
-        source = str(path_or_name)
-        if source.startswith(("/", ".", "~")) and not Path(source).expanduser().exists():
-            raise InputError(f"{source}: no such folder; give a checkpoint, a model folder or a hub name")
-        checkpoint = Path(source) if is_checkpoint(Path(source)) else None
-        if checkpoint is not None:
-            cfg = load_config(config or checkpoint / "config.yaml", list(overrides), dotenv_path=None)
-        else:
-            if Path(source).is_dir() and not (Path(source) / "config.json").is_file():
-                raise InputError(f"{source}: neither a HybridPQA checkpoint (hybridpqa.json) nor a transformers "
-                                 "model (config.json); give a checkpoint folder, a model folder or a hub name")
-            cfg = load_config(config, ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", source, *overrides], dotenv_path=None)
-        device = build_device(cfg)
-        model, tokenizer = build_model(cfg, checkpoint=checkpoint)
-        dtype = build_precision(cfg, device, model)
-        batch_sizes = (cfg.RETRIEVER.SOLVER.TEST_BATCH_SIZE, cfg.RETRIEVER.SOLVER.TEST_CTX_BSZ)  # as evaluation's
-        retriever = cls(model, tokenizer, build_encoding(cfg), _fusion_of(checkpoint, cfg), device, dtype, batch_sizes,
-                        source, list(overrides), build_text_options(cfg.RETRIEVER.DATA), build_engine_settings(cfg))
-        retriever.config = cfg.dump()  # the merged config, saved with an index so search rebuilds the same model
-        return retriever
+        saved = SavedModel(path_or_name)
+        cfg = saved.config(config, list(overrides))
+        model, tokenizer, device, dtype = saved.load(cfg)
+        return cls(build_encoder(model, tokenizer, cfg, device, dtype), saved.fusion(cfg), saved.source,
+                   list(overrides), build_engine_settings(cfg), cfg.dump())
 
     # -- encoding and scoring ------------------------------------------------------------------
     def _encode(self, side: str, texts: list[str], sources: list[str] | None = None) -> Encoded:
-        if isinstance(texts, str):
-            texts = [texts]
-        sources = sources or [None] * len(texts)  # evidence source labels, for the product-QA text options
-        texts = [self.text.query(t) if side == "query" else self.text.context(t, src) for t, src in zip(texts, sources)]
-        reps = encode(self.model, self.tokenizer, side, list(texts), self.encoding.max_length(side),
-                      self.batch_sizes[side == "context"],
-                      self.device, self.dtype, cosine=self.encoding.cosine)
-        dense = reps["dense"].numpy() if "dense" in reps else None
-        return Encoded(dense, reps.get("sparse"), self.terms)
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return Encoded(self.encoder.encode_raw(side, texts, sources), self.terms)
 
     def encode_queries(self, texts: list[str]) -> Encoded:
         return self._encode("query", texts)
@@ -132,23 +109,19 @@ class HybridRetriever:
         options use it (INSERT_SOURCE, FLATTEN_ATTRIBUTE)."""
         return self._encode("context", texts, sources)
 
-    def score(self, query: str, documents: list[str], scorer: str = "hybrid",
+    def score(self, query: str, documents: list[str], scorer: str = HYBRID,
               sources: list[str] | None = None) -> np.ndarray:
         """(len(documents),) scores of `query` against each document; a hybrid fused over them."""
-        q, d = self.encode_queries([query]), self.encode_documents(documents, sources)
-        scores = {}
-        if q.dense is not None:
-            scores["dense"] = q.dense @ d.dense.T
-        if q.sparse is not None:
-            scores["sparse"] = np.asarray((q.sparse @ d.sparse.T).todense(), dtype=np.float32)
-        if {"dense", "sparse"} <= set(scores):
-            scores["hybrid"] = self.fusion.fuse(scores["dense"], scores["sparse"])
+        q, d = self.encode_queries([query]).reps, self.encode_documents(documents, sources).reps
+        scores = {h: HEADS[h].matrix(v, d[h]) for h, v in q.items()}
+        if {DENSE, SPARSE} <= set(scores):
+            scores[HYBRID] = self.fusion.fuse(scores[DENSE], scores[SPARSE])
         return _pick(scores, scorer)[0]
 
     def explain(self, query: str, document: str, top: int = 15) -> Explanation:
         """Terms, matches and the dense / sparse parts of the hybrid score of one pair (fused alone)."""
-        return explain_pair(self.model, self.tokenizer, self.encoding, self.device, self.text.query(query),
-                            self.text.context(document), self.fusion, top, dtype=self.dtype)
+        text = self.encoder.text or TextOptions()
+        return explain_pair(self.encoder, text.query(query), text.context(document), self.fusion, top)
 
     # -- indexing and searching ----------------------------------------------------------------
     def index(self, corpus: dict[str, str] | list[str] | str | Path, output: str | Path | None = None,
@@ -166,12 +139,12 @@ class HybridRetriever:
             raise InputError("index: the corpus has no documents")
         docids, texts = list(corpus), list(corpus.values())
         if output is None:
-            reps = self.encode_documents(texts).reps()
+            reps = self.encode_documents(texts).reps
         else:
             key = hashlib.sha256(json.dumps([self.source, self.overrides, asdict(self.encoding), shard_size, texts])
                                  .encode()).hexdigest()
             rank, world = (distributed.rank, distributed.world_size) if distributed else (0, 1)
-            count = encode_in_shards(lambda part: self.encode_documents(part).reps(), texts, Path(output) / "shards",
+            count = encode_in_shards(lambda part: self.encode_documents(part).reps, texts, Path(output) / "shards",
                                      shard_size, key, rank, world)
             if distributed is not None:
                 distributed.barrier()
@@ -196,14 +169,14 @@ class SearchIndex:
     def __len__(self) -> int:
         return len(self.corpus.docids)
 
-    def search(self, queries: str | list[str] | dict[str, str], k: int = 10, scorer: str = "hybrid"):
+    def search(self, queries: str | list[str] | dict[str, str], k: int = 10, scorer: str = HYBRID):
         """Top `k` (docid, score) pairs, best first: one list for a string, a list of lists for a
         list, {qid: {docid: score}} (a run) for {qid: text}."""
         as_run = isinstance(queries, dict)
         single = isinstance(queries, str)
         qids = list(queries) if as_run else [str(i) for i in range(1 if single else len(queries))]
         texts = list(queries.values()) if as_run else [queries] if single else list(queries)
-        q = self.retriever.encode_queries(texts).reps()
+        q = self.retriever.encode_queries(texts).reps
         runs = self.corpus.search(q, qids, self.retriever.fusion, k, (scorer,) if scorer in SCORERS else None)
         run = _pick(runs, scorer)
         if as_run:
@@ -253,7 +226,7 @@ class SearchIndex:
         if json.loads(json.dumps(asdict(retriever.encoding))) != meta["encoding"]:
             raise InputError(f"{path}: indexed with other encoding settings ({meta['encoding']}) than this model's; "
                              "search it with the model it was built with")
-        retriever.fusion = Fusion.from_dict(meta["fusion"])
+        retriever.fusion = Fusion.from_dict(meta["fusion"], str(meta_file))
         texts = None
         if (path / TEXTS_FILE).is_file():
             texts = {}
@@ -270,16 +243,3 @@ def _pick(scores: dict, scorer: str):
     if scorer not in scores:
         raise InputError(f"scorer {scorer!r}: this model gives {', '.join(scores)}")
     return scores[scorer]
-
-
-def _fusion_of(checkpoint: Path | None, cfg) -> Fusion:
-    """A checkpoint's fusion (hybridpqa.json, written after its test; else its run's fusion.json),
-    or the config's."""
-    if checkpoint is not None:
-        manifest = read_manifest(checkpoint)
-        if manifest is not None and manifest.get("fusion"):
-            return Fusion.from_dict(manifest["fusion"])
-        run = RunDir.of_checkpoint(checkpoint)
-        if run is not None and run.fusion.is_file():
-            return Fusion.load(run.fusion)
-    return build_fusion(cfg)

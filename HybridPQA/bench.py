@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from HybridPQA.runtime import probe_bf16, projection_shape, resolve_precision
+from HybridPQA.precision import probe_bf16, projection_shape, resolve_precision
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 4096, repeats: int = 5, device: torch.device | str = "cpu") -> float:

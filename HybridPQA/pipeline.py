@@ -7,7 +7,6 @@ model, device and precision; then the training loop (engine.train) and the evalu
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -22,20 +21,33 @@ from HybridPQA.data import (
 )
 from HybridPQA.data.readers import RankingData
 from HybridPQA.data.training import TrainingSet, pseudo_queries
-from HybridPQA.engine.distributed import Distributed
-from HybridPQA.engine.train import do_train
+from HybridPQA.distributed import Distributed
+from HybridPQA.engine.schedule import (
+    build_optimizer,
+    build_schedule,
+    build_scheduler,
+    gradient_checkpointing,
+    resume_state,
+    selection_value,
+    vector_sizes,
+)
+from HybridPQA.engine.tracking import Tracker
+from HybridPQA.engine.train import Training, do_train
 from HybridPQA.errors import InputError
-from HybridPQA.evaluation.evaluator import evaluate_split, metric_names
+from HybridPQA.evaluation.evaluator import build_evaluation, build_ranker, evaluate_split, metric_names
 from HybridPQA.evaluation.explain import write_explanations
+from HybridPQA.evaluation.rankers import Ranker
 from HybridPQA.evaluation.trec import read_trec
 from HybridPQA.files import check_writable, write_atomic
-from HybridPQA.modeling import build_model
-from HybridPQA.modeling.static import init_static_queries
+from HybridPQA.losses import build_loss, check_objective
+from HybridPQA.modeling import build_checkpointer, build_model
 from HybridPQA.modeling.encoding import build_encoding
-from HybridPQA.modeling.saved import describe
+from HybridPQA.modeling.pretrained import SavedModel
+from HybridPQA.modeling.static import init_static_queries
+from HybridPQA.precision import build_precision
 from HybridPQA.rundir import RunDir
-from HybridPQA.runtime import build_device, build_precision, seed_everything
-from HybridPQA.scoring import Fusion
+from HybridPQA.runtime import build_device, seed_everything
+from HybridPQA.scoring import Fusion, build_fusion
 
 log = logging.getLogger("HybridPQA")
 
@@ -96,11 +108,49 @@ def checkpoint_bytes(model: torch.nn.Module, cfg: CfgNode) -> int:
     return params * (cfg.RETRIEVER.SOLVER.CP_SAVE_LIMIT + 2 * 3)
 
 
+def build_validation(ranker, val: RankingData, cfg: CfgNode):
+    """validate(model) -> (SELECT_METRIC of the hybrid, or of the only scorer; {scorer: metrics}) on the
+    val split, through the same ranker evaluation uses (it encodes with the model being trained)."""
+    settings, fusion, metric = build_evaluation(cfg), build_fusion(cfg), cfg.RETRIEVER.SOLVER.SELECT_METRIC
+
+    def validate(model) -> tuple[float, dict]:
+        results = evaluate_split(ranker, val, settings, fusion, with_efficiency=False)
+        return selection_value(results, metric), results["metrics"]
+    return validate
+
+
+def build_training(cfg: CfgNode, run_dir: RunDir, model, tokenizer, train_set: TrainingSet, val: RankingData | None,
+                   device: torch.device, dtype, teacher: dict | None, resume: bool, ranks: Distributed | None) -> Training:
+    """The loop's objects: loss, optimizer, schedule, checkpointer, tracker, validation, and the
+    state of checkpoints/last when resuming."""
+    s = cfg.RETRIEVER.SOLVER
+    model.to(device)  # before the optimizer, so a restored state lands on the parameters' device
+    loss = build_loss(cfg, vector_sizes(model)).to(device)
+    if s.GRADIENT_CHECKPOINTING:
+        gradient_checkpointing(model)
+    optimizer = build_optimizer(model, s.OPTIMIZER, loss)
+    scheduler = build_scheduler(optimizer, s.OPTIMIZER.WARMUP_STEPS, s.TOTAL_TRAIN_STEPS)
+    main = ranks is None or ranks.main
+    validate = build_validation(build_ranker(model, tokenizer, cfg, device, dtype), val, cfg) \
+        if val is not None and main else None
+    training = Training(model, tokenizer, train_set, loss, optimizer, scheduler, build_schedule(cfg),
+                        build_encoding(cfg), build_checkpointer(cfg, tokenizer), None, validate, teacher)
+    if resume:
+        training.state = resume_state(run_dir, model, optimizer, scheduler, loss, ranks.rank if ranks else None,
+                                      ranks.world_size if ranks else 1)
+        log.info("resumed at step %d (epoch %d, batch %d)", training.state["step"], training.state["epoch"],
+                 training.state["batch"])
+    training.tracker = Tracker(run_dir, cfg, enabled=main)  # metrics.jsonl and LOG.BACKENDS
+    return training
+
+
 def train_and_test(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, resume: bool = False,
                    stop_at_step: int | None = None, ranks: Distributed | None = None) -> dict[str, dict]:
     """DO_TRAIN then DO_TEST as configured; returns {split: results}. Under torchrun (`ranks`) every
     rank trains; rank 0 alone writes and evaluates."""
     d, run_dir = cfg.RETRIEVER.DATA, RunDir.of(run_dir)
+    if cfg.RETRIEVER.DO_TRAIN and cfg.RETRIEVER.MODEL.BIENCODER_TYPE != "cross":
+        check_objective(cfg.RETRIEVER.SOLVER)  # before anything loads
     main = ranks is None or ranks.main
     device = build_device(cfg, ranks)
     seed_everything(cfg.SEED + (ranks.rank if ranks else 0))  # own dropout masks per rank
@@ -123,7 +173,7 @@ def train_and_test(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, resume
     if cfg.RETRIEVER.DO_TRAIN and val is not None and select not in metric_names(val):
         raise InputError(f"config: RETRIEVER.SOLVER.SELECT_METRIC = {select!r} is not computed on the val split "
                          f"{val.name} ({val.mode}: {', '.join(metric_names(val))}); choose one of those")
-    best = None  # the checkpoint chosen on the val split, when training
+    best, checkpointer = None, None  # the checkpoint chosen on the val split, when training
     if cfg.RETRIEVER.DO_TRAIN:
         if train is None:
             raise InputError("config: RETRIEVER.DO_TRAIN is True but RETRIEVER.DATA.TRAIN_DATA_PATH is None")
@@ -131,8 +181,9 @@ def train_and_test(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, resume
         if not resume and cfg.RETRIEVER.MODEL.QUERY_ENCODER == "static":  # term weights start from the IDF
             init_static_queries(model, tokenizer, list(train_set.data.docs.values()),
                                 cfg.RETRIEVER.MODEL.CONTEXT_MAX_LENGTH)
-        best = do_train(cfg, run_dir, model, tokenizer, train_set, val, device, dtype, resume, stop_at_step, teacher,
-                        ranks)
+        training = build_training(cfg, run_dir, model, tokenizer, train_set, val, device, dtype, teacher, resume, ranks)
+        checkpointer = training.checkpointer
+        best = do_train(training, run_dir, device, dtype, ranks, stop_at_step)
         if stop_at_step is not None and stop_at_step < cfg.RETRIEVER.SOLVER.TOTAL_TRAIN_STEPS or not main:
             return {}  # interrupted on purpose (checkpoints/last is there to --resume from), or not rank 0
         model, tokenizer = build_model(cfg, checkpoint=best)
@@ -141,26 +192,26 @@ def train_and_test(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, resume
     if cfg.RETRIEVER.DO_TEST:
         if isinstance(model, torch.nn.Module):
             model.to(device)
-        fusion = None  # FUSION.TUNE: tuned on the val split, then used for every split
+        ranker, settings = build_ranker(model, tokenizer, cfg, device, dtype), build_evaluation(cfg)
+        fusion = build_fusion(cfg)  # FUSION.TUNE: tuned on the val split, then used for every split
         test = first_stage(load_split(path_data, d.TEST_DATA_PATH, cfg), cfg, path_data, "test")
         for split, data in (("dev", val), ("test", test)):
             if data is not None:
-                results[split] = evaluate_split(model, tokenizer, data, cfg, device, dtype, run_dir, split,
-                                                fusion=fusion, tune_here=split == "dev" and cfg.RETRIEVER.FUSION.TUNE)
+                results[split] = evaluate_split(ranker, data, settings, fusion, run_dir, split,
+                                                tune_here=split == "dev" and cfg.RETRIEVER.FUSION.TUNE)
                 fusion = Fusion.from_dict(results[split]["fusion"])
                 if best is not None:
-                    describe(best, cfg, asdict(fusion), results)  # its model card, and the fusion to search with
-                if cfg.RETRIEVER.VISUALIZE and split == "test":
+                    checkpointer.describe(best, fusion, results)  # its model card, and the fusion to search with
+                if cfg.RETRIEVER.VISUALIZE and split == "test" and isinstance(ranker, Ranker):
                     runs = {scorer: read_trec(run_dir.run_file(split, scorer)) for scorer in results[split]["metrics"]}
-                    write_explanations(model, tokenizer, build_encoding(cfg), data, runs, device, fusion,
-                                       run_dir.explain_dir(split), dtype)
+                    write_explanations(ranker.encoder, data, runs, fusion, run_dir.explain_dir(split))
     return results
 
 
 def evaluate_only(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, checkpoint: str | None, split: str | None,
                   overwrite: bool = False) -> dict[str, dict]:
-    """Evaluate a checkpoint, or PRETRAINED_MODEL_TYPE zero-shot, on one split. A checkpoint of a run
-    whose fusion was tuned (its fusion.json) is evaluated with that fusion."""
+    """Evaluate a checkpoint, or PRETRAINED_MODEL_TYPE zero-shot, on one split, with the checkpoint's
+    fusion (modeling.pretrained.SavedModel: its own, else its run's tuned fusion.json, else the config's)."""
     run_dir = RunDir.of(run_dir)
     if split is None and cfg.RETRIEVER.DATA.TEST_DATA_PATH is None:
         raise InputError("evaluate: give --split=NAME, or set RETRIEVER.DATA.TEST_DATA_PATH")
@@ -169,24 +220,26 @@ def evaluate_only(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, checkpo
     target = run_dir.results_file(name)
     if target.exists() and not overwrite:
         raise InputError(f"{target} exists; pass --overwrite to replace it")
-    device = build_device(cfg)
     seed_everything(cfg.SEED)
     write_atomic(run_dir.eval_config(name) if run_dir.config.exists() else run_dir.config, cfg.dump())
-    model, tokenizer = build_model(cfg, checkpoint=checkpoint)
-    dtype = build_precision(cfg, device, model)
-    fusion = None
-    source = RunDir.of_checkpoint(checkpoint) if checkpoint else None
-    tuned = source.fusion if source is not None else None
-    if tuned is not None and tuned.is_file():
-        fusion = Fusion.load(tuned)
-        log.info("hybrid fusion from %s: %s", tuned, fusion.describe())
-    elif cfg.RETRIEVER.FUSION.TUNE:
-        log.warning("RETRIEVER.FUSION.TUNE: nothing tuned to use (no fusion.json in the checkpoint's run); "
+    saved = SavedModel(checkpoint) if checkpoint else None
+    if saved is not None:
+        model, tokenizer, device, dtype = saved.load(cfg)
+        fusion = saved.fusion(cfg)
+    else:
+        device = build_device(cfg)
+        model, tokenizer = build_model(cfg)
+        dtype = build_precision(cfg, device, model)
+        fusion = build_fusion(cfg)
+    if cfg.RETRIEVER.FUSION.TUNE and fusion == build_fusion(cfg):
+        log.warning("RETRIEVER.FUSION.TUNE: nothing tuned to use (the checkpoint records no tuned fusion); "
                     "the configured ALPHA / RRF_K are used")
+    log.info("hybrid fusion: %s", fusion.describe())
     data = first_stage(build_split(path, cfg.RETRIEVER.DATA, path_data), cfg, path_data, name)
     _report_issues(data)
     log.info("evaluating %s on %s (%s, %d queries)", checkpoint or cfg.RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE,
              path, data.mode, len(data.queries))
     if isinstance(model, torch.nn.Module):
         model.to(device)
-    return {name: evaluate_split(model, tokenizer, data, cfg, device, dtype, run_dir, name, fusion=fusion)}
+    ranker = build_ranker(model, tokenizer, cfg, device, dtype)
+    return {name: evaluate_split(ranker, data, build_evaluation(cfg), fusion, run_dir, name)}

@@ -24,6 +24,8 @@ from HybridPQA.errors import InputError
 from HybridPQA.files import write_atomic
 
 DECIMALS = 6  # a ranked score is kept to 1e-6, as TREC files print it
+METHODS = ("linear", "rrf")  # Fusion.method, as RETRIEVER.FUSION.METHOD
+NORMS = ("none", "min-max", "z-score")  # Fusion.norm, as RETRIEVER.FUSION.NORM
 
 
 def maxsim(queries: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
@@ -125,27 +127,36 @@ class Fusion:
         write_atomic(path, json.dumps({**asdict(self), **extra}, indent=2))
 
     @classmethod
-    def from_dict(cls, saved: dict) -> Fusion:
-        """From `asdict` output, extra keys (a results file's, fusion.json's) ignored."""
-        return cls(**{k: saved[k] for k in ("method", "norm", "alpha", "rrf_k")})
+    def from_dict(cls, saved: dict, source: str = "fusion") -> Fusion:
+        """From `asdict` output, extra keys (a results file's, fusion.json's) ignored; checked with the
+        config's ranges, a one-line error naming `source` (the file it was read from) otherwise."""
+        try:
+            fusion = cls(**{k: saved[k] for k in ("method", "norm", "alpha", "rrf_k")})
+        except (KeyError, TypeError) as err:
+            raise InputError(f"{source}: not a fusion ({err.__class__.__name__}: {err}); the file is damaged") from None
+        problems = [(fusion.method not in METHODS, f"method {fusion.method!r} is not one of {', '.join(METHODS)}"),
+                    (fusion.norm not in NORMS, f"norm {fusion.norm!r} is not one of {', '.join(NORMS)}"),
+                    (not isinstance(fusion.alpha, (int, float)) or not 0.0 <= fusion.alpha <= 1.0,
+                     f"alpha {fusion.alpha!r} must lie in [0, 1]"),
+                    (not isinstance(fusion.rrf_k, int) or fusion.rrf_k < 1, f"rrf_k {fusion.rrf_k!r} must be >= 1")]
+        for bad, message in problems:
+            if bad:
+                raise InputError(f"{source}: fusion {message}; the file is damaged (tune again or delete it)")
+        return fusion
 
     @classmethod
     def load(cls, path: Path) -> Fusion:
         try:
-            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError) as err:
+            saved = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
             raise InputError(f"{path}: not a fusion file ({err.__class__.__name__}); delete it or tune again") from None
+        return cls.from_dict(saved if isinstance(saved, dict) else {}, str(path))
 
 
 def build_fusion(cfg) -> Fusion:
     """RETRIEVER.FUSION with SOLVER.ALPHA."""
     f = cfg.RETRIEVER.FUSION
     return Fusion(f.METHOD, f.NORM, float(cfg.RETRIEVER.SOLVER.ALPHA), int(f.RRF_K))
-
-
-def fuse_scores(dense, sparse, fusion: Fusion):
-    """(Q, N) dense and sparse scores of the same documents -> (Q, N) hybrid scores."""
-    return fusion.fuse(dense, sparse)
 
 
 def ranking(scores: Mapping[str, float], depth: int | None = None) -> list[tuple[str, float]]:

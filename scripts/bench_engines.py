@@ -67,7 +67,7 @@ def main() -> None:
     qrels = read_qrels(args.qrels)
     texts = read_texts(args.queries, "query")
     qids = [q for q in texts if q in qrels]
-    q = loaded.retriever.encode_queries([texts[x] for x in qids]).reps()
+    q = loaded.retriever.encode_queries([texts[x] for x in qids]).reps
     fusion, base, indexes = loaded.retriever.fusion, loaded.retriever.engines, loaded.corpus.indexes
     one = lambda i: {h: v[i:i + 1] for h, v in q.items()}  # noqa: E731
     timed = min(args.timed, len(qids))

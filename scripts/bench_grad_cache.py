@@ -37,7 +37,7 @@ def child(batch: int, chunk: int, model: str, data: str, length: int) -> dict:
     from HybridPQA.data import build_split
     from HybridPQA.data.training import TrainingSet
     from HybridPQA.engine.step import cached_backward, loss_parts
-    from HybridPQA.engine.train import vector_sizes
+    from HybridPQA.engine.schedule import vector_sizes
     from HybridPQA.losses import build_loss
     from HybridPQA.modeling import build_model
     from HybridPQA.modeling.encoding import build_encoding

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from docopt import docopt
 
 from HybridPQA.bench import machine
-from HybridPQA.runtime import AUTO_BF16_MIN_RATIO, configure_threads, probe_bf16
+from HybridPQA.runtime import configure_threads
+from HybridPQA.precision import AUTO_BF16_MIN_RATIO, probe_bf16
 
 SHAPES = {"splade-tiny projection tile": (2048, 128, 4096), "splade-tiny attention-sized": (2048, 128, 128),
           "bert-base feed-forward": (2048, 768, 3072)}

@@ -18,7 +18,7 @@ Encoders, on the same documents, model, length and batch size:
 - plain: the obvious fp32 loop: batches in corpus order padded to their longest text, full MLM
   logits, log1p(relu(.)), masked max over tokens (torch.inference_mode).
 - st: sentence-transformers' SparseEncoder.encode (MLMTransformer + SpladePooling max, log1p_relu).
-- ours-fp32 / ours-bf16: HybridPQA.evaluation.encode (length-sorted batches, chunked projection,
+- ours-fp32 / ours-bf16: HybridPQA.modeling.encode (length-sorted batches, chunked projection,
   max before the activation) in fp32 and with bf16 autocast.
 Achieved FLOP/s counts the real (unpadded) tokens' vocabulary projection and encoder layers
 analytically, and is compared with the measured peak of a large matmul at the same precision.
@@ -40,7 +40,7 @@ from docopt import docopt
 from HybridPQA.bench import auto_precision, machine, matmul_peak, median_time
 from HybridPQA.config import load_config
 from HybridPQA.data.readers import read_beir
-from HybridPQA.evaluation.encode import encode
+from HybridPQA.modeling.encode import encode
 from HybridPQA.modeling import build_model
 from HybridPQA.retrieval.index import SparseIndex, load_queries, top_k
 

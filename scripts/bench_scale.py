@@ -128,7 +128,7 @@ def main() -> None:
     real_sparse = sp.vstack([r.indexes["sparse"].by_doc for r in real]).tocsr()
     real_dense = np.concatenate([np.asarray(r.indexes["dense"].vectors) for r in real])
     texts = list(read_texts(args.queries, "query").values())[:args.queries_count]
-    q = loaded.retriever.encode_queries(texts).reps()
+    q = loaded.retriever.encode_queries(texts).reps
     settings = build_engine_settings(load_config(None, args.overrides, dotenv_path=None))
     print(f"engines: {replace(settings, sparse='seismic').describe('sparse')}; "
           f"{replace(settings, dense='hnsw').describe('dense')}; k'={settings.candidates}")

@@ -37,8 +37,8 @@ from HybridPQA.bench import auto_precision, machine, matmul_peak
 from HybridPQA.config import load_config
 from HybridPQA.data import build_split
 from HybridPQA.data.training import TrainingSet
-from HybridPQA.runtime import autocast
-from HybridPQA.engine.train import build_optimizer
+from HybridPQA.precision import autocast
+from HybridPQA.engine.schedule import build_optimizer
 from HybridPQA.losses import build_loss
 from HybridPQA.modeling import build_model
 

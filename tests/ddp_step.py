@@ -10,10 +10,11 @@ import torch
 from HybridPQA.config import load_config
 from HybridPQA.data import build_split
 from HybridPQA.data.training import TrainingSet
-from HybridPQA.engine.distributed import build_distributed, wrap
+from HybridPQA.distributed import build_distributed, wrap
 from HybridPQA.engine.step import cached_backward
-from HybridPQA.engine.train import loss_parts
+from HybridPQA.engine.step import loss_parts
 from HybridPQA.losses import HybridLoss
+from HybridPQA.losses.parts import Contrastive, Flops
 from HybridPQA.modeling import build_model
 from HybridPQA.modeling.encoding import build_encoding
 from HybridPQA.scoring import build_fusion
@@ -36,8 +37,8 @@ def step(cfg, path_data: str) -> tuple[dict, dict]:
     batch = TrainingSet(train, cfg.RETRIEVER.SOLVER.TRAIN_BATCH_SIZE, 1, 5, cfg.SEED).batch(0, 0)
     net = wrap(model, ranks, torch.device("cpu"))
     s = cfg.RETRIEVER.SOLVER
-    loss = HybridLoss(temperature=s.TEMPERATURE, broadcast=s.BROADCAST, func=s.FUNC, fusion=build_fusion(cfg),
-                      lambda_q=1e-2, lambda_d=3e-3, reg_warmup_steps=1)  # step 1: the lambdas at full strength
+    loss = HybridLoss(Contrastive(s.TEMPERATURE, s.BROADCAST), build_fusion(cfg), [Flops(1e-2, 3e-3, 1)], func=s.FUNC,
+                      broadcast=s.BROADCAST)  # step 1: the lambdas at full strength
     if s.GRAD_CACHE_CHUNK:  # GradCache: the backward runs inside, chunk by chunk
         parts, _ = cached_backward(net, tokenizer, batch, loss, build_encoding(cfg), torch.device("cpu"), 1, None, 0,
                                    s.GRAD_CACHE_CHUNK, ranks=ranks)

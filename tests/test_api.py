@@ -16,8 +16,8 @@ from HybridPQA import HybridRetriever
 from HybridPQA.cli import main
 from HybridPQA.config import load_config
 from HybridPQA.errors import InputError
-from HybridPQA.evaluation.encode import encode
-from HybridPQA.modeling import build_model, save_checkpoint
+from HybridPQA.modeling.encode import encode
+from HybridPQA.modeling import build_checkpointer, build_model
 from HybridPQA.modeling.st_export import export_sentence_transformers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def checkpoints(splade_tiny, tmp_path_factory) -> dict[str, Path]:
         with torch.no_grad():  # make the two encoders differ, as after training
             for p in (model.context_encoder or model.query_encoder).mlm.bert.encoder.parameters():
                 p.add_(0.01 * torch.randn_like(p))
-        save_checkpoint(model, tokenizer, cfg, root / name)
+        build_checkpointer(cfg, tokenizer).save(model, root / name)
         out[name] = root / name
     return out
 
@@ -96,12 +96,12 @@ def test_sentence_transformers_vectors_equal_ours(checkpoints, tmp_path):
     for name, path in checkpoints.items():
         retriever = HybridRetriever.from_pretrained(path)
         out = tmp_path / name
-        folders = export_sentence_transformers(retriever.model, retriever.tokenizer, retriever.encoding, out)
+        folders = export_sentence_transformers(retriever.encoder, out)
         assert set(folders) == ({"sparse-query", "sparse-context", "dense-query", "dense-context"} if name == "hybrid"
                                 else {"dense-query", "dense-context"})
         for side in ("query", "context"):
-            ours = encode(retriever.model, retriever.tokenizer, side, TEXTS, retriever.encoding.max_length(side), 8,
-                          retriever.device)
+            e = retriever.encoder  # unnormalised, as sentence-transformers' encode gives them
+            ours = encode(e.model, e.tokenizer, side, TEXTS, e.encoding.max_length(side), 8, e.device)
             if f"sparse-{side}" in folders:
                 theirs = SparseEncoder(str(out / f"sparse-{side}")).encode(TEXTS, convert_to_tensor=True).to_dense()
                 assert np.abs(theirs.numpy() - ours["sparse"].toarray()).max() < 1e-5

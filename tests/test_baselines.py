@@ -216,12 +216,13 @@ def test_explain_contributions_add_up_to_the_ranked_scores(tmp_path, splade_tiny
     from HybridPQA.config import load_config
     from HybridPQA.evaluation.explain import explain_pair
     from HybridPQA.modeling import build_model
+    from HybridPQA.modeling.encode import Encoder
     from HybridPQA.modeling.encoding import build_encoding
     from HybridPQA.scoring import build_fusion
 
     cfg = load_config(best / "config.yaml", dotenv_path=None)
     model, tokenizer = build_model(cfg, checkpoint=best)
-    e = explain_pair(model, tokenizer, build_encoding(cfg), torch.device("cpu"), "battery life in hours",
+    e = explain_pair(Encoder(model, tokenizer, build_encoding(cfg), torch.device("cpu")), "battery life in hours",
                      "the battery lasts 10 hours", build_fusion(cfg))
     assert e.matches and sum(p for *_, p in e.matches) == pytest.approx(e.scores["sparse"], rel=1e-5)
     assert e.scores["hybrid"] == pytest.approx(0.5 * e.scores["dense"] + 0.5 * e.scores["sparse"], rel=1e-5)

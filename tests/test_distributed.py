@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ddp_step import config, step  # noqa: E402
 
 from HybridPQA.config import load_config  # noqa: E402
-from HybridPQA.engine.distributed import build_distributed  # noqa: E402
+from HybridPQA.distributed import build_distributed  # noqa: E402
 from HybridPQA.errors import InputError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,9 +19,9 @@ from HybridPQA.engine import train as train_module
 from HybridPQA.pipeline import train_and_test
 from HybridPQA.rundir import RunDir
 from HybridPQA.runtime import setup_logging
-from HybridPQA.engine.train import _truncate_metrics
+from HybridPQA.engine.schedule import _truncate_metrics
 from HybridPQA.errors import InputError
-from HybridPQA.modeling import build_model, save_checkpoint
+from HybridPQA.modeling import build_checkpointer, build_model
 from HybridPQA.modeling.saved import load_weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def checkpoint(splade_tiny, tmp_path_factory) -> Path:
     cfg = load_config(QUICK, small(splade_tiny, 2), dotenv_path=None)
     model, tokenizer = build_model(cfg)
     path = tmp_path_factory.mktemp("ckpt") / "step_000001"
-    save_checkpoint(model, tokenizer, cfg, path)
+    build_checkpointer(cfg, tokenizer).save(model, path)
     return path
 
 

@@ -51,7 +51,7 @@ def test_training_and_evaluation_share_one_hybrid_score(method, norm, splade_tin
                        {q: {f"{q}-0": 1} for q in QUESTIONS}, {q: [f"{q}-{i}" for i in range(3)] for q in QUESTIONS})
     ranker = build_ranker(model, tokenizer, cfg, torch.device("cpu"), None)
     ranker.index(data)
-    hybrid = ranker.rank(list(QUESTIONS), fusion.surrogate())["hybrid"]
+    hybrid = ranker.rank(list(QUESTIONS), fusion.surrogate()).runs["hybrid"]
     evaluation = torch.tensor([[hybrid[q][f"{q}-{i}"] for i in range(3)] for q in QUESTIONS])
     assert torch.allclose(training, evaluation, atol=1e-4), (training, evaluation)
 
@@ -60,7 +60,7 @@ def test_global_broadcast_fuses_over_every_in_batch_context():
     """With BROADCAST global a question's scores are normalised over all Q*C columns it is scored on."""
     torch.manual_seed(0)
     dense, sparse = torch.randn(2, 6), torch.rand(2, 6) * 10
-    loss = HybridLoss(broadcast="global", fusion=Fusion("linear", "min-max", 0.5))
+    loss = HybridLoss(fusion=Fusion("linear", "min-max", 0.5), broadcast="global")
     fused = loss.fusion.fuse(dense, sparse, loss.columns(torch.zeros(2, 6, dtype=torch.bool)))
     assert torch.allclose(fused, Fusion("linear", "min-max", 0.5).fuse(dense, sparse))
     assert fused.min() >= 0 and fused.max() <= 1

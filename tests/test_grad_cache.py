@@ -8,7 +8,7 @@ from HybridPQA.config import load_config
 from HybridPQA.data.readers import RankingData
 from HybridPQA.data.training import TrainingSet
 from HybridPQA.engine.step import cached_backward, loss_parts
-from HybridPQA.engine.train import vector_sizes
+from HybridPQA.engine.schedule import vector_sizes
 from HybridPQA.losses import build_loss
 from HybridPQA.modeling import build_model
 from HybridPQA.modeling.encoding import build_encoding

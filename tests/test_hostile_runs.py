@@ -15,6 +15,7 @@ import torch
 from HybridPQA.cli import main
 from HybridPQA.data import build_split
 from HybridPQA.evaluation.explain import write_explanations
+from HybridPQA.modeling.encode import Encoder
 from HybridPQA.modeling import build_model
 from HybridPQA.modeling.encoding import build_encoding
 from HybridPQA.scoring import build_fusion
@@ -259,8 +260,8 @@ def test_hostile_qids_are_written_inside_the_run_directory(tmp_path, splade_tiny
     model, tokenizer = build_model(cfg)
     runs = {sc: read_trec(run_dir / "runs" / f"test.{sc}.trec") for sc in ("hybrid", "dense", "sparse")}
     folder = run_dir / "results" / "test.explain"
-    write_explanations(model, tokenizer, build_encoding(cfg), build_split(data / "qrels" / "test.tsv", cfg.RETRIEVER.DATA),
-                       runs, torch.device("cpu"), build_fusion(cfg), folder)
+    write_explanations(Encoder(model, tokenizer, build_encoding(cfg), torch.device("cpu")),
+                       build_split(data / "qrels" / "test.tsv", cfg.RETRIEVER.DATA), runs, build_fusion(cfg), folder)
     assert not list(tmp_path.rglob("escaped_q*"))
     assert len(list(folder.glob("*.html"))) == 5 and {p.parent for p in tmp_path.rglob("*.html")} == {folder}
     assert safe_filename("../../../../escaped_q").startswith("id-") and safe_filename("q12") == "q12"

@@ -4,8 +4,9 @@ import math
 import numpy as np
 import torch
 
+from HybridPQA.losses.parts import Contrastive, Distillation, Flops, SelfDistillation
 from HybridPQA.losses import HybridLoss, contrastive_loss, flops, lambda_at
-from HybridPQA.scoring import Fusion, fuse_scores, similarity
+from HybridPQA.scoring import Fusion, similarity
 
 # 2 questions x 2 contexts; each question's first own context is its positive
 SCORES = torch.tensor([[2.0, 0.0, 1.0, 0.0],
@@ -61,8 +62,7 @@ def test_hybrid_loss_parts_and_fused_term():
     q = {"dense": torch.eye(2), "sparse": torch.tensor([[1.0, 0.0], [0.0, 2.0]])}
     c = {"dense": torch.eye(2), "sparse": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}
     positive = torch.eye(2, dtype=torch.bool)
-    loss = HybridLoss(temperature=1.0, broadcast="global", func="dot", fusion=Fusion(alpha=0.5), hybrid_weight=2.0,
-                      lambda_q=0.1, lambda_d=0.0, reg_warmup_steps=1)
+    loss = HybridLoss(Contrastive(temperature=1.0), Fusion(alpha=0.5), [Flops(0.1, 0.0, 1)], hybrid_weight=2.0)
     parts = loss(q, c, positive, step=1)  # past the lambdas' warm-up
     assert set(parts) == {"contrastive_dense", "contrastive_sparse", "contrastive_hybrid", "flops_q", "flops_d"}
     assert math.isclose(parts["contrastive_dense"].item(), ce([1, 0], 0), rel_tol=1e-6)
@@ -74,7 +74,7 @@ def test_hybrid_loss_parts_and_fused_term():
 
 
 def test_fusion_by_hand():
-    assert np.allclose(fuse_scores(np.array([[2.0, 0.0]]), np.array([[0.0, 4.0]]), Fusion(alpha=0.25)), [[0.5, 3.0]])
+    assert np.allclose(Fusion(alpha=0.25).fuse(np.array([[2.0, 0.0]]), np.array([[0.0, 4.0]])), [[0.5, 3.0]])
 
 
 def test_margin_mse_by_hand_skips_unknown_teacher_scores():
@@ -106,11 +106,11 @@ def test_distillation_and_self_distillation_parts_and_gradients():
     torch.manual_seed(0)
     query = {"dense": torch.randn(2, 4, requires_grad=True), "sparse": torch.rand(2, 6, requires_grad=True)}
     context = {"dense": torch.randn(4, 4), "sparse": torch.rand(4, 6)}
-    args = dict(temperature=1.0, broadcast="global", func="dot", fusion=Fusion(alpha=0.5))
     teacher = torch.tensor([[1.0, 0.0], [2.0, -1.0]])
-    parts = HybridLoss(distill_weight=1.0, self_weight=0.5, **args)(query, context, POSITIVE, teacher)
+    terms = [Distillation(1.0, temperature=1.0), SelfDistillation(0.5, temperature=1.0)]
+    parts = HybridLoss(Contrastive(temperature=1.0), Fusion(alpha=0.5), terms)(query, context, POSITIVE, teacher)
     assert {"distill_dense", "distill_sparse", "distill_hybrid", "self_distill_dense", "self_distill_sparse"} <= set(parts)
-    assert "self_distill_dense" not in HybridLoss(**args)(query, context, POSITIVE)  # off unless asked
+    assert "self_distill_dense" not in HybridLoss(Contrastive(temperature=1.0))(query, context, POSITIVE)  # off unless asked
     # the fused teacher is detached: self-distilling the dense head moves only the dense vectors
     parts["self_distill_dense"].backward()
     assert query["dense"].grad.abs().sum() > 0 and query["sparse"].grad is None

@@ -6,7 +6,7 @@ from HybridPQA.config import load_config
 from HybridPQA.data.readers import RankingData
 from HybridPQA.data.training import TrainingSet, pseudo_queries
 from HybridPQA.engine.step import reconstruction_targets
-from HybridPQA.modeling import build_model, save_checkpoint, tokenize
+from HybridPQA.modeling import build_checkpointer, build_model, tokenize
 from HybridPQA.modeling.static import init_static_queries
 
 DOCS = ["this crisper drawer fits frigidaire refrigerators.", "a stainless steel kettle, 1.7 litres",
@@ -42,7 +42,7 @@ def test_i3_is_document_side_and_survives_a_checkpoint(splade_tiny, tmp_path):
     reps = _encode(model, tokenizer, "context", DOCS)
     assert reps["pseudo_query"].shape == (3, 8, tokenizer.vocab_size)
     model.eval()
-    save_checkpoint(model, tokenizer, cfg, tmp_path / "ckpt")
+    build_checkpointer(cfg, tokenizer).save(model, tmp_path / "ckpt")
     loaded, _ = build_model(cfg, checkpoint=tmp_path / "ckpt")
     loaded.eval()
     with torch.no_grad():
@@ -79,7 +79,7 @@ def test_static_queries_run_no_transformer_and_survive_a_checkpoint(splade_tiny,
     assert "drawer" in terms and terms <= set(tokenizer.tokenize("frigidaire drawer"))  # the query's terms only
     assert query["sparse"][1].count_nonzero() == 1  # "the" is a stopword: only "kettle" weighs
     assert query["dense"].shape == (2, model.backbone_config.hidden_size)
-    save_checkpoint(model, tokenizer, cfg, tmp_path / "ckpt")
+    build_checkpointer(cfg, tokenizer).save(model, tmp_path / "ckpt")
     assert not (tmp_path / "ckpt" / "query").exists()  # nothing to save but its weights (heads.safetensors)
     loaded, _ = build_model(cfg, checkpoint=tmp_path / "ckpt")
     loaded.eval()
@@ -94,7 +94,8 @@ def test_every_objective_trains_the_real_model(objective, splade_tiny, raw_data,
     """One optimizer step of each SOLVER.LOSS on an ePQA batch (graded labels) moves the backbone."""
     from HybridPQA.data.prepare import prepare_epqa
     from HybridPQA.data.readers import read_split
-    from HybridPQA.engine.train import build_optimizer, loss_parts, vector_sizes
+    from HybridPQA.engine.schedule import build_optimizer, vector_sizes
+    from HybridPQA.engine.step import loss_parts
     from HybridPQA.losses import build_loss
     from HybridPQA.modeling.encoding import build_encoding
 
@@ -117,6 +118,7 @@ def test_every_objective_trains_the_real_model(objective, splade_tiny, raw_data,
 def test_static_queries_export_to_sentence_transformers(splade_tiny, tmp_path):
     from sentence_transformers import SentenceTransformer, SparseEncoder
 
+    from HybridPQA.modeling.encode import Encoder
     from HybridPQA.modeling.encoding import build_encoding
     from HybridPQA.modeling.st_export import export_sentence_transformers
 
@@ -124,7 +126,7 @@ def test_static_queries_export_to_sentence_transformers(splade_tiny, tmp_path):
                                    "cosine")
     init_static_queries(model, tokenizer, DOCS, 64)
     model.eval()
-    folders = export_sentence_transformers(model, tokenizer, build_encoding(cfg), tmp_path)
+    folders = export_sentence_transformers(Encoder(model, tokenizer, build_encoding(cfg), torch.device("cpu")), tmp_path)
     assert set(folders) == {"sparse-query", "dense-query", "sparse-context", "dense-context"}
     queries = ["frigidaire drawer", "how long does the battery last?"]
     with torch.no_grad():

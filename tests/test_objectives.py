@@ -6,7 +6,8 @@ import torch
 
 from HybridPQA.config import load_config
 from HybridPQA.errors import InputError
-from HybridPQA.losses import HybridLoss
+from HybridPQA.losses import HybridLoss, check_objective, own_scores
+from HybridPQA.losses.parts import OBJECTIVES, CoSENT, Reconstruction
 from HybridPQA.losses.objectives import (
     SoftmaxClassifier,
     cosent,
@@ -103,17 +104,23 @@ def test_hybrid_loss_names_parts_by_objective():
     context = {"dense": CONTEXT, "sparse": CONTEXT.abs(), "pseudo_query": torch.zeros(4, 2, 3)}
     labels = torch.tensor([[2.0, 0.0], [1.0, 0.0]])
     targets = torch.tensor([[1, 2], [-100, -100], [-100, -100], [-100, -100]])
-    loss = HybridLoss(objective="cosent", temperature=1.0, hybrid_weight=1.0, recon_weight=1.0, recon_decay=10.0)
+    loss = HybridLoss(CoSENT(temperature=1.0), terms=[Reconstruction(1.0, 10.0)], hybrid_weight=1.0)
     parts = loss(query, context, POSITIVE, labels=labels, targets=targets, epoch=1)
-    assert {"cosent_dense", "cosent_sparse", "cosent_hybrid", "reconstruction"} <= set(parts)
+    assert list(parts) == ["cosent_dense", "cosent_sparse", "cosent_hybrid", "reconstruction"]
     assert math.isclose(parts["reconstruction"].item(), 0.1 * math.log(3), rel_tol=1e-5)  # beta = 10 ** -1
-    dense = loss.objective_loss("dense", QUERY @ CONTEXT.T, POSITIVE, labels, query, context)
-    assert torch.equal(parts["cosent_dense"], dense)
+    assert torch.equal(parts["cosent_dense"], cosent(own_scores(QUERY @ CONTEXT.T), labels, 1.0))
+
+
+def test_config_choices_are_the_objectives():
+    from HybridPQA.config.validate import CHOICES
+
+    assert set(CHOICES["RETRIEVER.SOLVER.LOSS"]) == set(OBJECTIVES)  # the config offers every objective, no other
 
 
 def test_vector_objectives_have_no_hybrid_form():
     with pytest.raises(InputError, match="HYBRID_LOSS_WEIGHT"):
-        load_config(None, ["RETRIEVER.SOLVER.LOSS", "triplet", "RETRIEVER.SOLVER.HYBRID_LOSS_WEIGHT", "0.5"])
+        check_objective(load_config(None, ["RETRIEVER.SOLVER.LOSS", "triplet",
+                                           "RETRIEVER.SOLVER.HYBRID_LOSS_WEIGHT", "0.5"]).RETRIEVER.SOLVER)
     with pytest.raises(InputError, match="FUNC 'cosine'"):
         load_config(None, ["RETRIEVER.SOLVER.LOSS", "cosine-mse"])
 

@@ -256,6 +256,7 @@ def test_any_beir_folder_evaluates_exports_and_explains(tmp_path, splade_tiny, c
     from HybridPQA.cli import main
     from HybridPQA.evaluation.evaluator import load_results
     from HybridPQA.evaluation.explain import explain_pair
+    from HybridPQA.modeling.encode import Encoder
     from HybridPQA.modeling import build_model
     from HybridPQA.retrieval.export import export_pyserini
     from HybridPQA.modeling.encoding import build_encoding
@@ -279,6 +280,8 @@ def test_any_beir_folder_evaluates_exports_and_explains(tmp_path, splade_tiny, c
     assert counts["documents"] == results["documents"]
     cfg = load_config(run_dir / "config.yaml", dotenv_path=None)
     model, tokenizer = build_model(cfg)
-    e = explain_pair(model, tokenizer, build_encoding(cfg), __import__("torch").device("cpu"), queries[0][1],
+    e = explain_pair(Encoder(model, tokenizer, build_encoding(cfg), __import__("torch").device("cpu")), queries[0][1],
                      corpus[0][1], build_fusion(cfg))
-    assert e is not None
+    # whatever the texts, the matches add up to the sparse score and the parts to the hybrid one
+    assert sum(p for *_, p in e.matches) == pytest.approx(e.scores["sparse"], rel=1e-4, abs=1e-6)
+    assert e.scores["hybrid"] == pytest.approx(e.scores["dense_part"] + e.scores["sparse_part"], rel=1e-6)

@@ -14,7 +14,7 @@ from HybridPQA.data.readers import RankingData
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.trec import read_trec
 from HybridPQA.retrieval.fusion import tune
-from HybridPQA.scoring import Fusion, fuse_scores, normalize, ranks
+from HybridPQA.scoring import Fusion, normalize, ranks
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex, top_k
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def full_runs(matrix: np.ndarray) -> Run:
 def test_linear_fusion_matches_ranx(norm, ranx_norm):
     rng = np.random.default_rng(0)
     dense, sparse = rng.normal(size=(4, 30)) * 10, np.abs(rng.normal(size=(4, 30)))
-    ours = fuse_scores(dense, sparse, Fusion("linear", norm, alpha=0.3))
+    ours = Fusion("linear", norm, alpha=0.3).fuse(dense, sparse)
     theirs = fuse([full_runs(dense), full_runs(sparse)], norm=ranx_norm, method="wsum",
                   params={"weights": [0.3, 0.7]}).to_dict()
     for i in range(4):
@@ -83,11 +83,11 @@ def test_linear_fusion_matches_ranx(norm, ranx_norm):
 
 def test_rrf_matches_ranx_and_hand_values():
     assert ranks(np.array([[3.0, 1.0, 3.0, 2.0]])).tolist() == [[1, 4, 2, 3]]
-    assert np.allclose(fuse_scores(np.array([[2.0, 1.0]]), np.array([[1.0, 2.0]]), Fusion("rrf", rrf_k=10)),
+    assert np.allclose(Fusion("rrf", rrf_k=10).fuse(np.array([[2.0, 1.0]]), np.array([[1.0, 2.0]])),
                        [[1 / 11 + 1 / 12, 1 / 12 + 1 / 11]])
     rng = np.random.default_rng(1)
     dense, sparse = rng.normal(size=(3, 25)), rng.normal(size=(3, 25))
-    ours = fuse_scores(dense, sparse, Fusion("rrf", rrf_k=60))
+    ours = Fusion("rrf", rrf_k=60).fuse(dense, sparse)
     theirs = fuse([full_runs(dense), full_runs(sparse)], norm=None, method="rrf", params={"k": 60}).to_dict()
     assert np.allclose([[theirs[f"q{i}"][f"d{j}"] for j in range(25)] for i in range(3)], ours)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from HybridPQA.config import load_config
-from HybridPQA import runtime
+from HybridPQA import precision, runtime
 from HybridPQA.errors import InputError
 from HybridPQA.sweep import core_shares
 
@@ -26,8 +26,8 @@ def _precision(overrides, caplog, ratio: float | None, monkeypatch):
     else:
         monkeypatch.setenv("HPQA_PROBE_BF16_RATIO", str(ratio))
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="HybridPQA.runtime"):
-        return runtime.build_precision(load_config(None, overrides, dotenv_path=None), CPU, TINY)
+    with caplog.at_level(logging.INFO, logger="HybridPQA.precision"):
+        return precision.build_precision(load_config(None, overrides, dotenv_path=None), CPU, TINY)
 
 
 def test_auto_picks_fp32_where_bf16_is_slower(caplog, monkeypatch):
@@ -76,17 +76,17 @@ def test_fp16_on_cpu_is_refused(monkeypatch, caplog):
 
 def test_probe_is_cached_and_measures_both(monkeypatch):
     monkeypatch.delenv("HPQA_PROBE_BF16_RATIO", raising=False)
-    first = runtime.probe_bf16(128, 30522)
-    assert runtime.probe_bf16(128, 30522) is first  # once per process
+    first = precision.probe_bf16(128, 30522)
+    assert precision.probe_bf16(128, 30522) is first  # once per process
     assert first.fp32_gflops > 0 and first.bf16_gflops > 0 and first.columns <= 30522
-    assert runtime.projection_shape(TINY) == (128, 30522)
+    assert precision.projection_shape(TINY) == (128, 30522)
 
 
 def test_simulated_avx2_cpu_picks_fp32():
     """oneDNN limited to AVX2 has no bf16 kernels: the real probe, in a fresh process, measures
     bf16 slower and auto picks fp32 (on an AVX512-BF16 / AMX machine this simulates an AVX2 one)."""
     code = ("import torch, logging; logging.basicConfig(level=logging.INFO);"
-            "from HybridPQA.runtime import resolve_precision;"
+            "from HybridPQA.precision import resolve_precision;"
             "print(resolve_precision('auto', 'test', torch.device('cpu'), torch.nn.Embedding(30522, 128)))")
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
     env.pop("HPQA_PROBE_BF16_RATIO", None)

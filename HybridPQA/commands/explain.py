@@ -30,30 +30,25 @@ def explain(checkpoint: str | Path, query: str | None = None, document: str | No
             split: str | None = None, qid: str | None = None, docid: str | None = None,
             output: str | Path | None = None, top: int = 15):
     """Explain a (query, document) pair, or question `qid` of a split; print it, and write HTML to `output`."""
-    from HybridPQA.config import load_config
     from HybridPQA.data import build_split, find_split
     from HybridPQA.evaluation.evaluator import build_ranker
     from HybridPQA.evaluation.explain import explain_pair, explain_question, render_html, render_text
-    from HybridPQA.modeling import build_model
-    from HybridPQA.modeling.encoding import build_encoding
-    from HybridPQA.rundir import RunDir
-    from HybridPQA.runtime import build_device, build_precision, setup_logging
-    from HybridPQA.scoring import Fusion, build_fusion
+    from HybridPQA.modeling.pretrained import SavedModel
+    from HybridPQA.runtime import setup_logging
 
     setup_logging()
-    checkpoint = Path(checkpoint)
     html_path = check_output_file(output, "--output") if output else None
-    if not (checkpoint / "config.yaml").is_file():
-        raise InputError(f"--checkpoint={checkpoint}: no config.yaml; give a directory under <run>/checkpoints/")
-    cfg = load_config(checkpoint / "config.yaml", dotenv_path=None)
-    device = build_device(cfg)
-    model, tokenizer = build_model(cfg, checkpoint=checkpoint)
-    model.to(device)
-    dtype = build_precision(cfg, device, model)
-    run = RunDir.of_checkpoint(checkpoint)
-    fusion = Fusion.load(run.fusion) if run is not None and run.fusion.is_file() else build_fusion(cfg)
+    saved = SavedModel(checkpoint)
+    if not saved.is_checkpoint:
+        raise InputError(f"--checkpoint={checkpoint}: not a HybridPQA checkpoint (no hybridpqa.json); give a directory "
+                         "under <run>/checkpoints/")
+    cfg = saved.config()
+    model, tokenizer, device, dtype = saved.load(cfg)
+    fusion = saved.fusion(cfg)
+    ranker = build_ranker(model, tokenizer, cfg, device, dtype)
     if query is not None:
-        e = explain_pair(model, tokenizer, build_encoding(cfg), device, query, document, fusion, top, dtype=dtype)
+        text = ranker.encoder.text
+        e = explain_pair(ranker.encoder, text.query(query), text.context(document), fusion, top)
     else:
         ranking = build_split(find_split(data, split), cfg.RETRIEVER.DATA, data)
         where = f"split {split} of {data}"
@@ -61,7 +56,7 @@ def explain(checkpoint: str | Path, query: str | None = None, document: str | No
             raise InputError(f"--qid={qid}: no such question in {where}")
         if docid is not None and docid not in ranking.docs:
             raise InputError(f"--docid={docid}: no such document in {where}")
-        e = explain_question(build_ranker(model, tokenizer, cfg, device, dtype), ranking, qid, docid, fusion, top)
+        e = explain_question(ranker, ranking, qid, docid, fusion, top)
     print(render_text(e), end="")
     if html_path is not None:
         write_atomic(html_path, render_html(e, tokenizer))

@@ -47,7 +47,7 @@ def export_model(checkpoint: str | Path, output: str | Path, fmt: str = "sentenc
             raise InputError(f"--output={output}: exists and is not an empty folder; pass --overwrite or choose another")
         shutil.rmtree(output)
     retriever = HybridRetriever.from_pretrained(checkpoint, ["PRECISION", "fp32"])
-    written = export_sentence_transformers(retriever.model, retriever.tokenizer, retriever.encoding, output)
+    written = export_sentence_transformers(retriever.encoder, output)
     return {"output": str(output), "folders": written}
 
 

@@ -40,7 +40,7 @@ def index(model: str, corpus: str | Path, output: str | Path, config: str | None
 
     from HybridPQA.api import INDEX_FILE, HybridRetriever
     from HybridPQA.data.corpus import read_texts
-    from HybridPQA.engine.distributed import join
+    from HybridPQA.distributed import join
     from HybridPQA.runtime import setup_logging
 
     output = Path(output)

@@ -31,7 +31,7 @@ from HybridPQA.commands.common import check_data, experiment_config, parse, resu
 def train(output: str | Path, data: str | Path, config: str | Path, overrides: list[str] = (), *,
           overwrite: bool = False, resume: bool = False, env: str | None = ".env", argv: list[str] | None = None) -> dict:
     """Train, test, print the results table; returns {split: results}."""
-    from HybridPQA.engine.distributed import build_distributed
+    from HybridPQA.distributed import build_distributed
     from HybridPQA.pipeline import train_and_test
     from HybridPQA.rundir import RunDir
     from HybridPQA.runtime import log_environment, setup_logging

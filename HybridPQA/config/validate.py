@@ -7,6 +7,7 @@ import re
 from yacs.config import CfgNode as CN
 
 from HybridPQA.errors import InputError
+from HybridPQA.scoring import METHODS, NORMS
 
 METRICS = ("mrr@5", "map", "ndcg@5", "ndcg@10", "precision@1", "hit_rate@5", "r-precision")
 CHOICES = {
@@ -18,8 +19,8 @@ CHOICES = {
     "RETRIEVER.SOLVER.FUNC": ("dot", "cosine"),
     "RETRIEVER.SOLVER.OPTIMIZER.NAME": ("AdamW", "Adam"),
     "RETRIEVER.SOLVER.SELECT_METRIC": METRICS + ("recall@100",),
-    "RETRIEVER.FUSION.METHOD": ("linear", "rrf"),
-    "RETRIEVER.FUSION.NORM": ("none", "min-max", "z-score"),
+    "RETRIEVER.FUSION.METHOD": METHODS,
+    "RETRIEVER.FUSION.NORM": NORMS,
     "RETRIEVER.INDEX.DENSE": ("torch", "faiss", "hnsw", "ivf-pq"),
     "RETRIEVER.INDEX.SPARSE": ("exact", "seismic"),
     "RETRIEVER.INDEX.HYBRID": ("exact", "candidates"),
@@ -54,7 +55,6 @@ OPTIONAL_POSITIVE_INTS = {
     "RETRIEVER.DATA.COUNT": 1, "RETRIEVER.MODEL.TOP_K": 1, "RETRIEVER.MODEL.PROJECTION_DIM": 1,
     "RETRIEVER.SOLVER.REG_WARMUP_STEPS": 1, "RETRIEVER.SOLVER.GRAD_CACHE_CHUNK": 1,
 }
-VECTOR_LOSSES = ("softmax", "cosine-mse", "triplet")  # objectives on head vectors: no hybrid-score version
 
 LOG_BACKENDS = ("tensorboard", "wandb")  # the experiment trackers of engine.tracking
 
@@ -132,9 +132,6 @@ def validate(cfg: CN) -> None:
         (s.OPTIMIZER.HEAD_LR is not None and not (isinstance(s.OPTIMIZER.HEAD_LR, (int, float))
                                                   and s.OPTIMIZER.HEAD_LR > 0),
          f"RETRIEVER.SOLVER.OPTIMIZER.HEAD_LR = {s.OPTIMIZER.HEAD_LR!r} must be a number > 0 or None (= BASE_LR)"),
-        (s.LOSS in VECTOR_LOSSES and s.HYBRID_LOSS_WEIGHT > 0,
-         f"RETRIEVER.SOLVER.LOSS = {s.LOSS!r} works on each head's vectors and has no hybrid-score form; set "
-         "HYBRID_LOSS_WEIGHT 0, or LOSS contrastive, symmetric-infonce or cosent"),
         (s.LOSS == "cosine-mse" and s.FUNC != "cosine",
          "RETRIEVER.SOLVER.LOSS = 'cosine-mse' regresses cosine similarities; set RETRIEVER.SOLVER.FUNC 'cosine'"),
         (s.TRIPLET_MARGIN <= 0, "RETRIEVER.SOLVER.TRIPLET_MARGIN must be > 0"),

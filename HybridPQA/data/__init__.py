@@ -26,8 +26,8 @@ def build_split(path: str | Path, data_cfg: CfgNode, path_data: str | Path | Non
         corpus = read_texts(Path(path_data or ".") / data_cfg.CORPUS_PATH)
     data = read_split(path, corpus).head(data_cfg.COUNT)
     options = build_text_options(data_cfg)
-    docs = {d: options.context(text, data.doc_source.get(d)) for d, text in data.docs.items()}
-    queries = {q: options.query(t) for q, t in data.queries.items()}
+    docs = dict(zip(data.docs, options.texts("context", list(data.docs.values()), [data.doc_source.get(d) for d in data.docs])))
+    queries = dict(zip(data.queries, options.texts("query", list(data.queries.values()))))
     return dataclasses.replace(data, queries=queries, docs=docs)
 
 

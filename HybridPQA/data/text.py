@@ -173,3 +173,11 @@ class TextOptions:
     def context(self, text: str, source: str | None = None) -> str:
         return context_text(text, source, insert_source=self.insert_source, normalize=self.normalize,
                             normalize_numbers=self.normalize_numbers, flatten_attributes=self.flatten_attributes)
+
+    def texts(self, side: str, texts: list[str], sources: list[str | None] | None = None) -> list[str]:
+        """The one place the options are applied: to a split's texts (data.build_split) and to a
+        user's (the encoder's `encode_raw`). `side`: "query" or "context"; `sources`: each
+        context's evidence source (INSERT_SOURCE, FLATTEN_ATTRIBUTE)."""
+        if side == "query":
+            return [self.query(t) for t in texts]
+        return [self.context(t, s) for t, s in zip(texts, sources or [None] * len(texts))]

@@ -16,7 +16,7 @@ import torch
 
 from HybridPQA.errors import InputError
 from HybridPQA.files import load_torch, save_atomic, write_atomic
-from HybridPQA.modeling import save_checkpoint
+from HybridPQA.modeling.saved import Checkpointer
 from HybridPQA.rundir import RunDir
 
 
@@ -42,13 +42,13 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_last(run_dir: RunDir | Path, model, tokenizer, cfg, trainer: dict) -> None:
+def save_last(run_dir: RunDir | Path, checkpointer: Checkpointer, model, trainer: dict) -> None:
     """Replace checkpoints/last so that a crash at any point leaves one complete copy: write
     last.tmp, move last to last.old, move last.tmp to last, delete last.old."""
     run_dir = RunDir.of(run_dir)
     tmp, last = run_dir.checkpoint("last.tmp"), run_dir.checkpoint("last")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_checkpoint(model, tokenizer, cfg, tmp)
+    checkpointer.save(model, tmp)
     save_atomic({**trainer, "rng": rng_state()}, tmp / "trainer.pt")
     run_dir.publish(tmp, last)
 
@@ -64,13 +64,14 @@ def load_last(run_dir: RunDir | Path) -> tuple[Path, dict]:
     return last, load_torch(last / "trainer.pt")
 
 
-def keep_best(run_dir: RunDir, model, tokenizer, cfg, kept: list[dict], step: int, value: float, limit: int) -> list[dict]:
+def keep_best(run_dir: RunDir, checkpointer: Checkpointer, model, kept: list[dict], step: int, value: float,
+              limit: int) -> list[dict]:
     """Save step_N if it is among the `limit` best so far; delete the ones that fall out."""
     entry = {"step": step, "value": value, "path": f"step_{step:06d}"}
     ranked = sorted(kept + [entry], key=lambda c: (-c["value"], c["step"]))
     new_kept = ranked[:limit]
     if any(c["step"] == step for c in new_kept):
-        save_checkpoint(model, tokenizer, cfg, run_dir.checkpoint(entry["path"]))
+        checkpointer.save(model, run_dir.checkpoint(entry["path"]))
     for gone in ranked[limit:]:
         shutil.rmtree(run_dir.checkpoint(gone["path"]), ignore_errors=True)
     write_atomic(run_dir.best_list, json.dumps(new_kept, indent=1))

@@ -15,7 +15,7 @@ import contextlib
 import torch
 
 from HybridPQA.data.training import Batch
-from HybridPQA.engine.distributed import Distributed
+from HybridPQA.distributed import Distributed
 from HybridPQA.losses import CrossLoss, HybridLoss
 from HybridPQA.modeling import BiEncoder, CrossEncoder, tokenize
 from HybridPQA.modeling.cross import tokenize_pairs

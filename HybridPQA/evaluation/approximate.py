@@ -12,6 +12,7 @@ import copy
 from HybridPQA.evaluation.efficiency import query_latency
 from HybridPQA.evaluation.metrics import score_run
 from HybridPQA.evaluation.trec import Run
+from HybridPQA.heads import HYBRID, SCORER_HEADS, scorers
 from HybridPQA.retrieval.corpus import CorpusIndex
 from HybridPQA.retrieval.engines import EXACT_ENGINES
 from HybridPQA.scoring import Fusion, ranking
@@ -32,32 +33,32 @@ def exact_recall(run: Run, exact: Run, k: int) -> float:
 def approximated_scorers(corpus: CorpusIndex) -> list[str]:
     s = corpus.settings
     approx = {h for h in corpus.heads if s.engine(h) not in EXACT_ENGINES}
-    hybrid = len(corpus.heads) == 2 and (approx or s.hybrid == "candidates")
-    return ["hybrid"] * bool(hybrid) + sorted(approx)
+    hybrid = HYBRID in scorers(corpus.heads) and (approx or s.hybrid == "candidates")
+    return [HYBRID] * bool(hybrid) + sorted(approx)
 
 
-def approximation(ranker, rank, fusion: Fusion, runs: dict[str, Run], qrels: dict, metrics: list[str],
-                  count: int = 50) -> dict:
-    """{scorer: report} for each scorer `ranker.corpus` approximates. `rank(ranker)` gives that ranker's
-    runs as the evaluation writes them; it is called once more on an exact copy of the ranker."""
-    corpus, scorers = ranker.corpus, approximated_scorers(ranker.corpus)
+def approximation(ranker, rank, fusion: Fusion, ranked, qrels: dict, metrics: list[str], count: int = 50) -> dict:
+    """{scorer: report} for each scorer `ranker.corpus` approximates. `ranked` (rankers.Ranked) is the
+    evaluation's ranking; `rank(ranker)` gives a ranker's runs as the evaluation writes them, called
+    once more on an exact copy of the ranker."""
+    corpus, runs = ranker.corpus, ranked.runs
     exact_ranker = copy.copy(ranker)
     exact_ranker.corpus = CorpusIndex(corpus.indexes)
     exact_runs = rank(exact_ranker)
-    qids, q_reps = list(ranker.query_ids), ranker.query_reps
+    qids, q_reps = list(ranked.qids), ranked.query_reps
     row = {q: i for i, q in enumerate(qids)}
     one = lambda q: {h: v[row[q]:row[q] + 1] for h, v in q_reps.items()}  # noqa: E731  (one encoded query)
     out = {}
-    for scorer in scorers:
+    for scorer in approximated_scorers(corpus):
         exact_metrics = score_run(exact_runs[scorer], qrels, metrics)
         approx_metrics = score_run(runs[scorer], qrels, metrics)
         timed = {name: query_latency(lambda q: index.search(one(q), [q], fusion, ranker.depth, (scorer,)),
                                      qids, ranker.device, count)
                  for name, index in (("exact", exact_ranker.corpus), ("approximate", corpus))}
-        heads = ("dense", "sparse") if scorer == "hybrid" else (scorer,)
+        heads = SCORER_HEADS[scorer]
         out[scorer] = {
             "engines": {h: corpus.settings.describe(h) for h in heads},
-            "hybrid": corpus.settings.hybrid if scorer == "hybrid" else None,
+            HYBRID: corpus.settings.hybrid if scorer == HYBRID else None,
             "candidates": corpus.settings.candidates,
             **{f"recall_of_exact@{k}": exact_recall(runs[scorer], exact_runs[scorer], k) for k in RECALL_AT},
             "metrics_exact": exact_metrics,

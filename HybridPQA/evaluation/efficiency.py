@@ -15,38 +15,19 @@ import logging
 import resource
 import statistics
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 from calflops import calculate_flops
 
 from HybridPQA.data.readers import RankingData
-from HybridPQA.evaluation.encode import active_dims
-from HybridPQA.modeling import BiEncoder, tokenize
+from HybridPQA.heads import HEADS, HYBRID, LATE, SCORER_HEADS, SPARSE, scorers
+from HybridPQA.modeling.encode import active_dims, tokenize
 from HybridPQA.retrieval.index import top_k
 from HybridPQA.runtime import progress
 from HybridPQA.scoring import Fusion
 
 log = logging.getLogger(__name__)
-SCORER_HEADS = {"dense": ("dense",), "sparse": ("sparse",), "hybrid": ("dense", "sparse"), "late": ("late",)}
-
-
-@contextmanager
-def only_heads(model: BiEncoder, heads: tuple[str, ...]):
-    """Temporarily switch off the heads a scorer does not use (the MLM head too, for dense)."""
-    saved = []
-    encoders = {id(e): e for e in (model.query_encoder, model.context_encoder) if e is not None}
-    for encoder in encoders.values():
-        for head in ("dense", "sparse", "late"):
-            if head not in heads and getattr(encoder, f"{head}_head") is not None:
-                saved.append((encoder, f"{head}_head", getattr(encoder, f"{head}_head")))
-                setattr(encoder, f"{head}_head", None)
-    try:
-        yield
-    finally:
-        for encoder, name, module in saved:
-            setattr(encoder, name, module)
 
 
 def expected_flops(queries, docs) -> float:
@@ -56,14 +37,26 @@ def expected_flops(queries, docs) -> float:
     return float(p_q @ p_d)
 
 
-def _gflops(ranker, side: str, texts: list[str]) -> tuple[float, int]:
+class _Only(torch.nn.Module):
+    """An encoder side computing only `heads` (calflops passes tensors only)."""
+
+    def __init__(self, encoder: torch.nn.Module, heads: tuple[str, ...]):
+        super().__init__()
+        self.encoder, self.heads = encoder, heads
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+        return self.encoder(input_ids, attention_mask, self.heads)
+
+
+def _gflops(ranker, side: str, texts: list[str], heads: tuple[str, ...]) -> tuple[float, int]:
     max_len = ranker.encoding.max_length(side)
     lengths = [len(x) for x in ranker.tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]]
     median = texts[int(np.argsort(lengths)[len(lengths) // 2])]
     batch = tokenize(ranker.tokenizer, [median], max_len, ranker.device)
     model = ranker.model
     encoder = model.context_encoder if side == "context" and model.context_encoder is not None else model.query_encoder
-    flops, _, _ = calculate_flops(model=encoder, kwargs=batch, print_results=False, output_as_string=False)
+    flops, _, _ = calculate_flops(model=_Only(encoder, heads), kwargs=batch, print_results=False,
+                                  output_as_string=False)
     return flops / 1e9, int(np.median(lengths))
 
 
@@ -83,12 +76,12 @@ def query_latency(run_one, qids: list[str], device: torch.device, count: int = 5
 
 def _search_one(ranker, data: RankingData, scorer: str, fusion: Fusion, qid: str) -> None:
     """Encode one query, search the corpus (or score every candidate), take the top-k."""
-    q_reps = ranker.encode("query", [data.queries[qid]], 1)
+    q_reps = ranker.encode("query", [data.queries[qid]], 1, SCORER_HEADS[scorer])
     if data.candidates is None:
         ranker.corpus.search(q_reps, [qid], fusion, ranker.depth, (scorer,))
         return
     for _, scores in ranker.head_scores(q_reps, [qid]):
-        matrix = fusion.fuse(scores["dense"], scores["sparse"]) if scorer == "hybrid" else scores[scorer]
+        matrix = fusion.fuse(*(scores[h] for h in SCORER_HEADS[HYBRID])) if scorer == HYBRID else scores[scorer]
         top_k(matrix, ranker.depth)
 
 
@@ -99,48 +92,41 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
     return out
 
 
-def efficiency(ranker, data: RankingData, fusion: Fusion, compute_flops: bool, num_latency: int = 50) -> dict:
-    heads = ranker.model.heads
+def efficiency(ranker, data: RankingData, fusion: Fusion, compute_flops: bool, ranked, num_latency: int = 50) -> dict:
+    """`ranked`: the split's ranking (rankers.Ranked), whose encoded queries give the active dimensions."""
     out = {"corpus": {
         "documents": len(data.docs), "encode_seconds": ranker.encode_seconds,
         "docs_per_s": len(data.docs) / max(ranker.encode_seconds, 1e-9),
         "device": str(ranker.device), "dtype": str(ranker.dtype or torch.float32),
     }}
-    scorers = [scorer for scorer, needs in SCORER_HEADS.items() if set(needs) <= set(heads)]
-    log.info("efficiency of %s: %s%d-query latency", ", ".join(scorers), "FLOPs, " if compute_flops else "", num_latency)
-    for scorer in progress(scorers, desc="efficiency", unit="scorer"):
-        needs, entry = SCORER_HEADS[scorer], {}
-        with only_heads(ranker.model, needs):
-            if compute_flops:
-                for side, name, texts in (("query", "query", list(data.queries.values())),
-                                          ("context", "document", list(data.docs.values()))):
-                    entry[f"gflops_per_{name}"], entry[f"median_{name}_tokens"] = _gflops(ranker, side, texts)
-            entry.update(query_latency(lambda q: _search_one(ranker, data, scorer, fusion, q), list(data.queries),
-                                       ranker.device, num_latency))
+    names = scorers(ranker.model.heads)
+    log.info("efficiency of %s: %s%d-query latency", ", ".join(names), "FLOPs, " if compute_flops else "", num_latency)
+    for scorer in progress(names, desc="efficiency", unit="scorer"):
+        needs, entry = SCORER_HEADS[scorer], {}  # only the heads this scorer needs are computed
+        if compute_flops:
+            for side, name, texts in (("query", "query", list(data.queries.values())),
+                                      ("context", "document", list(data.docs.values()))):
+                entry[f"gflops_per_{name}"], entry[f"median_{name}_tokens"] = _gflops(ranker, side, texts, needs)
+        entry.update(query_latency(lambda q: _search_one(ranker, data, scorer, fusion, q), list(data.queries),
+                                   ranker.device, num_latency))
         if compute_flops and data.candidates is not None:  # documents are encoded ahead of the queries
             per_query = sum(len(c) for c in data.candidates.values()) / max(len(data.candidates), 1)
             entry["candidates_per_query"] = per_query
             entry["gflops_per_pair"] = entry["gflops_per_query"] / max(per_query, 1e-9)
-            if "late" in needs:  # MaxSim: every query token against every document token
-                dim = ranker.doc_reps["late"].shape[-1]
+            if LATE in needs:  # MaxSim: every query token against every document token
+                dim = ranker.doc_reps[LATE].shape[-1]
                 entry["maxsim_gflops_per_pair"] = 2 * entry["median_query_tokens"] * entry["median_document_tokens"] * dim / 1e9
                 entry["gflops_per_pair"] += entry["maxsim_gflops_per_pair"]
             entry["gflops_per_pair_documents_online"] = entry["gflops_per_pair"] + entry["gflops_per_document"]
-        if "sparse" in needs:
-            entry["avg_active_dims_query"] = active_dims(ranker.query_reps)
+        if SPARSE in needs:
+            entry["avg_active_dims_query"] = active_dims(ranked.query_reps)
             entry["avg_active_dims_document"] = active_dims(ranker.doc_reps)
-            entry["expected_flops_per_pair"] = expected_flops(ranker.query_reps["sparse"], ranker.doc_reps["sparse"])
+            entry["expected_flops_per_pair"] = expected_flops(ranked.query_reps[SPARSE], ranker.doc_reps[SPARSE])
         if data.candidates is None:
             entry["index_bytes"] = sum(ranker.corpus.engine(h).nbytes for h in needs)
         else:
-            entry["vector_bytes"] = sum(_nbytes(ranker.doc_reps[h]) for h in needs)
+            entry["vector_bytes"] = sum(HEADS[h].nbytes(ranker.doc_reps[h]) for h in needs)
         out[scorer] = entry
     out["corpus"].update(peak_memory_mb(ranker.device))
     out["latency_note"] = "one query at a time: encode + score every document (candidates or corpus) + top-k"
     return out
-
-
-def _nbytes(reps) -> int:
-    if isinstance(reps, torch.Tensor):
-        return reps.numel() * reps.element_size()
-    return int(reps.data.nbytes + reps.indices.nbytes + reps.indptr.nbytes)

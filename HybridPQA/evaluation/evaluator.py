@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -25,29 +25,57 @@ from HybridPQA.evaluation.metrics import (
     per_source,
     score_run,
 )
+from HybridPQA.data import build_text_options
 from HybridPQA.evaluation.rankers import BM25Ranker, CrossRanker, Ranker
 from HybridPQA.evaluation.trec import Run, read_trec, write_trec
 from HybridPQA.files import file_digest, write_atomic
+from HybridPQA.heads import DENSE, HYBRID, SPARSE, scorers
 from HybridPQA.modeling import BM25, BiEncoder, CrossEncoder
+from HybridPQA.modeling.encode import Encoder
 from HybridPQA.modeling.encoding import build_encoding
 from HybridPQA.retrieval.engines import build_engine_settings
 from HybridPQA.retrieval.fusion import tune
 from HybridPQA.rundir import RunDir
-from HybridPQA.scoring import Fusion, build_fusion, ranking
+from HybridPQA.scoring import Fusion, ranking
 
 log = logging.getLogger(__name__)
 TUNE_DEPTH = 10_000  # documents per query in the runs that tune the fusion (all of them up to this)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What evaluating a split reads from the config, built once (`build_evaluation`)."""
+    exp: str = "run"  # the TREC files' run tag
+    dataset: str = ""
+    depth: int = 100  # TOP_RETRIEVE_COUNT
+    ignore_identical: bool = False  # DATA.IGNORE_IDENTICAL_IDS
+    select_metric: str = "mrr@5"  # the metric FUSION.TUNE tunes for
+    save_index: bool = True  # INDEX.SAVE: a retrieve split's index is kept in the run
+    compute_flops: bool = True
+
+
+def build_evaluation(cfg: CfgNode) -> Evaluation:
+    s = cfg.RETRIEVER.SOLVER
+    return Evaluation(cfg.EXP, cfg.RETRIEVER.DATA.NAME, s.TOP_RETRIEVE_COUNT, cfg.RETRIEVER.DATA.IGNORE_IDENTICAL_IDS,
+                      s.SELECT_METRIC, cfg.RETRIEVER.INDEX.SAVE, cfg.RETRIEVER.COMPUTE_FLOPS)
+
+
+def build_encoder(model: BiEncoder, tokenizer, cfg: CfgNode, device: torch.device, dtype) -> Encoder:
+    """The model's encoder with SOLVER's test batch sizes, the encoding settings and the text options."""
+    s = cfg.RETRIEVER.SOLVER
+    return Encoder(model, tokenizer, build_encoding(cfg), device, dtype, (s.TEST_BATCH_SIZE, s.TEST_CTX_BSZ),
+                   build_text_options(cfg.RETRIEVER.DATA))
+
+
 def build_ranker(model: BiEncoder | CrossEncoder | BM25, tokenizer, cfg: CfgNode, device: torch.device, dtype):
     """The ranker of `model`'s type, with SOLVER's batch sizes and depth and the INDEX engines."""
-    s, encoding = cfg.RETRIEVER.SOLVER, build_encoding(cfg)
+    s = cfg.RETRIEVER.SOLVER
     if isinstance(model, BM25):
         return BM25Ranker(model, s.TOP_RETRIEVE_COUNT)
     if isinstance(model, CrossEncoder):
-        return CrossRanker(model, tokenizer, encoding.max_length("pair"), s.TEST_CTX_BSZ, device, dtype)
-    return Ranker(model, tokenizer, encoding, device, dtype, batch_sizes=(s.TEST_BATCH_SIZE, s.TEST_CTX_BSZ),
-                  depth=s.TOP_RETRIEVE_COUNT, engines=build_engine_settings(cfg))
+        return CrossRanker(model, tokenizer, build_encoding(cfg).max_length("pair"), s.TEST_CTX_BSZ, device, dtype)
+    return Ranker(build_encoder(model, tokenizer, cfg, device, dtype), depth=s.TOP_RETRIEVE_COUNT,
+                  engines=build_engine_settings(cfg))
 
 
 def metric_names(data: RankingData) -> list[str]:
@@ -62,9 +90,8 @@ def metrics_of(runs: dict[str, Run], data: RankingData) -> dict[str, dict[str, f
 def tune_fusion(ranker: Ranker, data: RankingData, fusion: Fusion, metric: str, run_dir: RunDir | None) -> Fusion:
     """Tune ALPHA or RRF_K on this split with ranx, over runs of (up to TUNE_DEPTH of) every document."""
     qids = data.judged_qids()
-    q_reps = ranker.encode("query", [data.queries[q] for q in qids])
-    runs = ranker.rank(qids, fusion, depth=min(TUNE_DEPTH, len(data.docs)), q_reps=q_reps)
-    tuned, trials = tune(runs["dense"], runs["sparse"], data.qrels, fusion, metric)
+    runs = ranker.rank(qids, fusion, depth=min(TUNE_DEPTH, len(data.docs))).runs
+    tuned, trials = tune(runs[DENSE], runs[SPARSE], data.qrels, fusion, metric)
     log.info("fusion tuned on %s (%d queries, %s): %s -> %s", data.name, len(qids), metric, fusion.describe(),
              tuned.describe())
     if run_dir is not None:
@@ -72,9 +99,8 @@ def tune_fusion(ranker: Ranker, data: RankingData, fusion: Fusion, metric: str, 
     return tuned
 
 
-def evaluate_split(model: BiEncoder | CrossEncoder | BM25, tokenizer, data: RankingData, cfg: CfgNode, device: torch.device, dtype,
-                   run_dir: RunDir | Path | None = None, split: str | None = None, with_efficiency: bool = True,
-                   fusion: Fusion | None = None, tune_here: bool = False) -> dict:
+def evaluate_split(ranker, data: RankingData, settings: Evaluation, fusion: Fusion, run_dir: RunDir | Path | None = None,
+                   split: str | None = None, with_efficiency: bool = True, tune_here: bool = False) -> dict:
     """Rank, score and (with run_dir) write runs/<split>.<scorer>.trec, index/<split>/ and
     results/<split>.json. `tune_here` first tunes the fusion on this split (the val split).
 
@@ -87,26 +113,26 @@ def evaluate_split(model: BiEncoder | CrossEncoder | BM25, tokenizer, data: Rank
     results_path = run_dir.results_file(split) if run_dir is not None else None
     if results_path is not None and results_path.exists():
         results_path.unlink()
-    ranker = build_ranker(model, tokenizer, cfg, device, dtype)
     started = time.perf_counter()
     ranker.index(data)
-    fusion = fusion or build_fusion(cfg)
-    if tune_here and set(model.heads) == {"dense", "sparse"}:
-        fusion = tune_fusion(ranker, data, fusion, cfg.RETRIEVER.SOLVER.SELECT_METRIC, run_dir)
-    rank = lambda r: _rank(r, data, fusion, cfg.RETRIEVER.SOLVER.TOP_RETRIEVE_COUNT, cfg.RETRIEVER.DATA.IGNORE_IDENTICAL_IDS)  # noqa: E731
-    runs = rank(ranker)
+    if tune_here and HYBRID in scorers(getattr(ranker.model, "heads", ())):
+        fusion = tune_fusion(ranker, data, fusion, settings.select_metric, run_dir)
+    rank = lambda r: _rank(r, data, fusion, settings.depth, settings.ignore_identical)  # noqa: E731
+    ranked = ranker.rank(list(data.queries), fusion, depth=settings.depth + 1 if settings.ignore_identical else None)
+    runs = _drop_identical(ranked.runs, settings.depth) if settings.ignore_identical else ranked.runs
     files = {}
     if run_dir is not None:  # score what the TREC files say, so the files and the metrics agree
         for scorer, run in runs.items():
             path = run_dir.run_file(split, scorer)
-            write_trec(run, path, f"{cfg.EXP}.{scorer}")
+            write_trec(run, path, f"{settings.exp}.{scorer}")
             runs[scorer] = read_trec(path)
             files[run_dir.relative(path)] = file_digest(path)
-        if data.mode == "retrieve" and cfg.RETRIEVER.INDEX.SAVE and isinstance(ranker, Ranker):
-            ranker.save_indexes(run_dir, split, list(data.queries))
+        if data.mode == "retrieve" and settings.save_index and isinstance(ranker, Ranker):
+            ranker.save_indexes(run_dir, split, ranked)
+    ranked.runs = runs
     judged = data.judged_qids()
     results = {
-        "split": split, "dataset": cfg.RETRIEVER.DATA.NAME, "mode": data.mode,
+        "split": split, "dataset": settings.dataset, "mode": data.mode,
         "fusion": asdict(fusion) | {"described": fusion.describe()},
         "first_stage": data.first_stage, "queries": len(data.queries), "queries_scored": len(judged),
         "queries_without_positive": len(data.queries) - len(judged),
@@ -115,11 +141,11 @@ def evaluate_split(model: BiEncoder | CrossEncoder | BM25, tokenizer, data: Rank
         "seconds": time.perf_counter() - started,
     }
     if with_efficiency and getattr(ranker, "corpus", None) is not None and approximated_scorers(ranker.corpus):
-        results["approximate"] = approximation(ranker, rank, fusion, runs, data.qrels, metric_names(data))
+        results["approximate"] = approximation(ranker, rank, fusion, ranked, data.qrels, metric_names(data))
     if data.mode == "rerank" and data.doc_source:
         results["per_source"] = {scorer: per_source(run, data, RERANK_METRICS) for scorer, run in runs.items()}
     if with_efficiency:
-        results["efficiency"] = ranker.efficiency(data, fusion, cfg.RETRIEVER.COMPUTE_FLOPS)
+        results["efficiency"] = ranker.efficiency(data, fusion, settings.compute_flops, ranked)
     if results_path is not None:
         results["files"] = files
         results_path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,14 +153,17 @@ def evaluate_split(model: BiEncoder | CrossEncoder | BM25, tokenizer, data: Rank
     return results
 
 
-def _rank(ranker, data: RankingData, fusion: Fusion, depth: int, ignore_identical: bool) -> dict[str, Run]:
-    """Every scorer's run; with DATA.IGNORE_IDENTICAL_IDS (BEIR's ignore_identical_ids) one more
-    document is retrieved, a document whose id is the query's own is dropped, and runs cut to depth."""
-    if not ignore_identical:
-        return ranker.rank(list(data.queries), fusion)
-    runs = ranker.rank(list(data.queries), fusion, depth=depth + 1)
+def _drop_identical(runs: dict[str, Run], depth: int) -> dict[str, Run]:
+    """DATA.IGNORE_IDENTICAL_IDS (BEIR's ignore_identical_ids): one more document was retrieved; a
+    document whose id is the query's own is dropped, and runs are cut to depth."""
     return {scorer: {q: dict([(d, s) for d, s in ranking(docs) if d != q][:depth]) for q, docs in run.items()}
             for scorer, run in runs.items()}
+
+
+def _rank(ranker, data: RankingData, fusion: Fusion, depth: int, ignore_identical: bool) -> dict[str, Run]:
+    """Every scorer's run, as the evaluation ranks them."""
+    runs = ranker.rank(list(data.queries), fusion, depth=depth + 1 if ignore_identical else None).runs
+    return _drop_identical(runs, depth) if ignore_identical else runs
 
 
 def finite(value):

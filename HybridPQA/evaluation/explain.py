@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from HybridPQA.data.readers import RankingData
 from HybridPQA.errors import InputError
-from HybridPQA.evaluation.encode import encode
 from HybridPQA.files import safe_filename, write_atomic
+from HybridPQA.heads import DENSE, HEADS, HYBRID, SPARSE
 from HybridPQA.modeling import BiEncoder
-from HybridPQA.modeling.encoding import EncodingSettings
+from HybridPQA.modeling.encode import Encoder
 from HybridPQA.scoring import Fusion, ranking
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ class Explanation:
 
     def shares(self) -> dict[str, float]:
         """The dense and sparse parts of the hybrid score (Fusion.parts), as fractions of their magnitudes."""
-        parts = {h: abs(self.scores[f"{h}_part"]) for h in ("dense", "sparse") if f"{h}_part" in self.scores}
+        parts = {h: abs(self.scores[f"{h}_part"]) for h in (DENSE, SPARSE) if f"{h}_part" in self.scores}
         total = sum(parts.values()) or 1.0
         return {h: v / total for h, v in parts.items()}
 
@@ -51,32 +50,31 @@ def _terms(row, tokenizer, k: int | None) -> list[tuple[str, float]]:
     return [(tokenizer.convert_ids_to_tokens(int(row.indices[i])), float(row.data[i])) for i in order]
 
 
-def explain_pair(model: BiEncoder, tokenizer, encoding: EncodingSettings, device: torch.device, query: str,
-                 document: str, fusion: Fusion, top: int = 15, title: str = "", dtype: torch.dtype | None = None,
+def explain_pair(encoder: Encoder, query: str, document: str, fusion: Fusion, top: int = 15, title: str = "",
                  context: tuple[np.ndarray, np.ndarray, int] | None = None) -> Explanation:
     """Terms, matches and scores of one (query, document) pair. `context` = (dense (n,), sparse (n,),
     column): the scores of every document of the query and this one's column, which a normalisation
     or RRF fuses over; without it the pair is fused alone (exact for linear fusion without norm)."""
-    if not isinstance(model, BiEncoder) or not {"dense", "sparse"} & set(model.heads):
+    if not isinstance(encoder.model, BiEncoder) or not {DENSE, SPARSE} & set(encoder.heads):
         raise InputError("explain shows the terms and scores of dense / sparse heads; this model has neither "
                          "(BM25, cross-encoder or late interaction)")
-    q, d = (encode(model, tokenizer, side, [text], encoding.max_length(side), 1, device, dtype, encoding.cosine)
-            for side, text in (("query", query), ("context", document)))
+    tokenizer = encoder.tokenizer
+    q, d = (encoder.encode(side, [text], 1) for side, text in (("query", query), ("context", document)))
     out = Explanation(query, document, fusion=fusion.describe(), title=title)
-    if "sparse" in q:
-        out.query_terms, out.document_terms = _terms(q["sparse"], tokenizer, top), _terms(d["sparse"], tokenizer, top)
-        qv, dv = q["sparse"].toarray()[0], d["sparse"].toarray()[0]
+    if SPARSE in q:
+        out.query_terms, out.document_terms = _terms(q[SPARSE], tokenizer, top), _terms(d[SPARSE], tokenizer, top)
+        qv, dv = q[SPARSE].toarray()[0], d[SPARSE].toarray()[0]
         shared = np.flatnonzero(qv * dv)
         products = qv[shared] * dv[shared]
         out.matches = [(tokenizer.convert_ids_to_tokens(int(shared[i])), float(qv[shared[i]]), float(dv[shared[i]]),
                         float(products[i])) for i in np.argsort(-products, kind="stable")]
-        out.scores["sparse"] = float(products.sum())
-    if "dense" in q:
-        out.scores["dense"] = float((q["dense"] * d["dense"]).sum())
-    if {"dense", "sparse"} <= set(out.scores):
+        out.scores[SPARSE] = float(products.sum())
+    if DENSE in q:
+        out.scores[DENSE] = float(HEADS[DENSE].matrix(q[DENSE], d[DENSE])[0, 0])
+    if {DENSE, SPARSE} <= set(out.scores):
         used = fusion
         if context is None:
-            context = (np.array([out.scores["dense"]]), np.array([out.scores["sparse"]]), 0)
+            context = (np.array([out.scores[DENSE]]), np.array([out.scores[SPARSE]]), 0)
             if fusion.method == "rrf" or fusion.norm != "none":
                 used = Fusion(alpha=fusion.alpha)
                 out.note = (f"{fusion.describe()} fuses over the query's other documents too; shown for this pair "
@@ -84,7 +82,7 @@ def explain_pair(model: BiEncoder, tokenizer, encoding: EncodingSettings, device
         dense, sparse, column = context
         parts = used.parts(np.asarray(dense, np.float32)[None], np.asarray(sparse, np.float32)[None])
         out.scores["dense_part"], out.scores["sparse_part"] = (float(p[0, column]) for p in parts)
-        out.scores["hybrid"] = out.scores["dense_part"] + out.scores["sparse_part"]
+        out.scores[HYBRID] = out.scores["dense_part"] + out.scores["sparse_part"]
     return out
 
 
@@ -100,12 +98,12 @@ def render_text(e: Explanation) -> str:
             lines.append(f"{qt:<{width + 2}}{'' if qw is None else f'{qw:8.3f}':>8}    "
                          f"{dt:<{width + 2}}{'' if dw is None else f'{dw:8.3f}':>8}")
         lines += ["", f"{'matching term':<{width + 2}}{'q':>8}{'d':>8}{'q*d':>9}{'share':>8}"]
-        total = e.scores.get("sparse") or 1.0
+        total = e.scores.get(SPARSE) or 1.0
         lines += [f"{t:<{width + 2}}{qw:8.3f}{dw:8.3f}{p:9.4f}{p / total:8.1%}" for t, qw, dw, p in e.matches]
         lines.append(f"{'sparse score':<{width + 2}}{'':>16}{e.scores['sparse']:9.4f}")
     lines.append("")
-    lines += [f"{name:<16}{value:10.4f}" for name, value in e.scores.items() if name in ("dense", "sparse")]
-    if "hybrid" in e.scores:
+    lines += [f"{name:<16}{value:10.4f}" for name, value in e.scores.items() if name in (DENSE, SPARSE)]
+    if HYBRID in e.scores:
         shares = e.shares()
         lines += [f"hybrid = {e.scores['dense_part']:.4f} (dense, {shares['dense']:.0%}) + "
                   f"{e.scores['sparse_part']:.4f} (sparse, {shares['sparse']:.0%}) = {e.scores['hybrid']:.4f}",
@@ -141,7 +139,7 @@ def render_html(e: Explanation, tokenizer) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(e.title or 'explain')}</title>"
              f"<style>{style}</style></head><body>", f"<h2>{html.escape(e.title or 'Why this score')}</h2>",
              f"<p><b>Query:</b> {html.escape(e.query)}</p>"]
-    if "hybrid" in e.scores:
+    if HYBRID in e.scores:
         shares = e.shares()
         parts.append(f"<p><b>Hybrid</b> {e.scores['hybrid']:.4f} = dense {e.scores['dense_part']:.4f} "
                      f"({shares['dense']:.0%}) + sparse {e.scores['sparse_part']:.4f} ({shares['sparse']:.0%})"
@@ -169,21 +167,20 @@ def render_html(e: Explanation, tokenizer) -> str:
 
 def _context(runs: dict[str, dict], qid: str, docid: str) -> tuple[np.ndarray, np.ndarray, int] | None:
     """The dense and sparse scores of every document the runs hold for `qid`, and `docid`'s column."""
-    docs = list(runs.get("dense", {}).get(qid, {}))
-    if docid not in docs or set(docs) != set(runs.get("sparse", {}).get(qid, {})):
+    docs = list(runs.get(DENSE, {}).get(qid, {}))
+    if docid not in docs or set(docs) != set(runs.get(SPARSE, {}).get(qid, {})):
         return None
-    return (np.array([runs["dense"][qid][d] for d in docs]), np.array([runs["sparse"][qid][d] for d in docs]),
+    return (np.array([runs[DENSE][qid][d] for d in docs]), np.array([runs[SPARSE][qid][d] for d in docs]),
             docs.index(docid))
 
 
-def write_explanations(model: BiEncoder, tokenizer, encoding: EncodingSettings, data: RankingData, runs: dict[str, dict],
-                       device: torch.device, fusion: Fusion, folder: Path, dtype: torch.dtype | None = None) -> None:
+def write_explanations(encoder: Encoder, data: RankingData, runs: dict[str, dict], fusion: Fusion, folder: Path) -> None:
     """RETRIEVER.VISUALIZE: pages for the first judged questions and their top hit (hybrid, else the only
     scorer). On a rerank split the runs hold every candidate, so the hybrid is fused exactly as ranked."""
-    if not isinstance(model, BiEncoder) or not {"dense", "sparse"} & set(model.heads):
+    if not isinstance(encoder.model, BiEncoder) or not {DENSE, SPARSE} & set(encoder.heads):
         log.warning("RETRIEVER.VISUALIZE: nothing to show for this model type (no dense or sparse head)")
         return
-    run = runs.get("hybrid") or next(iter(runs.values()))
+    run = runs.get(HYBRID) or next(iter(runs.values()))
     folder.mkdir(parents=True, exist_ok=True)
     for qid in data.judged_qids()[:NUM_VISUALIZED]:
         if not run.get(qid):
@@ -191,10 +188,10 @@ def write_explanations(model: BiEncoder, tokenizer, encoding: EncodingSettings, 
         docid = ranking(run[qid])[0][0]
         label = "relevant" if data.qrels[qid].get(docid, 0) > 0 else "not relevant"
         context = _context(runs, qid, docid) if data.candidates is not None else None
-        e = explain_pair(model, tokenizer, encoding, device, data.queries[qid], data.docs[docid], fusion,
-                         title=f"{data.name} question {qid}, top hit {docid} ({label})", dtype=dtype, context=context)
+        e = explain_pair(encoder, data.queries[qid], data.docs[docid], fusion,
+                         title=f"{data.name} question {qid}, top hit {docid} ({label})", context=context)
         write_atomic(folder / f"{safe_filename(qid)}.txt", render_text(e))  # ids never choose the folder
-        write_atomic(folder / f"{safe_filename(qid)}.html", render_html(e, tokenizer))
+        write_atomic(folder / f"{safe_filename(qid)}.html", render_html(e, encoder.tokenizer))
 
 
 def explain_question(ranker, data: RankingData, qid: str, docid: str | None, fusion: Fusion, top: int = 15) -> Explanation:
@@ -212,12 +209,11 @@ def explain_question(ranker, data: RankingData, qid: str, docid: str | None, fus
     ranker.index(one)
     scores = dict(next(ranker.head_scores(ranker.encode("query", [data.queries[qid]]), [qid]))[1])
     columns = ranker.docids if one.candidates is None else keep
-    if {"dense", "sparse"} <= set(scores):
-        scores["hybrid"] = fusion.fuse(scores["dense"], scores["sparse"])
-    chosen = scores.get("hybrid", next(iter(scores.values())))[0]
+    if {DENSE, SPARSE} <= set(scores):
+        scores[HYBRID] = fusion.fuse(scores[DENSE], scores[SPARSE])
+    chosen = scores.get(HYBRID, next(iter(scores.values())))[0]
     docid = docid or ranking(dict(zip(columns, chosen.tolist())))[0][0]
     label = "relevant" if data.qrels.get(qid, {}).get(docid, 0) > 0 else "not relevant"
-    context = (scores["dense"][0], scores["sparse"][0], columns.index(docid)) if "hybrid" in scores else None
-    return explain_pair(ranker.model, ranker.tokenizer, ranker.encoding, ranker.device, data.queries[qid],
-                        data.docs[docid], fusion, top, title=f"question {qid}, document {docid} ({label})",
-                        dtype=ranker.dtype, context=context)
+    context = (scores[DENSE][0], scores[SPARSE][0], columns.index(docid)) if HYBRID in scores else None
+    return explain_pair(ranker.encoder, data.queries[qid], data.docs[docid], fusion, top,
+                        title=f"question {qid}, document {docid} ({label})", context=context)

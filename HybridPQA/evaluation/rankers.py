@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,43 +22,50 @@ from calflops import calculate_flops
 from HybridPQA.data.readers import RankingData
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.efficiency import efficiency, peak_memory_mb, query_latency
-from HybridPQA.evaluation.encode import encode, pair_scores
 from HybridPQA.evaluation.trec import Run
 from HybridPQA.files import disk_error
+from HybridPQA.heads import HEADS, LATE, SPARSE
 from HybridPQA.modeling.bm25 import BM25
 from HybridPQA.modeling.cross import CrossEncoder, tokenize_pairs
-from HybridPQA.modeling.encoder import BiEncoder
-from HybridPQA.modeling.encoding import EncodingSettings
+from HybridPQA.modeling.encode import Encoder, pair_scores
 from HybridPQA.retrieval.corpus import QUERY_CHUNK, CorpusIndex, fused_runs
 from HybridPQA.retrieval.engines import EngineSettings
 from HybridPQA.retrieval.index import save_queries, top_k
 from HybridPQA.rundir import RunDir
-from HybridPQA.runtime import autocast, progress
+from HybridPQA.runtime import progress
+from HybridPQA.precision import autocast
 from HybridPQA.scoring import Fusion
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Ranked:
+    """What ranking a split's queries gives: {scorer: run}, and the queries' encoded vectors (None
+    for BM25 and the cross-encoder), which efficiency, approximation and the saved index read."""
+    runs: dict[str, Run]
+    qids: list[str]
+    query_reps: dict | None = None
+
+
 class Ranker:
-    """Encodes a split's documents once, then ranks queries against them with every scorer.
+    """A split-specific view over an `Encoder` (the one the Python API searches with): encodes a
+    split's documents once, then ranks queries against them with every scorer.
 
-    `batch_sizes`: texts per encoder batch for ("query", "context"); `depth`: documents kept per
-    query from a corpus; `engines`: which exact or approximate engine serves each head of a corpus
-    (retrieval.engines)."""
+    `depth`: documents kept per query from a corpus; `engines`: which exact or approximate engine
+    serves each head of a corpus (retrieval.engines)."""
 
-    def __init__(self, model: BiEncoder, tokenizer, encoding: EncodingSettings, device: torch.device, dtype, *,
-                 batch_sizes: tuple[int, int] = (64, 64), depth: int = 100, engines: EngineSettings | None = None):
-        self.model, self.tokenizer, self.device, self.dtype = model, tokenizer, device, dtype
-        self.encoding, self.batch_sizes, self.depth, self.engines = encoding, batch_sizes, depth, engines
+    def __init__(self, encoder: Encoder, *, depth: int = 100, engines: EngineSettings | None = None):
+        self.encoder, self.depth, self.engines = encoder, depth, engines
+        self.model, self.tokenizer, self.device, self.dtype = encoder.model, encoder.tokenizer, encoder.device, encoder.dtype
+        self.encoding = encoder.encoding
 
-    def encode(self, side: str, texts: list[str], batch_size: int | None = None):
-        batch_size = batch_size or self.batch_sizes[side == "context"]
-        return encode(self.model, self.tokenizer, side, texts, self.encoding.max_length(side), batch_size, self.device,
-                      self.dtype, cosine=self.encoding.cosine)
+    def encode(self, side: str, texts: list[str], batch_size: int | None = None, heads: tuple[str, ...] | None = None):
+        return self.encoder.encode(side, texts, batch_size, heads)
 
     def index(self, data: RankingData) -> None:
         """Encode every document (timed); in retrieve mode, build the corpus indexes."""
-        if data.candidates is None and "late" in self.model.heads:
+        if data.candidates is None and LATE in self.model.heads:
             raise InputError(f"{data.name}: late interaction reranks candidates and this split has none; set "
                              "RETRIEVER.RERANK.RUN to a first-stage run (e.g. BM25's runs/{split}.bm25.trec)")
         self.data, self.docids = data, list(data.docs)
@@ -68,9 +76,8 @@ class Ranker:
         self.encode_seconds = time.perf_counter() - started
         log.info("%s: encoded %d documents in %.1f s (%.1f docs/s)", data.name, len(self.docids), self.encode_seconds,
                  len(self.docids) / max(self.encode_seconds, 1e-9))
-        heads = {h: v for h, v in self.doc_reps.items() if h in ("sparse", "dense")}
-        self.corpus = CorpusIndex.build(heads, self.docids, self.engines) if heads and data.candidates is None else None
-        self.indexes = self.corpus.indexes if self.corpus is not None else {}
+        indexed = {h: v for h, v in self.doc_reps.items() if HEADS[h].indexed}
+        self.corpus = CorpusIndex.build(indexed, self.docids, self.engines) if indexed and data.candidates is None else None
 
     def head_scores(self, q_reps, qids: list[str]):
         """Yield (query rows, {head: scores}) with every document of each query: (Q, N) matrices
@@ -88,36 +95,35 @@ class Ranker:
             for i in range(len(qids)):
                 yield [i], {h: v[None, bounds[i]:bounds[i + 1]] for h, v in flat.items()}
 
-    def rank(self, qids: list[str], fusion: Fusion, depth: int | None = None, q_reps=None) -> dict[str, Run]:
-        """{scorer: run} for `qids`, each query's top `depth` (default TOP_RETRIEVE_COUNT; rerank
-        mode keeps every candidate)."""
+    def rank(self, qids: list[str], fusion: Fusion, depth: int | None = None, q_reps=None) -> Ranked:
+        """Every scorer's run of `qids`, each query's top `depth` (default TOP_RETRIEVE_COUNT; rerank
+        mode keeps every candidate), with the encoded queries."""
         q_reps = q_reps or self.encode("query", [self.data.queries[q] for q in qids])
-        self.query_reps, self.query_ids = q_reps, list(qids)
         depth = depth or self.depth
         if self.data.candidates is None:
-            return self.corpus.search(q_reps, qids, fusion, depth)
+            return Ranked(self.corpus.search(q_reps, qids, fusion, depth), list(qids), q_reps)
         runs: dict[str, Run] = {}
         for rows, scores in self.head_scores(q_reps, qids):
             fused_runs(scores, fusion, None, [qids[r] for r in rows], [self.data.candidates[qids[r]] for r in rows],
                        runs)
-        return runs
+        return Ranked(runs, list(qids), q_reps)
 
-    def efficiency(self, data: RankingData, fusion: Fusion, compute_flops: bool) -> dict:
-        return efficiency(self, data, fusion, compute_flops)
+    def efficiency(self, data: RankingData, fusion: Fusion, compute_flops: bool, ranked: Ranked) -> dict:
+        return efficiency(self, data, fusion, compute_flops, ranked)
 
-    def save_indexes(self, run_dir: RunDir, split: str, qids: list[str]) -> None:
+    def save_indexes(self, run_dir: RunDir, split: str, ranked: Ranked) -> None:
         """index/<split>/{sparse,dense}/, with the vocabulary and the split's sparse queries, written
         into index/<split>.tmp and published whole by one rename."""
         path = run_dir.index_dir(split)
         tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # a crashed evaluation's, inside this run
         try:
-            for head, index in self.indexes.items():
-                if head == "sparse":
+            for head, index in self.corpus.indexes.items():
+                if head == SPARSE:
                     index.terms = self.tokenizer.convert_ids_to_tokens(list(range(index.by_term.shape[1])))
                 index.save(tmp / head)
-                if head == "sparse":
-                    save_queries(tmp / head, qids, self.query_reps["sparse"])
+                if head == SPARSE:
+                    save_queries(tmp / head, ranked.qids, ranked.query_reps[SPARSE])
         except OSError as err:
             raise disk_error(tmp, err) from None
         run_dir.publish(tmp, path)
@@ -142,11 +148,11 @@ class BM25Ranker:
         index, values = top_k(scores[None], min(depth, len(columns)))
         return {columns[c]: v for c, v in zip(index[0], values[0].tolist())}
 
-    def rank(self, qids: list[str], fusion=None, depth: int | None = None, q_reps=None) -> dict[str, Run]:
+    def rank(self, qids: list[str], fusion=None, depth: int | None = None, q_reps=None) -> Ranked:
         depth = depth or (self.depth if self.data.candidates is None else len(self.docids))
-        return {"bm25": {q: self._rank_one(q, depth) for q in qids}}
+        return Ranked({"bm25": {q: self._rank_one(q, depth) for q in qids}}, list(qids))
 
-    def efficiency(self, data: RankingData, fusion=None, compute_flops: bool = True) -> dict:
+    def efficiency(self, data: RankingData, fusion=None, compute_flops: bool = True, ranked=None) -> dict:
         latency = query_latency(lambda q: self._rank_one(q, self.depth), list(data.queries), torch.device("cpu"))
         return {"corpus": {"documents": len(data.docs), "encode_seconds": self.encode_seconds,
                            "docs_per_s": len(data.docs) / max(self.encode_seconds, 1e-9), **peak_memory_mb(torch.device("cpu"))},
@@ -181,15 +187,15 @@ class CrossRanker:
                 out[chunk] = self.model(**batch).float().cpu().numpy()
         return out
 
-    def rank(self, qids: list[str], fusion=None, depth: int | None = None, q_reps=None) -> dict[str, Run]:
+    def rank(self, qids: list[str], fusion=None, depth: int | None = None, q_reps=None) -> Ranked:
         pairs = [(q, d) for q in qids for d in self.data.candidates[q]]
         scores = self.score_pairs(pairs)
         run: Run = {q: {} for q in qids}
         for (q, d), value in zip(pairs, scores.tolist()):
             run[q][d] = value
-        return {"cross": run}
+        return Ranked({"cross": run}, list(qids))
 
-    def efficiency(self, data: RankingData, fusion=None, compute_flops: bool = True) -> dict:
+    def efficiency(self, data: RankingData, fusion=None, compute_flops: bool = True, ranked=None) -> dict:
         entry = {}
         pairs = [(q, d) for q in data.queries for d in data.candidates[q]]
         if compute_flops and pairs:

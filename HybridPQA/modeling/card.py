@@ -1,8 +1,10 @@
 """The model card (`README.md`) of a checkpoint: what it is, how to load it, how it was trained,
-and what it measured, from the config and the `results/<split>.json` of its run."""
+and what it measured, from the run's facts (`CardFacts`, built once from the config) and the
+`results/<split>.json` of its run."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from HybridPQA.files import write_atomic
@@ -30,10 +32,30 @@ def _table(results: dict[str, dict]) -> list[str]:
     return lines
 
 
-def write_card(path: Path, cfg, manifest: dict, results: dict[str, dict] | None = None) -> None:
-    m, s, d = cfg.RETRIEVER.MODEL, cfg.RETRIEVER.SOLVER, cfg.RETRIEVER.DATA
-    kind = m.BIENCODER_TYPE
-    base = m.PRETRAINED_MODEL_TYPE
+@dataclass(frozen=True)
+class CardFacts:
+    """How a checkpoint was trained, as its card tells it."""
+    name: str
+    kind: str  # BIENCODER_TYPE
+    base: str  # PRETRAINED_MODEL_TYPE
+    data: str
+    train_path: str | None
+    val_path: str | None
+    val_from_train: float
+    steps: int
+    batch_size: int
+    contexts: int
+    lr: float
+    temperature: float
+    similarity: str
+    lambda_query: float
+    lambda_context: float
+
+
+def write_card(path: Path, facts: CardFacts, config_text: str, manifest: dict,
+               results: dict[str, dict] | None = None) -> None:
+    f = facts
+    kind, base = f.kind, f.base
     front = ["---", "library_name: hybridpqa", "pipeline_tag: feature-extraction", "tags:"]
     front += [f"- {t}" for t in TAGS.get(kind, [kind])]
     if not Path(base).exists() and "/" in base:  # a hub name, not a local folder
@@ -41,7 +63,7 @@ def write_card(path: Path, cfg, manifest: dict, results: dict[str, dict] | None 
     front.append("---")
     encoders = ", ".join(f"`{f}/`" for f in manifest["folders"])
     body = [
-        f"# {cfg.EXP}", "",
+        f"# {f.name}", "",
         f"A {kind} retriever trained with [HybridPQA](https://github.com/biplob1ly/HybridPQA) from `{base}`: "
         + ("one masked-LM backbone per side gives a dense vector (CLS pooling) and a SPLADE bag of words, fused at "
            "search time." if kind == "hybrid" else f"the {kind} head of a masked-LM backbone."), "",
@@ -54,13 +76,13 @@ def write_card(path: Path, cfg, manifest: dict, results: dict[str, dict] | None 
         "## Encoding and fusion", "", "```json", json.dumps({"encoding": manifest["encoding"],
                                                              "fusion": manifest["fusion"]}, indent=2), "```", "",
         "## Training", "",
-        f"- data: {d.NAME} (`{d.TRAIN_DATA_PATH}`, val: "
-        + (f"{d.VAL_FROM_TRAIN:.0%} of the training questions)" if d.VAL_FROM_TRAIN else f"`{d.VAL_DATA_PATH}`)"),
-        f"- {s.TOTAL_TRAIN_STEPS} steps of {s.TRAIN_BATCH_SIZE} questions x {d.NUM_TOTAL_CONTEXTS} contexts, "
-        f"lr {s.OPTIMIZER.BASE_LR}, temperature {s.TEMPERATURE}, similarity {s.FUNC}",
-        f"- FLOPS regulariser: lambda query {s.LAMBDA_QUERY}, context {s.LAMBDA_CONTEXT}", "",
+        f"- data: {f.data} (`{f.train_path}`, val: "
+        + (f"{f.val_from_train:.0%} of the training questions)" if f.val_from_train else f"`{f.val_path}`)"),
+        f"- {f.steps} steps of {f.batch_size} questions x {f.contexts} contexts, "
+        f"lr {f.lr}, temperature {f.temperature}, similarity {f.similarity}",
+        f"- FLOPS regulariser: lambda query {f.lambda_query}, context {f.lambda_context}", "",
     ]
     if results:
         body += ["## Results", "", *_table(results)]
-    body += ["## Config", "", "```yaml", cfg.dump().rstrip(), "```", ""]
+    body += ["## Config", "", "```yaml", config_text.rstrip(), "```", ""]
     write_atomic(Path(path) / "README.md", "\n".join(front + [""] + body))

@@ -35,14 +35,25 @@ class EncodingSettings:
         write_atomic(Path(folder) / ENCODING_FILE, json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def load(cls, folder: Path) -> EncodingSettings:
-        path = Path(folder) / ENCODING_FILE
+    def from_dict(cls, saved, source: str) -> EncodingSettings:
+        """From `asdict` output (hybridpqa.json, index.json), checked; a one-line error naming `source`."""
         try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            return cls(**{f.name: saved[f.name] for f in fields(cls)} | {"vocab_mask": tuple(saved["vocab_mask"])})
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise InputError(f"{path}: unreadable encoding settings ({err.__class__.__name__}); the checkpoint is "
-                             "damaged or older than this file") from None
+            settings = cls(**{f.name: saved[f.name] for f in fields(cls)} | {"vocab_mask": tuple(saved["vocab_mask"])})
+        except (KeyError, TypeError) as err:
+            raise InputError(f"{source}: unreadable encoding settings ({err.__class__.__name__}: {err}); the file is "
+                             "damaged") from None
+        problems = [
+            (any(not isinstance(n, int) or isinstance(n, bool) or n < 1
+                 for n in (settings.query_max_length, settings.context_max_length)), "max lengths must be integers >= 1"),
+            (settings.similarity not in ("dot", "cosine"), f"similarity {settings.similarity!r} is not dot or cosine"),
+            (settings.pooling not in ("cls", "mean"), f"pooling {settings.pooling!r} is not cls or mean"),
+            (settings.agg not in ("max", "sum"), f"agg {settings.agg!r} is not max or sum"),
+            (settings.top_k is not None and (not isinstance(settings.top_k, int) or settings.top_k < 1),
+             f"top_k {settings.top_k!r} must be an integer >= 1 or null")]
+        for bad, message in problems:
+            if bad:
+                raise InputError(f"{source}: encoding settings: {message}; the file is damaged")
+        return settings
 
 
 def build_encoding(cfg) -> EncodingSettings:

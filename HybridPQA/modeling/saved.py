@@ -16,7 +16,7 @@ safetensors and JSON only, and `model.pt` through torch's weights_only loader.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -25,8 +25,9 @@ from safetensors.torch import load_file, save_file
 
 from HybridPQA.errors import InputError
 from HybridPQA.files import disk_error, load_torch, publish_dir, write_atomic
-from HybridPQA.modeling.card import write_card
+from HybridPQA.modeling.card import CardFacts, write_card
 from HybridPQA.modeling.encoding import EncodingSettings
+from HybridPQA.scoring import Fusion
 
 MANIFEST = "hybridpqa.json"
 HEADS_FILE = "heads.safetensors"
@@ -74,41 +75,49 @@ def head_weights(model) -> dict[str, torch.Tensor]:
     return heads
 
 
-def save_checkpoint(model, tokenizer, cfg, path: Path, encoding: EncodingSettings, fusion: dict | None) -> None:
-    """Write the checkpoint into <path>.tmp, then publish it in one rename."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.mkdir(parents=True, exist_ok=True)
-        for name, hf_model in folders(model).items():
-            hf_model.save_pretrained(tmp / name)
-            tokenizer.save_pretrained(tmp / name)
-        heads = head_weights(model)
-        if heads:
-            save_file(heads, str(tmp / HEADS_FILE))
-    except OSError as err:
-        raise disk_error(tmp, err) from None
-    m = cfg.RETRIEVER.MODEL
-    manifest = {"format": FORMAT, "library": "HybridPQA", "biencoder_type": m.BIENCODER_TYPE,
-                "folders": list(folders(model)), "heads": sorted(getattr(model, "heads", ())),
-                "shared_encoder": bool(m.SHARED_ENCODER), "projection_dim": m.PROJECTION_DIM,
-                "cross_interaction": bool(m.CROSS_INTERACTION), "query_encoder": m.QUERY_ENCODER,
-                "implicit_interaction": bool(m.IMPLICIT_INTERACTION), "encoding": asdict(encoding), "fusion": fusion}
-    write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2))
-    write_atomic(tmp / "config.yaml", cfg.dump())
-    encoding.save(tmp)
-    write_card(tmp, cfg, manifest)
-    publish_dir(tmp, path)
+@dataclass(frozen=True)
+class Checkpointer:
+    """Everything a checkpoint save writes beside the weights, fixed for a run (built once by
+    modeling.build_checkpointer): the tokenizer, the config's text, the model's description for
+    hybridpqa.json, the encoding settings, the fusion to search with and the card's facts."""
+    tokenizer: object
+    config_text: str
+    model: dict  # biencoder_type, shared_encoder, ...: how hybridpqa.json describes the model
+    encoding: EncodingSettings
+    fusion: Fusion
+    card: CardFacts
 
+    def save(self, model, path: Path, fusion: Fusion | None = None) -> None:
+        """Write the checkpoint into <path>.tmp, then publish it in one rename."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.mkdir(parents=True, exist_ok=True)
+            for name, hf_model in folders(model).items():
+                hf_model.save_pretrained(tmp / name)
+                self.tokenizer.save_pretrained(tmp / name)
+            heads = head_weights(model)
+            if heads:
+                save_file(heads, str(tmp / HEADS_FILE))
+        except OSError as err:
+            raise disk_error(tmp, err) from None
+        manifest = {"format": FORMAT, "library": "HybridPQA", **self.model, "folders": list(folders(model)),
+                    "heads": sorted(getattr(model, "heads", ())), "encoding": asdict(self.encoding),
+                    "fusion": asdict(fusion or self.fusion)}
+        write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2))
+        write_atomic(tmp / "config.yaml", self.config_text)
+        self.encoding.save(tmp)
+        write_card(tmp, self.card, self.config_text, manifest)
+        publish_dir(tmp, path)
 
-def describe(path: Path, cfg, fusion: dict, results: dict[str, dict]) -> None:
-    """After testing: record the fusion the checkpoint is searched with (tuned by FUSION.TUNE, or
-    the configured one) and write its model card with the test results."""
-    manifest = read_manifest(path)
-    if manifest is not None:
-        manifest["fusion"] = fusion
-        write_atomic(Path(path) / MANIFEST, json.dumps(manifest, indent=2))
-        write_card(path, cfg, manifest, results)
+    def describe(self, path: Path, fusion: Fusion, results: dict[str, dict]) -> None:
+        """After testing: record the fusion the checkpoint is searched with (tuned by FUSION.TUNE, or
+        the configured one) and write its model card with the test results."""
+        manifest = read_manifest(path)
+        if manifest is not None:
+            manifest["fusion"] = asdict(fusion)
+            write_atomic(Path(path) / MANIFEST, json.dumps(manifest, indent=2))
+            write_card(path, self.card, self.config_text, manifest, results)
 
 
 def _first_line(err: Exception) -> str:

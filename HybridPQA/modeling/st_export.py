@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from HybridPQA.errors import InputError
-from HybridPQA.modeling.encoder import BiEncoder, HybridEncoder
-from HybridPQA.modeling.encoding import EncodingSettings
+from HybridPQA.modeling.encoder import HybridEncoder
+from HybridPQA.modeling.encode import Encoder
 from HybridPQA.modeling.static import StaticDenseHead, StaticQueryEncoder
 
 MASKED_BIAS = -1e4  # an MLM logit this far below zero stays below after any real activation
@@ -62,8 +62,9 @@ def _export_static(encoder: StaticQueryEncoder, tokenizer, similarity: str, out:
     return written
 
 
-def export_sentence_transformers(model: BiEncoder, tokenizer, encoding: EncodingSettings, out: Path) -> list[str]:
-    """Write the folders under `out`; returns their names."""
+def export_sentence_transformers(encoder: Encoder, out: Path) -> list[str]:
+    """Write the folders of `encoder`'s model under `out`; returns their names."""
+    model, tokenizer, encoding = encoder.model, encoder.tokenizer, encoder.encoding
     if getattr(model.document_encoder, "interaction", None) is not None:
         raise InputError("export --checkpoint: sentence-transformers has no module for I3's document interaction; "
                          "use the checkpoint with HybridRetriever.from_pretrained instead")

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from HybridPQA.heads import DENSE, SPARSE
+
 log = logging.getLogger(__name__)
 
 
@@ -59,8 +61,6 @@ class StaticQueryEncoder(nn.Module):
     """input_ids, attention_mask (B, L) -> {"sparse": (B, V), "dense": (B, H)}, each head optional.
     `dense_head` is a StaticDenseHead or a dense-only HybridEncoder (STATIC_DENSE transformer)."""
 
-    late_head = None
-
     def __init__(self, sparse_head: StaticSparseHead, dense_head: nn.Module | None):
         super().__init__()
         self.sparse_head, self.dense_head = sparse_head, dense_head
@@ -70,13 +70,18 @@ class StaticQueryEncoder(nn.Module):
         """The transformer a STATIC_DENSE transformer query side runs (saved as query/), else None."""
         return getattr(self.dense_head, "mlm", None)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        reps = {}
-        if self.dense_head is not None:
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return tuple(h for h, module in ((DENSE, self.dense_head), (SPARSE, self.sparse_head)) if module is not None)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                heads: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+        wanted, reps = set(self.heads if heads is None else heads), {}
+        if DENSE in wanted and self.dense_head is not None:
             dense = self.dense_head(input_ids, attention_mask)
-            reps["dense"] = dense["dense"] if isinstance(dense, dict) else dense
-        if self.sparse_head is not None:
-            reps["sparse"] = self.sparse_head(input_ids, attention_mask)
+            reps[DENSE] = dense[DENSE] if isinstance(dense, dict) else dense
+        if SPARSE in wanted and self.sparse_head is not None:
+            reps[SPARSE] = self.sparse_head(input_ids, attention_mask)
         return reps
 
 

@@ -107,10 +107,11 @@ def join(cuda: bool) -> Distributed | None:
     return info
 
 
-def wrap(model: torch.nn.Module, info: Distributed | None, device: torch.device) -> torch.nn.Module:
-    """DDP around the model. Without a sparse head the MLM head goes unused, which DDP must be told."""
+def wrap(model: torch.nn.Module, info: Distributed | None, device: torch.device,
+         unused: bool = False) -> torch.nn.Module:
+    """DDP around the model; `unused`: some parameters get no gradient (the MLM head of a model
+    without a sparse head), which DDP must be told."""
     if info is None:
         return model
     ids = [device.index if device.index is not None else info.local_rank] if device.type == "cuda" else None
-    unused = "sparse" not in getattr(model, "heads", ("sparse",))
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)

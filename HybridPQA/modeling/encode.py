@@ -1,0 +1,98 @@
+"""Texts in, stored representations out: the one encoder that training's validation, evaluation,
+the Python API, `index`, `search` and `explain` all use.
+
+`encode` runs a bi-encoder side over texts in length-sorted batches (little padding is computed)
+and keeps each head's vectors as the head table says (heads.HEADS: dense a float32 tensor, sparse a
+CSR matrix, late float16 token vectors); with cosine similarity every head's vectors are made unit
+length on the device, by the same `Head.unit` that training's similarity uses.
+
+`Encoder` binds a model to everything encoding needs (tokenizer, encoding settings, device,
+precision, batch sizes, the text options its data was trained with), so callers pass texts only.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from HybridPQA.heads import HEADS, SPARSE, of
+from HybridPQA.modeling.encoder import BiEncoder
+from HybridPQA.modeling.encoding import EncodingSettings
+from HybridPQA.precision import autocast
+from HybridPQA.runtime import progress
+
+Reps = dict[str, object]  # {head: stored vectors}, as heads.HEADS keeps them
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int, device: torch.device | str = "cpu") -> dict:
+    """Dynamic padding to the longest text of the batch, truncation at max_length."""
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+                      return_token_type_ids=False)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+@torch.inference_mode()
+def encode(model: BiEncoder, tokenizer, side: str, texts: list[str], max_length: int, batch_size: int,
+           device: torch.device, dtype: torch.dtype | None = None, cosine: bool = False,
+           heads: tuple[str, ...] | None = None) -> Reps:
+    """Encode `texts` with the query or context encoder -> {head: stored vectors}, rows in input
+    order; unit length with `cosine`; only `heads` (default: all the model has) are computed."""
+    model.eval()
+    ids = tokenizer(texts, truncation=True, max_length=max_length, return_token_type_ids=False)["input_ids"]
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    parts: dict[str, list] = {}
+    bar = progress(total=len(texts), desc=f"encode {side}s", unit="text", enabled=len(texts) > batch_size)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt")
+        with autocast(device, dtype):
+            reps = model.encode(side, batch["input_ids"].to(device), batch["attention_mask"].to(device), heads)
+        for head, vectors in of(reps).items():
+            vectors = HEADS[head].unit(vectors) if cosine else vectors
+            parts.setdefault(head, []).append(HEADS[head].store(vectors))
+        bar.update(len(chunk))
+    bar.close()
+    inverse = np.argsort(order)
+    return {head: HEADS[head].concat(stored, inverse) for head, stored in parts.items()}
+
+
+def pair_scores(queries: Reps, docs: Reps, q_index: np.ndarray, d_index: np.ndarray) -> dict[str, np.ndarray]:
+    """{head: (P,)} scores of the pairs (queries[q_index[p]], docs[d_index[p]])."""
+    return {h: HEADS[h].pairs(q, docs[h], q_index, d_index) for h, q in of(queries).items()}
+
+
+def active_dims(reps: Reps) -> float | None:
+    """Mean number of non-zero terms per sparse vector."""
+    return float(np.diff(reps[SPARSE].indptr).mean()) if SPARSE in reps else None
+
+
+class Encoder:
+    """A model ready to encode texts: `encode("query" | "context", texts)` -> {head: stored vectors}.
+
+    `batch_sizes`: texts per batch for (queries, contexts); `text`: the data's text options
+    (data.text.TextOptions: .query(text), .context(text, source)), applied to raw texts by
+    `encode_raw`; texts read by data.build_split already have them."""
+
+    def __init__(self, model: BiEncoder, tokenizer, encoding: EncodingSettings, device: torch.device,
+                 dtype: torch.dtype | None = None, batch_sizes: tuple[int, int] = (64, 64), text=None):
+        self.model, self.tokenizer, self.encoding = model, tokenizer, encoding
+        self.device, self.dtype, self.batch_sizes, self.text = device, dtype, batch_sizes, text
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return tuple(self.model.heads)
+
+    def encode(self, side: str, texts: list[str], batch_size: int | None = None,
+               heads: tuple[str, ...] | None = None) -> Reps:
+        return encode(self.model, self.tokenizer, side, list(texts), self.encoding.max_length(side),
+                      batch_size or self.batch_sizes[side == "context"], self.device, self.dtype,
+                      self.encoding.cosine, heads)
+
+    def encode_raw(self, side: str, texts: list[str], sources: list[str | None] | None = None) -> Reps:
+        """Texts as a user gives them: the text options applied first, as data.build_split applies them."""
+        if self.text is not None:
+            texts = self.text.texts(side, texts, sources)
+        return self.encode(side, texts)
+
+    def terms(self) -> list[str]:
+        """The sparse vectors' column names (the tokenizer's vocabulary)."""
+        return self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
