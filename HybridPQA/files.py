@@ -17,9 +17,10 @@ from HybridPQA.errors import InputError
 
 
 def write_atomic(path: str | Path, text: str) -> None:
-    """Write `path` through a temporary file and a rename: readers see the old file or the new one."""
+    """Write `path` through a temporary file (named by this process, so concurrent writers never share
+    one) and a rename: readers see the old file or the new one."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with tmp.open("w", encoding="utf-8") as handle:
             handle.write(text)

@@ -62,6 +62,10 @@ class Head:
     def nbytes(self, stored) -> int:
         raise NotImplementedError
 
+    def count(self, stored) -> int:
+        """Rows (texts) held."""
+        return stored.shape[0]
+
     def to_arrays(self, stored) -> dict[str, np.ndarray]:
         """Named arrays for an .npz file (no pickles)."""
         raise NotImplementedError

@@ -53,3 +53,21 @@ def small_beir(raw_data, tmp_path_factory) -> Path:
     rows = ["query-id\tcorpus-id\tscore"] + ["\t".join(r) for r in qrels if r[0] in qids]
     (out / "qrels" / "test.tsv").write_text("\n".join(rows) + "\n")
     return out
+
+
+@pytest.fixture(scope="session")
+def tuned_scifact(splade_tiny, small_beir, tmp_path_factory) -> Path:
+    """One short training run shared by the tests that need *a* trained hybrid: SciFact's hybrid
+    recipe on the SciFact slice (its test questions as training pairs, 30 % carved off for val),
+    4 steps, FUSION.TUNE on; -> the run directory (its best checkpoint in checkpoints/best.json)."""
+    from HybridPQA.cli import main
+
+    out = tmp_path_factory.mktemp("tuned")
+    main(["train", f"--output={out}", f"--data={small_beir}", f"--config={REPO / 'configs/experiments/scifact_hybrid.yaml'}",
+          "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny), "PRECISION", "fp32",
+          "RETRIEVER.DATA.TRAIN_DATA_PATH", "qrels/test.tsv", "RETRIEVER.DATA.VAL_FROM_TRAIN", "0.3",
+          "RETRIEVER.DATA.HARD_NEGATIVES_RUN", "None", "RETRIEVER.MODEL.CONTEXT_MAX_LENGTH", "128",
+          "RETRIEVER.SOLVER.TOTAL_TRAIN_STEPS", "4", "RETRIEVER.SOLVER.NUM_STEP_PER_EVAL", "4",
+          "RETRIEVER.SOLVER.OPTIMIZER.WARMUP_STEPS", "1", "RETRIEVER.SOLVER.OPTIMIZER.BASE_LR", "1e-3",
+          "RETRIEVER.COMPUTE_FLOPS", "False"])
+    return out / "scifact_hybrid"

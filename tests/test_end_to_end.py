@@ -51,10 +51,11 @@ def test_train_writes_a_self_describing_run_directory(tmp_path, splade_tiny, pro
     assert steps[0]["lambda_q"] == 0.0 < steps[-1]["lambda_q"]  # quadratic warm-up
     assert [l["step"] for l in lines if l.get("split") == "val"] == [2, 4]
     assert len(list((run / "checkpoints").glob("step_*"))) == 1  # CP_SAVE_LIMIT
-    from HybridPQA.modeling.encoding import EncodingSettings, build_encoding
+    from HybridPQA.modeling.encoding import build_encoding
+    from HybridPQA.modeling.pretrained import SavedModel
 
     cfg = load_config(run / "config.yaml", dotenv_path=None)  # the encoding settings travel with the checkpoint
-    assert EncodingSettings.load(run / "checkpoints" / "last") == build_encoding(cfg)
+    assert SavedModel(run / "checkpoints" / "last").encoding == build_encoding(cfg)
     assert results["test"]["metrics"] == saved["metrics"]
     # the best checkpoint, evaluated again with its own config, gives the same test metrics
     best = run / "checkpoints" / json.loads((run / "checkpoints" / "best.json").read_text())[0]["path"]

@@ -14,6 +14,7 @@ import contextlib
 
 import torch
 
+from HybridPQA.heads import SPARSE
 from HybridPQA.data.training import Batch
 from HybridPQA.distributed import Distributed
 from HybridPQA.losses import CrossLoss, HybridLoss
@@ -41,7 +42,7 @@ def batch_loss(loss: HybridLoss, tokenizer, batch: Batch, q_reps: dict, c_reps: 
     if "pseudo_query" in c_reps and batch.pseudo_queries is not None:
         targets = reconstruction_targets(tokenizer, batch.pseudo_queries, c_reps["pseudo_query"].shape[1], device)
     parts = loss(q_reps, c_reps, batch.positive.to(device), teacher_scores, step, labels, targets, epoch)
-    return parts, ({"q": q_reps["sparse"], "d": c_reps["sparse"]} if "sparse" in q_reps else {})
+    return parts, ({"q": q_reps[SPARSE], "d": c_reps[SPARSE]} if SPARSE in q_reps else {})
 
 
 def _encode(model, tokenizer, questions: list[str], contexts: list[str], encoding: EncodingSettings,

@@ -193,7 +193,7 @@ def build_model(cfg: CfgNode, checkpoint: str | Path | None = None) -> tuple[BiE
     elif checkpoint is not None:
         load_weights(model, checkpoint)
         log.info("loaded weights from %s (model.pt, the old checkpoint format)", checkpoint)
-    elif model_cfg.PROJECTION_DIM and model_cfg.BIENCODER_TYPE == "dense" and not model_cfg.CROSS_INTERACTION:
+    elif model_cfg.PROJECTION_DIM and model_cfg.BIENCODER_TYPE == DENSE and not model_cfg.CROSS_INTERACTION:
         log.warning("RETRIEVER.MODEL.PROJECTION_DIM is set and no checkpoint is loaded: the projection is random")
     return model, tokenizer
 

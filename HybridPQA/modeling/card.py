@@ -7,10 +7,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from HybridPQA.heads import DENSE, SPARSE
 from HybridPQA.files import write_atomic
 
-TAGS = {"hybrid": ["sparse", "dense", "splade", "hybrid-retrieval"], "sparse": ["sparse", "splade"],
-        "dense": ["dense"], "cross": ["cross-encoder", "reranker"]}
+TAGS = {"hybrid": [SPARSE, DENSE, "splade", "hybrid-retrieval"], SPARSE: [SPARSE, "splade"],
+        DENSE: [DENSE], "cross": ["cross-encoder", "reranker"]}
 
 
 def _table(results: dict[str, dict]) -> list[str]:

@@ -17,11 +17,14 @@ import numpy as np
 import torch
 
 from HybridPQA.errors import InputError
+from HybridPQA.heads import DENSE, HYBRID, SCORER_HEADS, SPARSE
+from HybridPQA.heads import scorers as scorers_of
 from HybridPQA.retrieval.engines import EngineSettings, build_engine
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex, top_k
 from HybridPQA.scoring import Fusion
 
 Run = dict[str, dict[str, float]]
+INDEXES = {SPARSE: SparseIndex, DENSE: DenseIndex}  # the corpus index that serves each indexed head (heads.HEADS)
 QUERY_CHUNK = 256  # queries scored against the whole corpus at once: (chunk, N) float32 per head
 
 
@@ -31,8 +34,8 @@ def fused_runs(scores: dict[str, np.ndarray], fusion: Fusion, depth: int | None,
     there; each query keeps its top `depth` (None: all). `columns`: the docids of the N columns,
     one list for all queries or one per query."""
     runs = {} if runs is None else runs
-    if {"dense", "sparse"} <= set(scores):
-        scores = {"hybrid": fusion.fuse(scores["dense"], scores["sparse"]), **scores}
+    if set(SCORER_HEADS[HYBRID]) <= set(scores):
+        scores = {HYBRID: fusion.fuse(scores[DENSE], scores[SPARSE]), **scores}
     for scorer, matrix in scores.items():
         run = runs.setdefault(scorer, {})
         index, values = top_k(matrix, matrix.shape[1] if depth is None else depth)
@@ -58,9 +61,9 @@ class CorpusIndex:
     @classmethod
     def build(cls, doc_reps: dict, docids: list[str], settings: EngineSettings | None = None,
               terms: list[str] | None = None):
-        builders = {"sparse": lambda reps: SparseIndex.build(reps, docids, terms),
-                    "dense": lambda reps: DenseIndex.build(reps, docids)}
-        return cls({head: build(doc_reps[head]) for head, build in builders.items() if head in doc_reps}, settings)
+        """Every head of `doc_reps` that a corpus index serves (INDEXES), sparse first."""
+        return cls({head: kind.build(doc_reps[head], docids, terms) for head, kind in INDEXES.items()
+                    if head in doc_reps}, settings)
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -88,14 +91,14 @@ class CorpusIndex:
         """{scorer: run} of `scorers` (default: every scorer the indexes allow: hybrid, dense, sparse),
         each query's top `depth`."""
         heads = [h for h in self.indexes if h in q_reps]
-        allowed = (("hybrid",) if len(heads) == 2 else ()) + tuple(heads)
+        allowed = scorers_of(heads)
         scorers = tuple(s for s in (scorers or allowed) if s in allowed)
         depth = min(depth, len(self.docids))
         runs: dict[str, Run] = {}
         for start in range(0, len(qids), QUERY_CHUNK):
             rows = slice(start, start + QUERY_CHUNK)
             if self.settings.exact:
-                scores = self.scores({h: q_reps[h] for h in heads if h in scorers or "hybrid" in scorers}, rows)
+                scores = self.scores({h: q_reps[h] for h in heads if h in scorers or HYBRID in scorers}, rows)
                 fused_runs(scores, fusion, depth, qids[rows], self.docids, runs)
             else:
                 self._search_engines(q_reps, qids[rows], rows, fusion, depth, scorers, runs)
@@ -106,26 +109,26 @@ class CorpusIndex:
         over every document (HYBRID exact) or over the union of the heads' candidates, re-scored exactly."""
         width = min(max(depth, self.settings.candidates), len(self.docids))
         hits = {h: self.engine(h).search(q_reps[h][rows], width) for h in self.indexes
-                if h in scorers or "hybrid" in scorers and self.settings.hybrid == "candidates"}
+                if h in scorers or HYBRID in scorers and self.settings.hybrid == "candidates"}
         for head in set(scorers) & set(hits):
             _add_hits(runs.setdefault(head, {}), qids, hits[head][0][:, :depth], hits[head][1][:, :depth], self.docids)
-        if "hybrid" not in scorers:
+        if HYBRID not in scorers:
             return
         if self.settings.hybrid == "exact":
             fused_runs(self.scores(q_reps, rows), fusion, depth, qids, self.docids, runs)
             return
-        candidates = _union(hits["dense"][0], hits["sparse"][0])
+        candidates = _union(hits[DENSE][0], hits[SPARSE][0])
         scored, statistics = candidates, candidates >= 0
         if self.settings.norm_sample and fusion.method == "linear" and fusion.norm != "none":
             sample = np.broadcast_to(self.sample(), (len(candidates), self.sample().size))
             scored = np.concatenate([candidates, sample], axis=1)
             statistics = np.concatenate([statistics & (fusion.norm == "min-max"), sample >= 0], axis=1)
-        fused = fusion.fuse(torch.from_numpy(self.indexes["dense"].candidate_scores(q_reps["dense"][rows], scored)),
-                            torch.from_numpy(self.indexes["sparse"].candidate_scores(q_reps["sparse"][rows], scored)),
+        fused = fusion.fuse(torch.from_numpy(self.indexes[DENSE].candidate_scores(q_reps[DENSE][rows], scored)),
+                            torch.from_numpy(self.indexes[SPARSE].candidate_scores(q_reps[SPARSE][rows], scored)),
                             torch.from_numpy(statistics))[:, :candidates.shape[1]]
         fused = fused.masked_fill(torch.from_numpy(candidates < 0), float("-inf")).numpy()
         order, values = top_k(fused, min(depth, candidates.shape[1]))
-        _add_hits(runs.setdefault("hybrid", {}), qids, np.take_along_axis(candidates, order, 1), values, self.docids)
+        _add_hits(runs.setdefault(HYBRID, {}), qids, np.take_along_axis(candidates, order, 1), values, self.docids)
 
     def save(self, path: Path) -> None:
         for head, index in self.indexes.items():
@@ -134,11 +137,7 @@ class CorpusIndex:
     @classmethod
     def load(cls, path: Path, settings: EngineSettings | None = None) -> CorpusIndex:
         path = Path(path)
-        indexes = {}
-        if (path / "sparse" / "meta.json").is_file():
-            indexes["sparse"] = SparseIndex.load(path / "sparse")
-        if (path / "dense" / "meta.json").is_file():
-            indexes["dense"] = DenseIndex.load(path / "dense")
+        indexes = {head: kind.load(path / head) for head, kind in INDEXES.items() if (path / head / "meta.json").is_file()}
         if not indexes:
             raise InputError(f"{path}: no index here (no sparse/meta.json or dense/meta.json); build one with "
                              "`hybridpqa index`")

@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from HybridPQA.heads import SPARSE
 from HybridPQA.errors import InputError
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex
 
@@ -52,7 +53,7 @@ class EngineSettings:
     ivf: dict = field(default_factory=dict)  # nlist (0: 4 sqrt(N)), nprobe, pq_m, pq_bits
 
     def engine(self, head: str) -> str:
-        return self.sparse if head == "sparse" else self.dense
+        return self.sparse if head == SPARSE else self.dense
 
     @property
     def exact(self) -> bool:
@@ -193,7 +194,7 @@ def build_engine(head: str, index: SparseIndex | DenseIndex, settings: EngineSet
     name = settings.engine(head)
     if name in ("exact", "torch"):
         return ExactEngine(index)
-    engine = SeismicEngine(index, settings.seismic) if head == "sparse" else \
+    engine = SeismicEngine(index, settings.seismic) if head == SPARSE else \
         FaissEngine(index, name, settings.hnsw, settings.ivf)
     log.info("%s index: %s over %d documents built in %.2f s (%.1f MB)", head, settings.describe(head),
              len(index.docids), engine.build_seconds, engine.nbytes / 2 ** 20)

@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from HybridPQA.heads import DENSE, SPARSE
 from HybridPQA.errors import InputError
 
 
@@ -157,14 +158,14 @@ class SparseIndex:
 
     def save(self, path: Path) -> None:
         m = self.by_term
-        _save_arrays(Path(path), {"kind": "sparse", "shape": list(m.shape), "nnz": int(m.nnz), "docids": self.docids},
+        _save_arrays(Path(path), {"kind": SPARSE, "shape": list(m.shape), "nnz": int(m.nnz), "docids": self.docids},
                      data=m.data, indices=m.indices, indptr=m.indptr)
         if self.terms is not None:
             (Path(path) / "terms.json").write_text(json.dumps(self.terms))
 
     @classmethod
     def load(cls, path: Path, mmap: bool = True) -> SparseIndex:
-        meta = _load_meta(path, "sparse")
+        meta = _load_meta(path, SPARSE)
         arrays = [_load_array(path, n, meta, mmap) for n in ("data", "indices", "indptr")]
         terms = Path(path) / "terms.json"
         try:
@@ -198,7 +199,7 @@ class DenseIndex:
         self.vectors, self.docids = vectors, docids
 
     @classmethod
-    def build(cls, docs: torch.Tensor, docids: list[str]) -> DenseIndex:
+    def build(cls, docs: torch.Tensor, docids: list[str], terms: list[str] | None = None) -> DenseIndex:
         return cls(docs.float().numpy(), docids)
 
     @property
@@ -219,12 +220,12 @@ class DenseIndex:
         return top_k(self.scores(queries), k)
 
     def save(self, path: Path) -> None:
-        _save_arrays(Path(path), {"kind": "dense", "shape": list(self.vectors.shape), "docids": self.docids},
+        _save_arrays(Path(path), {"kind": DENSE, "shape": list(self.vectors.shape), "docids": self.docids},
                      vectors=np.asarray(self.vectors))
 
     @classmethod
     def load(cls, path: Path, mmap: bool = True) -> DenseIndex:
-        meta = _load_meta(path, "dense")
+        meta = _load_meta(path, DENSE)
         vectors = _load_array(path, "vectors", meta, mmap)
         if vectors.ndim != 2 or len(vectors) != len(meta["docids"]):
             raise InputError(f"{path}: {len(vectors)} vectors for {len(meta['docids'])} docids; rebuild the index")

@@ -8,11 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
-import torch
 
 from HybridPQA.errors import InputError
 from HybridPQA.files import write_atomic
+from HybridPQA.heads import HEADS
 from HybridPQA.runtime import progress
 
 log = logging.getLogger(__name__)
@@ -20,10 +19,9 @@ STAMP = "corpus.sha256"
 
 
 def _save(file: Path, reps: dict) -> None:
-    arrays = {"dense": reps["dense"].numpy()} if "dense" in reps else {}
-    if "sparse" in reps:
-        m = reps["sparse"].tocsr()
-        arrays |= {"data": m.data, "indices": m.indices, "indptr": m.indptr, "shape": np.array(m.shape)}
+    arrays = {}
+    for head, vectors in reps.items():
+        arrays |= HEADS[head].to_arrays(vectors)
     tmp = file.with_name(file.name + ".tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(file)
@@ -32,12 +30,10 @@ def _save(file: Path, reps: dict) -> None:
 def _load(file: Path) -> dict:
     try:
         with np.load(file, allow_pickle=False) as z:
-            part = {"dense": torch.from_numpy(z["dense"])} if "dense" in z else {}
-            if "data" in z:
-                part["sparse"] = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+            arrays = {name: z[name] for name in z.files}
     except (OSError, ValueError, KeyError) as err:
         raise InputError(f"{file}: unreadable shard ({err.__class__.__name__}); delete it and run again") from None
-    return part
+    return {head: vectors for head, vectors in ((h, HEADS[h].from_arrays(arrays)) for h in HEADS) if vectors is not None}
 
 
 def encode_in_shards(encode: Callable[[list[str]], dict], texts: list[str], folder: Path, shard_size: int,
@@ -50,7 +46,7 @@ def encode_in_shards(encode: Callable[[list[str]], dict], texts: list[str], fold
     stamp = folder / STAMP
     if stamp.is_file() and stamp.read_text().strip() != key:
         raise InputError(f"{folder}: holds shards of another corpus or model; choose another --output or delete it")
-    if rank == 0 or not stamp.is_file():
+    if rank == 0:  # the others only read it: one writer
         write_atomic(stamp, key)
     starts = range(0, len(texts), shard_size)
     mine = [n for n in range(len(starts)) if n % world_size == rank]
@@ -68,11 +64,7 @@ def shard_file(folder: Path, n: int) -> Path:
 
 
 def merge_shards(folder: Path, count: int) -> dict:
-    """{"dense": (N, D) tensor, "sparse": (N, V) CSR} of shards 0 .. count-1, in order."""
+    """{head: vectors} of shards 0 .. count-1, in order."""
     parts = [_load(shard_file(folder, n)) for n in range(count)]
-    out = {}
-    if "dense" in parts[0]:
-        out["dense"] = torch.cat([p["dense"] for p in parts])
-    if "sparse" in parts[0]:
-        out["sparse"] = sp.vstack([p["sparse"] for p in parts]).tocsr()
-    return out
+    return {head: HEADS[head].concat([p[head] for p in parts], np.arange(sum(HEADS[head].count(p[head]) for p in parts)))
+            for head in parts[0]}
