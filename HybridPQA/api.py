@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from HybridPQA.data.corpus import read_texts
+from HybridPQA.data.corpus import check_texts, read_texts
 from HybridPQA.data.text import TextOptions
 from HybridPQA.distributed import Distributed
 from HybridPQA.errors import InputError
@@ -28,9 +28,10 @@ from HybridPQA.files import publish_dir, write_atomic
 from HybridPQA.heads import DENSE, HEADS, HYBRID, SPARSE, scorers
 from HybridPQA.modeling.encode import Encoder
 from HybridPQA.modeling.pretrained import SavedModel
+from HybridPQA.outputs import claim, kind_of, mark
 from HybridPQA.retrieval.corpus import CorpusIndex
 from HybridPQA.retrieval.engines import EngineSettings, build_engine_settings
-from HybridPQA.retrieval.shards import encode_in_shards, merge_shards
+from HybridPQA.retrieval.shards import STAMP, encode_in_shards, merge_shards
 from HybridPQA.scoring import Fusion
 
 INDEX_FILE = "index.json"
@@ -98,7 +99,8 @@ class HybridRetriever:
 
     # -- encoding and scoring ------------------------------------------------------------------
     def _encode(self, side: str, texts: list[str], sources: list[str] | None = None) -> Encoded:
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        what = "query" if side == "query" else "document"
+        texts = list(check_texts([texts] if isinstance(texts, str) else texts, what).values())
         return Encoded(self.encoder.encode_raw(side, texts, sources), self.terms)
 
     def encode_queries(self, texts: list[str]) -> Encoded:
@@ -131,16 +133,14 @@ class HybridRetriever:
         `shard_size` documents that are kept, so an interrupted call resumes where it stopped. Under
         torchrun (`distributed`) each process encodes its own shards and rank 0 alone merges them
         into the index and returns it (the others return None)."""
-        if isinstance(corpus, (str, Path)):
-            corpus = read_texts(corpus)
-        elif not isinstance(corpus, dict):
-            corpus = {str(i): text for i, text in enumerate(corpus)}
-        if not corpus:
-            raise InputError("index: the corpus has no documents")
+        corpus = read_texts(corpus) if isinstance(corpus, (str, Path)) else check_texts(corpus, "document", "index")
         docids, texts = list(corpus), list(corpus.values())
         if output is None:
             reps = self.encode_documents(texts).reps
         else:
+            # never into a folder that is not ours, nor the model; ours from the start, so an interrupted call continues
+            output = claim(output, "index", True, [self.source], legacy=is_index, resumable=is_interrupted)
+            mark(output, "index")
             key = hashlib.sha256(json.dumps([self.source, self.overrides, asdict(self.encoding), shard_size, texts])
                                  .encode()).hexdigest()
             rank, world = (distributed.rank, distributed.world_size) if distributed else (0, 1)
@@ -160,6 +160,24 @@ class HybridRetriever:
         return SearchIndex.load(path, self)
 
 
+def is_index(folder: Path) -> bool:
+    """Whether `folder` holds an index of ours: an index.json that parses with our keys."""
+    try:
+        meta = json.loads((Path(folder) / INDEX_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(meta, dict) and {"model", "encoding", "fusion", "heads", "documents"} <= set(meta)
+
+
+def is_interrupted(folder: Path) -> bool:
+    """Whether `folder` holds an interrupted `index` of ours (marked, or only its shards), to continue."""
+    folder = Path(folder)
+    if (folder / INDEX_FILE).exists():
+        return False
+    return kind_of(folder) == "index" or ({p.name for p in folder.iterdir()} <= {"shards"}
+                                          and (folder / "shards" / STAMP).is_file())
+
+
 class SearchIndex:
     """A corpus indexed by one retriever; `search` encodes queries with it and ranks every document."""
 
@@ -172,10 +190,13 @@ class SearchIndex:
     def search(self, queries: str | list[str] | dict[str, str], k: int = 10, scorer: str = HYBRID):
         """Top `k` (docid, score) pairs, best first: one list for a string, a list of lists for a
         list, {qid: {docid: score}} (a run) for {qid: text}."""
-        as_run = isinstance(queries, dict)
-        single = isinstance(queries, str)
-        qids = list(queries) if as_run else [str(i) for i in range(1 if single else len(queries))]
-        texts = list(queries.values()) if as_run else [queries] if single else list(queries)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InputError(f"search: k = {k!r}; give a whole number >= 1")
+        if scorer not in SCORERS:
+            raise InputError(f"scorer {scorer!r}: choose one of {', '.join(SCORERS)}")
+        as_run, single = isinstance(queries, dict), isinstance(queries, str)
+        checked = check_texts([queries] if single else queries, "query", "search")
+        qids, texts = list(checked), list(checked.values())
         q = self.retriever.encode_queries(texts).reps
         runs = self.corpus.search(q, qids, self.retriever.fusion, k, (scorer,) if scorer in SCORERS else None)
         run = _pick(runs, scorer)

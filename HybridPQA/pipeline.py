@@ -144,6 +144,37 @@ def build_training(cfg: CfgNode, run_dir: RunDir, model, tokenizer, train_set: T
     return training
 
 
+def train_and_val(cfg: CfgNode, path_data: Path) -> tuple[RankingData | None, RankingData | None]:
+    """The training split (when training or carving from it) and the val split: read, or carved from
+    the training data (VAL_FROM_TRAIN), then reranked over a first stage (RERANK.RUN)."""
+    d = cfg.RETRIEVER.DATA
+    val = load_split(path_data, d.VAL_DATA_PATH, cfg)
+    train = load_split(path_data, d.TRAIN_DATA_PATH, cfg) if cfg.RETRIEVER.DO_TRAIN or d.VAL_FROM_TRAIN else None
+    if d.VAL_FROM_TRAIN:
+        if train is None:
+            raise InputError("config: RETRIEVER.DATA.VAL_FROM_TRAIN needs RETRIEVER.DATA.TRAIN_DATA_PATH")
+        train, val = carve_val(train, d.VAL_FROM_TRAIN)
+        log.info("val split carved from %s: %d questions (train keeps %d)", d.TRAIN_DATA_PATH, len(val.queries),
+                 len(train.queries))
+    val = first_stage(val, cfg, path_data, "dev")
+    select = cfg.RETRIEVER.SOLVER.SELECT_METRIC
+    if cfg.RETRIEVER.DO_TRAIN and val is not None:  # what the first validation needs, checked before step 1
+        where = (f"the val split carved from {d.TRAIN_DATA_PATH} by RETRIEVER.DATA.VAL_FROM_TRAIN = {d.VAL_FROM_TRAIN}"
+                 if d.VAL_FROM_TRAIN else f"the val split {d.VAL_DATA_PATH}")
+        if not val.judged_qids():
+            raise InputError(f"config: {where} has {len(val.queries)} questions and none with a judged relevant "
+                             "document, so the best checkpoint cannot be chosen; give more training pairs, raise "
+                             "VAL_FROM_TRAIN, or set RETRIEVER.DATA.VAL_DATA_PATH")
+        if select not in metric_names(val):
+            raise InputError(f"config: RETRIEVER.SOLVER.SELECT_METRIC = {select!r} is not computed on {where} "
+                             f"({val.mode}: {', '.join(metric_names(val))}); choose one of those")
+    if cfg.RETRIEVER.DO_TRAIN and train is not None and not train.judged_qids():
+        raise InputError(f"config: {d.TRAIN_DATA_PATH} leaves no training question with a relevant document"
+                         + (" after the val split is carved off; lower RETRIEVER.DATA.VAL_FROM_TRAIN" if d.VAL_FROM_TRAIN
+                            else ""))
+    return train, val
+
+
 def train_and_test(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, resume: bool = False,
                    stop_at_step: int | None = None, ranks: Distributed | None = None) -> dict[str, dict]:
     """DO_TRAIN then DO_TEST as configured; returns {split: results}. Under torchrun (`ranks`) every
@@ -156,23 +187,11 @@ def train_and_test(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, resume
     seed_everything(cfg.SEED + (ranks.rank if ranks else 0))  # own dropout masks per rank
     if main:
         write_atomic(run_dir.config, cfg.dump())
+    train, val = train_and_val(cfg, path_data)  # the data is read and checked before any model loads
     model, tokenizer = build_model(cfg)
     dtype = build_precision(cfg, device, model)
     if cfg.RETRIEVER.DO_TRAIN and main and isinstance(model, torch.nn.Module):
         check_writable(run_dir.checkpoints, checkpoint_bytes(model, cfg))
-    val = load_split(path_data, d.VAL_DATA_PATH, cfg)
-    train = load_split(path_data, d.TRAIN_DATA_PATH, cfg) if cfg.RETRIEVER.DO_TRAIN or d.VAL_FROM_TRAIN else None
-    if d.VAL_FROM_TRAIN:
-        if train is None:
-            raise InputError("config: RETRIEVER.DATA.VAL_FROM_TRAIN needs RETRIEVER.DATA.TRAIN_DATA_PATH")
-        train, val = carve_val(train, d.VAL_FROM_TRAIN)
-        log.info("val split carved from %s: %d questions (train keeps %d)", d.TRAIN_DATA_PATH, len(val.queries),
-                 len(train.queries))
-    val = first_stage(val, cfg, path_data, "dev")
-    select = cfg.RETRIEVER.SOLVER.SELECT_METRIC
-    if cfg.RETRIEVER.DO_TRAIN and val is not None and select not in metric_names(val):
-        raise InputError(f"config: RETRIEVER.SOLVER.SELECT_METRIC = {select!r} is not computed on the val split "
-                         f"{val.name} ({val.mode}: {', '.join(metric_names(val))}); choose one of those")
     best, checkpointer = None, None  # the checkpoint chosen on the val split, when training
     if cfg.RETRIEVER.DO_TRAIN:
         if train is None:

@@ -12,11 +12,10 @@ import io
 import logging
 from pathlib import Path
 
-from HybridPQA.config import load_config
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import load_results
 from HybridPQA.files import safe_filename, write_atomic
-from HybridPQA.modeling.saved import is_checkpoint
+from HybridPQA.modeling.pretrained import SavedModel
 from HybridPQA.pipeline import evaluate_only
 from HybridPQA.rundir import RunDir
 
@@ -25,19 +24,17 @@ COLUMNS = ("dataset", "scorer", "documents", "queries", "ndcg@10", "recall@100",
            "encode_seconds")
 
 
-def benchmark_config(model: str, config: str | None, overrides: list[str], name: str):
+def benchmark_config(saved: SavedModel, config: str | None, overrides: list[str], name: str):
     """The evaluation config of one dataset: the checkpoint's own (or `config`), zero-shot for a masked LM."""
-    checkpoint = is_checkpoint(Path(model))
-    base = config or (Path(model) / "config.yaml" if checkpoint else None)
-    model_keys = [] if checkpoint else ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", model]
-    return load_config(base, [*model_keys, *overrides, "EXP", safe_filename(name), "RETRIEVER.DO_TRAIN", "False",
-                              "RETRIEVER.DATA.NAME", name, "RETRIEVER.DATA.TEST_DATA_PATH", "qrels/test.tsv",
-                              "RETRIEVER.RERANK.RUN", "None"], dotenv_path=None)
+    return saved.config(config, [*overrides, "EXP", safe_filename(name), "RETRIEVER.DO_TRAIN", "False",
+                                 "RETRIEVER.DATA.NAME", name, "RETRIEVER.DATA.TEST_DATA_PATH", "qrels/test.tsv",
+                                 "RETRIEVER.RERANK.RUN", "None"])
 
 
 def run_benchmark(model: str, datasets: list[Path], output: Path, config: str | None = None,
                   overrides: list[str] = (), overwrite: bool = False) -> list[dict]:
-    checkpoint = str(model) if is_checkpoint(Path(model)) else None
+    saved = SavedModel(model)
+    checkpoint = saved.source if saved.is_checkpoint else None
     names = [Path(d).name for d in datasets]
     if len(set(names)) != len(names):
         raise InputError(f"--datasets: two folders share a name ({', '.join(names)}); each names its run directory")
@@ -46,7 +43,7 @@ def run_benchmark(model: str, datasets: list[Path], output: Path, config: str | 
         if not (Path(folder) / "qrels" / "test.tsv").is_file():
             raise InputError(f"--datasets: {folder} has no qrels/test.tsv; give BEIR folders (corpus.jsonl, "
                              "queries.jsonl, qrels/test.tsv)")
-        cfg = benchmark_config(str(model), config, list(overrides), name)
+        cfg = benchmark_config(saved, config, list(overrides), name)
         run_dir = RunDir.at(output, cfg.EXP)
         if run_dir.finished("test") and not overwrite:
             log.info("%s: results already in %s, reused (--overwrite evaluates again)", name, run_dir)

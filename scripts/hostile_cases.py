@@ -265,6 +265,73 @@ def cases(model: Path) -> list[Case]:
                  "\ufeff" + (s / "js" / "test.json").read_text(), encoding="utf-8")), check=lambda s, c, o: c == 0),
         Case("ctrl-c-training", train("SOLVER.TOTAL_TRAIN_STEPS", "400"), expect="correct", interrupt_after=12,
              check=lambda s, c, o: c in (130, 2) and "--resume" in o.strip().splitlines()[-1]),
+        *written_folder_cases(model),
+    ]
+
+
+CK = "run/quickstart/checkpoints/last"  # the fixtures' trained checkpoint, inside its run
+
+
+def intact(*names: str):
+    """The case keeps these files of the sandbox."""
+    return lambda s, c, o: all((s / n).is_file() for n in names)
+
+
+def foreign_site(s: Path) -> None:
+    (s / "site").mkdir()
+    (s / "site" / "index.json").write_text('{"title": "my web site"}')
+    (s / "site" / "page.html").write_text("<p>mine</p>")
+
+
+def cli_setup(*argv: str):
+    """Run the command line once in the sandbox before the case (e.g. an index to damage)."""
+    return lambda s: run_cli(Path(os.environ["HOSTILE_REPO"]), list(argv), s)
+
+
+def written_folder_cases(model: Path) -> list[Case]:
+    """The surfaces that write or read folders: index, search, export, evaluate --run, saved values."""
+    index = ["index", f"--model={model}", "--corpus=beir/corpus.jsonl", "--output=ix"]
+
+    def damaged_alpha(s: Path) -> None:
+        run_cli(Path(os.environ["HOSTILE_REPO"]), index, s)
+        edit(s / "ix" / "index.json", '"alpha": 0.5', '"alpha": 1e308')
+
+    def swapped(s: Path) -> None:
+        shutil.copytree(s / CK, s / "ck")
+        for name in ("query", "context"):
+            (s / "ck" / name / "model.safetensors").rename(s / "ck" / f"{name}.tmp")
+        (s / "ck" / "query.tmp").rename(s / "ck" / "context" / "model.safetensors")
+        (s / "ck" / "context.tmp").rename(s / "ck" / "query" / "model.safetensors")
+
+    def pairs(n: int):
+        def setup(s: Path) -> None:
+            (s / "mine").mkdir()
+            (s / "mine" / "train.jsonl").write_text("".join(json.dumps({"query": f"q{i}", "positive": f"p{i}"}) + "\n"
+                                                           for i in range(n)))
+        return setup
+
+    return [
+        Case("export-into-its-run", ["export", f"--checkpoint={CK}", "--output=run/quickstart", "--overwrite"],
+             check=intact(f"{CK}/hybridpqa.json", "run/quickstart/config.yaml")),
+        Case("export-over-foreign", ["export", f"--checkpoint={CK}", "--output=site", "--overwrite"],
+             setup=foreign_site, check=intact("site/page.html")),
+        Case("index-over-foreign-index-json", [*index[:3], "--output=site", "--overwrite"], setup=foreign_site,
+             check=intact("site/page.html", "site/index.json")),
+        Case("index-typo-corpus-overwrite", ["index", f"--model={model}", "--corpus=TYPO.jsonl", "--output=ix",
+                                             "--overwrite"], setup=cli_setup(*index), check=intact("ix/index.json")),
+        Case("index-into-its-checkpoint", ["index", f"--model={CK}", "--corpus=beir/corpus.jsonl", f"--output={CK}"],
+             check=intact(f"{CK}/config.yaml", f"{CK}/hybridpqa.json")),
+        Case("index-output-dot", ["index", f"--model={model}", "--corpus=beir/corpus.jsonl", "--output=."]),
+        Case("search-alpha-1e308", ["search", "--index=ix", "--query=vitamin d"], setup=damaged_alpha),
+        Case("search-k-zero", ["search", "--index=ix", "--query=vitamin d", "--k=0"], setup=cli_setup(*index)),
+        Case("evaluate-swapped-weights", ["evaluate", "--output=out", "--data=pqa", "--checkpoint=ck", "--split=test",
+                                          "--env=none", "RETRIEVER.COMPUTE_FLOPS", "False"], setup=swapped),
+        Case("run-without-judged-queries", ["evaluate", "--run=a.trec", "--qrels=beir/qrels/test.tsv"],
+             setup=lambda s: two_runs(s)),
+        Case("small-pairs-empty-val", ["train", "--output=out", "--data=mine", f"--config={ROOT / 'configs' / 'own_data.yaml'}",
+                                       "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(model),
+                                       "RETRIEVER.DATA.VAL_FROM_TRAIN", "0.01"],
+             setup=pairs(2), check=lambda s, c, o: not (s / "out" / "own_data" / "checkpoints").exists()),
     ]
 
 
@@ -285,6 +352,11 @@ def main(argv=None) -> dict:
     (fixtures / "pqa").mkdir()
     for split in ("train", "dev", "test"):
         shutil.copy(ROOT / "data" / "product-qa" / f"{split}.json", fixtures / "pqa")
+    # a trained checkpoint inside its run directory, for the cases that read or write beside one
+    run_cli(repo, ["train", "--output=run", "--data=pqa", f"--config={ROOT / 'configs' / 'quickstart.yaml'}", "--env=none",
+                   "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(model), "RETRIEVER.DO_TEST", "False",
+                   "SOLVER.TOTAL_TRAIN_STEPS", "2", "SOLVER.NUM_STEP_PER_EVAL", "2", "DATA.COUNT", "8",
+                   "SOLVER.TRAIN_BATCH_SIZE", "4", "NUM_THREADS", "1"], fixtures)
     only = set(filter(None, (args["--only"] or "").split(",")))
     outcomes = {}
     for case in cases(model):

@@ -63,10 +63,13 @@ def tuned_scifact(splade_tiny, small_beir, tmp_path_factory) -> Path:
     from HybridPQA.cli import main
 
     out = tmp_path_factory.mktemp("tuned")
-    main(["train", f"--output={out}", f"--data={small_beir}", f"--config={REPO / 'configs/experiments/scifact_hybrid.yaml'}",
+    recipe = (REPO / "configs" / "experiments" / "scifact_hybrid.yaml").read_text().splitlines()
+    config = out / "scifact_hybrid.yaml"  # the recipe without mined negatives (in-batch and random ones)
+    config.write_text("\n".join(line for line in recipe if "HARD_NEGATIVES" not in line) + "\n")
+    main(["train", f"--output={out}", f"--data={small_beir}", f"--config={config}",
           "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny), "PRECISION", "fp32",
           "RETRIEVER.DATA.TRAIN_DATA_PATH", "qrels/test.tsv", "RETRIEVER.DATA.VAL_FROM_TRAIN", "0.3",
-          "RETRIEVER.DATA.HARD_NEGATIVES_RUN", "None", "RETRIEVER.MODEL.CONTEXT_MAX_LENGTH", "128",
+          "RETRIEVER.MODEL.CONTEXT_MAX_LENGTH", "128",
           "RETRIEVER.SOLVER.TOTAL_TRAIN_STEPS", "4", "RETRIEVER.SOLVER.NUM_STEP_PER_EVAL", "4",
           "RETRIEVER.SOLVER.OPTIMIZER.WARMUP_STEPS", "1", "RETRIEVER.SOLVER.OPTIMIZER.BASE_LR", "1e-3",
           "RETRIEVER.COMPUTE_FLOPS", "False"])

@@ -110,6 +110,7 @@ cfg = load_config(sys.argv[1], ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", sys.arg
     "RETRIEVER.SOLVER.NUM_STEP_PER_EVAL", str(steps), "RETRIEVER.DATA.COUNT", "24", "RETRIEVER.DATA.VAL_DATA_PATH", "None",
     "RETRIEVER.SOLVER.TRAIN_BATCH_SIZE", "4", "RETRIEVER.SOLVER.OPTIMIZER.GRADIENT_ACCUMULATION_STEPS", "2",
     "RETRIEVER.DO_TEST", "False"], dotenv_path=None)
+Path(sys.argv[4]).mkdir(parents=True)
 train_and_test(cfg, Path(sys.argv[4]), Path(sys.argv[5]))
 print(len(calls))
 """

@@ -30,6 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from HybridPQA.commands.common import check_data, experiment_config, parse, results_table
+from HybridPQA.errors import InputError
 
 
 def evaluate(output: str | Path, data: str | Path, config: str | Path | None = None, checkpoint: str | Path | None = None,
@@ -62,8 +63,14 @@ def score(run: str | Path, qrels: str | Path, metrics: list[str]) -> dict:
 
     metrics = [check_metric(m.strip(), "--metrics") for m in metrics if m.strip()]
     judged = read_qrels(Path(qrels))
-    values = score_run(read_trec(Path(run)), judged, metrics)
-    out = {"run": str(run), "qrels": str(qrels), "queries": sum(1 for d in judged.values() if any(r > 0 for r in d.values())),
+    ranked = read_trec(Path(run))
+    positive = {q for q, docs in judged.items() if any(r > 0 for r in docs.values())}
+    overlap = positive & set(ranked)
+    if not overlap:
+        raise InputError(f"--run={run}: none of its {len(ranked)} queries is among the {len(positive)} judged queries of "
+                         f"--qrels={qrels}; it would score 0; give the run and qrels of the same query set")
+    values = score_run(ranked, judged, metrics)
+    out = {"run": str(run), "qrels": str(qrels), "queries": len(positive), "queries_in_run": len(overlap),
            "metrics": values}
     print(json.dumps(out, indent=2))
     return out

@@ -1,7 +1,7 @@
 """Export a model or an index for other tools.
 
 Usage:
-  hybridpqa export --index=DIR --output=DIR [--quantization=Q]
+  hybridpqa export --index=DIR --output=DIR [--quantization=Q] [--overwrite]
   hybridpqa export --checkpoint=DIR --output=DIR [--format=NAME] [--overwrite]
   hybridpqa export -h | --help
 
@@ -13,7 +13,8 @@ Options:
   --format=NAME       sentence-transformers: SparseEncoder folders sparse-query/, sparse-context/ and
                       SentenceTransformer folders dense-query/, dense-context/ [default: sentence-transformers]
   --output=DIR        folder to write
-  --overwrite         replace a non-empty --output
+  --overwrite         replace an earlier export in --output (a folder that is not an export is never
+                      replaced); the new export is built beside it and swapped in when complete
 
 A checkpoint folder itself is already in Hugging Face format (query/, context/: AutoModelForMaskedLM);
 upload it with `hf upload USER/NAME DIR` (huggingface_hub).
@@ -25,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from HybridPQA.commands.common import parse, positive_int
@@ -34,21 +34,41 @@ from HybridPQA.errors import InputError
 FORMATS = ("sentence-transformers",)
 
 
+ST_FOLDERS = {"sparse-query", "sparse-context", "dense-query", "dense-context"}
+
+
+def _earlier(names: set[str]) -> callable:
+    """An export from before the marker: a folder holding only these names."""
+    return lambda folder: {p.name for p in folder.iterdir()} <= names
+
+
 def export_model(checkpoint: str | Path, output: str | Path, fmt: str = "sentence-transformers",
                  overwrite: bool = False) -> dict:
     from HybridPQA.api import HybridRetriever
     from HybridPQA.modeling.st_export import export_sentence_transformers
+    from HybridPQA.outputs import claim, publish, staging
 
     if fmt not in FORMATS:
         raise InputError(f"--format={fmt}: choose one of {', '.join(FORMATS)}")
-    output = Path(output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        if not overwrite or not output.is_dir():
-            raise InputError(f"--output={output}: exists and is not an empty folder; pass --overwrite or choose another")
-        shutil.rmtree(output)
+    output = claim(output, "export", overwrite, [checkpoint], legacy=_earlier(ST_FOLDERS))
     retriever = HybridRetriever.from_pretrained(checkpoint, ["PRECISION", "fp32"])
-    written = export_sentence_transformers(retriever.encoder, output)
+    built = staging(output, "export")
+    written = export_sentence_transformers(retriever.encoder, built)
+    publish(built, output, "export")
     return {"output": str(output), "folders": written}
+
+
+def export_index(index: str | Path, output: str | Path, quantization: int, overwrite: bool = False) -> dict:
+    from HybridPQA.outputs import claim, publish, staging
+    from HybridPQA.retrieval.export import export_pyserini
+    from HybridPQA.retrieval.index import SparseIndex
+
+    SparseIndex.load(Path(index))  # the input is checked first
+    output = claim(output, "pyserini", overwrite, [index], legacy=_earlier({"corpus", "queries.tsv"}))
+    built = staging(output, "pyserini")
+    counts = export_pyserini(Path(index), built, quantization)
+    publish(built, output, "pyserini")
+    return counts
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,9 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args["--checkpoint"]:
         counts = export_model(args["--checkpoint"], args["--output"], args["--format"], args["--overwrite"])
     else:
-        from HybridPQA.retrieval.export import export_pyserini
-
-        counts = export_pyserini(Path(args["--index"]), Path(args["--output"]),
-                                 positive_int(args["--quantization"], "--quantization"))
+        counts = export_index(args["--index"], args["--output"], positive_int(args["--quantization"], "--quantization"),
+                              args["--overwrite"])
     print(json.dumps(counts, indent=2))
     return counts

@@ -31,43 +31,38 @@ import time
 from pathlib import Path
 
 from HybridPQA.commands.common import parse, positive_int
-from HybridPQA.errors import InputError
 
 
 def index(model: str, corpus: str | Path, output: str | Path, config: str | None = None, overrides: list[str] = (),
           shard_size: int = 10_000, overwrite: bool = False) -> dict:
     import torch
 
-    from HybridPQA.api import INDEX_FILE, HybridRetriever
+    from HybridPQA.api import HybridRetriever, is_index, is_interrupted
     from HybridPQA.data.corpus import read_texts
     from HybridPQA.distributed import join
+    from HybridPQA.outputs import claim, publish, staging
     from HybridPQA.runtime import setup_logging
 
-    output = Path(output)
     cuda = torch.cuda.is_available()
     distributed = join(cuda)  # under torchrun: each process encodes its shards, on its own GPU where there are GPUs
-    main_process = distributed is None or distributed.main
-    if output.exists() and not output.is_dir():
-        raise InputError(f"--output={output}: is a file; give a folder for the index")
-    if (output / INDEX_FILE).is_file():
-        if not overwrite:
-            raise InputError(f"{output}: already holds an index; pass --overwrite to replace it")
-        if main_process:
-            shutil.rmtree(output)
+    output = claim(output, "index", overwrite, [model], legacy=is_index, resumable=is_interrupted)
     if distributed is not None:
-        distributed.barrier()
+        distributed.barrier()  # every process has checked --output before any writes into it
         if cuda:
             overrides = [*overrides, "DEVICE", f"cuda:{distributed.local_rank}"]
     setup_logging(None)
     started = time.perf_counter()
-    texts = read_texts(corpus)
+    texts = read_texts(corpus)  # read (and checked) before anything is replaced
     retriever = HybridRetriever.from_pretrained(model, list(overrides), config)
     loaded = time.perf_counter()
-    built = retriever.index(texts, output=output, shard_size=shard_size, distributed=distributed)
+    # a replacement is built beside the old index (every rank the same folder, resumable)
+    target = staging(output, "index", fresh=False) if is_index(output) else output
+    built = retriever.index(texts, output=target, shard_size=shard_size, distributed=distributed)
     if built is None:  # another rank merges
         return {"rank": distributed.rank, "encode_seconds": round(time.perf_counter() - loaded, 2)}
     done = time.perf_counter()
-    shutil.rmtree(output / "shards", ignore_errors=True)  # the index is complete; shards were for resuming
+    shutil.rmtree(target / "shards", ignore_errors=True)  # the index is complete; shards were for resuming
+    publish(target, output, "index")
     summary = {"index": str(output), "documents": len(built), "heads": list(built.corpus.heads),
                "processes": distributed.world_size if distributed else 1,
                "load_seconds": round(loaded - started, 2), "encode_index_seconds": round(done - loaded, 2),

@@ -78,3 +78,28 @@ def read_texts(path: str | Path, what: str = "document") -> dict[str, str]:
     if not texts:
         raise InputError(f"{path}: no {what} in this file (empty, or only a header)")
     return texts
+
+
+def check_texts(texts, what: str = "document", source: str = "") -> dict[str, str]:
+    """{id: text} from a dict, or a list of texts (ids "0", "1", ...), with the checks a file's lines
+    get (read_texts): ids fit a TREC file, texts are non-empty strings, at least one. The Python API
+    and the commands go through this one check."""
+    where = source or "the " + what + "s given"
+    if isinstance(texts, str):
+        raise InputError(f"{where}: a single string; give a list of texts or {{id: text}}")
+    if not isinstance(texts, dict):
+        try:
+            texts = {str(i): text for i, text in enumerate(texts)}
+        except TypeError:
+            raise InputError(f"{where}: {type(texts).__name__} is not a list of texts or {{id: text}}") from None
+    if not texts:
+        raise InputError(f"{where}: no {what}; give at least one")
+    for key, text in texts.items():
+        if not isinstance(key, str):
+            raise InputError(f"{where}: {what} id {key!r} is a {type(key).__name__}; ids are strings")
+        check_id(key, where, f"{what} id")
+        if not isinstance(text, str):
+            raise InputError(f"{where}: {what} {key!r} is a {type(text).__name__}, not a text")
+        if not text.strip():
+            raise InputError(f"{where}: {what} {key!r} has an empty text")
+    return dict(texts)

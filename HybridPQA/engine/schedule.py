@@ -4,6 +4,7 @@ reads no config."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,9 @@ def selection_value(results: dict, metric: str) -> float:
     if metric not in values:
         raise InputError(f"config: RETRIEVER.SOLVER.SELECT_METRIC = {metric!r} is not computed on this val split "
                          f"({results['mode']} mode); choose one of {', '.join(values)}")
+    if values[metric] is None or not math.isfinite(values[metric]):
+        raise InputError(f"val split: {metric} is {values[metric]} (no judged question was ranked); the best checkpoint "
+                         "cannot be chosen on it; check the val split's qrels")
     return values[metric]
 
 

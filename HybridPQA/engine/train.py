@@ -71,6 +71,15 @@ class _Health:
                              "RETRIEVER.SOLVER.OPTIMIZER.BASE_LR or raise TEMPERATURE, then --resume")
 
 
+def _accumulate(pending: dict, parts: dict, sparse: dict) -> None:
+    """Add a micro-batch's loss parts and active dimensions to the device-side sums (no host sync)."""
+    for name, value in parts.items():
+        pending[name] = pending.get(name, 0) + value.detach()
+    for side, reps in sparse.items():
+        name = f"active_dims_{side}"
+        pending[name] = pending.get(name, 0) + (reps.detach() > 0).sum(-1).float().mean()
+
+
 def _save_last(t: Training, run_dir: RunDir, scaler, ranks: Distributed | None) -> None:
     """checkpoints/last with everything --resume needs (every rank's random state too)."""
     rng_ranks = ranks.gather_objects(ckpt.rng_state()) if ranks is not None else None
@@ -121,11 +130,7 @@ def do_train(t: Training, run_dir: RunDir, device: torch.device, dtype: torch.dt
                     parts, sparse = loss_parts(*args, ranks, state["epoch"])
                     scaler.scale(sum(parts.values()) / s.accumulation).backward()  # the identity unless fp16
             health.see(parts.values(), state["step"])
-            for name, value in parts.items():
-                pending[name] = pending.get(name, 0) + value.detach()
-            for side, reps in sparse.items():
-                name = f"active_dims_{side}"
-                pending[name] = pending.get(name, 0) + (reps.detach() > 0).sum(-1).float().mean()
+            _accumulate(pending, parts, sparse)
         scaler.unscale_(t.optimizer)  # clip the true gradients, not the scaled ones
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
         if not scaler.is_enabled():  # fp16's scaler skips steps with inf gradients by design

@@ -35,7 +35,7 @@ from HybridPQA.modeling.heads import DenseHead, LateHead, SpladeHead
 from HybridPQA.modeling.interaction import ImplicitInteraction
 from HybridPQA.modeling.static import StaticDenseHead, StaticQueryEncoder, StaticSparseHead
 from HybridPQA.modeling.card import CardFacts
-from HybridPQA.modeling.saved import Checkpointer, is_checkpoint, load_heads, load_weights, read_manifest
+from HybridPQA.modeling.saved import Checkpointer, check_weights, is_checkpoint, load_heads, load_weights, read_manifest
 from HybridPQA.modeling.vocab import build_vocab_mask
 from HybridPQA.scoring import build_fusion
 
@@ -162,6 +162,8 @@ def build_model(cfg: CfgNode, checkpoint: str | Path | None = None) -> tuple[BiE
                              "directory under <run>/checkpoints/")
         _check_compatible(checkpoint, model_cfg)
         manifest = read_manifest(checkpoint)
+        if manifest is not None:
+            check_weights(checkpoint, manifest)
         if manifest is None:  # the old format: architecture from backbone/, weights from model.pt
             sources, weights = {"query": str(checkpoint / "backbone")}, False
             tokenizer_source = str(checkpoint / "tokenizer")

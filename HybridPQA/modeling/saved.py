@@ -16,6 +16,7 @@ safetensors and JSON only, and `model.pt` through torch's weights_only loader.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,11 +25,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from HybridPQA.errors import InputError
-from HybridPQA.files import disk_error, load_torch, publish_dir, write_atomic
+from HybridPQA.files import disk_error, file_digest, load_torch, publish_dir, write_atomic
 from HybridPQA.modeling.card import CardFacts, write_card
 from HybridPQA.modeling.encoding import EncodingSettings
 from HybridPQA.scoring import Fusion
 
+log = logging.getLogger(__name__)
 MANIFEST = "hybridpqa.json"
 HEADS_FILE = "heads.safetensors"
 FORMAT = 2
@@ -103,7 +105,7 @@ class Checkpointer:
             raise disk_error(tmp, err) from None
         manifest = {"format": FORMAT, "library": "HybridPQA", **self.model, "folders": list(folders(model)),
                     "heads": sorted(getattr(model, "heads", ())), "encoding": asdict(self.encoding),
-                    "fusion": asdict(fusion or self.fusion)}
+                    "fusion": asdict(fusion or self.fusion), "weights": weight_digests(tmp)}
         write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2))
         write_atomic(tmp / "config.yaml", self.config_text)
         self.encoding.save(tmp)
@@ -118,6 +120,25 @@ class Checkpointer:
             manifest["fusion"] = asdict(fusion)
             write_atomic(Path(path) / MANIFEST, json.dumps(manifest, indent=2))
             write_card(path, self.card, self.config_text, manifest, results)
+
+
+def weight_digests(path: Path) -> dict[str, str]:
+    """{file relative to the checkpoint: sha256} of every weight file, recorded in hybridpqa.json."""
+    return {f.relative_to(path).as_posix(): file_digest(f) for f in sorted(Path(path).rglob("*.safetensors"))}
+
+
+def check_weights(path: Path, manifest: dict) -> None:
+    """Every weight file is the one the checkpoint was saved with (its sha256 in hybridpqa.json), so a
+    file swapped between checkpoints, or between query/ and context/, is refused, not loaded."""
+    recorded = manifest.get("weights")
+    if recorded is None:
+        log.info("%s: saved before weight digests were recorded; its weight files are not checked", path)
+        return
+    for name, digest in recorded.items():
+        file = Path(path) / name
+        if not file.is_file() or file_digest(file) != digest:
+            raise InputError(f"{file}: missing or not the weights this checkpoint was saved with (sha256 differs from "
+                             f"{MANIFEST}); the checkpoint is damaged or its files were swapped; use another")
 
 
 def _first_line(err: Exception) -> str:
