@@ -262,5 +262,5 @@ def _pick(scores: dict, scorer: str):
     if scorer not in SCORERS:
         raise InputError(f"scorer {scorer!r}: choose one of {', '.join(SCORERS)}")
     if scorer not in scores:
-        raise InputError(f"scorer {scorer!r}: this model gives {', '.join(scores)}")
+        raise InputError(f"scorer {scorer!r}: this model gives only {', '.join(scores) or 'no scores'}")
     return scores[scorer]

@@ -88,9 +88,10 @@ def _first_line(err: Exception) -> str:
 def disk_error(path: Path, err: OSError) -> Exception:
     """An OSError while writing, as a one-line InputError where the cause is the user's to fix."""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return InputError(f"{path}: the disk is full ({err.strerror}); free space, then run again with --resume")
+        return InputError(f"{path}: the disk is full ({err.strerror}); free space, then run the command again "
+                          "(training continues with --resume; an evaluation or index starts again)")
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return InputError(f"{path}: cannot write here ({err.strerror}); choose another --path_output")
+        return InputError(f"{path}: cannot write here ({err.strerror}); choose another --output")
     return err
 
 

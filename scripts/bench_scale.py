@@ -31,7 +31,7 @@ from bench_engines import latency, load_index
 
 from HybridPQA.data.corpus import read_texts
 from HybridPQA.retrieval.corpus import CorpusIndex
-from HybridPQA.retrieval.engines import build_engine_settings
+from HybridPQA.retrieval.engines import EngineSettings, build_engine_settings
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex
 from HybridPQA.config import load_config
 

@@ -158,3 +158,8 @@ def test_unknown_env_variable_is_an_error(tmp_path):
     env.write_text("HPQA__RETRIEVER__NOPE=1\n")
     with pytest.raises(InputError, match=r"\.env \(HPQA__RETRIEVER__NOPE\): unknown config key RETRIEVER.NOPE"):
         load_config(None, dotenv_path=env)
+
+
+def test_an_ambiguous_key_suffix_says_so():
+    with pytest.raises(InputError, match=r"NAME is ambiguous: it ends \d+ keys \(.*DATA\.NAME"):
+        load_config(None, ["NAME", "x"], dotenv_path=None)

@@ -14,7 +14,6 @@ from HybridPQA.errors import InputError
 from HybridPQA.evaluation.approximate import exact_recall
 from HybridPQA.retrieval.corpus import CorpusIndex, _union
 from HybridPQA.retrieval.engines import EngineSettings, build_engine, build_engine_settings
-from HybridPQA.retrieval.index import DenseIndex, SparseIndex
 from HybridPQA.scoring import Fusion
 
 REPO = Path(__file__).resolve().parents[1]

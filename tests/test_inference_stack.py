@@ -55,6 +55,8 @@ def test_tuned_checkpoint_copied_out_of_its_run_scores_the_same_everywhere(tuned
     api_run = retriever.index(corpus).search(texts, k=100)
     api = score_run(api_run, read_qrels(qrels), ["ndcg@10"])["ndcg@10"]
     assert api == pytest.approx(ndcg, abs=1e-4)
+    print(f"\n{tuned.describe()} (configured: alpha=0.5): nDCG@10 evaluate {ndcg:.4f}, index + search "
+          f"{searched['metrics']['ndcg@10']:.4f}, API {api:.4f}")
 
 
 def test_head_names_are_literals_only_in_the_table_and_the_config():

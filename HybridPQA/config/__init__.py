@@ -90,6 +90,9 @@ def resolve_key(cfg: CN, key: str, source: str) -> str:
     matches = [k for k in known if k.endswith("." + key)]
     if len(matches) == 1:
         return matches[0]
+    if len(matches) > 1:
+        raise InputError(f"{source}: {key} is ambiguous: it ends {len(matches)} keys ({', '.join(sorted(matches)[:4])}); "
+                         "give more of the dotted path")
     raise _unknown_key(key, source, known)
 
 
