@@ -2,7 +2,9 @@
 output check before any long work starts."""
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import pickle
@@ -140,3 +142,25 @@ def check_writable(folder: Path, need_bytes: int = 0) -> None:
     if free < need_bytes:
         raise InputError(f"{folder}: {free / 2**30:.2f} GiB free but checkpoints need about "
                          f"{need_bytes / 2**30:.2f} GiB; free space or lower RETRIEVER.SOLVER.CP_SAVE_LIMIT")
+
+
+@contextlib.contextmanager
+def hold_lock(lock_file: Path, busy: str, advice: str):
+    """Hold an exclusive flock on `lock_file` while the block runs (the OS drops it if the process
+    dies); a second process gets one line: "<busy> by process <pid> ...; wait for it to finish, <advice>"."""
+    handle = Path(lock_file).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise InputError(f"{busy} by process {holder} (it holds {lock_file}); wait for it to finish, {advice}") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.close()

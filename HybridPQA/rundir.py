@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 from yacs.config import CfgNode
 
 from HybridPQA.errors import InputError
-from HybridPQA.files import check_writable, publish_dir
+from HybridPQA.files import hold_lock, check_writable, publish_dir
 
 LOCK_NAME = "run.lock"
 BEFORE_CONFIG = {LOCK_NAME, "log.txt", ".write-test"}  # what a run directory holds before its config.yaml
@@ -135,23 +134,8 @@ class RunDir:
         """Hold an exclusive lock on run.lock while the block runs (the OS drops it if the process
         dies): a second process on the same run directory gets a one-line error with our pid."""
         check_writable(self.path)
-        handle = self.lock_file.open("a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise InputError(f"{self.path} is in use by process {holder} (it holds {self.lock_file}); wait for it to "
-                             "finish, or choose another EXP") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        try:
+        with hold_lock(self.lock_file, f"{self.path} is in use", "or choose another EXP"):
             yield self
-        finally:
-            handle.close()
 
     def holder(self) -> str | None:
         """The pid holding run.lock, or None when no process does."""

@@ -38,11 +38,13 @@ def run_benchmark(model: str, datasets: list[Path], output: Path, config: str | 
     names = [Path(d).name for d in datasets]
     if len(set(names)) != len(names):
         raise InputError(f"--datasets: two folders share a name ({', '.join(names)}); each names its run directory")
+    for folder in datasets:  # every dataset is checked before the first is evaluated
+        missing = [n for n in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv") if not (Path(folder) / n).is_file()]
+        if missing:
+            raise InputError(f"--datasets: {folder} has no {', '.join(missing)}; give BEIR folders (corpus.jsonl, "
+                             "queries.jsonl, qrels/test.tsv)")
     rows = []
     for folder, name in zip(datasets, names):
-        if not (Path(folder) / "qrels" / "test.tsv").is_file():
-            raise InputError(f"--datasets: {folder} has no qrels/test.tsv; give BEIR folders (corpus.jsonl, "
-                             "queries.jsonl, qrels/test.tsv)")
         cfg = benchmark_config(saved, config, list(overrides), name)
         run_dir = RunDir.at(output, cfg.EXP)
         if run_dir.finished("test") and not overwrite:

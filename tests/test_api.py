@@ -127,6 +127,7 @@ def test_readme_python_api_runs_as_written(splade_tiny, tmp_path, monkeypatch, c
     assert out[0].startswith("[('d1'"), out  # the charger answers the usb question
 
 
+@pytest.mark.slow  # trains or evaluates end to end
 def test_api_scores_are_evaluations_scores(splade_tiny, small_beir, tmp_path):
     """The API's hybrid (z-score fusion over the corpus) ranks as `hybridpqa evaluate` does."""
     overrides = ["RETRIEVER.FUSION.NORM", "z-score", "RETRIEVER.COMPUTE_FLOPS", "False"]
@@ -153,6 +154,7 @@ def test_api_scores_are_evaluations_scores(splade_tiny, small_beir, tmp_path):
         sum(v for k, v in retriever.explain(TEXTS[1], TEXTS[1]).scores.items() if k.endswith("_part")))
 
 
+@pytest.mark.slow  # trains or evaluates end to end
 def test_index_search_commands_match_evaluate_on_scifact(splade_tiny, small_beir, tmp_path, capsys):
     """index + search + scoring the run == evaluate, on a real SciFact slice; the index resumes."""
     model = ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny)]
@@ -267,8 +269,10 @@ def test_benchmark_writes_one_table_over_datasets_and_resumes(splade_tiny, small
     again = main(args)  # finished datasets are reused, not evaluated again
     assert again == rows and results.stat().st_mtime_ns == written
     capsys.readouterr()
-    assert "has no qrels/test.tsv" in error_of(["benchmark", f"--model={splade_tiny}", f"--datasets={tmp_path}",
-                                                 f"--output={tmp_path / 'b2'}"], capsys)
+    assert "has no corpus.jsonl, queries.jsonl, qrels/test.tsv" in error_of(
+        ["benchmark", f"--model={splade_tiny}", f"--datasets={small_beir},{tmp_path}", f"--output={tmp_path / 'b2'}"],
+        capsys)  # the second dataset is checked before the first is evaluated
+    assert not (tmp_path / "b2").exists()
 
 
 @pytest.mark.slow

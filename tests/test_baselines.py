@@ -45,6 +45,7 @@ def test_bm25_matches_lucene_formula_with_corpus_statistics():
     assert np.argmax(bm25.scores("apple pie")) == 0
 
 
+@pytest.mark.slow  # trains or evaluates end to end
 def test_bm25_row_on_product_qa_and_scifact(tmp_path, product_qa, small_beir):
     """BM25 through `evaluate`: rerank candidates (product QA) and retrieve from a corpus (SciFact)."""
     out = tmp_path / "out"
@@ -77,6 +78,7 @@ def test_maxsim_ignores_padding_and_matches_a_loop():
     ("late", ["MODEL.BIENCODER_TYPE", "dense", "MODEL.CROSS_INTERACTION", "True", "SOLVER.LEVEL", "seq",
               "MODEL.PROJECTION_DIM", "32"]),
 ])
+@pytest.mark.slow  # trains or evaluates end to end
 def test_cross_encoder_and_late_interaction_train_and_reload(tmp_path, splade_tiny, product_qa, kind, overrides):
     results = main(["train", f"--path_output={tmp_path}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}",
                     "--env=none", *small(splade_tiny), "EXP", kind, *overrides])
@@ -92,6 +94,7 @@ def test_cross_encoder_and_late_interaction_train_and_reload(tmp_path, splade_ti
     assert again["test"]["metrics"][kind]["mrr@5"] == pytest.approx(test["metrics"][kind]["mrr@5"], abs=1e-6)
 
 
+@pytest.mark.slow  # trains or evaluates end to end
 def test_late_interaction_reranks_a_first_stage_run(tmp_path, splade_tiny, small_beir):
     out = tmp_path / "out"
     main(["evaluate", f"--path_output={out}", f"--path_data={small_beir}", f"--path_cfg_exp={ZERO_SCIFACT}",
@@ -138,6 +141,7 @@ def test_missing_teacher_or_first_stage_run_is_a_clear_error(tmp_path, splade_ti
         train_and_test(cfg, tmp_path, product_qa)
 
 
+@pytest.mark.slow  # trains or evaluates end to end
 def test_distillation_from_a_teacher_run_and_self_distillation(tmp_path, splade_tiny, product_qa):
     out = tmp_path / "out"
     main(["evaluate", f"--path_output={out}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}", "--split=train",

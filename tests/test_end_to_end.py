@@ -94,6 +94,7 @@ def _train(tmp_path, name, splade_tiny, product_qa, steps, stop=None, resume=Fal
     return build_model(cfg, checkpoint=run_dir / "checkpoints" / "last")[0].state_dict()
 
 
+@pytest.mark.slow  # trains or evaluates end to end
 def test_resume_is_exact(tmp_path, splade_tiny, product_qa):
     straight = _train(tmp_path, "straight", splade_tiny, product_qa, steps=6)
     _train(tmp_path, "resumed", splade_tiny, product_qa, steps=6, stop=3)
@@ -103,6 +104,7 @@ def test_resume_is_exact(tmp_path, splade_tiny, product_qa):
         assert torch.equal(straight[key], resumed[key]), key
 
 
+@pytest.mark.slow  # trains or evaluates end to end
 def test_evaluate_zero_shot_corpus_retrieval_and_checkpoint(tmp_path, splade_tiny, small_beir):
     args = ["evaluate", f"--path_output={tmp_path}", f"--path_data={small_beir}", f"--path_cfg_exp={QUICK}",
             "--split=test", "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny),

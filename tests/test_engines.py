@@ -130,6 +130,7 @@ def test_exact_recall():
     assert exact_recall({"q": {"a": 1.0, "c": 0.5, "x": 0.1}}, exact, 2) == 0.5
 
 
+@pytest.mark.slow  # trains or evaluates end to end
 def test_evaluate_reports_the_approximate_engines_on_scifact(splade_tiny, small_beir, tmp_path):
     """Seismic + HNSW + the candidate hybrid on a real SciFact slice: results carry the report, and
     on 341 abstracts the approximate runs keep nearly all of the exact top-10."""

@@ -115,6 +115,7 @@ def test_torn_metrics_line_is_dropped_on_resume(tmp_path):
     assert [json.loads(l)["step"] for l in path.read_text().splitlines()] == [1, 2]
 
 
+@pytest.mark.slow  # trains or evaluates end to end
 def test_non_finite_loss_stops_naming_step_and_part(tmp_path, splade_tiny, product_qa, monkeypatch):
     real = train_module.loss_parts
 

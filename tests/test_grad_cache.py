@@ -54,6 +54,7 @@ def test_cached_gradients_equal_the_uncached_step(objective, model_type, splade_
     assert worst < 1e-3
 
 
+@pytest.mark.slow  # trains or evaluates end to end
 def test_training_with_grad_cache_follows_the_uncached_run(tmp_path, splade_tiny, product_qa):
     """3 optimizer steps through the training loop (fp32, no dropout): the same weights within fp error."""
     from HybridPQA.pipeline import train_and_test

@@ -189,3 +189,37 @@ def test_concurrent_writers_never_share_a_temporary_file(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "open", spy)
     write_atomic(tmp_path / "stamp", "x")
     assert names == [f"stamp.{os.getpid()}.tmp"]
+
+
+def test_numbers_and_dicts_never_become_text(tmp_path):
+    from HybridPQA.data.pairs import read_pairs_jsonl
+
+    path = tmp_path / "train.jsonl"
+    rows = [{"query": "q1", "positive": "p1", "negatives": 5}, {"query": "q2", "positive": {"a": "b"}},
+            {"query": 7, "positive": "p3"}, {"query": "q4", "positive": ["p4", 4]}, {"query": "q5", "positive": "p5"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = read_pairs_jsonl(path)
+    assert [i.split(": ")[0] for i in data.issues] == [f"{path}:{n}" for n in (1, 2, 3, 4)]
+    assert "negatives is a int ('5'), not a text" in data.issues[0]
+    assert list(data.queries.values()) == ["q5"] and "5" not in data.docs.values()
+
+
+def test_wandb_without_a_key_suggests_offline(tmp_path, monkeypatch):
+    from HybridPQA.engine.tracking import WandB
+
+    for name in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(InputError, match="WANDB_MODE=offline"):
+        WandB(tmp_path, load_config(None, ["LOG.BACKENDS", "['wandb']"], dotenv_path=None))
+
+
+def test_a_second_index_job_on_one_output_is_refused(run, corpus, tmp_path, capsys):
+    from HybridPQA.files import hold_lock
+
+    out = tmp_path / "ix"
+    with hold_lock(tmp_path / ".ix.lock", "held", "by this test"):  # as a running `index` holds it
+        err = one_line_error(["index", f"--model={run / 'checkpoints' / 'step_000001'}", f"--corpus={corpus}",
+                              f"--output={out}"], capsys)
+    assert f"{out} is being indexed by process {os.getpid()}" in err and not out.exists()

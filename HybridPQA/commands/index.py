@@ -25,6 +25,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -37,10 +38,10 @@ def index(model: str, corpus: str | Path, output: str | Path, config: str | None
           shard_size: int = 10_000, overwrite: bool = False) -> dict:
     import torch
 
-    from HybridPQA.api import HybridRetriever, is_index, is_interrupted
-    from HybridPQA.data.corpus import read_texts
+    from HybridPQA.api import is_index, is_interrupted
     from HybridPQA.distributed import join
-    from HybridPQA.outputs import claim, publish, staging
+    from HybridPQA.files import hold_lock
+    from HybridPQA.outputs import claim
     from HybridPQA.runtime import setup_logging
 
     cuda = torch.cuda.is_available()
@@ -51,9 +52,21 @@ def index(model: str, corpus: str | Path, output: str | Path, config: str | None
         if cuda:
             overrides = [*overrides, "DEVICE", f"cuda:{distributed.local_rank}"]
     setup_logging(None)
+    lock = hold_lock(output.with_name(f".{output.name}.lock"), f"{output} is being indexed", "or choose another --output") \
+        if distributed is None or distributed.main else contextlib.nullcontext()  # one index job per output
+    with lock:
+        return _build(retriever_args=(model, list(overrides), config), corpus=corpus, output=output,
+                      shard_size=shard_size, distributed=distributed)
+
+
+def _build(retriever_args: tuple, corpus, output: Path, shard_size: int, distributed) -> dict:
+    from HybridPQA.api import HybridRetriever, is_index
+    from HybridPQA.data.corpus import read_texts
+    from HybridPQA.outputs import publish, staging
+
     started = time.perf_counter()
     texts = read_texts(corpus)  # read (and checked) before anything is replaced
-    retriever = HybridRetriever.from_pretrained(model, list(overrides), config)
+    retriever = HybridRetriever.from_pretrained(*retriever_args)
     loaded = time.perf_counter()
     # a replacement is built beside the old index (every rank the same folder, resumable)
     target = staging(output, "index", fresh=False) if is_index(output) else output

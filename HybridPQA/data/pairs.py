@@ -31,7 +31,17 @@ def _values(value) -> list[str]:
     if value is None:
         return []
     values = value if isinstance(value, (list, tuple)) else [value]
-    return [str(v).strip() for v in values if v is not None and str(v).strip()]
+    return [v.strip() for v in values if isinstance(v, str) and v.strip()]
+
+
+def _not_text(name: str, value, many: bool) -> str | None:
+    """Why `value` is no text (nor, with `many`, a list of texts); None when it is one. Numbers, dicts
+    and the like are never turned into text: "5" is not a document anyone wrote."""
+    values = value if many and isinstance(value, (list, tuple)) else [value]
+    bad = next((v for v in values if v is not None and not isinstance(v, str)), None)
+    if bad is None:
+        return None
+    return f"{name} is a {type(bad).__name__} ({str(bad)[:30]!r}), not a text{' or a list of texts' if many else ''}"
 
 
 def _first(record: dict, keys: tuple[str, ...]):
@@ -59,7 +69,12 @@ class PairsBuilder:
         return docid
 
     def add(self, query, positives, negatives, where: str) -> None:
-        query = str(query or "").strip()
+        problem = (_not_text("query", query, False) or _not_text("positive", positives, True)
+                   or _not_text("negatives", negatives, True))
+        if problem:
+            self.data.issues.append(f"{where}: {problem}; row skipped")
+            return
+        query = (query or "").strip()
         positives, negatives = _values(positives), _values(negatives)
         if not query or not positives:
             self.data.issues.append(f"{where}: no query or no positive; row skipped")

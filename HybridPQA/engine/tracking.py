@@ -51,14 +51,26 @@ class WandB:
             import wandb
         except ImportError:
             raise InputError("config: LOG.BACKENDS wandb needs `pip install wandb`") from None
+        mode = os.environ.get("WANDB_MODE") or None
+        if mode in (None, "online", "run") and not os.environ.get("WANDB_API_KEY") and not _logged_in(wandb):
+            raise InputError("config: LOG.BACKENDS wandb: no W&B API key here (WANDB_API_KEY, or `wandb login`); "
+                             "set WANDB_MODE=offline to keep the run on disk (sync it later with `wandb sync`)")
         self.run = wandb.init(project=cfg.LOG.WANDB_PROJECT, name=cfg.EXP, dir=str(run_dir), config=_plain(cfg),
-                              mode=os.environ.get("WANDB_MODE") or None, reinit="finish_previous")
+                              mode=mode, reinit="finish_previous")
 
     def log(self, scalars: dict[str, float], step: int) -> None:
         self.run.log(scalars, step=step)
 
     def close(self) -> None:
         self.run.finish()
+
+
+def _logged_in(wandb) -> bool:
+    """Whether `wandb login` stored a key (netrc) on this machine; never asks for one."""
+    try:
+        return bool(wandb.login(prompt=False))
+    except Exception:  # noqa: BLE001 - any failure to find a key means: not logged in
+        return False
 
 
 def _plain(cfg) -> dict:
