@@ -59,4 +59,9 @@ def test_version_and_old_flag_spellings(capsys, tmp_path):
     assert capsys.readouterr().out.startswith("HybridPQA")
     main(["train", f"--path_output={tmp_path}", "--path_data=data", f"--path_cfg_exp={REPO / 'configs' / 'quickstart.yaml'}",
           "--print-config", "--env=none", "SOLVER.ALPHA", "0.3"])
-    assert "ALPHA: 0.3" in capsys.readouterr().out
+    from HybridPQA.config import load_config
+
+    (tmp_path / "printed.yaml").write_text(capsys.readouterr().out)  # the merged config, whole: it loads as itself
+    shown = load_config(tmp_path / "printed.yaml", dotenv_path=None)
+    assert shown.RETRIEVER.SOLVER.ALPHA == 0.3 and shown.EXP == "quickstart"
+    assert shown == load_config(REPO / "configs" / "quickstart.yaml", ["SOLVER.ALPHA", "0.3"], dotenv_path=None)

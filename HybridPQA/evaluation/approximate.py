@@ -7,8 +7,6 @@ query at a time, the query already encoded), and each engine's memory and build 
 """
 from __future__ import annotations
 
-import copy
-
 from HybridPQA.evaluation.efficiency import query_latency
 from HybridPQA.evaluation.metrics import score_run
 from HybridPQA.evaluation.trec import Run
@@ -37,24 +35,20 @@ def approximated_scorers(corpus: CorpusIndex) -> list[str]:
     return [HYBRID] * bool(hybrid) + sorted(approx)
 
 
-def approximation(ranker, rank, fusion: Fusion, ranked, qrels: dict, metrics: list[str], count: int = 50) -> dict:
-    """{scorer: report} for each scorer `ranker.corpus` approximates. `ranked` (rankers.Ranked) is the
-    evaluation's ranking; `rank(ranker)` gives a ranker's runs as the evaluation writes them, called
-    once more on an exact copy of the ranker."""
-    corpus, runs = ranker.corpus, ranked.runs
-    exact_ranker = copy.copy(ranker)
-    exact_ranker.corpus = CorpusIndex(corpus.indexes)
-    exact_runs = rank(exact_ranker)
-    qids, q_reps = list(ranked.qids), ranked.query_reps
+def approximation(corpus: CorpusIndex, ranked, exact_runs: dict[str, Run], fusion: Fusion, depth: int, qrels: dict,
+                  metrics: list[str], device, count: int = 50) -> dict:
+    """{scorer: report} for each scorer `corpus` approximates: `ranked` (rankers.Ranked) is the
+    evaluation's ranking through the engines, `exact_runs` the same queries ranked by the exact index."""
+    exact = CorpusIndex(corpus.indexes)
+    runs, qids, q_reps = ranked.runs, list(ranked.qids), ranked.query_reps
     row = {q: i for i, q in enumerate(qids)}
     one = lambda q: {h: v[row[q]:row[q] + 1] for h, v in q_reps.items()}  # noqa: E731  (one encoded query)
     out = {}
     for scorer in approximated_scorers(corpus):
         exact_metrics = score_run(exact_runs[scorer], qrels, metrics)
         approx_metrics = score_run(runs[scorer], qrels, metrics)
-        timed = {name: query_latency(lambda q: index.search(one(q), [q], fusion, ranker.depth, (scorer,)),
-                                     qids, ranker.device, count)
-                 for name, index in (("exact", exact_ranker.corpus), ("approximate", corpus))}
+        timed = {name: query_latency(lambda q: index.search(one(q), [q], fusion, depth, (scorer,)), qids, device, count)
+                 for name, index in (("exact", exact), ("approximate", corpus))}
         heads = SCORER_HEADS[scorer]
         out[scorer] = {
             "engines": {h: corpus.settings.describe(h) for h in heads},

@@ -33,6 +33,7 @@ from HybridPQA.heads import DENSE, HYBRID, SPARSE, scorers
 from HybridPQA.modeling import BM25, BiEncoder, CrossEncoder
 from HybridPQA.modeling.encode import Encoder
 from HybridPQA.modeling.encoding import build_encoding
+from HybridPQA.retrieval.corpus import CorpusIndex
 from HybridPQA.retrieval.engines import build_engine_settings
 from HybridPQA.retrieval.fusion import tune
 from HybridPQA.rundir import RunDir
@@ -117,9 +118,10 @@ def evaluate_split(ranker, data: RankingData, settings: Evaluation, fusion: Fusi
     ranker.index(data)
     if tune_here and HYBRID in scorers(getattr(ranker.model, "heads", ())):
         fusion = tune_fusion(ranker, data, fusion, settings.select_metric, run_dir)
-    rank = lambda r: _rank(r, data, fusion, settings.depth, settings.ignore_identical)  # noqa: E731
-    ranked = ranker.rank(list(data.queries), fusion, depth=settings.depth + 1 if settings.ignore_identical else None)
-    runs = _drop_identical(ranked.runs, settings.depth) if settings.ignore_identical else ranked.runs
+    depth = settings.depth + 1 if settings.ignore_identical else None  # one more, for the query's own id
+    cut = (lambda runs: _drop_identical(runs, settings.depth)) if settings.ignore_identical else (lambda runs: runs)
+    ranked = ranker.rank(list(data.queries), fusion, depth=depth)
+    runs = cut(ranked.runs)
     files = {}
     if run_dir is not None:  # score what the TREC files say, so the files and the metrics agree
         for scorer, run in runs.items():
@@ -141,7 +143,9 @@ def evaluate_split(ranker, data: RankingData, settings: Evaluation, fusion: Fusi
         "seconds": time.perf_counter() - started,
     }
     if with_efficiency and getattr(ranker, "corpus", None) is not None and approximated_scorers(ranker.corpus):
-        results["approximate"] = approximation(ranker, rank, fusion, ranked, data.qrels, metric_names(data))
+        exact = CorpusIndex(ranker.corpus.indexes).search(ranked.query_reps, ranked.qids, fusion, depth or settings.depth)
+        results["approximate"] = approximation(ranker.corpus, ranked, cut(exact), fusion, ranker.depth, data.qrels,
+                                               metric_names(data), ranker.device)
     if data.mode == "rerank" and data.doc_source:
         results["per_source"] = {scorer: per_source(run, data, RERANK_METRICS) for scorer, run in runs.items()}
     if with_efficiency:
@@ -158,12 +162,6 @@ def _drop_identical(runs: dict[str, Run], depth: int) -> dict[str, Run]:
     document whose id is the query's own is dropped, and runs are cut to depth."""
     return {scorer: {q: dict([(d, s) for d, s in ranking(docs) if d != q][:depth]) for q, docs in run.items()}
             for scorer, run in runs.items()}
-
-
-def _rank(ranker, data: RankingData, fusion: Fusion, depth: int, ignore_identical: bool) -> dict[str, Run]:
-    """Every scorer's run, as the evaluation ranks them."""
-    runs = ranker.rank(list(data.queries), fusion, depth=depth + 1 if ignore_identical else None).runs
-    return _drop_identical(runs, depth) if ignore_identical else runs
 
 
 def finite(value):
