@@ -11,12 +11,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from HybridPQA.errors import InputError
-from HybridPQA.files import check_writable, publish_dir, write_atomic
+from HybridPQA.files import check_writable, disk_error, write_atomic
 
 MARKER = ".hybridpqa-output.json"  # {"kind": "index" | "export" | "pyserini"}: written into every folder we create
 
@@ -80,7 +81,17 @@ def mark(folder: Path, kind: str) -> None:
 
 
 def publish(built: Path, output: Path, kind: str) -> None:
-    """Mark `built` as ours and swap it in for `output` (the old one, ours, is deleted after the swap)."""
+    """Mark `built` as ours and swap it in for `output`: the old output (ours: `claim` checked it) is
+    moved aside under a name of this process's own, then deleted; nothing else is touched."""
     mark(built, kind)
-    if built != output:
-        publish_dir(built, output)
+    if built == output:
+        return
+    old = output.with_name(f".{output.name}.replaced-{os.getpid()}")
+    try:
+        if output.is_dir():
+            output.rename(old)
+        built.rename(output)
+    except OSError as err:
+        raise disk_error(output, err) from None
+    if old.is_dir() and kind_of(old) in (kind, None):
+        shutil.rmtree(old)

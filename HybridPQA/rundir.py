@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import json
 import shutil
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from HybridPQA.errors import InputError
 from HybridPQA.files import hold_lock, check_writable, publish_dir
 
 LOCK_NAME = "run.lock"
+log = logging.getLogger(__name__)
 BEFORE_CONFIG = {LOCK_NAME, "log.txt", ".write-test"}  # what a run directory holds before its config.yaml
 
 
@@ -105,11 +107,21 @@ class RunDir:
         return self.results_file(split).is_file()
 
     # -- using it ----------------------------------------------------------------------------
+    def _started_only(self, contents: list[Path]) -> bool:
+        """Whether the directory holds only what a start writes before its first step (the config, the
+        log, an empty checkpoints/): nothing a retry would lose."""
+        names = {p.name for p in contents}
+        empty_checkpoints = not self.checkpoints.is_dir() or not any(self.checkpoints.iterdir())
+        return self.config.is_file() and names <= BEFORE_CONFIG | {"config.yaml", "checkpoints"} and empty_checkpoints
+
     def prepare(self, cfg: CfgNode, overwrite: bool = False, resume: bool = False) -> RunDir:
         """Refuse a non-empty run directory unless `overwrite` or `resume`. Overwriting empties only a
         HybridPQA run directory (one with a config.yaml), keeping its lock file; resuming needs the
         same config."""
         contents = [p for p in self.path.iterdir() if p.name != LOCK_NAME] if self.path.is_dir() else []
+        if contents and not resume and self._started_only(contents):  # a failed start blocks no retry
+            log.info("%s: an earlier start stopped before any checkpoint or result; starting afresh", self.path)
+            overwrite = True
         if contents:
             if overwrite:
                 if not self.config.is_file() and not {p.name for p in contents} <= BEFORE_CONFIG:

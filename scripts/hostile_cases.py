@@ -330,7 +330,8 @@ def written_folder_cases(model: Path) -> list[Case]:
              setup=lambda s: two_runs(s)),
         Case("small-pairs-empty-val", ["train", "--output=out", "--data=mine", f"--config={ROOT / 'configs' / 'own_data.yaml'}",
                                        "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(model),
-                                       "RETRIEVER.DATA.VAL_FROM_TRAIN", "0.01"],
+                                       "RETRIEVER.DATA.TRAIN_DATA_PATH", "train.jsonl", "RETRIEVER.DATA.VAL_FROM_TRAIN", "0.01",
+                                       "SOLVER.TOTAL_TRAIN_STEPS", "4", "SOLVER.NUM_STEP_PER_EVAL", "2"],
              setup=pairs(2), check=lambda s, c, o: not (s / "out" / "own_data" / "checkpoints").exists()),
     ]
 

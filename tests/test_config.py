@@ -163,3 +163,10 @@ def test_unknown_env_variable_is_an_error(tmp_path):
 def test_an_ambiguous_key_suffix_says_so():
     with pytest.raises(InputError, match=r"NAME is ambiguous: it ends \d+ keys \(.*DATA\.NAME"):
         load_config(None, ["NAME", "x"], dotenv_path=None)
+
+
+def test_a_list_key_takes_a_bare_word_and_errors_name_the_choices():
+    assert load_config(None, ["LOG.BACKENDS", "tensorboard"], dotenv_path=None).LOG.BACKENDS == ("tensorboard",)
+    assert load_config(None, ["MODEL.VOCAB_MASK", "special"], dotenv_path=None).RETRIEVER.MODEL.VOCAB_MASK == ("special",)
+    with pytest.raises(InputError, match="LOG.BACKENDS takes a list of tensorboard, wandb"):
+        load_config(None, ["LOG.BACKENDS", "tensorbord"], dotenv_path=None)

@@ -166,7 +166,7 @@ def test_a_carved_val_split_without_judged_questions_fails_before_any_model_load
                           f"--config={REPO / 'configs' / 'own_data.yaml'}", "--env=none",
                           "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", "/no/such/model", "RETRIEVER.DATA.VAL_FROM_TRAIN",
                           "0.01"], capsys)
-    assert "val split carved from train.jsonl" in err and "none with a judged" in err  # not the missing model
+    assert "val split carved from train by" in err and "none with a judged" in err  # not the missing model
 
 
 def test_the_best_checkpoint_is_never_chosen_on_nan():
@@ -223,3 +223,26 @@ def test_a_second_index_job_on_one_output_is_refused(run, corpus, tmp_path, caps
         err = one_line_error(["index", f"--model={run / 'checkpoints' / 'step_000001'}", f"--corpus={corpus}",
                               f"--output={out}"], capsys)
     assert f"{out} is being indexed by process {os.getpid()}" in err and not out.exists()
+
+
+def test_a_failed_start_blocks_no_retry(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    argv = ["train", f"--output={tmp_path / 'out'}", f"--data={data}", f"--config={REPO / 'configs' / 'own_data.yaml'}",
+            "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", "/no/such/model"]
+    first = one_line_error(argv, capsys)
+    assert (tmp_path / "out" / "own_data" / "config.yaml").is_file()  # the failed start left its run folder
+    assert one_line_error(argv, capsys) == first  # and the retry meets the same error, not "not empty"
+
+
+def test_a_split_named_without_its_suffix_takes_the_format_that_is_there(tmp_path):
+    from HybridPQA.data import build_split
+
+    data_cfg = load_config(REPO / "configs" / "own_data.yaml", dotenv_path=None).RETRIEVER.DATA
+    assert data_cfg.TRAIN_DATA_PATH == "train"
+    with pytest.raises(InputError, match=r"no train.jsonl, train.csv, train.tsv, train.json or datasets folder train/"):
+        build_split(tmp_path / "train", data_cfg)
+    (tmp_path / "train.csv").write_text("query,positive\nhow long does it last?,ten hours\n")
+    assert list(build_split(tmp_path / "train", data_cfg).queries.values()) == ["how long does it last?"]
+    with pytest.raises(InputError, match="this folder has train.csv: give that name"):
+        build_split(tmp_path / "train.jsonl", data_cfg)

@@ -71,12 +71,15 @@ def _coerce(key: str, default, value, source: str):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
     elif isinstance(default, (tuple, list)):
+        if isinstance(value, str):  # a bare word is a list of one: LOG.BACKENDS tensorboard
+            value = [value]
         ok = isinstance(value, (tuple, list))
         value = tuple(value) if ok else value
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise InputError(f"{source}: {key} must be a {type(default).__name__} like {default!r}, got {value!r}")
+        example = "['a', 'b'] or one bare word" if isinstance(default, (tuple, list)) else repr(default)
+        raise InputError(f"{source}: {key} must be a {type(default).__name__} like {example}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise InputError(f"{source}: {key} = {value!r} must be a finite number")
     return value

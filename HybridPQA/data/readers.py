@@ -259,11 +259,32 @@ def read_split(path: str | Path, corpus: dict[str, str] | None = None) -> Rankin
                          f"{err.start}, in it or its BEIR files); re-save it as UTF-8") from None
 
 
+PAIRS_SUFFIXES = (".jsonl", ".csv", ".tsv", ".json")  # a split named without its suffix: the first found
+
+
+def _resolve(path: Path) -> Path:
+    """`path` itself, or for a name without a suffix (`train`) the one file or datasets folder of that
+    stem (train.jsonl, train.csv, train.tsv, train.json, train/); a one-line error naming them if none."""
+    if path.exists() or path.suffix:
+        if not path.exists():
+            others = [path.with_suffix(s).name for s in PAIRS_SUFFIXES if path.with_suffix(s).is_file()]
+            hint = f"; this folder has {', '.join(others)}: give that name" if others else ""
+            raise InputError(f"{path}: data file not found{hint}; check --data and the RETRIEVER.DATA.*_DATA_PATH keys "
+                             "(or run `hybridpqa prepare` for the paper's data)")
+        return path
+    found = [path.with_name(path.name + s) for s in PAIRS_SUFFIXES if path.with_name(path.name + s).is_file()]
+    if not found:
+        raise InputError(f"{path}: no {path.name}.jsonl, {path.name}.csv, {path.name}.tsv, {path.name}.json or "
+                         f"datasets folder {path.name}/ here; check --data and the RETRIEVER.DATA.*_DATA_PATH keys")
+    return found[0]
+
+
 def _read_split(path: Path, corpus: dict[str, str] | None) -> RankingData:
+    path = _resolve(path)
     if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
         return _require(read_pairs_dataset(path, corpus), path)
     if not path.is_file():
-        raise InputError(f"{path}: data file not found; run `hybridpqa prepare` or check --path_data and the "
+        raise InputError(f"{path}: a folder, not a data file or a saved datasets dataset; check --data and the "
                          "RETRIEVER.DATA.*_DATA_PATH keys")
     if path.suffix == ".json":
         return _require(read_hybridpqa_json(path), path)

@@ -11,6 +11,8 @@ precision, batch sizes, the text options its data was trained with), so callers 
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
@@ -20,6 +22,7 @@ from HybridPQA.modeling.encoding import EncodingSettings
 from HybridPQA.precision import autocast
 from HybridPQA.runtime import progress
 
+log = logging.getLogger(__name__)
 Reps = dict[str, object]  # {head: stored vectors}, as heads.HEADS keeps them
 
 
@@ -38,7 +41,12 @@ def encode(model: BiEncoder, tokenizer, side: str, texts: list[str], max_length:
     order; unit length with `cosine`; only `heads` (default: all the model has) are computed."""
     model.eval()
     ids = tokenizer(texts, truncation=True, max_length=max_length, return_token_type_ids=False)["input_ids"]
-    order = np.argsort([len(x) for x in ids], kind="stable")
+    lengths = [len(x) for x in ids]
+    at_limit = sum(n >= max_length for n in lengths)
+    if at_limit and len(texts) > 1:  # said once per call, never per text
+        log.info("%d of %d %s texts reach the %d-token limit and are cut there (RETRIEVER.MODEL.%s_MAX_LENGTH)",
+                 at_limit, len(texts), side, max_length, "QUESTION" if side == "query" else "CONTEXT")
+    order = np.argsort(lengths, kind="stable")
     parts: dict[str, list] = {}
     bar = progress(total=len(texts), desc=f"encode {side}s", unit="text", enabled=len(texts) > batch_size)
     for start in range(0, len(order), batch_size):

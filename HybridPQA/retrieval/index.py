@@ -82,7 +82,8 @@ def _load_array(path: Path, name: str, meta: dict, mmap: bool) -> np.ndarray:
     """One array of an index, checked against the length meta.json recorded for it."""
     file = Path(path) / f"{name}.npy"
     try:
-        array = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+        # copy-on-write: pages are read from disk on use, never written back, and torch may wrap them
+        array = np.load(file, mmap_mode="c" if mmap else None, allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:
         raise InputError(f"{file}: unreadable index array ({str(err).splitlines()[0][:100] if str(err) else err.__class__.__name__}); "
                          "rebuild the index with `hybridpqa evaluate`") from None
