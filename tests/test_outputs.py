@@ -246,3 +246,15 @@ def test_a_split_named_without_its_suffix_takes_the_format_that_is_there(tmp_pat
     assert list(build_split(tmp_path / "train", data_cfg).queries.values()) == ["how long does it last?"]
     with pytest.raises(InputError, match="this folder has train.csv: give that name"):
         build_split(tmp_path / "train.jsonl", data_cfg)
+
+
+def test_an_empty_or_foreign_table_names_what_it_needs(tmp_path):
+    from HybridPQA.data import build_split
+
+    data_cfg = load_config(REPO / "configs" / "own_data.yaml", dotenv_path=None).RETRIEVER.DATA
+    (tmp_path / "empty.tsv").write_text("")
+    with pytest.raises(InputError, match="empty.tsv: empty file; .* needs a header"):
+        build_split(tmp_path / "empty.tsv", data_cfg)
+    (tmp_path / "mine.csv").write_text("question\tanswer\nhow long?\tten hours\n")
+    with pytest.raises(InputError, match="mine.csv: columns question, answer: not a format .* query and positive"):
+        build_split(tmp_path / "mine.csv", data_cfg)

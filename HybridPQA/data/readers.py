@@ -297,8 +297,15 @@ def _read_split(path: Path, corpus: dict[str, str] | None) -> RankingData:
     if path.suffix in (".csv", ".tsv"):
         with path.open(encoding="utf-8-sig") as handle:
             header = handle.readline().rstrip("\r\n").split("\t")
+        if header == [""]:
+            raise InputError(f"{path}: empty file; a .csv / .tsv split needs a header (query,positive[,negative] "
+                             "for your pairs) and rows")
         if "label" in header or "qid" in header:
             return _require(read_evidence_ranking(path), path)
+        if not set(AG_COLUMNS) <= set(header):
+            raise InputError(f"{path}: columns {', '.join(h for h in header if h)[:120]}: not a format this reads; "
+                             "your pairs need a header with query and positive (and optionally negative), e.g. "
+                             "query,positive")
         return _require(read_answer_generation(path), path)
     raise InputError(f"{path}: unknown data format; use pairs (.jsonl, or .csv / .tsv with query and positive "
                      "columns), a .csv (hetPQA TSV), .json (HybridPQA records) or a BEIR qrels/<split>.tsv")
