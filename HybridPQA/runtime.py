@@ -2,12 +2,14 @@
 (Precision has its own module: `precision`, measured by a probe.)"""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
 import random
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -94,10 +96,13 @@ def setup_logging(run_dir: Path | None = None, main: bool = True) -> None:
     for handler in handlers:
         handler.setFormatter(fmt)
         root.addHandler(handler)
-    for noisy in ("transformers", "httpx", "urllib3", "numba", "bm25s"):
+    for noisy in ("transformers", "httpx", "urllib3", "numba", "bm25s", "faiss", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    # libraries' Python warnings (ranx's numba type casts, ...) go to the log at DEBUG, not the console
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.ERROR)
 
 
 def log_environment(argv: list[str] | None) -> None:
@@ -109,3 +114,22 @@ def log_environment(argv: list[str] | None) -> None:
     log.info("argv: %s", " ".join(argv or sys.argv))
     log.info("python %s, torch %s, transformers %s, %s, git %s", platform.python_version(), torch.__version__,
              transformers.__version__, platform.platform(), commit or "unknown")
+
+
+@contextlib.contextmanager
+def quiet_libraries():
+    """Third-party chatter off for the block (transformers' load reports and progress bars, library
+    UserWarnings), restored after; for the Python API and exports, which may run without
+    `setup_logging`. The project's own log lines are untouched."""
+    verbosity = transformers.utils.logging.get_verbosity()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"(sentence_transformers|transformers|torch)")
+            yield
+    finally:
+        transformers.utils.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()

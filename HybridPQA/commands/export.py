@@ -47,13 +47,16 @@ def export_model(checkpoint: str | Path, output: str | Path, fmt: str = "sentenc
     from HybridPQA.api import HybridRetriever
     from HybridPQA.modeling.st_export import export_sentence_transformers
     from HybridPQA.outputs import claim, publish, staging
+    from HybridPQA.runtime import quiet_libraries, setup_logging
 
+    setup_logging(None)
     if fmt not in FORMATS:
         raise InputError(f"--format={fmt}: choose one of {', '.join(FORMATS)}")
     output = claim(output, "export", overwrite, [checkpoint], legacy=_earlier(ST_FOLDERS))
     retriever = HybridRetriever.from_pretrained(checkpoint, ["PRECISION", "fp32"])
     built = staging(output, "export")
-    written = export_sentence_transformers(retriever.encoder, built)
+    with quiet_libraries():  # sentence-transformers' own loads report on the heads it re-reads
+        written = export_sentence_transformers(retriever.encoder, built)
     publish(built, output, "export")
     return {"output": str(output), "folders": written}
 

@@ -37,9 +37,10 @@ class EncodingSettings:
     @classmethod
     def from_dict(cls, saved, source: str) -> EncodingSettings:
         """From `asdict` output (hybridpqa.json, index.json), checked; a one-line error naming `source`."""
-        try:
-            settings = cls(**{f.name: saved[f.name] for f in fields(cls)} | {"vocab_mask": tuple(saved["vocab_mask"])})
-        except (KeyError, TypeError) as err:
+        try:  # a field an older file lacks takes its default
+            settings = cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved}
+                           | {"vocab_mask": tuple(saved.get("vocab_mask", ()))})
+        except (KeyError, TypeError, AttributeError) as err:
             raise InputError(f"{source}: unreadable encoding settings ({err.__class__.__name__}: {err}); the file is "
                              "damaged") from None
         problems = [

@@ -23,7 +23,7 @@ from HybridPQA.modeling.encoding import EncodingSettings, build_encoding
 from HybridPQA.modeling.saved import MANIFEST, is_checkpoint, read_manifest
 from HybridPQA.precision import build_precision
 from HybridPQA.rundir import RunDir
-from HybridPQA.runtime import build_device
+from HybridPQA.runtime import build_device, quiet_libraries
 from HybridPQA.scoring import Fusion, build_fusion
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,9 @@ class SavedModel:
     @property
     def encoding(self) -> EncodingSettings | None:
         """The encoding settings the checkpoint was trained with (hybridpqa.json), None for a plain model."""
-        if self.manifest is None:
+        if self.manifest is None or "encoding" not in self.manifest:
             return None
-        return EncodingSettings.from_dict(self.manifest.get("encoding"), str(self.path / MANIFEST))
+        return EncodingSettings.from_dict(self.manifest["encoding"], str(self.path / MANIFEST))
 
     def fusion(self, cfg) -> Fusion:
         """The fusion to search with: the checkpoint's own, else its run's fusion.json, else the config's."""
@@ -83,7 +83,8 @@ class SavedModel:
             raise InputError(f"{self.path}: {CONFIG_FILE} and {MANIFEST} give different encoding settings; the "
                              "checkpoint is damaged or was edited by hand")
         device = build_device(cfg, ranks)
-        model, tokenizer = build_model(cfg, checkpoint=self.path)
+        with quiet_libraries():  # transformers' load reports and bars, in the API too
+            model, tokenizer = build_model(cfg, checkpoint=self.path)
         dtype = build_precision(cfg, device, model)
         if hasattr(model, "to"):
             model.to(device)
