@@ -258,3 +258,12 @@ def test_an_empty_or_foreign_table_names_what_it_needs(tmp_path):
     (tmp_path / "mine.csv").write_text("question\tanswer\nhow long?\tten hours\n")
     with pytest.raises(InputError, match="mine.csv: columns question, answer: not a format .* query and positive"):
         build_split(tmp_path / "mine.csv", data_cfg)
+
+
+def test_a_mistyped_model_folder_fails_at_once(tmp_path, corpus, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # before: a minute of hub retries, then "cannot load its tokenizer"
+    err = one_line_error(["index", "--model=modles/splade-tiny", f"--corpus={corpus}", f"--output={tmp_path / 'ix'}"],
+                         capsys)
+    assert "modles/splade-tiny: no such folder here, and the Hugging Face hub is off" in err
+    assert "no such folder; give a checkpoint" in one_line_error(
+        ["index", "--model=a/b/c", f"--corpus={corpus}", f"--output={tmp_path / 'ix'}"], capsys)

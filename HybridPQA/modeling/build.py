@@ -12,6 +12,8 @@ load with `AutoModelForMaskedLM.from_pretrained`, beside `heads.safetensors`, `h
 from __future__ import annotations
 
 import logging
+import os
+import re
 from pathlib import Path
 
 import torch
@@ -42,6 +44,30 @@ from HybridPQA.scoring import build_fusion
 log = logging.getLogger(__name__)
 DROPOUT_ATTRS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout")
 MARKERS = ("[unused0]", "[unused1]")  # ColBERT's [Q] and [D], as in its BERT checkpoints
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # name or org/name
+
+
+def check_hub_name(source: str) -> None:
+    """A name that is no local folder must be a model on the Hugging Face hub: checked with one
+    request (a few seconds at most), not discovered after a minute of retries."""
+    if source.startswith(("/", ".", "~")) or not HUB_ID.fullmatch(source):
+        raise InputError(f"{source}: no such folder; give a checkpoint, a model folder or a hub name (org/name)")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise InputError(f"{source}: no such folder here, and the Hugging Face hub is off (HF_HUB_OFFLINE); "
+                         "check the path")
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        huggingface_hub.model_info(source, timeout=10)
+    except RepositoryNotFoundError:
+        raise InputError(f"{source}: no such folder here, nor a model of that name on the Hugging Face hub; "
+                         "check the path") from None
+    except Exception as err:  # noqa: BLE001 - any network failure: the hub cannot be asked from here
+        raise InputError(f"{source}: no such folder here, and the Hugging Face hub cannot be reached to look it up "
+                         f"({err.__class__.__name__}); check the path, or give a local model folder") from None
 
 
 def _backbone_config(source: str, dropout: float | None, **extra):
@@ -153,6 +179,8 @@ def build_model(cfg: CfgNode, checkpoint: str | Path | None = None) -> tuple[BiE
     checkpoint = checkpoint or model_cfg.MODEL_PATH
     manifest = None
     if checkpoint is None:
+        if not Path(model_cfg.PRETRAINED_MODEL_TYPE).expanduser().exists():
+            check_hub_name(model_cfg.PRETRAINED_MODEL_TYPE)
         sources, weights = {"query": model_cfg.PRETRAINED_MODEL_TYPE}, True
         tokenizer_source = model_cfg.PRETRAINED_MODEL_TYPE
     else:

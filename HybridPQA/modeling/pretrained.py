@@ -18,7 +18,7 @@ from pathlib import Path
 
 from HybridPQA.config import load_config
 from HybridPQA.errors import InputError
-from HybridPQA.modeling.build import build_model
+from HybridPQA.modeling.build import build_model, check_hub_name
 from HybridPQA.modeling.encoding import EncodingSettings, build_encoding
 from HybridPQA.modeling.saved import MANIFEST, is_checkpoint, read_manifest
 from HybridPQA.precision import build_precision
@@ -36,8 +36,8 @@ class SavedModel:
     def __init__(self, source: str | Path):
         self.source = str(source)
         path = Path(self.source).expanduser()
-        if self.source.startswith(("/", ".", "~")) and not path.exists():
-            raise InputError(f"{self.source}: no such folder; give a checkpoint, a model folder or a hub name")
+        if not path.exists():
+            check_hub_name(self.source)
         self.path = path if is_checkpoint(path) else None
         if self.path is None and path.is_dir() and not (path / "config.json").is_file():
             raise InputError(f"{self.source}: neither a HybridPQA checkpoint ({MANIFEST}) nor a transformers model "
