@@ -138,9 +138,14 @@ class HybridRetriever:
         if output is None:
             reps = self.encode_documents(texts).reps
         else:
-            # never into a folder that is not ours, nor the model; ours from the start, so an interrupted call continues
-            output = claim(output, "index", True, [self.source], legacy=is_index, resumable=is_interrupted)
-            mark(output, "index")
+            # never into a folder that is not ours, nor the model; ours from the start, so an interrupted call
+            # continues. Under torchrun rank 0 checks and marks it while the others wait
+            output = Path(output).expanduser().resolve()
+            if distributed is None or distributed.main:
+                claim(output, "index", True, [self.source], legacy=is_index, resumable=is_interrupted)
+                mark(output, "index")
+            if distributed is not None:
+                distributed.barrier()
             key = hashlib.sha256(json.dumps([self.source, self.overrides, asdict(self.encoding), shard_size, texts])
                                  .encode()).hexdigest()
             rank, world = (distributed.rank, distributed.world_size) if distributed else (0, 1)

@@ -130,7 +130,7 @@ def check_output_dir(path: str | Path, flag: str) -> Path:
 
 def check_writable(folder: Path, need_bytes: int = 0) -> None:
     """Fail now, not after hours of training, when `folder` cannot be written or lacks `need_bytes`."""
-    probe = folder / ".write-test"
+    probe = folder / f".write-test.{os.getpid()}"  # one per process: concurrent checks never unlink each other's
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"ok")

@@ -26,7 +26,12 @@ from HybridPQA.files import hold_lock, check_writable, publish_dir
 
 LOCK_NAME = "run.lock"
 log = logging.getLogger(__name__)
-BEFORE_CONFIG = {LOCK_NAME, "log.txt", ".write-test"}  # what a run directory holds before its config.yaml
+BEFORE_CONFIG = {LOCK_NAME, "log.txt"}  # what a run directory holds before its config.yaml (and write probes)
+
+
+def _names(contents: list[Path]) -> set[str]:
+    """The names of a directory's entries, left-over write probes (`.write-test.<pid>`) aside."""
+    return {p.name for p in contents if not p.name.startswith(".write-test")}
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,7 @@ class RunDir:
     def _started_only(self, contents: list[Path]) -> bool:
         """Whether the directory holds only what a start writes before its first step (the config, the
         log, an empty checkpoints/): nothing a retry would lose."""
-        names = {p.name for p in contents}
+        names = _names(contents)
         empty_checkpoints = not self.checkpoints.is_dir() or not any(self.checkpoints.iterdir())
         return self.config.is_file() and names <= BEFORE_CONFIG | {"config.yaml", "checkpoints"} and empty_checkpoints
 
@@ -124,7 +129,7 @@ class RunDir:
             overwrite = True
         if contents:
             if overwrite:
-                if not self.config.is_file() and not {p.name for p in contents} <= BEFORE_CONFIG:
+                if not self.config.is_file() and not _names(contents) <= BEFORE_CONFIG:
                     raise InputError(f"{self.path}: --overwrite replaces HybridPQA runs only, and this directory has "
                                      "no config.yaml; move it away yourself or choose another EXP")
                 for path in contents:
