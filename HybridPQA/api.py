@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,17 +29,24 @@ from HybridPQA.evaluation.explain import Explanation, explain_pair
 from HybridPQA.files import publish_dir, write_atomic
 from HybridPQA.heads import DENSE, HEADS, HYBRID, SPARSE, scorers
 from HybridPQA.modeling.encode import Encoder
-from HybridPQA.modeling.pretrained import SavedModel
+from HybridPQA.modeling.pretrained import ModelKind, SavedModel
 from HybridPQA.outputs import claim, kind_of, mark
-from HybridPQA.retrieval.corpus import CorpusIndex
+from HybridPQA.retrieval.corpus import (
+    CONFIG_FILE,
+    ENGINES,
+    INDEX_FILE,
+    TEXTS_FILE,
+    CorpusIndex,
+    is_index,
+    read_index_meta,
+    write_index_files,
+)
 from HybridPQA.retrieval.engines import EngineSettings, build_engine_settings
 from HybridPQA.retrieval.shards import STAMP, encode_in_shards, merge_shards
 from HybridPQA.scoring import Fusion
 
-INDEX_FILE = "index.json"
-TEXTS_FILE = "texts.jsonl"
-CONFIG_FILE = "config.yaml"  # the model's merged config
 SCORERS = scorers((DENSE, SPARSE))  # hybrid, dense, sparse
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,10 +76,12 @@ class Encoded:
 
 class HybridRetriever:
     """A bi-encoder (hybrid, dense or sparse): its encoder (modeling.encode.Encoder: the model with its
-    encoding settings and text options) and its fusion."""
+    encoding settings and text options), its fusion, and the scorer it searches with unless told
+    (`default_scorer`: what the model was trained for, `kind` says)."""
 
     def __init__(self, encoder: Encoder, fusion: Fusion, source: str = "", overrides: list[str] = (),
-                 engines: EngineSettings | None = None, config: str | None = None):
+                 engines: EngineSettings | None = None, config: str | None = None,
+                 kind: ModelKind = ModelKind("checkpoint")):
         if not {DENSE, SPARSE} & set(getattr(encoder.model, "heads", ())):
             heads = sorted(getattr(encoder.model, "heads", ()))
             raise InputError(f"{source}: HybridRetriever serves dense / sparse / hybrid bi-encoders; this model has "
@@ -81,6 +92,7 @@ class HybridRetriever:
         self.engines = engines or EngineSettings()  # RETRIEVER.INDEX: the engine of each head when searching
         self.config = config  # the merged config, saved with an index so search rebuilds the same model
         self.terms = encoder.terms() if SPARSE in encoder.heads else []
+        self.default_scorer, self.why = kind.default_scorer(encoder.heads)
 
     @property
     def encoding(self):
@@ -94,8 +106,10 @@ class HybridRetriever:
         saved = SavedModel(path_or_name)
         cfg = saved.config(config, list(overrides))
         model, tokenizer, device, dtype = saved.load(cfg)
-        return cls(build_encoder(model, tokenizer, cfg, device, dtype), saved.fusion(cfg), saved.source,
-                   list(overrides), build_engine_settings(cfg), cfg.dump())
+        retriever = cls(build_encoder(model, tokenizer, cfg, device, dtype), saved.fusion(cfg), saved.source,
+                        list(overrides), build_engine_settings(cfg), cfg.dump(), saved.kind)
+        log.info("default scorer %s: %s", retriever.default_scorer, retriever.why)
+        return retriever
 
     # -- encoding and scoring ------------------------------------------------------------------
     def _encode(self, side: str, texts: list[str], sources: list[str] | None = None) -> Encoded:
@@ -111,14 +125,15 @@ class HybridRetriever:
         options use it (INSERT_SOURCE, FLATTEN_ATTRIBUTE)."""
         return self._encode("context", texts, sources)
 
-    def score(self, query: str, documents: list[str], scorer: str = HYBRID,
+    def score(self, query: str, documents: list[str], scorer: str | None = None,
               sources: list[str] | None = None) -> np.ndarray:
-        """(len(documents),) scores of `query` against each document; a hybrid fused over them."""
+        """(len(documents),) scores of `query` against each document (scorer None: the default); a
+        hybrid fused over them."""
         q, d = self.encode_queries([query]).reps, self.encode_documents(documents, sources).reps
         scores = {h: HEADS[h].matrix(v, d[h]) for h, v in q.items()}
         if {DENSE, SPARSE} <= set(scores):
             scores[HYBRID] = self.fusion.fuse(scores[DENSE], scores[SPARSE])
-        return _pick(scores, scorer)[0]
+        return _pick(scores, scorer or self.default_scorer)[0]
 
     def explain(self, query: str, document: str, top: int = 15) -> Explanation:
         """Terms, matches and the dense / sparse parts of the hybrid score of one pair (fused alone)."""
@@ -165,15 +180,6 @@ class HybridRetriever:
         return SearchIndex.load(path, self)
 
 
-def is_index(folder: Path) -> bool:
-    """Whether `folder` holds an index of ours: an index.json that parses with our keys."""
-    try:
-        meta = json.loads((Path(folder) / INDEX_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(meta, dict) and {"model", "encoding", "fusion", "heads", "documents"} <= set(meta)
-
-
 def is_interrupted(folder: Path) -> bool:
     """Whether `folder` holds an interrupted `index` of ours (marked, or only its shards), to continue."""
     folder = Path(folder)
@@ -192,11 +198,12 @@ class SearchIndex:
     def __len__(self) -> int:
         return len(self.corpus.docids)
 
-    def search(self, queries: str | list[str] | dict[str, str], k: int = 10, scorer: str = HYBRID):
+    def search(self, queries: str | list[str] | dict[str, str], k: int = 10, scorer: str | None = None):
         """Top `k` (docid, score) pairs, best first: one list for a string, a list of lists for a
-        list, {qid: {docid: score}} (a run) for {qid: text}."""
+        list, {qid: {docid: score}} (a run) for {qid: text}. `scorer` None: the retriever's default."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InputError(f"search: k = {k!r}; give a whole number >= 1")
+        scorer = scorer or self.retriever.default_scorer
         if scorer not in SCORERS:
             raise InputError(f"scorer {scorer!r}: choose one of {', '.join(SCORERS)}")
         as_run, single = isinstance(queries, dict), isinstance(queries, str)
@@ -218,13 +225,9 @@ class SearchIndex:
         self.corpus.save(tmp)
         r = self.retriever
         meta = {"model": r.source, "overrides": r.overrides, "encoding": asdict(r.encoding),
-                "fusion": asdict(r.fusion), "documents": len(self), "heads": list(self.corpus.heads)}
-        with (tmp / TEXTS_FILE).open("w", encoding="utf-8") as handle:
-            for docid, text in (self.texts or {}).items():
-                handle.write(json.dumps({"id": docid, "text": text}) + "\n")
-        if r.config is not None:
-            write_atomic(tmp / CONFIG_FILE, r.config)
-        write_atomic(tmp / INDEX_FILE, json.dumps(meta, indent=2))
+                "fusion": asdict(r.fusion), "documents": len(self), "heads": list(self.corpus.heads),
+                "default_scorer": r.default_scorer}
+        write_index_files(tmp, meta, self.texts, r.config)
         path.mkdir(parents=True, exist_ok=True)
         for name in (*self.corpus.heads, TEXTS_FILE, *([CONFIG_FILE] if r.config is not None else []), INDEX_FILE):
             if (tmp / name).is_dir():
@@ -232,19 +235,15 @@ class SearchIndex:
             else:
                 (tmp / name).replace(path / name)
         tmp.rmdir()
+        shutil.rmtree(path / ENGINES, ignore_errors=True)  # engines of an index this one replaces
+        self.corpus.path = path  # engines built from now on are kept in it
 
     @classmethod
     def load(cls, path: str | Path, retriever: HybridRetriever | None = None, overrides: list[str] = ()) -> SearchIndex:
         """An index saved by `save` (or `hybridpqa index`); the retriever is loaded from index.json
         unless given, with `overrides` (KEY VALUE pairs: RETRIEVER.INDEX.SPARSE seismic, ...)."""
         path = Path(path)
-        meta_file = path / INDEX_FILE
-        if not meta_file.is_file():
-            raise InputError(f"{path}: not a search index (no {INDEX_FILE}); build one with `hybridpqa index`")
-        try:
-            meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as err:
-            raise InputError(f"{meta_file}: unreadable ({err.__class__.__name__}); rebuild the index") from None
+        meta_file, meta = path / INDEX_FILE, read_index_meta(path)
         if retriever is None:
             config = path / CONFIG_FILE
             retriever = HybridRetriever.from_pretrained(meta["model"], [*([] if config.is_file() else meta["overrides"]),

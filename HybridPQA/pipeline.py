@@ -7,6 +7,7 @@ model, device and precision; then the training loop (engine.train) and the evalu
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -42,6 +43,7 @@ from HybridPQA.files import check_writable, write_atomic
 from HybridPQA.losses import build_loss, check_objective
 from HybridPQA.modeling import build_checkpointer, build_model
 from HybridPQA.modeling.encoding import build_encoding
+from HybridPQA.retrieval.corpus import open_index
 from HybridPQA.modeling.pretrained import SavedModel
 from HybridPQA.modeling.static import init_static_queries
 from HybridPQA.precision import build_precision
@@ -179,7 +181,7 @@ def train_and_test(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, resume
                    stop_at_step: int | None = None, ranks: Distributed | None = None) -> dict[str, dict]:
     """DO_TRAIN then DO_TEST as configured; returns {split: results}. Under torchrun (`ranks`) every
     rank trains; rank 0 alone writes and evaluates."""
-    d, run_dir = cfg.RETRIEVER.DATA, RunDir.of(run_dir)
+    d, m, run_dir = cfg.RETRIEVER.DATA, cfg.RETRIEVER.MODEL, RunDir.of(run_dir)
     if cfg.RETRIEVER.DO_TRAIN and cfg.RETRIEVER.MODEL.BIENCODER_TYPE != "cross":
         check_objective(cfg.RETRIEVER.SOLVER)  # before anything loads
     main = ranks is None or ranks.main
@@ -217,7 +219,8 @@ def train_and_test(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, resume
         for split, data in (("dev", val), ("test", test)):
             if data is not None:
                 results[split] = evaluate_split(ranker, data, settings, fusion, run_dir, split,
-                                                tune_here=split == "dev" and cfg.RETRIEVER.FUSION.TUNE)
+                                                tune_here=split == "dev" and cfg.RETRIEVER.FUSION.TUNE,
+                                                source=str(best or m.MODEL_PATH or m.PRETRAINED_MODEL_TYPE))
                 fusion = Fusion.from_dict(results[split]["fusion"])
                 if best is not None:
                     checkpointer.describe(best, fusion, results)  # its model card, and the fusion to search with
@@ -228,9 +231,10 @@ def train_and_test(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, resume
 
 
 def evaluate_only(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, checkpoint: str | None, split: str | None,
-                  overwrite: bool = False) -> dict[str, dict]:
+                  overwrite: bool = False, index: Path | None = None) -> dict[str, dict]:
     """Evaluate a checkpoint, or PRETRAINED_MODEL_TYPE zero-shot, on one split, with the checkpoint's
-    fusion (modeling.pretrained.SavedModel: its own, else its run's tuned fusion.json, else the config's)."""
+    fusion (modeling.pretrained.SavedModel: its own, else its run's tuned fusion.json, else the config's);
+    the split's documents from the saved `index` of this model where given, else encoded."""
     run_dir = RunDir.of(run_dir)
     if split is None and cfg.RETRIEVER.DATA.TEST_DATA_PATH is None:
         raise InputError("evaluate: give --split=NAME, or set RETRIEVER.DATA.TEST_DATA_PATH")
@@ -241,6 +245,7 @@ def evaluate_only(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, checkpo
         raise InputError(f"{target} exists; pass --overwrite to replace it")
     seed_everything(cfg.SEED)
     write_atomic(run_dir.eval_config(name) if run_dir.config.exists() else run_dir.config, cfg.dump())
+    source = checkpoint or cfg.RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE
     saved = SavedModel(checkpoint) if checkpoint else None
     if saved is not None:
         model, tokenizer, device, dtype = saved.load(cfg)
@@ -261,4 +266,6 @@ def evaluate_only(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, checkpo
     if isinstance(model, torch.nn.Module):
         model.to(device)
     ranker = build_ranker(model, tokenizer, cfg, device, dtype)
-    return {name: evaluate_split(ranker, data, build_evaluation(cfg), fusion, run_dir, name)}
+    if index is not None:
+        ranker.use_index(open_index(index, source, asdict(build_encoding(cfg)), list(data.docs), ranker.engines))
+    return {name: evaluate_split(ranker, data, build_evaluation(cfg), fusion, run_dir, name, source=source)}

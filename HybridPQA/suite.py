@@ -17,11 +17,12 @@ from HybridPQA.evaluation.evaluator import load_results
 from HybridPQA.files import safe_filename, write_atomic
 from HybridPQA.modeling.pretrained import SavedModel
 from HybridPQA.pipeline import evaluate_only
+from HybridPQA.retrieval.corpus import is_index
 from HybridPQA.rundir import RunDir
 
 log = logging.getLogger(__name__)
 COLUMNS = ("dataset", "scorer", "documents", "queries", "ndcg@10", "recall@100", "gflops_per_query", "latency_ms_p50",
-           "encode_seconds")
+           "latency_ms_p95", "latency_queries", "encode_seconds", "docs_truncated")
 
 
 def benchmark_config(saved: SavedModel, config: str | None, overrides: list[str], name: str):
@@ -32,7 +33,9 @@ def benchmark_config(saved: SavedModel, config: str | None, overrides: list[str]
 
 
 def run_benchmark(model: str, datasets: list[Path], output: Path, config: str | None = None,
-                  overrides: list[str] = (), overwrite: bool = False) -> list[dict]:
+                  overrides: list[str] = (), overwrite: bool = False, index: Path | None = None) -> list[dict]:
+    """`index`: a saved index of this model (with one dataset), or a folder of them named as the datasets,
+    whose documents are ranked in place of encoding the corpus again."""
     saved = SavedModel(model)
     checkpoint = saved.source if saved.is_checkpoint else None
     names = [Path(d).name for d in datasets]
@@ -43,6 +46,17 @@ def run_benchmark(model: str, datasets: list[Path], output: Path, config: str | 
         if missing:
             raise InputError(f"--datasets: {folder} has no {', '.join(missing)}; give BEIR folders (corpus.jsonl, "
                              "queries.jsonl, qrels/test.tsv)")
+    indexes = dict.fromkeys(names)
+    if index is not None:
+        if is_index(index):
+            if len(datasets) != 1:
+                raise InputError(f"--index={index}: one index serves one dataset; give one --datasets folder, or a "
+                                 "folder of indexes named as the datasets")
+            indexes[names[0]] = index
+        else:
+            indexes = {n: index / n if is_index(index / n) else None for n in names}
+            if not any(indexes.values()):
+                raise InputError(f"--index={index}: neither an index nor a folder of indexes named {', '.join(names)}")
     rows = []
     for folder, name in zip(datasets, names):
         cfg = benchmark_config(saved, config, list(overrides), name)
@@ -53,15 +67,19 @@ def run_benchmark(model: str, datasets: list[Path], output: Path, config: str | 
         else:
             run_dir.path.mkdir(parents=True, exist_ok=True)
             with run_dir.lock():
-                results = evaluate_only(cfg, run_dir, Path(folder), checkpoint, None, overwrite=True)["test"]
+                results = evaluate_only(cfg, run_dir, Path(folder), checkpoint, None, overwrite=True,
+                                        index=indexes[name])["test"]
         cost = results.get("efficiency") or {}
         for scorer, metrics in results["metrics"].items():
-            rows.append({"dataset": name, "scorer": scorer, "documents": results["documents"],
+            rows.append({"dataset": name, "scorer": f"{scorer} (default)" if scorer == results.get("default_scorer")
+                         else scorer, "documents": results["documents"],
                          "queries": results["queries_scored"], "ndcg@10": metrics.get("ndcg@10"),
                          "recall@100": metrics.get("recall@100"),
                          "gflops_per_query": (cost.get(scorer) or {}).get("gflops_per_query"),
-                         "latency_ms_p50": (cost.get(scorer) or {}).get("latency_ms_p50"),
-                         "encode_seconds": (cost.get("corpus") or {}).get("encode_seconds")})
+                         **{k: (cost.get(scorer) or {}).get(k) for k in ("latency_ms_p50", "latency_ms_p95",
+                                                                          "latency_queries")},
+                         "encode_seconds": (cost.get("corpus") or {}).get("encode_seconds"),
+                         "docs_truncated": ((results.get("truncated") or {}).get("context") or [None])[0]})
     rows += _averages(rows, len(datasets))
     write_atomic(output / "benchmark.csv", _csv(rows))
     write_atomic(output / "benchmark.md", markdown(rows, model))
@@ -96,7 +114,8 @@ def _csv(rows: list[dict]) -> str:
 
 def markdown(rows: list[dict], model: str) -> str:
     lines = [f"Model: `{model}`; nDCG@10 and R@100 on each dataset's qrels/test.tsv; average = unweighted mean "
-             "over datasets; latency = one query at a time (p50).", "",
+             "over datasets; latency = one query at a time (encode + search + top-k), the scorers interleaved query by "
+             "query, p50 and p95 over `latency_queries` queries; docs_truncated = documents cut at the max length.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cell(r[c]) for c in COLUMNS) + " |" for r in rows]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,14 @@ def splade_tiny() -> Path:
 
 
 @pytest.fixture(scope="session")
+def minilm() -> Path:
+    """The real all-MiniLM-L6-v2: a trained dense sentence encoder without an MLM head."""
+    from HybridPQA.data.assets import fetch_model
+
+    return fetch_model(REPO / "models", "all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
 def raw_data() -> Path:
     from HybridPQA.data.assets import fetch_dataset
 

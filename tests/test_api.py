@@ -73,8 +73,18 @@ def test_checkpoint_is_a_transformers_folder_and_reloads_exactly(checkpoints):
     assert (dense / "heads.safetensors").is_file() and not (dense / "context").exists()
     reloaded, _ = build_model(load_config(dense / "config.yaml", dotenv_path=None), checkpoint=dense)
     assert reloaded.query_encoder.dense_head.projection.weight.shape == (32, 128)
-    card = (path / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: hybridpqa") and "from HybridPQA import HybridRetriever" in card
+
+def test_model_card_has_hub_metadata_and_a_snippet_that_runs(checkpoints, capsys):
+    from HybridPQA.modeling.card import check_card
+
+    card = check_card(checkpoints["hybrid"])  # what the hub reads: the metadata, then the text
+    assert (card.data.library_name, card.data.pipeline_tag, card.data.base_model, card.data.license) == \
+        ("hybridpqa", "feature-extraction", "rasyosef/splade-tiny", "apache-2.0")
+    assert "biplob1ly" not in card.text and '"PATH"' not in card.text and "latency" not in card.text
+    snippet = re.search(r"```python\n(.*?)```", card.text, re.S).group(1)
+    capsys.readouterr()
+    exec(compile(snippet, "README.md", "exec"), {})
+    assert capsys.readouterr().out.startswith("[('d1', ")  # the usb question finds the usb document
 
 
 def test_old_model_pt_checkpoints_still_load(checkpoints, tmp_path):
@@ -97,17 +107,19 @@ def test_sentence_transformers_vectors_equal_ours(checkpoints, tmp_path):
         retriever = HybridRetriever.from_pretrained(path)
         out = tmp_path / name
         folders = export_sentence_transformers(retriever.encoder, out)
-        assert set(folders) == ({"sparse-query", "sparse-context", "dense-query", "dense-context"} if name == "hybrid"
-                                else {"dense-query", "dense-context"})
-        for side in ("query", "context"):
-            e = retriever.encoder  # unnormalised, as sentence-transformers' encode gives them
-            ours = encode(e.model, e.tokenizer, side, TEXTS, e.encoding.max_length(side), 8, e.device)
-            if f"sparse-{side}" in folders:
-                theirs = SparseEncoder(str(out / f"sparse-{side}")).encode(TEXTS, convert_to_tensor=True).to_dense()
-                assert np.abs(theirs.numpy() - ours["sparse"].toarray()).max() < 1e-5
-                assert (np.count_nonzero(theirs.numpy(), axis=1) <= 64).all()  # TOP_K is max_active_dims
-            theirs = SentenceTransformer(str(out / f"dense-{side}")).encode(TEXTS)
-            assert np.abs(theirs - ours["dense"].numpy()).max() < 1e-5
+        assert folders == (["sparse", "dense"] if name == "hybrid" else ["dense"])  # one folder per head, routed
+        e = retriever.encoder  # unnormalised, as sentence-transformers' encode gives them
+        ours = {side: encode(e.model, e.tokenizer, side, TEXTS, e.encoding.max_length(side), 8, e.device)
+                for side in ("query", "context")}
+        if "sparse" in folders:
+            sparse = SparseEncoder(str(out / "sparse"))
+            for side, theirs in (("query", sparse.encode_query), ("context", sparse.encode_document)):
+                got = theirs(TEXTS, convert_to_tensor=True).to_dense().numpy()
+                assert np.abs(got - ours[side]["sparse"].toarray()).max() < 1e-5, side
+                assert (np.count_nonzero(got, axis=1) <= 64).all()  # TOP_K is max_active_dims
+        dense = SentenceTransformer(str(out / "dense"))
+        for side, theirs in (("query", dense.encode_query), ("context", dense.encode_document)):
+            assert np.abs(theirs(TEXTS) - ours[side]["dense"].numpy()).max() < 1e-5, side
 
 
 def _readme_api_block() -> str:
@@ -174,12 +186,15 @@ def test_index_search_commands_match_evaluate_on_scifact(splade_tiny, small_beir
           f"--config={ZERO_SHOT}", "--shard-size=64"])
     assert not (index_dir / "shards").exists() and len(shards) == results["documents"]
     queries = small_beir / "queries.jsonl"
-    for scorer in ("hybrid", "sparse"):
+    assert results["default_scorer"] == "sparse"  # a masked LM zero-shot: its CLS vector is untrained
+    for scorer in ("hybrid", None):  # None: the default, sparse
         run = tmp_path / f"{scorer}.trec"
-        main(["search", f"--index={index_dir}", f"--queries={queries}", f"--output={run}", f"--scorer={scorer}"])
+        main(["search", f"--index={index_dir}", f"--queries={queries}", f"--output={run}",
+              *([f"--scorer={scorer}"] if scorer else [])])
         scored = main(["evaluate", f"--run={run}", f"--qrels={small_beir / 'qrels' / 'test.tsv'}",
                        "--metrics=ndcg@10,recall@100"])
-        assert abs(scored["metrics"]["ndcg@10"] - results["metrics"][scorer]["ndcg@10"]) < 1e-4, scorer
+        want = results["metrics"][scorer or "sparse"]["ndcg@10"]
+        assert abs(scored["metrics"]["ndcg@10"] - want) < 1e-4, scorer
     capsys.readouterr()
     main(["search", f"--index={index_dir}", "--query=vitamin D and multiple sclerosis", "--k=3"])
     printed = capsys.readouterr().out.splitlines()

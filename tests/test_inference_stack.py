@@ -19,6 +19,7 @@ from HybridPQA.cli import main
 from HybridPQA.evaluation.metrics import score_run
 from HybridPQA.evaluation.trec import read_qrels
 from HybridPQA.heads import HEADS, SCORER_HEADS
+from HybridPQA.modeling.card import check_card
 from HybridPQA.modeling.pretrained import SavedModel
 from HybridPQA.scoring import Fusion
 
@@ -33,12 +34,16 @@ def test_tuned_checkpoint_copied_out_of_its_run_scores_the_same_everywhere(tuned
     copy = tmp_path / "elsewhere" / "model"  # out of its run: no fusion.json beside it any more
     shutil.copytree(best, copy)
     assert SavedModel(copy).fusion(None) == tuned  # the checkpoint itself records the tuned fusion
+    card = check_card(best)  # and its card, the test metrics as a model-index
+    hybrid = [r for r in card.data.eval_results if r.metric_name == "ndcg@10 (hybrid)" and r.dataset_split == "test"]
+    assert len(hybrid) == 1 and card.data.datasets == ["BeIR/scifact"]
     qrels, queries = small_beir / "qrels" / "test.tsv", small_beir / "queries.jsonl"
 
     evaluated = main(["evaluate", f"--output={tmp_path / 'eval'}", f"--data={small_beir}", f"--checkpoint={copy}",
                       "--split=test", "--env=none", "RETRIEVER.COMPUTE_FLOPS", "False"])["test"]
     assert evaluated["fusion"]["alpha"] == tuned.alpha and evaluated["fusion"]["norm"] == tuned.norm
     ndcg = evaluated["metrics"]["hybrid"]["ndcg@10"]
+    assert evaluated["default_scorer"] == "hybrid"  # a trained hybrid searches with its own fusion
 
     main(["index", f"--model={copy}", f"--corpus={small_beir / 'corpus.jsonl'}", f"--output={tmp_path / 'ix'}"])
     main(["search", f"--index={tmp_path / 'ix'}", f"--queries={queries}", f"--output={tmp_path / 'run.trec'}"])
@@ -46,7 +51,7 @@ def test_tuned_checkpoint_copied_out_of_its_run_scores_the_same_everywhere(tuned
     assert searched["metrics"]["ndcg@10"] == pytest.approx(ndcg, abs=1e-4)
 
     retriever = HybridRetriever.from_pretrained(copy)
-    assert retriever.fusion == tuned
+    assert retriever.fusion == tuned and retriever.default_scorer == "hybrid"
     corpus = {}
     for line in (small_beir / "corpus.jsonl").read_text().splitlines():
         doc = json.loads(line)

@@ -127,11 +127,13 @@ def test_static_queries_export_to_sentence_transformers(splade_tiny, tmp_path):
     init_static_queries(model, tokenizer, DOCS, 64)
     model.eval()
     folders = export_sentence_transformers(Encoder(model, tokenizer, build_encoding(cfg), torch.device("cpu")), tmp_path)
-    assert set(folders) == {"sparse-query", "dense-query", "sparse-context", "dense-context"}
+    assert folders == ["sparse", "dense"]
     queries = ["frigidaire drawer", "how long does the battery last?"]
     with torch.no_grad():
         ours = _encode(model, tokenizer, "query", queries)
-    sparse = SparseEncoder(str(tmp_path / "sparse-query")).encode(queries, convert_to_tensor=True).to_dense()
+    sparse = SparseEncoder(str(tmp_path / "sparse")).encode_query(queries, convert_to_tensor=True).to_dense()
     assert (sparse - ours["sparse"]).abs().max() < 1e-5
-    dense = SentenceTransformer(str(tmp_path / "dense-query")).encode(queries, convert_to_tensor=True)
+    dense = SentenceTransformer(str(tmp_path / "dense")).encode_query(queries, convert_to_tensor=True)
     assert (dense - ours["dense"]).abs().max() < 1e-5
+    docs = SparseEncoder(str(tmp_path / "sparse")).encode_document(DOCS[:2], convert_to_tensor=True).to_dense()
+    assert (docs - _encode(model, tokenizer, "context", DOCS[:2])["sparse"]).abs().max() < 1e-5

@@ -101,9 +101,9 @@ def test_a_failed_overwrite_keeps_the_old_index_and_a_new_one_replaces_it(run, c
 def test_export_overwrite_leaves_no_stale_files(run, tmp_path):
     checkpoint, out = run / "checkpoints" / "step_000001", tmp_path / "st"
     main(["export", f"--checkpoint={checkpoint}", f"--output={out}"])
-    (out / "dense-query" / "stale.txt").write_text("from an earlier export")
+    (out / "dense" / "stale.txt").write_text("from an earlier export")
     main(["export", f"--checkpoint={checkpoint}", f"--output={out}", "--overwrite"])
-    assert not (out / "dense-query" / "stale.txt").exists() and (out / "sparse-query").is_dir()
+    assert not (out / "dense" / "stale.txt").exists() and (out / "sparse").is_dir()
 
 
 def test_swapped_weights_are_refused(run, tmp_path):

@@ -1,7 +1,7 @@
 """Evaluate one model on several BEIR folders and write one table (Markdown and CSV).
 
 Usage:
-  hybridpqa benchmark --model=MODEL --datasets=LIST --output=DIR [--config=FILE] [--overwrite] [<KEY_VALUE>...]
+  hybridpqa benchmark --model=MODEL --datasets=LIST --output=DIR [--config=FILE] [--index=DIR] [--overwrite] [<KEY_VALUE>...]
   hybridpqa benchmark -h | --help
 
 Options:
@@ -9,6 +9,9 @@ Options:
   --datasets=LIST   comma-separated BEIR folders (corpus.jsonl, queries.jsonl, qrels/test.tsv)
   --output=DIR      DIR/<dataset>/ run directories, DIR/benchmark.md and DIR/benchmark.csv
   --config=FILE     experiment YAML for a masked LM used zero-shot (a checkpoint uses its own)
+  --index=DIR       rank from indexes of this model (`hybridpqa index`, or a run's index/<split>/) instead of
+                    encoding the corpora again: one index with one dataset, or a folder of them named
+                    as the datasets
   --overwrite       evaluate again the datasets whose results are already in DIR
 
 KEY VALUE pairs override the config, as in `evaluate`.
@@ -25,14 +28,15 @@ from HybridPQA.errors import InputError
 
 
 def benchmark(model: str, datasets: list[str], output: str | Path, config: str | None = None,
-              overrides: list[str] = (), overwrite: bool = False) -> list[dict]:
+              overrides: list[str] = (), overwrite: bool = False, index: str | Path | None = None) -> list[dict]:
     from HybridPQA.runtime import setup_logging
     from HybridPQA.suite import markdown, run_benchmark
 
     if not datasets:
         raise InputError("--datasets: give at least one BEIR folder")
     setup_logging(None)
-    rows = run_benchmark(model, [Path(d) for d in datasets], Path(output), config, list(overrides), overwrite)
+    rows = run_benchmark(model, [Path(d) for d in datasets], Path(output), config, list(overrides), overwrite,
+                         Path(index) if index else None)
     print(markdown(rows, model))
     print(f"table: {Path(output) / 'benchmark.md'}, {Path(output) / 'benchmark.csv'}")
     return rows
@@ -41,4 +45,4 @@ def benchmark(model: str, datasets: list[str], output: str | Path, config: str |
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse(__doc__, argv, "benchmark")
     return benchmark(args["--model"], [d for d in args["--datasets"].split(",") if d], args["--output"],
-                     args["--config"], args["<KEY_VALUE>"], args["--overwrite"])
+                     args["--config"], args["<KEY_VALUE>"], args["--overwrite"], args["--index"])

@@ -99,21 +99,31 @@ def results_table(results: dict[str, dict], metrics: tuple[str, ...] = ("mrr@5",
         extra = [m for m in res["metrics"][next(iter(res["metrics"]))] if m not in metrics]
         for scorer, values in res["metrics"].items():
             cells = [f"{values[m]:.4f}" if m in values else "" for m in metrics]
-            rows.append(f"| {split} | {scorer} | " + " | ".join(cells) + " |")
+            named = f"{scorer} (default)" if scorer == res.get("default_scorer") else scorer
+            rows.append(f"| {split} | {named} | " + " | ".join(cells) + " |")
         if extra:
             rows.append(f"| {split} | | also in results/{split}.json: {', '.join(extra)} |")
     return "\n".join(rows)
 
 
-def experiment_config(config: str | None, overrides: list[str], env: str | None, checkpoint: str | None = None):
-    """The merged config: defaults < `config` (else the checkpoint's own config.yaml) < .env < KEY VALUE."""
+def experiment_config(config: str | None, overrides: list[str], env: str | None, checkpoint: str | None = None,
+                      zero_shot: bool = False):
+    """The merged config: defaults < `config` (else the checkpoint's own config.yaml) < .env < KEY VALUE;
+    `zero_shot` (evaluate without a checkpoint): what the model says of itself beneath all of them."""
     from pathlib import Path
 
     from HybridPQA.config import load_config
 
     if config is None and checkpoint:
         config = Path(checkpoint) / "config.yaml"  # evaluate a checkpoint with its own config
-    return load_config(config, overrides, dotenv_path=env)
+    cfg = load_config(config, overrides, dotenv_path=env)
+    if zero_shot and not checkpoint and cfg.RETRIEVER.MODEL.BIENCODER_TYPE not in ("bm25", "cross"):
+        from HybridPQA.modeling.pretrained import model_kind
+
+        settings = model_kind(cfg.RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE).settings
+        if settings:
+            cfg = load_config(config, overrides, dotenv_path=env, base=list(settings))
+    return cfg
 
 
 def check_data(data: str) -> None:

@@ -42,7 +42,7 @@ def evaluate(output: str | Path, data: str | Path, config: str | Path | None = N
     from HybridPQA.runtime import log_environment, setup_logging
 
     checkpoint = str(checkpoint) if checkpoint is not None else None
-    cfg = experiment_config(str(config) if config is not None else None, list(overrides), env, checkpoint)
+    cfg = experiment_config(str(config) if config is not None else None, list(overrides), env, checkpoint, zero_shot=True)
     check_data(str(data))
     run_dir = RunDir.at(output, cfg.EXP)
     with run_dir.lock():
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args["--run"]:
         return score(args["--run"], args["--qrels"], args["--metrics"].split(","))
     if args["--print-config"]:
-        print(experiment_config(args["--config"], args["<KEY_VALUE>"], args["--env"], args["--checkpoint"]).dump(),
+        print(experiment_config(args["--config"], args["<KEY_VALUE>"], args["--env"], args["--checkpoint"],
+                                zero_shot=True).dump(),
               end="")
         return {}
     return evaluate(args["--output"], args["--data"], args["--config"], args["--checkpoint"], args["--split"],

@@ -2,7 +2,7 @@
 term's share of the sparse score, and the dense and sparse parts of the hybrid score.
 
 Usage:
-  hybridpqa explain --checkpoint=PATH (--query=TEXT --document=TEXT | --data=DIR --split=NAME --qid=ID [--docid=ID]) [--output=FILE] [--top=N]
+  hybridpqa explain --checkpoint=PATH (--query=TEXT --document=TEXT | --data=DIR --split=NAME --qid=ID [--docid=ID] [--index=DIR]) [--output=FILE] [--top=N]
   hybridpqa explain -h | --help
 
 Options:
@@ -14,6 +14,8 @@ Options:
   --qid=ID           a question of --split, fused over every document ranked for it (its candidates,
                      or the corpus); with no --docid, its top-ranked document
   --docid=ID         a document of --split
+  --index=DIR        rank --qid over this saved index of the checkpoint (`hybridpqa index`, or its run's
+                     index/<split>/) instead of encoding the corpus again
   --output=FILE      also write a self-contained HTML page (old spelling: --html)
   --top=N            expansion terms to show [default: 15]
 """
@@ -28,12 +30,15 @@ from HybridPQA.files import check_output_file, write_atomic
 
 def explain(checkpoint: str | Path, query: str | None = None, document: str | None = None, data: str | Path | None = None,
             split: str | None = None, qid: str | None = None, docid: str | None = None,
-            output: str | Path | None = None, top: int = 15):
+            output: str | Path | None = None, top: int = 15, index: str | Path | None = None):
     """Explain a (query, document) pair, or question `qid` of a split; print it, and write HTML to `output`."""
     from HybridPQA.data import build_split, find_split
     from HybridPQA.evaluation.evaluator import build_ranker
     from HybridPQA.evaluation.explain import explain_pair, explain_question, render_html, render_text
+    from dataclasses import asdict
+
     from HybridPQA.modeling.pretrained import SavedModel
+    from HybridPQA.retrieval.corpus import open_index
     from HybridPQA.runtime import setup_logging
 
     setup_logging()
@@ -56,6 +61,9 @@ def explain(checkpoint: str | Path, query: str | None = None, document: str | No
             raise InputError(f"--qid={qid}: no such question in {where}")
         if docid is not None and docid not in ranking.docs:
             raise InputError(f"--docid={docid}: no such document in {where}")
+        if index is not None:
+            ranker.use_index(open_index(Path(index), str(checkpoint), asdict(ranker.encoding), list(ranking.docs),
+                                        ranker.engines))
         e = explain_question(ranker, ranking, qid, docid, fusion, top)
     print(render_text(e), end="")
     if html_path is not None:
@@ -67,4 +75,4 @@ def explain(checkpoint: str | Path, query: str | None = None, document: str | No
 def main(argv: list[str] | None = None):
     args = parse(__doc__, argv, "explain")
     return explain(args["--checkpoint"], args["--query"], args["--document"], args["--data"], args["--split"],
-                   args["--qid"], args["--docid"], args["--output"], positive_int(args["--top"], "--top"))
+                   args["--qid"], args["--docid"], args["--output"], positive_int(args["--top"], "--top"), args["--index"])

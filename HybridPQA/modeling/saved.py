@@ -109,7 +109,7 @@ class Checkpointer:
         write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2))
         write_atomic(tmp / "config.yaml", self.config_text)
         self.encoding.save(tmp)
-        write_card(tmp, self.card, self.config_text, manifest)
+        write_card(tmp, self.card, self.config_text, manifest, home=path)
         publish_dir(tmp, path)
 
     def describe(self, path: Path, fusion: Fusion, results: dict[str, dict]) -> None:

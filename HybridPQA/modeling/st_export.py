@@ -1,15 +1,17 @@
-"""A HybridPQA bi-encoder as sentence-transformers folders (sentence-transformers is needed only here).
+"""A HybridPQA bi-encoder as sentence-transformers folders, one per head (sentence-transformers is
+needed only here):
 
-<out>/sparse-query/, sparse-context/   SparseEncoder: fill-mask Transformer + SpladePooling (same
-                                       aggregation, log1p(ReLU) activation), max_active_dims = TOP_K
-<out>/dense-query/, dense-context/     SentenceTransformer: Transformer + Pooling (CLS or mean), + Dense
-                                       (identity activation) when the dense head has a projection
+<out>/sparse/   SparseEncoder: fill-mask Transformer + SpladePooling (same aggregation, log1p(ReLU)
+                activation), max_active_dims = TOP_K; inference-free queries as SparseStaticEmbedding
+<out>/dense/    SentenceTransformer: Transformer + Pooling (CLS or mean), + Dense (identity activation)
+                when the dense head has a projection
 
-One folder per side, each with its own max_seq_length (the model's query and context lengths),
-even when the encoder is shared. The sparse head's vocabulary mask (special tokens, punctuation,
-stopwords) has no sentence-transformers module; it is carried by the exported MLM's output bias,
-set to -1e4 on masked terms, so their ReLU is 0 exactly as the mask makes them. The similarity is
-the model's (dot or cosine), as `similarity_fn_name`.
+Queries and documents are encoded differently (their own encoder or max length), so each folder is
+one sentence-transformers `Router`: `encode_query` takes the query route, `encode_document` the
+document route, each with the model's max length for its side. The sparse head's vocabulary mask
+(special tokens, punctuation, stopwords) has no sentence-transformers module; it is carried by the
+exported MLM's output bias, set to -1e4 on masked terms, so their ReLU is 0 exactly as the mask
+makes them. The similarity is the model's (dot or cosine), as `similarity_fn_name`.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 import torch
 
 from HybridPQA.errors import InputError
+from HybridPQA.heads import DENSE, SPARSE
 from HybridPQA.modeling.encoder import HybridEncoder
 from HybridPQA.modeling.encode import Encoder
 from HybridPQA.modeling.static import StaticDenseHead, StaticQueryEncoder
@@ -29,83 +32,91 @@ MASKED_BIAS = -1e4  # an MLM logit this far below zero stays below after any rea
 def _st():
     try:
         from sentence_transformers import SentenceTransformer, SparseEncoder
-        try:
-            from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
-            from sentence_transformers.sparse_encoder.modules import SpladePooling
-        except ImportError:  # sentence-transformers 5
-            from sentence_transformers.models import Dense, Pooling, Transformer
-            from sentence_transformers.sparse_encoder.models import SpladePooling
+        from sentence_transformers.sentence_transformer.modules import (
+            Dense,
+            Pooling,
+            Router,
+            StaticEmbedding,
+            Transformer,
+        )
+        from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding, SpladePooling
     except ImportError:
-        raise InputError("export --format=sentence-transformers needs sentence-transformers: "
+        raise InputError("export --format=sentence-transformers needs sentence-transformers >= 5.1 (its Router): "
                          "pip install -r requirements/bench.txt") from None
-    return SentenceTransformer, SparseEncoder, Transformer, Pooling, Dense, SpladePooling
+    return SentenceTransformer, SparseEncoder, Transformer, Pooling, Dense, SpladePooling, Router, StaticEmbedding, \
+        SparseStaticEmbedding
 
 
-def _export_static(encoder: StaticQueryEncoder, tokenizer, similarity: str, out: Path) -> list[str]:
+def _static_modules(encoder: StaticQueryEncoder, tokenizer, st) -> dict[str, list]:
     """Static queries as sentence-transformers' SparseStaticEmbedding (and StaticEmbedding): no transformer."""
-    from sentence_transformers import SentenceTransformer, SparseEncoder
-    try:
-        from sentence_transformers.sentence_transformer.modules import StaticEmbedding
-        from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding
-    except ImportError:  # sentence-transformers 5
-        from sentence_transformers.models import StaticEmbedding
-        from sentence_transformers.sparse_encoder.models import SparseStaticEmbedding
+    *_, StaticEmbedding, SparseStaticEmbedding = st
     head = encoder.sparse_head
     weight = (torch.relu(head.weight) * head.vocab_mask).detach().cpu()  # masked terms weigh 0
-    SparseEncoder(modules=[SparseStaticEmbedding(tokenizer, weight=weight)],
-                  similarity_fn_name=similarity).save(str(out / "sparse-query"))
-    written = ["sparse-query"]
+    modules = {SPARSE: [SparseStaticEmbedding(tokenizer, weight=weight)]}
     if isinstance(encoder.dense_head, StaticDenseHead):
-        embedding = StaticEmbedding(tokenizer, embedding_weights=encoder.dense_head.embedding.weight.detach().cpu())
-        SentenceTransformer(modules=[embedding], similarity_fn_name=similarity).save(str(out / "dense-query"))
-        written.append("dense-query")
-    return written
+        modules[DENSE] = [StaticEmbedding(tokenizer, embedding_weights=encoder.dense_head.embedding.weight.detach().cpu())]
+    return modules
+
+
+def _transformer_modules(encoder: HybridEncoder, folder: Path, length: int, encoding, st) -> dict[str, list]:
+    _, _, Transformer, Pooling, Dense, SpladePooling, *_ = st
+    modules = {}
+    if encoder.sparse_head is not None:
+        mlm = Transformer(str(folder), transformer_task="fill-mask", max_seq_length=length)
+        bias = mlm.auto_model.get_output_embeddings().bias
+        with torch.no_grad():
+            bias[~encoder.sparse_head.vocab_mask.to(bias.device)] = MASKED_BIAS
+        modules[SPARSE] = [mlm, SpladePooling(encoding.agg, "relu", bias.shape[0])]
+    head = encoder.dense_head
+    if head is not None:
+        modules[DENSE] = [Transformer(str(folder), max_seq_length=length),
+                            Pooling(encoder.mlm.config.hidden_size, head.pooling)]
+        if head.projection is not None:
+            p = head.projection
+            modules[DENSE].append(Dense(p.in_features, p.out_features, bias=p.bias is not None,
+                                          activation_function=torch.nn.Identity(), init_weight=p.weight.detach().cpu(),
+                                          init_bias=None if p.bias is None else p.bias.detach().cpu()))
+    return modules
 
 
 def export_sentence_transformers(encoder: Encoder, out: Path) -> list[str]:
-    """Write the folders of `encoder`'s model under `out`; returns their names."""
+    """Write one folder per head of `encoder`'s model under `out` ("sparse", "dense"); returns their names."""
     model, tokenizer, encoding = encoder.model, encoder.tokenizer, encoder.encoding
     if getattr(model.document_encoder, "interaction", None) is not None:
         raise InputError("export --checkpoint: sentence-transformers has no module for I3's document interaction; "
                          "use the checkpoint with HybridRetriever.from_pretrained instead")
-    SentenceTransformer, SparseEncoder, Transformer, Pooling, Dense, SpladePooling = _st()
+    st = _st()
+    SentenceTransformer, SparseEncoder, *_, Router = st[:7]
     similarity = "cosine" if encoding.cosine else "dot"
-    written = []
+    routes = {}  # head -> side -> modules
     with tempfile.TemporaryDirectory() as scratch:
         for side in ("query", "context"):
-            encoder = model.context_encoder if side == "context" and model.context_encoder is not None \
+            side_encoder = model.context_encoder if side == "context" and model.context_encoder is not None \
                 else model.query_encoder
-            if isinstance(encoder, StaticQueryEncoder):
-                written += _export_static(encoder, tokenizer, similarity, out)
-                if not isinstance(encoder.dense_head, HybridEncoder):
+            if isinstance(side_encoder, StaticQueryEncoder):
+                for head, modules in _static_modules(side_encoder, tokenizer, st).items():
+                    routes.setdefault(head, {})[side] = modules
+                if not isinstance(side_encoder.dense_head, HybridEncoder):
                     continue
-                encoder = encoder.dense_head  # STATIC_DENSE transformer: the dense side is a transformer
+                side_encoder = side_encoder.dense_head  # STATIC_DENSE transformer: the dense side is a transformer
             folder = Path(scratch) / side
-            encoder.mlm.save_pretrained(folder)
+            side_encoder.mlm.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
-            length = encoding.max_length(side)
-            if encoder.sparse_head is not None:
-                mlm = Transformer(str(folder), transformer_task="fill-mask", max_seq_length=length)
-                bias = mlm.auto_model.get_output_embeddings().bias
-                with torch.no_grad():
-                    bias[~encoder.sparse_head.vocab_mask.to(bias.device)] = MASKED_BIAS
-                top_k = encoding.top_k if encoding.top_k and encoding.top_k < bias.shape[0] else None
-                sparse = SparseEncoder(modules=[mlm, SpladePooling(encoding.agg, "relu", bias.shape[0])],
-                                       max_active_dims=top_k, similarity_fn_name=similarity)
-                sparse.save(str(out / f"sparse-{side}"))
-                written.append(f"sparse-{side}")
-            head = encoder.dense_head
-            if head is not None:
-                backbone = Transformer(str(folder), max_seq_length=length)
-                modules = [backbone, Pooling(encoder.mlm.config.hidden_size, head.pooling)]
-                if head.projection is not None:
-                    p = head.projection
-                    modules.append(Dense(p.in_features, p.out_features, bias=p.bias is not None,
-                                         activation_function=torch.nn.Identity(), init_weight=p.weight.detach().cpu(),
-                                         init_bias=None if p.bias is None else p.bias.detach().cpu()))
-                dense = SentenceTransformer(modules=modules, similarity_fn_name=similarity)
-                dense.save(str(out / f"dense-{side}"))
-                written.append(f"dense-{side}")
+            for head, modules in _transformer_modules(side_encoder, folder, encoding.max_length(side), encoding,
+                                                      st).items():
+                routes.setdefault(head, {}).setdefault(side, modules)
+        written = []
+        for head, sides in routes.items():
+            if set(sides) != {"query", "context"}:
+                continue
+            router = Router.for_query_document(query_modules=sides["query"], document_modules=sides["context"])
+            if head == SPARSE:
+                top_k = encoding.top_k if encoding.top_k and encoding.top_k < len(tokenizer) else None
+                built = SparseEncoder(modules=[router], max_active_dims=top_k, similarity_fn_name=similarity)
+            else:
+                built = SentenceTransformer(modules=[router], similarity_fn_name=similarity)
+            built.save(str(out / head))
+            written.append(head)
     if not written:
         raise InputError("export --format=sentence-transformers: this model has no dense or sparse head to export")
     return written

@@ -7,16 +7,20 @@ re-scored exactly by both heads and fused (retrieval.engines).
 Python API and `hybridpqa search` all go through it.
 
 Saved as <dir>/sparse/ and <dir>/dense/ (retrieval.index), the layout `hybridpqa evaluate`
-writes to <run>/index/<split>/.
+writes to <run>/index/<split>/, with approximate engines once built in <dir>/engines/.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from HybridPQA.errors import InputError
+from HybridPQA.files import write_atomic
 from HybridPQA.heads import DENSE, HYBRID, SCORER_HEADS, SPARSE
 from HybridPQA.heads import scorers as scorers_of
 from HybridPQA.retrieval.engines import EngineSettings, build_engine
@@ -25,6 +29,8 @@ from HybridPQA.scoring import Fusion
 
 Run = dict[str, dict[str, float]]
 INDEXES = {SPARSE: SparseIndex, DENSE: DenseIndex}  # the corpus index that serves each indexed head (heads.HEADS)
+ENGINES = "engines"  # <index>/engines/: approximate engines built over it, kept
+INDEX_FILE, TEXTS_FILE, CONFIG_FILE = "index.json", "texts.jsonl", "config.yaml"  # what makes an index searchable
 QUERY_CHUNK = 256  # queries scored against the whole corpus at once: (chunk, N) float32 per head
 
 
@@ -47,12 +53,14 @@ def fused_runs(scores: dict[str, np.ndarray], fusion: Fusion, depth: int | None,
 
 class CorpusIndex:
     """{"sparse": SparseIndex, "dense": DenseIndex} over one list of docids, searched by the engines
-    `settings` chooses (built on first use)."""
+    `settings` chooses: built on first use, and kept in <path>/engines/ once the index has a folder
+    (`save`, `load`), so an approximate engine is built once per index and build parameters."""
 
-    def __init__(self, indexes: dict[str, SparseIndex | DenseIndex], settings: EngineSettings | None = None):
+    def __init__(self, indexes: dict[str, SparseIndex | DenseIndex], settings: EngineSettings | None = None,
+                 path: Path | None = None):
         if not indexes:
             raise ValueError("a corpus index needs a sparse or a dense index")
-        self.indexes, self.settings, self.engines = indexes, settings or EngineSettings(), {}
+        self.indexes, self.settings, self.engines, self.path = indexes, settings or EngineSettings(), {}, path
         self._sample: np.ndarray | None = None
         self.docids = next(iter(indexes.values())).docids
         if any(ix.docids != self.docids for ix in indexes.values()):
@@ -71,8 +79,26 @@ class CorpusIndex:
 
     def engine(self, head: str):
         if head not in self.engines:
-            self.engines[head] = build_engine(head, self.indexes[head], self.settings)
+            keep = fingerprint = None
+            if self.path is not None:
+                keep, fingerprint = self.path / ENGINES, _fingerprint(self.path / head)
+            self.engines[head] = build_engine(head, self.indexes[head], self.settings, keep, fingerprint or "")
         return self.engines[head]
+
+    def engine_heads(self, scorers: tuple[str, ...]) -> list[str]:
+        """The heads whose engines searching `scorers` asks (none when every run is exact)."""
+        if self.settings.exact:
+            return []
+        return [h for h in self.indexes if h in scorers or HYBRID in scorers and self.settings.hybrid == "candidates"]
+
+    def ready(self, scorers: tuple[str, ...]) -> dict[str, float]:
+        """Build (or load) the engines `scorers` need now, so search times only searching: {head: seconds}."""
+        seconds = {}
+        for head in self.engine_heads(scorers):
+            started = time.perf_counter()
+            self.engine(head)
+            seconds[head] = round(time.perf_counter() - started, 3)
+        return seconds
 
     def sample(self) -> np.ndarray:
         """The fixed random documents (rows, seeded) whose scores normalise the candidate hybrid."""
@@ -108,8 +134,7 @@ class CorpusIndex:
         """One chunk of queries through the engines: each head its top max(depth, k'); the hybrid fused
         over every document (HYBRID exact) or over the union of the heads' candidates, re-scored exactly."""
         width = min(max(depth, self.settings.candidates), len(self.docids))
-        hits = {h: self.engine(h).search(q_reps[h][rows], width) for h in self.indexes
-                if h in scorers or HYBRID in scorers and self.settings.hybrid == "candidates"}
+        hits = {h: self.engine(h).search(q_reps[h][rows], width) for h in self.engine_heads(scorers)}
         for head in set(scorers) & set(hits):
             _add_hits(runs.setdefault(head, {}), qids, hits[head][0][:, :depth], hits[head][1][:, :depth], self.docids)
         if HYBRID not in scorers:
@@ -141,7 +166,76 @@ class CorpusIndex:
         if not indexes:
             raise InputError(f"{path}: no index here (no sparse/meta.json or dense/meta.json); build one with "
                              "`hybridpqa index`")
-        return cls(indexes, settings)
+        return cls(indexes, settings, path)
+
+
+def write_index_files(folder: Path, meta: dict, texts: dict[str, str] | None, config: str | None) -> None:
+    """Beside the head indexes: texts.jsonl (what search prints), config.yaml (the model's merged config,
+    so search rebuilds the same model) and index.json, last: the model, its encoding and fusion, the
+    heads, the documents and the default scorer."""
+    folder = Path(folder)
+    with (folder / TEXTS_FILE).open("w", encoding="utf-8") as handle:
+        for docid, text in (texts or {}).items():
+            handle.write(json.dumps({"id": docid, "text": text}) + "\n")
+    if config is not None:
+        write_atomic(folder / CONFIG_FILE, config)
+    write_atomic(folder / INDEX_FILE, json.dumps(meta, indent=2))
+
+
+def read_index_meta(path: Path) -> dict:
+    """index.json of a searchable index folder, checked; a one-line error naming the file."""
+    meta_file = Path(path) / INDEX_FILE
+    if not meta_file.is_file():
+        raise InputError(f"{path}: not a search index (no {INDEX_FILE}); build one with `hybridpqa index`")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"{meta_file}: unreadable ({err.__class__.__name__}); rebuild the index") from None
+    missing = [k for k in ("model", "encoding", "fusion", "heads", "documents") if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise InputError(f"{meta_file}: not a HybridPQA index description (no {', '.join(missing)}); rebuild the index")
+    return meta
+
+
+def is_index(folder: Path) -> bool:
+    """Whether `folder` holds a searchable index of ours: an index.json that parses with our keys."""
+    try:
+        read_index_meta(folder)
+    except InputError:
+        return False
+    return True
+
+
+def open_index(path: Path, model: str, encoding: dict, docids: list[str], settings: EngineSettings | None = None
+               ) -> CorpusIndex:
+    """A saved index (`hybridpqa index`, or a run's index/<split>/) in place of encoding a corpus again,
+    checked to be of this `model`, with its `encoding` settings, over these `docids` in this order."""
+    meta = read_index_meta(path)
+    if not _same_model(meta["model"], model):
+        raise InputError(f"{path}: indexed with {meta['model']}, not {model}; give an index of this model")
+    if meta["encoding"] != json.loads(json.dumps(encoding)):
+        raise InputError(f"{path}: indexed with other encoding settings ({meta['encoding']}) than this model's "
+                         f"({encoding}); index again with these settings")
+    corpus = CorpusIndex.load(path, settings)
+    if corpus.docids != docids:
+        same = "the same documents in another order" if set(corpus.docids) == set(docids) else \
+            f"{len(set(corpus.docids) ^ set(docids))} documents differ"
+        raise InputError(f"{path}: indexes {len(corpus.docids)} documents, this corpus has {len(docids)} ({same}); "
+                         "give the index of this corpus")
+    return corpus
+
+
+def _same_model(a: str, b: str) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.resolve() == pb.resolve() if pa.exists() and pb.exists() else a == b
+
+
+def _fingerprint(folder: Path) -> str:
+    """What names one saved head index: its meta.json (docids, shape, lengths) and its arrays' sizes."""
+    digest = hashlib.sha256((folder / "meta.json").read_bytes())
+    for file in sorted(folder.glob("*.npy")):
+        digest.update(f"{file.name}:{file.stat().st_size}".encode())
+    return digest.hexdigest()
 
 
 def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -12,14 +12,18 @@ retrieval re-scores every candidate exactly from the stored vectors (retrieval.c
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,6 +35,7 @@ from HybridPQA.retrieval.index import DenseIndex, SparseIndex
 
 log = logging.getLogger(__name__)
 EXACT_ENGINES = ("exact", "torch", "faiss")
+ENGINE_FILE = "engine.json"  # in <index>/engines/<head>-<engine>-<key>/, beside the engine's own files
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ class SeismicEngine:
     approximate = True
     BUILD = ("n_postings", "centroid_fraction", "min_cluster_size", "summary_energy", "max_fraction", "doc_cut")
 
-    def __init__(self, index: SparseIndex, params: dict):
+    def __init__(self, index: SparseIndex, params: dict, saved: Path | None = None):
         try:
             from seismic import SeismicDataset, SeismicIndex, get_seismic_string
         except ImportError:
@@ -100,16 +105,24 @@ class SeismicEngine:
         self.query_cut, self.heap_factor = int(params["query_cut"]), float(params["heap_factor"])
         self.text_dtype = get_seismic_string()
         started = time.perf_counter()
-        docs = index.by_doc
-        docs.sort_indices()
-        dataset = SeismicDataset(dim=docs.shape[1])
-        dataset.add_documents_by_id([str(i) for i in range(docs.shape[0])], docs.indices.astype(np.int64),
-                                    docs.data.astype(np.float32), docs.indptr.astype(np.int64))
-        build = {k: params[k] for k in self.BUILD if k in params}
-        with _stdout_to(sys.stderr.fileno()):  # Seismic prints its progress on stdout, where runs may go
-            self.index = SeismicIndex.build_from_dataset(dataset, num_threads=torch.get_num_threads(), **build)
+        if saved is not None:
+            with _native_output():
+                self.index = SeismicIndex.load(str(saved / "seismic.index.seismic"))
+        else:
+            docs = index.by_doc
+            docs.sort_indices()
+            dataset = SeismicDataset(dim=docs.shape[1])
+            dataset.add_documents_by_id([str(i) for i in range(docs.shape[0])], docs.indices.astype(np.int64),
+                                        docs.data.astype(np.float32), docs.indptr.astype(np.int64))
+            with _native_output():  # Seismic prints its progress on stdout, where runs may go: to the debug log
+                self.index = SeismicIndex.build_from_dataset(dataset, num_threads=torch.get_num_threads(),
+                                                             **build_params("seismic", params))
         self.build_seconds = time.perf_counter() - started
         self.nbytes = _seismic_bytes(self.index)
+
+    def save(self, folder: Path) -> None:
+        with _native_output():
+            self.index.save(str(folder / "seismic"))
 
     def search(self, queries: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = sp.csr_matrix(queries, dtype=np.float32)
@@ -138,6 +151,17 @@ def _stdout_to(fd: int):
         os.close(saved)
 
 
+@contextmanager
+def _native_output():
+    """What native code prints on stdout (Seismic's progress) goes to the debug log."""
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        with _stdout_to(capture.fileno()):
+            yield
+        capture.seek(0)
+        for line in capture.read().decode(errors="replace").splitlines():
+            log.debug("seismic: %s", line)
+
+
 def _seismic_bytes(index) -> int:
     """The index's own count of its bytes (it only prints it: read from the process's stdout)."""
     with tempfile.TemporaryFile(mode="w+b") as capture:
@@ -152,21 +176,32 @@ def _seismic_bytes(index) -> int:
 class FaissEngine:
     """A FAISS inner-product index over a DenseIndex's vectors: flat (exact), HNSW or IVF-PQ."""
 
-    def __init__(self, index: DenseIndex, kind: str, hnsw: dict, ivf: dict):
+    def __init__(self, index: DenseIndex, kind: str, hnsw: dict, ivf: dict, saved: Path | None = None):
         try:
             import faiss
         except ImportError:
             raise InputError(f"RETRIEVER.INDEX.DENSE = {kind!r} needs faiss-cpu: pip install faiss-cpu") from None
         faiss.omp_set_num_threads(torch.get_num_threads())
-        vectors = np.ascontiguousarray(index.vectors, dtype=np.float32)
-        n, dim = vectors.shape
         started = time.perf_counter()
         self.approximate, self.ef_search = kind != "faiss", int(hnsw.get("ef_search", 0))
+        if saved is not None:
+            self.index = faiss.read_index(str(saved / "faiss.index"))
+        else:
+            self.index = self._build(faiss, index, kind, hnsw, ivf)
+        if kind == "ivf-pq":
+            self.index.nprobe = int(ivf["nprobe"])
+        self.build_seconds = time.perf_counter() - started
+        self.nbytes = int(faiss.serialize_index(self.index).nbytes)
+
+    @staticmethod
+    def _build(faiss, index: DenseIndex, kind: str, hnsw: dict, ivf: dict):
+        vectors = np.ascontiguousarray(index.vectors, dtype=np.float32)
+        n, dim = vectors.shape
         if kind == "faiss":
-            self.index = faiss.IndexFlatIP(dim)
+            built = faiss.IndexFlatIP(dim)
         elif kind == "hnsw":
-            self.index = faiss.IndexHNSWFlat(dim, int(hnsw["m"]), faiss.METRIC_INNER_PRODUCT)
-            self.index.hnsw.efConstruction = int(hnsw["ef_construction"])
+            built = faiss.IndexHNSWFlat(dim, int(hnsw["m"]), faiss.METRIC_INNER_PRODUCT)
+            built.hnsw.efConstruction = int(hnsw["ef_construction"])
         else:
             nlist = int(ivf["nlist"]) or max(1, int(4 * np.sqrt(n)))
             if dim % int(ivf["pq_m"]):
@@ -174,13 +209,16 @@ class FaissEngine:
             if n < max(nlist, 2 ** int(ivf["pq_bits"])):
                 raise InputError(f"config: RETRIEVER.INDEX.DENSE = 'ivf-pq': {n} documents are too few to train {nlist} "
                                  f"lists and {2 ** int(ivf['pq_bits'])} PQ centroids; use 'hnsw' or 'faiss'")
-            self.index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, int(ivf["pq_m"]), int(ivf["pq_bits"]),
-                                          faiss.METRIC_INNER_PRODUCT)
-            self.index.train(vectors)
-            self.index.nprobe = int(ivf["nprobe"])
-        self.index.add(vectors)
-        self.build_seconds = time.perf_counter() - started
-        self.nbytes = int(faiss.serialize_index(self.index).nbytes)
+            built = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, int(ivf["pq_m"]), int(ivf["pq_bits"]),
+                                     faiss.METRIC_INNER_PRODUCT)
+            built.train(vectors)
+        built.add(vectors)
+        return built
+
+    def save(self, folder: Path) -> None:
+        import faiss
+
+        faiss.write_index(self.index, str(folder / "faiss.index"))
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         if hasattr(self.index, "hnsw"):  # HNSW needs a beam at least as wide as the depth asked for
@@ -189,13 +227,56 @@ class FaissEngine:
         return rows.astype(np.int64), values
 
 
-def build_engine(head: str, index: SparseIndex | DenseIndex, settings: EngineSettings):
-    """The engine `settings` chooses for `head` ("sparse" | "dense") over `index`, built now (timed)."""
+BUILD_PARAMS = {"seismic": SeismicEngine.BUILD, "hnsw": ("m", "ef_construction"), "ivf-pq": ("nlist", "pq_m", "pq_bits"),
+                "faiss": ()}  # what shapes a built engine; the rest (query_cut, ef_search, nprobe) is read at search
+
+
+def build_params(name: str, params: dict) -> dict:
+    return {k: params[k] for k in BUILD_PARAMS[name] if k in params}
+
+
+def build_engine(head: str, index: SparseIndex | DenseIndex, settings: EngineSettings, keep: Path | None = None,
+                 fingerprint: str = ""):
+    """The engine `settings` chooses for `head` ("sparse" | "dense") over `index`. An approximate one is
+    built once: with `keep` (an index folder's engines/) it is saved there, named by its build
+    parameters and the index's `fingerprint`, and loaded from there on later calls."""
     name = settings.engine(head)
     if name in ("exact", "torch"):
         return ExactEngine(index)
-    engine = SeismicEngine(index, settings.seismic) if head == SPARSE else \
-        FaissEngine(index, name, settings.hnsw, settings.ivf)
+    params = {"seismic": settings.seismic, "hnsw": settings.hnsw, "ivf-pq": settings.ivf}.get(name, {})
+    make = (lambda saved: SeismicEngine(index, settings.seismic, saved)) if head == SPARSE else \
+        (lambda saved: FaissEngine(index, name, settings.hnsw, settings.ivf, saved))
+    key = hashlib.sha256(json.dumps([head, name, build_params(name, params), fingerprint],
+                                    sort_keys=True).encode()).hexdigest()[:12]
+    folder = keep / f"{head}-{name}-{key}" if keep is not None else None
+    if folder is not None and (folder / ENGINE_FILE).is_file():
+        engine = make(folder)
+        engine.load_seconds, engine.build_seconds = engine.build_seconds, \
+            json.loads((folder / ENGINE_FILE).read_text(encoding="utf-8"))["build_seconds"]
+        log.info("%s index: %s over %d documents loaded from %s in %.2f s (built once in %.2f s)", head,
+                 settings.describe(head), len(index.docids), folder, engine.load_seconds, engine.build_seconds)
+        return engine
+    engine = make(None)
     log.info("%s index: %s over %d documents built in %.2f s (%.1f MB)", head, settings.describe(head),
              len(index.docids), engine.build_seconds, engine.nbytes / 2 ** 20)
+    if folder is not None:
+        _keep(engine, folder, {"head": head, "engine": name, "params": build_params(name, params),
+                               "documents": len(index.docids), "build_seconds": round(engine.build_seconds, 3),
+                               "bytes": engine.nbytes})
     return engine
+
+
+def _keep(engine, folder: Path, meta: dict) -> None:
+    """Save a built engine into `folder` (written beside it, then renamed in); where the index folder is
+    not writable, say so: it is built again next time."""
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        engine.save(tmp)
+        (tmp / ENGINE_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        tmp.rename(folder)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / ENGINE_FILE).is_file():  # not another process's, saved first
+            log.warning("%s: cannot keep the built engine there (%s); it is built again on the next search",
+                        folder.parent, err.__class__.__name__)

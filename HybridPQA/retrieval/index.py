@@ -143,6 +143,10 @@ class SparseIndex:
     def search(self, queries: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
         return top_k(self.scores(queries), k)
 
+    def reps(self) -> sp.csr_matrix:
+        """The documents' stored vectors (heads.HEADS), as encoding gives them."""
+        return self.by_doc
+
     @property
     def by_doc(self) -> sp.csr_matrix:
         """The forward index (documents by row), built on first use."""
@@ -206,6 +210,10 @@ class DenseIndex:
     @property
     def nbytes(self) -> int:
         return int(self.vectors.nbytes)
+
+    def reps(self) -> torch.Tensor:
+        """The documents' stored vectors (heads.HEADS), as encoding gives them."""
+        return torch.from_numpy(np.asarray(self.vectors, dtype=np.float32))
 
     def scores(self, queries: torch.Tensor) -> np.ndarray:
         """(Q, D) -> (Q, N) exact inner products with every document."""
