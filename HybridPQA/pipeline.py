@@ -150,6 +150,13 @@ def train_and_val(cfg: CfgNode, path_data: Path) -> tuple[RankingData | None, Ra
     """The training split (when training or carving from it) and the val split: read, or carved from
     the training data (VAL_FROM_TRAIN), then reranked over a first stage (RERANK.RUN)."""
     d = cfg.RETRIEVER.DATA
+    if cfg.RETRIEVER.DO_TRAIN:  # the training runs too, before anything loads
+        for key, name in (("RETRIEVER.DATA.HARD_NEGATIVES_RUN", d.HARD_NEGATIVES_RUN),
+                          ("RETRIEVER.DISTILL.TEACHER_RUN", cfg.RETRIEVER.DISTILL.TEACHER_RUN)):
+            if name and not (Path(path_data) / name).is_file():
+                raise InputError(f"config: {key} = {name!r}: no such file in {path_data}; mine one first "
+                                 "(`hybridpqa evaluate` writes runs/<split>.<scorer>.trec, `hybridpqa mine`), or set "
+                                 "it None")
     val = load_split(path_data, d.VAL_DATA_PATH, cfg)
     train = load_split(path_data, d.TRAIN_DATA_PATH, cfg) if cfg.RETRIEVER.DO_TRAIN or d.VAL_FROM_TRAIN else None
     if d.VAL_FROM_TRAIN:

@@ -273,7 +273,7 @@ def test_benchmark_writes_one_table_over_datasets_and_resumes(splade_tiny, small
             f"--output={tmp_path / 'bench'}", "RETRIEVER.COMPUTE_FLOPS", "False"]
     rows = main(args)
     by = {(r["dataset"], r["scorer"]): r for r in rows}
-    for scorer in ("hybrid", "dense", "sparse"):
+    for scorer in ("hybrid", "dense", "sparse (default)"):
         a, b, mean = by[(small_beir.name, scorer)], by[("scifact-b", scorer)], by[("average", scorer)]
         assert mean["ndcg@10"] == pytest.approx((a["ndcg@10"] + b["ndcg@10"]) / 2)
         assert a["documents"] == b["documents"] + 100 and a["latency_ms_p50"] > 0
@@ -283,6 +283,16 @@ def test_benchmark_writes_one_table_over_datasets_and_resumes(splade_tiny, small
     written = results.stat().st_mtime_ns
     again = main(args)  # finished datasets are reused, not evaluated again
     assert again == rows and results.stat().st_mtime_ns == written
+    # the index an evaluation wrote is a searchable index folder, which `search` and `benchmark --index` reuse
+    written_index = tmp_path / "bench" / small_beir.name / "index" / "test"
+    run = tmp_path / "run.trec"
+    main(["search", f"--index={written_index}", f"--queries={small_beir / 'queries.jsonl'}", f"--output={run}"])
+    searched = main(["evaluate", f"--run={run}", f"--qrels={small_beir / 'qrels' / 'test.tsv'}", "--metrics=ndcg@10"])
+    assert searched["metrics"]["ndcg@10"] == pytest.approx(by[(small_beir.name, "sparse (default)")]["ndcg@10"], abs=1e-4)
+    reused = main([*args[:3], f"--datasets={small_beir}", f"--output={tmp_path / 'b3'}", f"--index={written_index}",
+                   *args[5:]])
+    assert [(r["scorer"], r["ndcg@10"]) for r in reused[:3]] == [(r["scorer"], r["ndcg@10"]) for r in rows[:3]]
+    assert reused[0]["encode_seconds"] == 0  # nothing encoded again
     capsys.readouterr()
     assert "has no corpus.jsonl, queries.jsonl, qrels/test.tsv" in error_of(
         ["benchmark", f"--model={splade_tiny}", f"--datasets={small_beir},{tmp_path}", f"--output={tmp_path / 'b2'}"],

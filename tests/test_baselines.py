@@ -214,9 +214,10 @@ def test_explain_contributions_add_up_to_the_ranked_scores(tmp_path, splade_tiny
     main(["explain", f"--checkpoint={best}", f"--path_data={product_qa}", "--split=test", f"--qid={qid}",
           f"--html={page}", "--top=5"])
     text = capsys.readouterr().out
-    assert "matching term" in text and "hybrid =" in text and f"question {qid}" in text
+    assert "matching term" in text and "hybrid =" in text and f"question {qid}" in text and "rank 1 of " in text
     html = page.read_text()
     assert html.startswith("<!doctype html>") and "<mark" in html and "http" not in html and "<script" not in html
+    assert "class=legend" in html and "dense part" in html and "##" not in html  # the document's own words
     from HybridPQA.config import load_config
     from HybridPQA.evaluation.explain import explain_pair
     from HybridPQA.modeling import build_model

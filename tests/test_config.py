@@ -170,3 +170,11 @@ def test_a_list_key_takes_a_bare_word_and_errors_name_the_choices():
     assert load_config(None, ["MODEL.VOCAB_MASK", "special"], dotenv_path=None).RETRIEVER.MODEL.VOCAB_MASK == ("special",)
     with pytest.raises(InputError, match="LOG.BACKENDS takes a list of tensorboard, wandb"):
         load_config(None, ["LOG.BACKENDS", "tensorbord"], dotenv_path=None)
+
+
+def test_a_key_that_defaults_to_none_can_be_set_back_to_none(tmp_path):
+    (tmp_path / "e.yaml").write_text("RETRIEVER:\n  DATA:\n    HARD_NEGATIVES_RUN: 'mined/run.trec'\n")
+    cfg = load_config(tmp_path / "e.yaml", ["DATA.HARD_NEGATIVES_RUN", "None"], dotenv_path=None)
+    assert cfg.RETRIEVER.DATA.HARD_NEGATIVES_RUN is None
+    with pytest.raises(InputError, match="RETRIEVER.SOLVER.TEMPERATURE cannot be None"):
+        load_config(None, ["SOLVER.TEMPERATURE", "None"], dotenv_path=None)

@@ -146,3 +146,36 @@ def test_evaluate_reports_the_approximate_engines_on_scifact(splade_tiny, small_
         assert abs(entry["metrics_change"]["ndcg@10"]) < 0.02 and entry["search_ms_p50_approximate"] > 0
         assert all(entry["index_bytes"].values()) and "build_seconds" in entry
     assert report["sparse"]["engines"]["sparse"].startswith("seismic n_postings=1000")
+
+
+def test_approximate_engines_are_built_once_and_kept_in_the_index_folder(tmp_path, monkeypatch, caplog):
+    """A saved index keeps the Seismic and HNSW engines it was searched with; the next load reads them
+    (no build) and ranks the same; other build parameters get their own engine."""
+    import faiss
+    import seismic
+
+    built, _ = corpus(EngineSettings())
+    built.save(tmp_path)
+    chosen = settings(sparse="seismic", dense="hnsw", hybrid="candidates", candidates=50)
+    first = CorpusIndex.load(tmp_path, chosen)
+    _, q = corpus(EngineSettings())
+    fusion, qids = Fusion(alpha=0.5, norm="z-score"), [f"q{i}" for i in range(6)]
+    assert first.ready(("hybrid",)).keys() == {"sparse", "dense"}
+    want = first.search(q, qids, fusion, 10)
+    kept = sorted(p.name.split("-")[:2] for p in (tmp_path / "engines").iterdir())
+    assert kept == [["dense", "hnsw"], ["sparse", "seismic"]]
+    assert all((p / "engine.json").is_file() for p in (tmp_path / "engines").iterdir())
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("built again")
+
+    monkeypatch.setattr(seismic.SeismicIndex, "build_from_dataset", no_build)
+    monkeypatch.setattr(faiss, "IndexHNSWFlat", no_build)
+    with caplog.at_level("INFO"):
+        again = CorpusIndex.load(tmp_path, chosen)
+        assert again.search(q, qids, fusion, 10) == want
+    assert sum("loaded from" in r.getMessage() for r in caplog.records) == 2
+    other = settings(sparse="seismic", seismic={**DEFAULTS.seismic, "n_postings": 50})
+    monkeypatch.undo()
+    CorpusIndex.load(tmp_path, other).ready(("sparse",))
+    assert len(list((tmp_path / "engines").glob("sparse-seismic-*"))) == 2

@@ -55,9 +55,17 @@ def _decode(value):
     return value
 
 
+def _project_default(key: str):
+    """The value defaults.py gives `key` (a key that is None there may be set back to None)."""
+    node = get_cfg_defaults()
+    for name in key.split("."):
+        node = node.get(name) if isinstance(node, CN) else None
+    return node
+
+
 def _coerce(key: str, default, value, source: str):
     value = _decode(value)
-    if value is None and default is not None and key not in NULLABLE:
+    if value is None and default is not None and key not in NULLABLE and _project_default(key) is not None:
         raise InputError(f"{source}: {key} cannot be None; give a {type(default).__name__} like {default!r}")
     if default is None or value is None:
         if isinstance(value, dict):

@@ -4,6 +4,10 @@ Only questions with at least one positive are scored; the caller reports how man
 """
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+import ranx
 from ranx import Qrels, Run, evaluate
 
 from HybridPQA.data.readers import RankingData
@@ -13,6 +17,8 @@ from HybridPQA.scoring import ranking
 
 RERANK_METRICS = ["mrr@5", "map", "ndcg@5", "ndcg@10", "precision@1", "hit_rate@5", "r-precision"]
 RETRIEVE_METRICS = RERANK_METRICS + ["recall@100"]
+log = logging.getLogger(__name__)
+_compiled: list[bool] = []  # said once per process
 RANX_METRICS = ("mrr", "map", "ndcg", "ndcg_burges", "precision", "recall", "hit_rate", "hits", "r-precision", "bpref",
                 "f1", "dcg", "dcg_burges")
 
@@ -37,9 +43,21 @@ def score_run(run: RunDict, qrels: dict[str, dict[str, int]], metrics: list[str]
     empty = [q for q, docs in run.items() if not docs]
     for q in empty:  # ranx needs a document per query; a dummy one scores zero
         run[q] = {"__none__": 0.0}
+    _say_compile()
     values = evaluate(Qrels(judged), Run(run), metrics, make_comparable=True)
     values = values if isinstance(values, dict) else {metrics[0]: values}
     return {m: float(v) for m, v in values.items()}
+
+
+def _say_compile() -> None:
+    """ranx compiles its metrics with numba the first time they run on a machine (about a minute, then
+    cached beside ranx): one line says so, rather than a silent minute."""
+    if _compiled:
+        return
+    _compiled.append(True)
+    cache = Path(ranx.__file__).parent / "metrics" / "__pycache__"
+    if not any(cache.glob("*.nbi")):
+        log.info("ranx compiles its metrics once on this machine (about a minute; cached for later runs)")
 
 
 def per_source(run: RunDict, data: RankingData, metrics: list[str]) -> dict[str, dict[str, float]]:

@@ -106,32 +106,54 @@ def write_tables(rows: list[Row], values: dict, sig: dict, settings: dict, outpu
     return md
 
 
+NOT_PARTS = ("step", "loss", "lr", "lambda_q", "lambda_d", "epoch")  # the other keys of a training record
+
+
+def _cost_axis(ax, xs: list[float], label: str) -> None:
+    """A log cost axis that still shows rows costing 0 (BM25, inference-free queries): symmetric-log,
+    linear below the smallest positive cost; plain labels, no colliding minor ticks."""
+    import matplotlib.ticker as ticker
+
+    positive = [x for x in xs if x > 0]
+    if not xs:
+        ax.text(0.5, 0.5, "no row has this cost measured", ha="center", transform=ax.transAxes)
+    elif positive and len(positive) == len(xs):
+        ax.set_xscale("log")
+    else:
+        ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
+        label += " (0 = no model FLOPs per query)" if 0 in xs else ""
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel(label + (" (log)" if positive else ""))
+
+
 def plot(rows: list[Row], values: dict, settings: dict, output: Path) -> list[Path]:
     """Effectiveness against GFLOPs per query and latency; the training curves."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401 - matplotlib.ticker below
 
     main = settings["METRICS"][0]
     folder = output / "plots"
     folder.mkdir(exist_ok=True)
     written = []
-    for key, xlabel in (("gflops_per_query", "GFLOPs per query (log)"), ("latency_ms_p50", "latency p50, ms (log)")):
+    for key, xlabel in (("gflops_per_query", "GFLOPs per query"), ("latency_ms_p50", "latency p50, ms")):
+        points = [(values[r.name][key], values[r.name].get(main), r.label) for r in rows
+                  if values[r.name].get(key) is not None and values[r.name].get(main) is not None]
         fig, ax = plt.subplots(figsize=(6, 4))
-        for row in rows:
-            x, y = values[row.name].get(key), values[row.name].get(main)
-            if x:
-                ax.scatter(x, y)
-                ax.annotate(row.label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        ax.set_xscale("log")
-        ax.set(xlabel=xlabel, ylabel=main)
+        for x, y, label in points:
+            ax.scatter(x, y)
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        _cost_axis(ax, [x for x, _, _ in points], xlabel)
+        ax.set_ylabel(main)
         ax.set_title(textwrap.fill(f"{settings.get('TITLE', '')}: {main} against cost", 70), fontsize=9)
         fig.tight_layout()
         written.append(folder / f"{main}_vs_{key}.png")
         fig.savefig(written[-1], dpi=120)
         plt.close(fig)
-    fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (loss_ax, parts_ax, val_ax) = plt.subplots(1, 3, figsize=(16, 4))
     select = None
     for row in rows:
         path = RunDir(output / row.name).metrics
@@ -141,14 +163,20 @@ def plot(rows: list[Row], values: dict, settings: dict, output: Path) -> list[Pa
         train = [r for r in lines if "split" not in r]
         val = [r for r in lines if r.get("split") == "val"]
         select = row.cfg.RETRIEVER.SOLVER.SELECT_METRIC
-        loss_ax.plot([r["step"] for r in train], [r["loss"] for r in train], label=row.label)
+        steps = [r["step"] for r in train]
+        loss_ax.plot(steps, [r["loss"] for r in train], label=row.label)
+        for part in [k for k in (train[0] if train else {}) if k not in NOT_PARTS and not k.startswith("active")]:
+            parts_ax.plot(steps, [r.get(part) for r in train], label=f"{row.label}: {part}")
         key = next((k for k in (f"{row.scorer}/{select}",) if val and k in val[0]), None)
         if key:
             val_ax.plot([r["step"] for r in val], [r[key] for r in val], marker="o", label=row.label)
-    loss_ax.set(xlabel="step", ylabel="training loss", yscale="log")
-    val_ax.set(xlabel="step", ylabel=f"val {select}")
-    for ax in (loss_ax, val_ax):
-        ax.legend(fontsize=7)
+    loss_ax.set(xlabel="step", ylabel="training loss (log)", yscale="log", title="total loss")
+    parts_ax.set(xlabel="step", ylabel="loss part", title="loss parts (linear)")
+    val_ax.set(xlabel="step", ylabel=f"val {select}", title="validation")
+    loss_ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    for ax in (loss_ax, parts_ax, val_ax):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     written.append(folder / "training_curves.png")
     fig.savefig(written[-1], dpi=120)
