@@ -119,6 +119,7 @@ def _cost_axis(ax, xs: list[float], label: str) -> None:
         ax.text(0.5, 0.5, "no row has this cost measured", ha="center", transform=ax.transAxes)
     elif positive and len(positive) == len(xs):
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 1, 2, 5, 10, 20, ...
     else:
         ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
         label += " (0 = no model FLOPs per query)" if 0 in xs else ""
@@ -170,7 +171,10 @@ def plot(rows: list[Row], values: dict, settings: dict, output: Path) -> list[Pa
         key = next((k for k in (f"{row.scorer}/{select}",) if val and k in val[0]), None)
         if key:
             val_ax.plot([r["step"] for r in val], [r[key] for r in val], marker="o", label=row.label)
-    loss_ax.set(xlabel="step", ylabel="training loss (log)", yscale="log", title="total loss")
+    losses = [y for line in loss_ax.get_lines() for y in line.get_ydata() if y > 0]
+    wide = bool(losses) and max(losses) / min(losses) > 10  # a log axis only where the loss spans a decade
+    loss_ax.set(xlabel="step", ylabel="training loss" + (" (log)" if wide else ""), yscale="log" if wide else "linear",
+                title="total loss")
     parts_ax.set(xlabel="step", ylabel="loss part", title="loss parts (linear)")
     val_ax.set(xlabel="step", ylabel=f"val {select}", title="validation")
     loss_ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
