@@ -133,7 +133,7 @@ def test_mine_writes_a_training_file_without_positives(tmp_path, product_qa):
 
 
 def test_missing_teacher_or_first_stage_run_is_a_clear_error(tmp_path, splade_tiny, product_qa):
-    with pytest.raises(InputError, match="nothing.trec: TREC run not found"):
+    with pytest.raises(InputError, match="TEACHER_RUN = .nothing.trec.: no such file"):  # before the model loads
         from HybridPQA.config import load_config
         from HybridPQA.pipeline import train_and_test
 
