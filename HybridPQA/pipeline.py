@@ -32,6 +32,7 @@ from HybridPQA.engine.schedule import (
     selection_value,
     vector_sizes,
 )
+from HybridPQA.engine.mlm_warmup import build_mlm_warmup, warm_up_mlm
 from HybridPQA.engine.tracking import Tracker
 from HybridPQA.engine.train import Training, do_train
 from HybridPQA.errors import InputError
@@ -209,6 +210,10 @@ def train_and_test(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, resume
         if not resume and cfg.RETRIEVER.MODEL.QUERY_ENCODER == "static":  # term weights start from the IDF
             init_static_queries(model, tokenizer, list(train_set.data.docs.values()),
                                 cfg.RETRIEVER.MODEL.CONTEXT_MAX_LENGTH)
+        warmup = build_mlm_warmup(cfg)
+        if not resume and warmup.steps:  # every rank alike (same seed, same batches)
+            texts = [*train_set.data.queries.values(), *train_set.data.docs.values()]
+            warm_up_mlm(model.to(device), tokenizer, texts, warmup, device, dtype, cfg.SEED)
         training = build_training(cfg, run_dir, model, tokenizer, train_set, val, device, dtype, teacher, resume, ranks)
         checkpointer = training.checkpointer
         best = do_train(training, run_dir, device, dtype, ranks, stop_at_step)

@@ -4,8 +4,9 @@ Usage:
   bench_train.py [--setups=LIST] [--steps=N] [--repeats=N] [--length=N] [--precisions=LIST] [--device=D] [--output=FILE]
 
 Options:
-  --setups=LIST       splade-tiny (models/splade-tiny) and/or bert-base (a randomly initialised
-                      bert-base-size BertForMaskedLM with splade-tiny's vocabulary) [default: splade-tiny,bert-base]
+  --setups=LIST       splade-tiny (models/splade-tiny), minilm (models/all-MiniLM-L6-v2, 22.7 M, with a
+                      new MLM head) and/or bert-base (a randomly initialised bert-base-size
+                      BertForMaskedLM with splade-tiny's vocabulary) [default: splade-tiny,bert-base]
   --steps=N           timed optimizer steps per measurement, after one untimed [default: 5]
   --repeats=N         measurements per setting; the median is reported [default: 3]
   --length=N          tokens per text (padded to it, as in the paper) [default: 128]
@@ -150,6 +151,7 @@ def main(argv=None) -> dict:
     report = {"machine": machine(), "device": str(device), "length": int(args["--length"]), "peak_tflops": {}}
     with tempfile.TemporaryDirectory() as tmp:
         sources = {"splade-tiny": lambda: str(REPO / "models" / "splade-tiny"),
+                   "minilm": lambda: str(REPO / "models" / "all-MiniLM-L6-v2"),
                    "bert-base": lambda: str(bert_base(Path(tmp) / "bert-base"))}
         for name in args["--setups"].split(","):
             if name not in sources:

@@ -97,6 +97,20 @@ _C.RETRIEVER.MODEL.TOP_K = 768  # sparse head: keep the K largest term weights; 
 _C.RETRIEVER.MODEL.VOCAB_MASK = ("special", "punctuation", "stopwords")
 _C.RETRIEVER.MODEL.DO_LOWER_CASE = True  # passed to the tokenizer
 _C.RETRIEVER.MODEL.DROPOUT = None  # backbone hidden + attention dropout; None = the checkpoint's own
+# (new) a backbone without an MLM head (a sentence encoder such as all-MiniLM-L6-v2) gets one: a
+# transform (dense + GELU + LayerNorm) and a decoder tied to the word embeddings. The transform
+# starts "random" (transformers' init) or as the "identity" (dense = I, bias 0: logits start as the
+# hidden state's similarity to each word embedding).
+_C.RETRIEVER.MODEL.MLM_HEAD_INIT = "identity"
+# (new) masked-LM warm-up before contrastive training, on the training data's texts (queries and
+# documents), 15 % of word pieces masked: STEPS optimizer steps of BATCH_SIZE texts at LR, training
+# the MLM "head" only or "all" of the model; 0 = none.
+_C.RETRIEVER.MODEL.MLM_WARMUP = CN()
+_C.RETRIEVER.MODEL.MLM_WARMUP.STEPS = 0
+_C.RETRIEVER.MODEL.MLM_WARMUP.TRAIN = "head"
+_C.RETRIEVER.MODEL.MLM_WARMUP.BATCH_SIZE = 32
+_C.RETRIEVER.MODEL.MLM_WARMUP.LR = 1e-4
+_C.RETRIEVER.MODEL.MLM_WARMUP.MAX_LENGTH = 128
 # (new) "transformer": queries run the backbone | "static": inference-free queries (SPLADE-doc,
 # sentence-transformers' SparseStaticEmbedding): a query's sparse vector is a trainable weight per
 # query token, initialised from the IDF of the training contexts, and its dense vector (STATIC_DENSE)

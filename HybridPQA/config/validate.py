@@ -30,6 +30,8 @@ CHOICES = {
     "RETRIEVER.SOLVER.TRIPLET_MINING": ("none", "batch-hard"),
     "RETRIEVER.MODEL.QUERY_ENCODER": ("transformer", "static"),
     "RETRIEVER.MODEL.STATIC_DENSE": ("embedding", "transformer"),
+    "RETRIEVER.MODEL.MLM_HEAD_INIT": ("identity", "random"),
+    "RETRIEVER.MODEL.MLM_WARMUP.TRAIN": ("head", "all"),
     "RETRIEVER.MODEL.I3.TARGETS": ("questions", "title", "questions-or-title", "none"),
     "PRECISION": ("auto", "fp32", "bf16", "fp16"),
 }
@@ -50,6 +52,8 @@ POSITIVE_INTS = {
     "RETRIEVER.INDEX.SEISMIC.MIN_CLUSTER_SIZE": 1, "RETRIEVER.INDEX.SEISMIC.DOC_CUT": 1, "RETRIEVER.INDEX.HNSW.M": 2,
     "RETRIEVER.INDEX.HNSW.EF_CONSTRUCTION": 1, "RETRIEVER.INDEX.HNSW.EF_SEARCH": 1, "RETRIEVER.INDEX.IVF.NLIST": 0,
     "RETRIEVER.INDEX.IVF.NPROBE": 1, "RETRIEVER.INDEX.IVF.PQ_M": 1, "RETRIEVER.INDEX.IVF.PQ_BITS": 1,
+    "RETRIEVER.MODEL.MLM_WARMUP.STEPS": 0, "RETRIEVER.MODEL.MLM_WARMUP.BATCH_SIZE": 1,
+    "RETRIEVER.MODEL.MLM_WARMUP.MAX_LENGTH": 8,
 }
 OPTIONAL_POSITIVE_INTS = {
     "RETRIEVER.DATA.COUNT": 1, "RETRIEVER.MODEL.TOP_K": 1, "RETRIEVER.MODEL.PROJECTION_DIM": 1,
@@ -129,6 +133,7 @@ def validate(cfg: CN) -> None:
         (m.DROPOUT is not None and not (isinstance(m.DROPOUT, (int, float)) and 0 <= m.DROPOUT < 1),
          f"RETRIEVER.MODEL.DROPOUT = {m.DROPOUT!r} must be None or in [0, 1)"),
         (s.OPTIMIZER.BASE_LR <= 0, "RETRIEVER.SOLVER.OPTIMIZER.BASE_LR must be > 0"),
+        (m.MLM_WARMUP.LR <= 0, "RETRIEVER.MODEL.MLM_WARMUP.LR must be > 0"),
         (s.OPTIMIZER.HEAD_LR is not None and not (isinstance(s.OPTIMIZER.HEAD_LR, (int, float))
                                                   and s.OPTIMIZER.HEAD_LR > 0),
          f"RETRIEVER.SOLVER.OPTIMIZER.HEAD_LR = {s.OPTIMIZER.HEAD_LR!r} must be a number > 0 or None (= BASE_LR)"),

@@ -101,9 +101,11 @@ def _load_cross(source: str, dropout: float | None, weights: bool) -> CrossEncod
     return CrossEncoder(_pretrained(AutoModelForSequenceClassification, source, config=config))
 
 
-def _load_mlm(source: str, dropout: float | None, weights: bool, head_used: bool = True) -> torch.nn.Module:
-    """A masked LM from a hub name or directory; a missing MLM head is built tied to the embeddings
-    (said in the log where a sparse head or the interaction uses it)."""
+def _load_mlm(source: str, dropout: float | None, weights: bool, head_used: bool = True,
+              head_init: str = "identity") -> torch.nn.Module:
+    """A masked LM from a hub name or directory; a missing MLM head is built with its decoder tied to the
+    word embeddings and its transform `head_init` (MODEL.MLM_HEAD_INIT), said in the log where a sparse
+    head or the interaction uses it."""
     config = _backbone_config(source, dropout)
     if not weights:
         return AutoModelForMaskedLM.from_config(config)
@@ -111,9 +113,27 @@ def _load_mlm(source: str, dropout: float | None, weights: bool, head_used: bool
     head_missing = [k for k in info["missing_keys"] if not k.startswith(mlm.base_model_prefix)]
     if head_missing:
         mlm.get_output_embeddings().weight = mlm.get_input_embeddings().weight
-        (log.warning if head_used else log.debug)("%s has no MLM head (%d missing weights): built one with its decoder tied to the word "
-                    "embeddings; the transform layer starts random", source, len(head_missing))
+        if head_init == "identity":
+            _identity_transform(mlm, set(head_missing))
+        (log.warning if head_used else log.debug)(
+            "%s has no MLM head (%d missing weights): built one with its decoder tied to the word embeddings "
+            "and its transform starting %s (RETRIEVER.MODEL.MLM_HEAD_INIT); RETRIEVER.MODEL.MLM_WARMUP trains it "
+            "before contrastive training", source, len(head_missing),
+            "as the identity" if head_init == "identity" else "random")
     return mlm
+
+
+def _identity_transform(mlm: torch.nn.Module, missing: set[str]) -> None:
+    """The new head's square transform layer(s) as the identity with zero bias, so the logits start as the
+    (layer-normed, GELU'd) hidden state's dot product with each word embedding."""
+    hidden = mlm.config.hidden_size
+    for name, module in mlm.named_modules():
+        if isinstance(module, torch.nn.Linear) and f"{name}.weight" in missing \
+                and module.weight.shape == (hidden, hidden):
+            with torch.no_grad():
+                module.weight.copy_(torch.eye(hidden))
+                if module.bias is not None:
+                    module.bias.zero_()
 
 
 def build_tokenizer(source: str, do_lower_case: bool):
@@ -207,15 +227,16 @@ def build_model(cfg: CfgNode, checkpoint: str | Path | None = None) -> tuple[BiE
         query_needs_mlm = not static or (model_cfg.STATIC_DENSE == "transformer"
                                          and DENSE in SCORER_HEADS[model_cfg.BIENCODER_TYPE])
         head_used = SPARSE in SCORER_HEADS[model_cfg.BIENCODER_TYPE] or bool(model_cfg.IMPLICIT_INTERACTION)
+        load = lambda source: _load_mlm(source, model_cfg.DROPOUT, weights, head_used, model_cfg.MLM_HEAD_INIT)  # noqa: E731
         query = None
         if query_needs_mlm:
             source = sources.get("query", sources.get("context"))
-            query = _encoder(_load_mlm(source, model_cfg.DROPOUT, weights, head_used), tokenizer, model_cfg,
+            query = _encoder(load(source), tokenizer, model_cfg,
                              "query" if static or not model_cfg.SHARED_ENCODER else "context")
         context = None
         if not model_cfg.SHARED_ENCODER:
             source = sources.get("context", sources.get("query"))
-            context = _encoder(_load_mlm(source, model_cfg.DROPOUT, weights, head_used), tokenizer, model_cfg)
+            context = _encoder(load(source), tokenizer, model_cfg)
         if static:
             query = _static_queries(context, tokenizer, model_cfg, query)
         model = BiEncoder(query, context, _markers(tokenizer) if model_cfg.CROSS_INTERACTION else None)
