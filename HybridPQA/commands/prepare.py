@@ -1,5 +1,5 @@
-"""Copy the datasets and splade-tiny from ../shared (else download them from their public
-sources) and build the product-QA and ePQA experiment splits.
+"""Copy the datasets and the models (splade-tiny, all-MiniLM-L6-v2) from ../shared (else download them
+from their public sources) and build the product-QA and ePQA experiment splits.
 
 Usage:
   hybridpqa prepare [--raw=DIR] [--models=DIR] [--output=DIR] [--epqa=DIR]
@@ -7,7 +7,7 @@ Usage:
 
 Options:
   --raw=DIR      where raw datasets are copied or downloaded (old spelling: --path_raw) [default: data/raw]
-  --models=DIR   where splade-tiny is copied or unpacked (old: --path_models) [default: models]
+  --models=DIR   where the models are copied or unpacked (old: --path_models) [default: models]
   --output=DIR   where the product-QA experiment is written (old: --path_out) [default: data/product-qa]
   --epqa=DIR     where the ePQA experiment (graded labels, split by product) is written [default: data/epqa]
 """
