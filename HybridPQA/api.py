@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from HybridPQA.retrieval.corpus import (
     read_index_meta,
     write_index_files,
 )
-from HybridPQA.retrieval.engines import EngineSettings, build_engine_settings
+from HybridPQA.retrieval.engines import EngineSettings, build_engine_settings, drop_engines
 from HybridPQA.retrieval.shards import STAMP, encode_in_shards, merge_shards
 from HybridPQA.scoring import Fusion
 
@@ -235,7 +234,7 @@ class SearchIndex:
             else:
                 (tmp / name).replace(path / name)
         tmp.rmdir()
-        shutil.rmtree(path / ENGINES, ignore_errors=True)  # engines of an index this one replaces
+        drop_engines(path / ENGINES)  # engines of an index this one replaces
         self.corpus.path = path  # engines built from now on are kept in it
 
     @classmethod

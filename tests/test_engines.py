@@ -179,3 +179,15 @@ def test_approximate_engines_are_built_once_and_kept_in_the_index_folder(tmp_pat
     monkeypatch.undo()
     CorpusIndex.load(tmp_path, other).ready(("sparse",))
     assert len(list((tmp_path / "engines").glob("sparse-seismic-*"))) == 2
+
+
+def test_dropping_kept_engines_removes_only_ours(tmp_path):
+    from HybridPQA.retrieval.engines import drop_engines
+
+    ours, foreign = tmp_path / "engines" / "sparse-seismic-abc", tmp_path / "engines" / "notes"
+    ours.mkdir(parents=True)
+    foreign.mkdir()
+    (ours / "engine.json").write_text(json.dumps({"head": "sparse", "engine": "seismic", "params": {}}))
+    (foreign / "engine.json").write_text("not json")
+    drop_engines(tmp_path / "engines")
+    assert not ours.exists() and (foreign / "engine.json").read_text() == "not json"

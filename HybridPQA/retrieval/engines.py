@@ -271,7 +271,12 @@ def _keep(engine, folder: Path, meta: dict) -> None:
     not writable, say so: it is built again next time."""
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     try:
-        tmp.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir(parents=True)  # ours from here: only a folder this call made is ever removed
+    except OSError as err:
+        log.warning("%s: cannot keep the built engine there (%s); it is built again on the next search",
+                    folder.parent, err.__class__.__name__)
+        return
+    try:
         engine.save(tmp)
         (tmp / ENGINE_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         tmp.rename(folder)
@@ -280,3 +285,21 @@ def _keep(engine, folder: Path, meta: dict) -> None:
         if not (folder / ENGINE_FILE).is_file():  # not another process's, saved first
             log.warning("%s: cannot keep the built engine there (%s); it is built again on the next search",
                         folder.parent, err.__class__.__name__)
+
+
+def drop_engines(folder: Path) -> None:
+    """Remove the kept engines under `folder` (an index's engines/): only subfolders whose engine.json
+    parses as ours; anything else there is left alone."""
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for sub in folder.iterdir():
+        try:
+            meta = json.loads((sub / ENGINE_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(meta, dict) and {"head", "engine", "params"} <= set(meta) and not sub.is_symlink():
+            shutil.rmtree(sub, ignore_errors=True)
+    try:
+        folder.rmdir()  # only when nothing else is left in it
+    except OSError:
+        pass
