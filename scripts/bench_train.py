@@ -1,7 +1,7 @@
 """Training throughput of the hybrid step against a plain step written the obvious way.
 
 Usage:
-  bench_train.py [--setups=LIST] [--steps=N] [--repeats=N] [--length=N] [--precisions=LIST] [--device=D] [--output=FILE]
+  bench_train.py [--setups=LIST] [--steps=N] [--repeats=N] [--length=N] [--precisions=LIST] [--device=D] [--st] [--output=FILE]
 
 Options:
   --setups=LIST       splade-tiny (models/splade-tiny), minilm (models/all-MiniLM-L6-v2, 22.7 M, with a
@@ -11,6 +11,7 @@ Options:
   --repeats=N         measurements per setting; the median is reported [default: 3]
   --length=N          tokens per text (padded to it, as in the paper) [default: 128]
   --precisions=LIST   fp32, bf16 [default: fp32,bf16]
+  --st                also time sentence-transformers' training step for the same hybrid
   --device=D          cpu, cuda or auto [default: auto]
   --output=FILE       also write the report as JSON
 
@@ -19,6 +20,11 @@ BiEncoder (two backbones), `HybridLoss` (contrastive dense + sparse, FLOPS), bac
 clipping and the configured AdamW. The plain step differs only in its sparse head: the full
 (B, L, V) MLM logits, log1p(relu(.)) on all of them, masked max. Ours (MaxPooledProjection)
 projects the vocabulary in tiles, keeps only the argmax and back-propagates sparsely.
+With --st: sentence-transformers' step, as its trainers run it (one model per head, since none of its
+models gives both): a SparseEncoder (fill-mask Transformer + SpladePooling max) with SpladeLoss(
+SparseMultipleNegativesRankingLoss, FLOPS on both sides) and a SentenceTransformer (Transformer +
+the backbone's pooling) with MultipleNegativesRankingLoss, each a forward + backward of the same
+texts (padded alike), clipping and AdamW; "st hybrid" is both steps, "st sparse" and "st dense" each.
 "MFU" = 3 x forward FLOPs (calflops, dense-equivalent: the whole vocabulary projection counted)
 per second over the measured peak of a large matmul at the same precision on the same device;
 our backward skips most of the projection's dense-equivalent work, so it can exceed 100 %.
@@ -101,6 +107,54 @@ def measure(model, cfg, batches, tokenizer, length, device, dtype, plain: bool, 
     return steps / (time.perf_counter() - start)
 
 
+def st_steps(source: str, cfg, length: int, device: torch.device) -> dict:
+    """{name: (model, loss)}: sentence-transformers' sparse and dense training setups of `source`."""
+    from sentence_transformers import SentenceTransformer, SparseEncoder
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer as DenseTransformer
+    from sentence_transformers.sparse_encoder.losses import SparseMultipleNegativesRankingLoss, SpladeLoss
+    from sentence_transformers.sparse_encoder.modules import SpladePooling, Transformer
+
+    s = cfg.RETRIEVER.SOLVER
+    sparse = SparseEncoder(modules=[Transformer(source, transformer_task="fill-mask", max_seq_length=length),
+                                    SpladePooling("max")], device=str(device))
+    backbone = DenseTransformer(source, max_seq_length=length)
+    dense = SentenceTransformer(modules=[backbone, Pooling(backbone.get_embedding_dimension(),
+                                                           cfg.RETRIEVER.MODEL.POOLING)], device=str(device))
+    return {"sparse": (sparse, SpladeLoss(sparse, SparseMultipleNegativesRankingLoss(sparse),
+                                          document_regularizer_weight=s.LAMBDA_CONTEXT,
+                                          query_regularizer_weight=s.LAMBDA_QUERY)),
+            "dense": (dense, MultipleNegativesRankingLoss(dense))}
+
+
+def measure_st(setups: dict, names: tuple[str, ...], cfg, batches, length, device, dtype, steps: int) -> float:
+    """Optimizer steps per second of sentence-transformers' step(s) `names`, as `measure`."""
+    optimizers = {n: build_optimizer(setups[n][0], cfg.RETRIEVER.SOLVER.OPTIMIZER) for n in names}
+
+    def step(batch) -> None:
+        columns = [batch.questions] + [batch.contexts[j::CONTEXTS] for j in range(CONTEXTS)]  # anchor, pos, negs
+        for name in names:
+            model, loss = setups[name]
+            model.train()
+            features = [{k: v.to(device) for k, v in model.tokenizer(
+                texts, padding="max_length", truncation=True, max_length=length, return_tensors="pt").items()}
+                for texts in columns]
+            with autocast(device, dtype):
+                value = loss(features, None)
+            (sum(value.values()) if isinstance(value, dict) else value).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.RETRIEVER.SOLVER.OPTIMIZER.MAX_GRAD_NORM)
+            optimizers[name].step()
+            optimizers[name].zero_grad(set_to_none=True)
+
+    step(batches[-1])
+    sync(device)
+    start = time.perf_counter()
+    for i in range(steps):
+        step(batches[i % len(batches)])
+    sync(device)
+    return steps / (time.perf_counter() - start)
+
+
 def bench_setup(name: str, source: str, args: dict, device: torch.device, report: dict) -> None:
     steps, repeats, length = int(args["--steps"]), int(args["--repeats"]), int(args["--length"])
     cfg = load_config(REPO / "configs" / "quickstart.yaml", ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", source],
@@ -121,21 +175,29 @@ def bench_setup(name: str, source: str, args: dict, device: torch.device, report
                     "precision": auto_precision(model, device)}
     print(f"\n{name}: {params / 1e6:.1f} M parameters (two backbones), {step_flops / 1e12:.3f} TFLOP per step "
           f"(dense-equivalent), {texts} texts x {length} tokens")
+    setups = st_steps(source, cfg, length, device) if args["--st"] else {}
+    ways = {"plain": lambda dtype: measure(model, cfg, batches, tokenizer, length, device, dtype, True, steps),
+            "ours": lambda dtype: measure(model, cfg, batches, tokenizer, length, device, dtype, False, steps)}
+    for names in (("sparse", "dense"), ("sparse",), ("dense",)) if setups else ():
+        label = "st " + ("hybrid" if len(names) == 2 else names[0])
+        ways[label] = lambda dtype, names=names: measure_st(setups, names, cfg, batches, length, device, dtype, steps)
     for precision in args["--precisions"].split(","):
         dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
         peak = report["peak_tflops"].setdefault(precision, matmul_peak(dtype or torch.float32, device=device) / 1e12)
-        for plain in (True, False):
-            rate = statistics.median(measure(model, cfg, batches, tokenizer, length, device, dtype, plain, steps)
-                                     for _ in range(repeats))
-            key = f"{precision} {'plain' if plain else 'ours'}"
+        for way, run in ways.items():
+            rate = statistics.median(run(dtype) for _ in range(repeats))
+            key = f"{precision} {way}"
             mfu = step_flops * rate / (peak * 1e12)
             report[name]["results"][key] = {"steps_per_s": rate, "questions_per_s": QUESTIONS * rate,
                                             "tokens_per_s": texts * length * rate, "mfu": mfu}
-            print(f"  {key:11s} {QUESTIONS * rate:8.2f} questions/s {texts * length * rate:10.0f} tokens/s  "
+            print(f"  {key:15s} {QUESTIONS * rate:8.2f} questions/s {texts * length * rate:10.0f} tokens/s  "
                   f"MFU {100 * mfu:6.1f} % of {peak:.2f} TFLOP/s")
         results = report[name]["results"]
-        print(f"  {precision}: ours / plain = "
-              f"{results[f'{precision} ours']['steps_per_s'] / results[f'{precision} plain']['steps_per_s']:.2f}x")
+        for way in ways:
+            if way != "ours":
+                ratio = results[f"{precision} ours"]["steps_per_s"] / results[f"{precision} {way}"]["steps_per_s"]
+                results[f"{precision} ours / {way}"] = ratio
+                print(f"  {precision}: ours / {way} = {ratio:.2f}x")
     if {"fp32 ours", "bf16 ours"} <= set(report[name]["results"]):
         for kind in ("ours", "plain"):
             ratio = report[name]["results"][f"bf16 {kind}"]["steps_per_s"] / report[name]["results"][f"fp32 {kind}"]["steps_per_s"]
