@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from HybridPQA.config import load_config
+from HybridPQA.data import build_text_options
 from HybridPQA.data.corpus import check_texts, read_texts
 from HybridPQA.data.text import TextOptions
 from HybridPQA.distributed import Distributed
@@ -28,6 +30,9 @@ from HybridPQA.evaluation.explain import Explanation, explain_pair
 from HybridPQA.files import publish_dir, write_atomic
 from HybridPQA.heads import DENSE, HEADS, HYBRID, SPARSE, scorers
 from HybridPQA.modeling.encode import Encoder
+from HybridPQA.modeling.encoding import build_encoding
+from HybridPQA.modeling.onnx_export import export_onnx
+from HybridPQA.modeling.onnx_runtime import is_onnx_export
 from HybridPQA.modeling.pretrained import ModelKind, SavedModel
 from HybridPQA.outputs import claim, kind_of, mark
 from HybridPQA.retrieval.corpus import (
@@ -81,16 +86,16 @@ class HybridRetriever:
     def __init__(self, encoder: Encoder, fusion: Fusion, source: str = "", overrides: list[str] = (),
                  engines: EngineSettings | None = None, config: str | None = None,
                  kind: ModelKind = ModelKind("checkpoint")):
-        if not {DENSE, SPARSE} & set(getattr(encoder.model, "heads", ())):
-            heads = sorted(getattr(encoder.model, "heads", ()))
+        if not {DENSE, SPARSE} & set(encoder.heads):
+            heads = sorted(encoder.heads)
             raise InputError(f"{source}: HybridRetriever serves dense / sparse / hybrid bi-encoders; this model has "
                              f"{heads or 'no neural heads'} (use `hybridpqa evaluate` for BM25, cross-encoders "
                              "and late interaction)")
-        encoder.model.eval()
         self.encoder, self.fusion, self.source, self.overrides = encoder, fusion, source, list(overrides)
         self.engines = engines or EngineSettings()  # RETRIEVER.INDEX: the engine of each head when searching
         self.config = config  # the merged config, saved with an index so search rebuilds the same model
         self.terms = encoder.terms() if SPARSE in encoder.heads else []
+        self.kind = kind
         self.default_scorer, self.why = kind.default_scorer(encoder.heads)
 
     @property
@@ -99,9 +104,15 @@ class HybridRetriever:
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path, overrides: list[str] = (),
-                        config: str | Path | None = None) -> HybridRetriever:
+                        config: str | Path | None = None, backend: str | None = None) -> HybridRetriever:
         """A HybridPQA checkpoint, or any masked LM (a folder or a hub name) used zero-shot with the
-        defaults, `config` and `overrides` (KEY VALUE pairs, as on the command line)."""
+        defaults, `config` and `overrides` (KEY VALUE pairs, as on the command line). The folder of
+        `hybridpqa export --format=onnx` encodes in ONNX Runtime, with no PyTorch model (`backend`
+        "onnx" says it must be one; None: whichever the folder is)."""
+        if backend not in (None, "torch", "onnx"):
+            raise InputError(f"backend {backend!r}: choose torch or onnx")
+        if backend == "onnx" or (backend is None and is_onnx_export(path_or_name)):
+            return cls._from_onnx(Path(path_or_name).expanduser(), list(overrides), config)
         saved = SavedModel(path_or_name)
         cfg = saved.config(config, list(overrides))
         model, tokenizer, device, dtype = saved.load(cfg)
@@ -109,6 +120,35 @@ class HybridRetriever:
                         list(overrides), build_engine_settings(cfg), cfg.dump(), saved.kind)
         log.info("default scorer %s: %s", retriever.default_scorer, retriever.why)
         return retriever
+
+    @classmethod
+    def _from_onnx(cls, folder: Path, overrides: list[str], config: str | Path | None) -> HybridRetriever:
+        from HybridPQA.modeling.onnx_runtime import OnnxEncoder, read_manifest
+
+        manifest = read_manifest(folder)
+        cfg = load_config(config or folder / CONFIG_FILE, overrides, dotenv_path=None)
+        s = cfg.RETRIEVER.SOLVER
+        encoder = OnnxEncoder(folder, (s.TEST_BATCH_SIZE, s.TEST_CTX_BSZ), build_text_options(cfg.RETRIEVER.DATA))
+        if build_encoding(cfg) != encoder.encoding:
+            raise InputError(f"{folder}: the overrides change encoding settings that the exported graphs fix "
+                             f"({asdict(encoder.encoding)}); export the model again with them")
+        kind = ModelKind(**{**manifest["kind"], "settings": tuple(manifest["kind"]["settings"])})
+        retriever = cls(encoder, Fusion.from_dict(manifest["fusion"], str(folder)), str(folder), overrides,
+                        build_engine_settings(cfg), cfg.dump(), kind)
+        log.info("encoding with ONNX Runtime (%s); default scorer %s: %s", folder, retriever.default_scorer,
+                 retriever.why)
+        return retriever
+
+    def export_onnx(self, folder: str | Path, top_k: int | None = None, int8: bool = False,
+                    heads: tuple[str, ...] | None = None) -> dict:
+        """The encoder as ONNX graphs in `folder` (modeling.onnx_export; `heads`: only these), with
+        the config, fusion and kind that `from_pretrained(folder)` reads back -> the manifest."""
+        if self.encoder.model is None:
+            raise InputError(f"{self.source}: already an ONNX export; export the checkpoint it came from")
+        manifest = export_onnx(self.encoder, folder, top_k, int8, heads, fusion=asdict(self.fusion),
+                               kind=asdict(self.kind))
+        write_atomic(Path(folder) / CONFIG_FILE, self.config)
+        return manifest
 
     # -- encoding and scoring ------------------------------------------------------------------
     def _encode(self, side: str, texts: list[str], sources: list[str] | None = None) -> Encoded:
@@ -136,6 +176,8 @@ class HybridRetriever:
 
     def explain(self, query: str, document: str, top: int = 15) -> Explanation:
         """Terms, matches and the dense / sparse parts of the hybrid score of one pair (fused alone)."""
+        if self.encoder.model is None:
+            raise InputError(f"{self.source}: explain needs the PyTorch model; load the checkpoint, not its ONNX export")
         text = self.encoder.text or TextOptions()
         return explain_pair(self.encoder, text.query(query), text.context(document), self.fusion, top)
 

@@ -1,9 +1,11 @@
 """What the benchmark scripts share: the machine's measured matmul peak and a description of it."""
 from __future__ import annotations
 
+import json
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -66,3 +68,11 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def finish(report: dict, output: str | None) -> dict:
+    """Print the report as one JSON line, and write it (indented) to `output` when given."""
+    print(json.dumps(report))
+    if output:
+        Path(output).write_text(json.dumps(report, indent=2))
+    return report

@@ -29,7 +29,6 @@ texts (padded alike), clipping and AdamW; "st hybrid" is both steps, "st sparse"
 per second over the measured peak of a large matmul at the same precision on the same device;
 our backward skips most of the projection's dense-equivalent work, so it can exceed 100 %.
 """
-import json
 import statistics
 import tempfile
 import time
@@ -40,7 +39,7 @@ from calflops import calculate_flops
 from docopt import docopt
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-from HybridPQA.bench import auto_precision, machine, matmul_peak
+from HybridPQA.bench import auto_precision, finish, machine, matmul_peak
 from HybridPQA.config import load_config
 from HybridPQA.data import build_split
 from HybridPQA.data.training import TrainingSet
@@ -203,7 +202,6 @@ def bench_setup(name: str, source: str, args: dict, device: torch.device, report
             ratio = report[name]["results"][f"bf16 {kind}"]["steps_per_s"] / report[name]["results"][f"fp32 {kind}"]["steps_per_s"]
             report[name][f"bf16_over_fp32_{kind}"] = ratio
             print(f"  {kind}: bf16 / fp32 = {ratio:.2f}x (PRECISION auto picked {report[name]['precision']['auto']})")
-    del model
 
 
 def main(argv=None) -> dict:
@@ -219,10 +217,7 @@ def main(argv=None) -> dict:
             if name not in sources:
                 raise SystemExit(f"--setups: {name!r} is not one of {', '.join(sources)}")
             bench_setup(name, sources[name](), args, device, report)
-    print(json.dumps(report))
-    if args["--output"]:
-        Path(args["--output"]).write_text(json.dumps(report, indent=2))
-    return report
+    return finish(report, args["--output"])
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ class SpladeHead(nn.Module):
 
     def forward(self, states: torch.Tensor, attention_mask: torch.Tensor, decoder: nn.Linear | None = None):
         pad = ~attention_mask.bool()
-        if self.agg == "max" and decoder is not None:
+        if self.agg == "max" and decoder is not None and not torch.onnx.is_in_onnx_export():  # ONNX: plain path
             bias = decoder.bias if decoder.bias is not None else torch.zeros(decoder.out_features, device=states.device)
             if torch.is_grad_enabled():
                 pooled = MaxPooledProjection.apply(states, decoder.weight, bias, pad, self.chunk)

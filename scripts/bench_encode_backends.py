@@ -1,0 +1,116 @@
+"""Encoding backends, one process, the same texts: PyTorch against ONNX Runtime (fp32 and int8).
+
+Usage:
+  bench_encode_backends.py [--model=SRC] [--data=DIR] [--docs=N] [--queries=N] [--repeats=N] [--eval] [--output=FILE] [<override>...]
+
+Options:
+  --model=SRC     a checkpoint or a model folder, as HybridRetriever.from_pretrained takes it
+                  [default: models/splade-tiny]
+  --data=DIR      a BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv [default: data/raw/scifact]
+  --docs=N        documents timed for corpus encoding [default: 500]
+  --queries=N     queries timed one at a time for the latency [default: 200]
+  --repeats=N     timed corpus encodings per backend; the median is reported [default: 3]
+  --eval          also index the whole corpus with each backend and score the test queries (nDCG@10)
+  --output=FILE   also write the report as JSON
+  <override>      KEY VALUE pairs for the model (e.g. RETRIEVER.MODEL.BIENCODER_TYPE hybrid)
+
+Backends, each giving the model's dense and sparse vectors of every text:
+- pytorch fp32 / bf16: HybridPQA's encoder (bf16 only where PRECISION auto picks it here);
+- onnx fp32 / int8: `HybridRetriever.export_onnx` graphs in ONNX Runtime, one call per batch giving
+  both vectors (int8: dynamic quantisation, onnxruntime.quantization);
+- two graphs fp32 / int8: one graph per head, each a full pass over the text: the two-model way a
+  hybrid is served where a runtime gives one vector per model (sentence-transformers'
+  backend="onnx" runs its SparseEncoder and SentenceTransformer so).
+Corpus encoding is docs/s over the first --docs documents (batches as the model's config says);
+latency is one query per call, p50 / p95 over --queries queries.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from docopt import docopt
+
+from HybridPQA import HybridRetriever
+from HybridPQA.bench import finish, machine, median_time
+from HybridPQA.data.readers import read_beir
+from HybridPQA.heads import DENSE, SPARSE
+
+
+def latency(encoder, queries: list[str]) -> dict:
+    encoder.encode("query", queries[:5], 1)  # warm-up
+    times = []
+    for text in queries:
+        start = time.perf_counter()
+        encoder.encode("query", [text], 1)
+        times.append(1000 * (time.perf_counter() - start))
+    times.sort()
+    return {"p50_ms": statistics.median(times), "p95_ms": times[int(0.95 * (len(times) - 1))]}
+
+
+def ndcg(retriever: HybridRetriever, data, scorers: list[str]) -> dict:
+    from ranx import Qrels, Run, evaluate
+
+    index = retriever.index(dict(data.docs))
+    qrels = Qrels({q: {d: int(r) for d, r in rel.items()} for q, rel in data.qrels.items()})
+    queries = {q: data.queries[q] for q in data.qrels}
+    return {s: float(evaluate(qrels, Run(index.search(queries, k=100, scorer=s)), "ndcg@10")) for s in scorers}
+
+
+def main(argv=None) -> dict:
+    args = docopt(__doc__, argv=argv)
+    overrides, repeats = args["<override>"], int(args["--repeats"])
+    data = read_beir(Path(args["--data"]) / "qrels" / "test.tsv")
+    docs = list(data.docs.values())[:int(args["--docs"])]
+    queries = [data.queries[q] for q in data.qrels][:int(args["--queries"])]
+    torch32 = HybridRetriever.from_pretrained(args["--model"], [*overrides, "PRECISION", "fp32"])
+    auto = HybridRetriever.from_pretrained(args["--model"], [*overrides, "PRECISION", "auto"])
+    heads = [h for h in (DENSE, SPARSE) if h in torch32.encoder.heads]
+    report = {"machine": machine(), "model": args["--model"], "overrides": overrides, "heads": heads,
+              "documents": len(docs), "queries": len(queries), "backends": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        retrievers = {"pytorch fp32": torch32}
+        if auto.encoder.dtype is not None:
+            retrievers["pytorch bf16"] = auto
+        for int8 in (False, True):
+            name = "int8" if int8 else "fp32"
+            torch32.export_onnx(Path(tmp) / name, int8=int8)
+            retrievers[f"onnx {name}"] = HybridRetriever.from_pretrained(Path(tmp) / name)
+            if len(heads) == 2:
+                for head in heads:
+                    torch32.export_onnx(Path(tmp) / f"{name}-{head}", int8=int8, heads=(head,))
+                retrievers[f"two graphs {name}"] = [HybridRetriever.from_pretrained(Path(tmp) / f"{name}-{h}")
+                                                    for h in heads]
+        for name, r in retrievers.items():
+            parts = r if isinstance(r, list) else [r]
+            for p in parts:
+                p.encoder.encode("context", docs[:8])  # warm-up
+            seconds = median_time(lambda: [p.encoder.encode("context", docs) for p in parts], repeats, warmup=0)
+            lat = [latency(p.encoder, queries) for p in parts]
+            row = {"seconds": seconds, "docs_per_s": len(docs) / seconds,
+                   "query_p50_ms": sum(x["p50_ms"] for x in lat), "query_p95_ms": sum(x["p95_ms"] for x in lat)}
+            report["backends"][name] = row
+            print(f"{name:18s} {row['docs_per_s']:8.1f} docs/s   query p50 {row['query_p50_ms']:7.2f} ms  "
+                  f"p95 {row['query_p95_ms']:7.2f} ms", flush=True)
+        base = report["backends"]
+        for mine in ("onnx fp32", "onnx int8"):
+            for other in ("pytorch fp32", "pytorch bf16", "two graphs fp32", "two graphs int8"):
+                if other in base and other != mine:
+                    ratio = base[other]["seconds"] / base[mine]["seconds"]
+                    base[f"{mine} / {other} docs/s"] = ratio
+                    print(f"{mine} vs {other}: {ratio:.2f}x the docs/s")
+        if args["--eval"]:
+            scorers = [*heads, *(["hybrid"] if len(heads) == 2 else [])]
+            report["ndcg@10"] = {}
+            for name in ("pytorch fp32", "pytorch bf16", "onnx fp32", "onnx int8"):
+                if name in retrievers:
+                    report["ndcg@10"][name] = ndcg(retrievers[name], data, scorers)
+                    print(f"{name:18s} nDCG@10 " + "  ".join(f"{s} {v:.4f}" for s, v in report["ndcg@10"][name].items()),
+                          flush=True)
+    return finish(report, args["--output"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""ONNX export: every kind of checkpoint gives, through ONNX Runtime, the vectors PyTorch gives."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from HybridPQA import HybridRetriever
+from HybridPQA.cli import main
+from HybridPQA.config import load_config
+from HybridPQA.modeling import build_checkpointer, build_model
+from HybridPQA.modeling.onnx_export import MANIFEST
+from HybridPQA.modeling.onnx_runtime import OnnxEncoder
+from HybridPQA.modeling.static import init_static_queries
+
+pytest.importorskip("onnxruntime")
+REPO = Path(__file__).resolve().parents[1]
+KINDS = {
+    "hybrid": ["RETRIEVER.MODEL.TOP_K", "64"],
+    "dense": ["RETRIEVER.MODEL.BIENCODER_TYPE", "dense", "RETRIEVER.MODEL.SHARED_ENCODER", "True",
+              "RETRIEVER.MODEL.PROJECTION_DIM", "32"],
+    "sparse": ["RETRIEVER.MODEL.BIENCODER_TYPE", "sparse", "RETRIEVER.MODEL.SHARED_ENCODER", "True",
+               "RETRIEVER.MODEL.TOP_K", "None"],
+    "static-query": ["RETRIEVER.MODEL.QUERY_ENCODER", "static"],
+    "i3": ["RETRIEVER.MODEL.IMPLICIT_INTERACTION", "True", "RETRIEVER.MODEL.I3.SLOTS", "8"],
+}
+
+
+@pytest.fixture(scope="module")
+def texts(small_beir, product_qa) -> dict[str, list[str]]:
+    """Real texts of both domains, of many lengths: SciFact questions and abstracts, product-QA ones."""
+    queries = [json.loads(line)["text"] for line in (small_beir / "queries.jsonl").read_text().splitlines()[:12]]
+    docs = [(d := json.loads(line))["title"] + " " + d["text"]
+            for line in (small_beir / "corpus.jsonl").read_text().splitlines()[:12]]
+    pqa = json.loads((product_qa / "test.json").read_text())[:6]
+    queries += [item["question"] for item in pqa]
+    docs += [c["text"] for item in pqa for c in (item["positive_ctxs"] + item["negative_ctxs"])[:2]]
+    return {"query": queries, "context": docs}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(splade_tiny, texts, tmp_path_factory) -> dict[str, Path]:
+    root, out = tmp_path_factory.mktemp("onnx-ckpts"), {}
+    for name, extra in KINDS.items():
+        cfg = load_config(REPO / "configs" / "quickstart.yaml", ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny),
+                                                                 "PRECISION", "fp32", *extra], dotenv_path=None)
+        torch.manual_seed(0)
+        model, tokenizer = build_model(cfg)
+        with torch.no_grad():  # away from the initial weights, as after training
+            for p in model.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        if name == "static-query":
+            init_static_queries(model, tokenizer, texts["context"], 64)
+        build_checkpointer(cfg, tokenizer).save(model, root / name)
+        out[name] = root / name
+    return out
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_onnx_runtime_gives_pytorchs_vectors(kind, checkpoints, texts, tmp_path):
+    out = tmp_path / "onnx"
+    main(["export", f"--checkpoint={checkpoints[kind]}", f"--output={out}", "--format=onnx", "--top_k=16"])
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert (out / "tokenizer.json").is_file()
+    shared = manifest["graphs"]["query"]["file"] == manifest["graphs"]["context"]["file"]
+    assert shared == (kind in ("dense", "sparse"))
+    onnx, torch_encoder = OnnxEncoder(out), HybridRetriever.from_pretrained(checkpoints[kind], ["PRECISION", "fp32"]).encoder
+    assert onnx.heads == torch_encoder.heads
+    for side in ("query", "context"):
+        ours = torch_encoder.encode(side, texts[side], batch_size=8)
+        theirs = onnx.encode(side, texts[side], batch_size=5)  # other batches: other shapes than the export's
+        if "dense" in ours:
+            assert (theirs["dense"] - ours["dense"]).abs().max() < 1e-4, side
+        if "sparse" in ours:
+            assert abs(theirs["sparse"] - ours["sparse"]).max() < 1e-3, side
+            batch = onnx.tokenizer(texts[side][:3], padding=True, truncation=True, return_tensors="np",
+                                   max_length=onnx.encoding.max_length(side), return_token_type_ids=False)
+            short = onnx.run(side, batch["input_ids"], batch["attention_mask"])
+            expected = ours["sparse"][:3].toarray()
+            for row in range(3):  # the graph's top-k: the 16 largest weights, largest first
+                top = np.sort(expected[row])[::-1][:16]
+                assert np.allclose(short["sparse_weights"][row], top, atol=1e-3)
+                assert np.allclose(expected[row][short["sparse_ids"][row]], short["sparse_weights"][row], atol=1e-3)
+
+
+def test_onnx_export_errors_are_one_line(checkpoints, tmp_path, capsys):
+    for argv, needle in (
+            ([f"--checkpoint={checkpoints['dense']}", f"--output={tmp_path / 'a'}", "--top_k=8"], "--top_k is for --format=onnx"),
+            ([f"--checkpoint={checkpoints['dense']}", f"--output={tmp_path / 'b'}", "--format=tflite"], "--format=tflite"),
+            ([f"--checkpoint={checkpoints['dense']}", f"--output={tmp_path / 'c'}", "--format=onnx", "--top_k=0"], "--top_k=0")):
+        with pytest.raises(SystemExit) as stop:
+            main(["export", *argv])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1, err
+    with pytest.raises(Exception, match="no hybridpqa_onnx.json"):
+        OnnxEncoder(tmp_path)
