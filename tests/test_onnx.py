@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ def checkpoints(splade_tiny, texts, tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", [k if k == "hybrid" else pytest.param(k, marks=pytest.mark.slow) for k in KINDS])
 def test_onnx_runtime_gives_pytorchs_vectors(kind, checkpoints, texts, tmp_path):
     out = tmp_path / "onnx"
     main(["export", f"--checkpoint={checkpoints[kind]}", f"--output={out}", "--format=onnx", "--top_k=16"])
@@ -98,3 +99,37 @@ def test_onnx_export_errors_are_one_line(checkpoints, tmp_path, capsys):
         assert needle in err and len(err.splitlines()) == 1, err
     with pytest.raises(Exception, match="no hybridpqa_onnx.json"):
         OnnxEncoder(tmp_path)
+
+
+def test_readme_onnx_lines_give_both_vectors(checkpoints, tmp_path, monkeypatch):
+    section = (REPO / "README.md").read_text().split("## Your model elsewhere", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(block.strip().splitlines()) <= 3
+    HybridRetriever.from_pretrained(checkpoints["hybrid"]).export_onnx(tmp_path / "onnx")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(block, scope)  # noqa: S102 - the README's own lines
+    ours = OnnxEncoder(tmp_path / "onnx").encode("context", ["a text"])
+    assert np.abs(scope["dense"] - ours["dense"].numpy()).max() < 1e-5
+    assert np.abs(scope["sparse"] - ours["sparse"].toarray()).max() < 1e-5
+
+
+@pytest.mark.slow
+def test_index_and_search_commands_on_an_onnx_export_rank_as_pytorch(checkpoints, small_beir, tmp_path):
+    from ranx import Qrels, Run, evaluate
+
+    onnx = tmp_path / "onnx"
+    HybridRetriever.from_pretrained(checkpoints["hybrid"]).export_onnx(onnx)
+    for name, model in (("torch", checkpoints["hybrid"]), ("onnx", onnx)):
+        main(["index", f"--model={model}", f"--corpus={small_beir / 'corpus.jsonl'}",
+              f"--output={tmp_path / f'index-{name}'}", "PRECISION", "fp32"])
+        main(["search", f"--index={tmp_path / f'index-{name}'}", f"--queries={small_beir / 'queries.jsonl'}",
+              f"--output={tmp_path / name}.trec", "--scorer=hybrid"])
+    assert json.loads((tmp_path / "index-onnx" / "index.json").read_text())["model"] == str(onnx)
+    judged: dict[str, dict[str, int]] = {}
+    for line in (small_beir / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        qid, docid, rel = line.split("\t")
+        judged.setdefault(qid, {})[docid] = int(rel)
+    scores = {name: evaluate(Qrels(judged), Run.from_file(str(tmp_path / f"{name}.trec"), kind="trec"), "ndcg@10")
+              for name in ("torch", "onnx")}
+    assert abs(scores["torch"] - scores["onnx"]) < 1e-3, scores

@@ -56,7 +56,14 @@ class SpladeHead(nn.Module):
 
     def forward(self, states: torch.Tensor, attention_mask: torch.Tensor, decoder: nn.Linear | None = None):
         pad = ~attention_mask.bool()
-        if self.agg == "max" and decoder is not None and not torch.onnx.is_in_onnx_export():  # ONNX: plain path
+        if self.agg == "max" and decoder is not None and torch.onnx.is_in_onnx_export():
+            # in a graph: padding takes the text's first real token's state, so the max needs no mask over
+            # the (B, L, V) logits, and the bias comes after it: one matmul, then one reduction
+            first = torch.gather(states, 1, (~pad).long().argmax(1)[:, None, None].expand(-1, 1, states.shape[-1]))
+            states = torch.where(pad.unsqueeze(-1), first, states)
+            pooled = torch.matmul(states, decoder.weight.t()).amax(dim=1)
+            weights = torch.log1p(torch.relu(pooled + decoder.bias if decoder.bias is not None else pooled))
+        elif self.agg == "max" and decoder is not None:
             bias = decoder.bias if decoder.bias is not None else torch.zeros(decoder.out_features, device=states.device)
             if torch.is_grad_enabled():
                 pooled = MaxPooledProjection.apply(states, decoder.weight, bias, pad, self.chunk)
