@@ -18,6 +18,8 @@ Backends, each giving the model's dense and sparse vectors of every text:
 - pytorch fp32 / bf16: HybridPQA's encoder (bf16 only where PRECISION auto picks it here);
 - onnx fp32 / int8: `HybridRetriever.export_onnx` graphs in ONNX Runtime, one call per batch giving
   both vectors (int8: dynamic quantisation, onnxruntime.quantization);
+- openvino fp32: the same fp32 graphs compiled by OpenVINO for the CPU, where openvino is installed
+  (pip install openvino);
 - two graphs fp32 / int8: one graph per head, each a full pass over the text: the two-model way a
   hybrid is served where a runtime gives one vector per model (sentence-transformers'
   backend="onnx" runs its SparseEncoder and SentenceTransformer so).
@@ -26,17 +28,38 @@ latency is one query per call, p50 / p95 over --queries queries.
 """
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from docopt import docopt
 
 from HybridPQA import HybridRetriever
 from HybridPQA.bench import finish, machine, median_time
 from HybridPQA.data.readers import read_beir
 from HybridPQA.heads import DENSE, SPARSE
+from HybridPQA.modeling.onnx_runtime import OnnxEncoder
+
+
+class OpenVinoEncoder(OnnxEncoder):
+    """The export's graphs compiled by OpenVINO instead of run by ONNX Runtime."""
+
+    def __init__(self, folder: Path, **kwargs):
+        import openvino as ov
+
+        super().__init__(folder, **kwargs)
+        core, compiled = ov.Core(), {}
+        for side, graph in self.manifest["graphs"].items():
+            if graph["file"] not in compiled:
+                compiled[graph["file"]] = core.compile_model(str(folder / graph["file"]), "CPU")
+        self.compiled = {side: compiled[g["file"]] for side, g in self.manifest["graphs"].items()}
+
+    def run(self, side, input_ids, attention_mask):
+        out = self.compiled[side]({"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)})
+        return {name: out[self.compiled[side].output(name)] for name in self.outputs[side]}
 
 
 def latency(encoder, queries: list[str]) -> dict:
@@ -78,6 +101,10 @@ def main(argv=None) -> dict:
             name = "int8" if int8 else "fp32"
             torch32.export_onnx(Path(tmp) / name, int8=int8)
             retrievers[f"onnx {name}"] = HybridRetriever.from_pretrained(Path(tmp) / name)
+            if not int8 and importlib.util.find_spec("openvino") is not None:
+                vino = HybridRetriever.from_pretrained(Path(tmp) / name)
+                vino.encoder = OpenVinoEncoder(Path(tmp) / name, batch_sizes=vino.encoder.batch_sizes)
+                retrievers["openvino fp32"] = vino
             if len(heads) == 2:
                 for head in heads:
                     torch32.export_onnx(Path(tmp) / f"{name}-{head}", int8=int8, heads=(head,))
@@ -95,7 +122,7 @@ def main(argv=None) -> dict:
             print(f"{name:18s} {row['docs_per_s']:8.1f} docs/s   query p50 {row['query_p50_ms']:7.2f} ms  "
                   f"p95 {row['query_p95_ms']:7.2f} ms", flush=True)
         base = report["backends"]
-        for mine in ("onnx fp32", "onnx int8"):
+        for mine in ("onnx fp32", "onnx int8", "openvino fp32"):
             for other in ("pytorch fp32", "pytorch bf16", "two graphs fp32", "two graphs int8"):
                 if other in base and other != mine:
                     ratio = base[other]["seconds"] / base[mine]["seconds"]
@@ -104,7 +131,7 @@ def main(argv=None) -> dict:
         if args["--eval"]:
             scorers = [*heads, *(["hybrid"] if len(heads) == 2 else [])]
             report["ndcg@10"] = {}
-            for name in ("pytorch fp32", "pytorch bf16", "onnx fp32", "onnx int8"):
+            for name in ("pytorch fp32", "pytorch bf16", "onnx fp32", "onnx int8", "openvino fp32"):
                 if name in retrievers:
                     report["ndcg@10"][name] = ndcg(retrievers[name], data, scorers)
                     print(f"{name:18s} nDCG@10 " + "  ".join(f"{s} {v:.4f}" for s, v in report["ndcg@10"][name].items()),

@@ -133,3 +133,18 @@ def test_index_and_search_commands_on_an_onnx_export_rank_as_pytorch(checkpoints
     scores = {name: evaluate(Qrels(judged), Run.from_file(str(tmp_path / f"{name}.trec"), kind="trec"), "ndcg@10")
               for name in ("torch", "onnx")}
     assert abs(scores["torch"] - scores["onnx"]) < 1e-3, scores
+
+
+def test_int8_export_keeps_the_vectors_close(checkpoints, texts, tmp_path):
+    fp32, int8 = tmp_path / "fp32", tmp_path / "int8"
+    retriever = HybridRetriever.from_pretrained(checkpoints["hybrid"])
+    retriever.export_onnx(fp32)
+    manifest = retriever.export_onnx(int8, int8=True)
+    assert manifest["quantization"].startswith("int8")
+    assert (int8 / "context.onnx").stat().st_size < 0.6 * (fp32 / "context.onnx").stat().st_size
+    a, b = OnnxEncoder(fp32).encode("context", texts["context"]), OnnxEncoder(int8).encode("context", texts["context"])
+    cosine = torch.nn.functional.cosine_similarity(a["dense"], b["dense"])
+    assert cosine.min() > 0.98, cosine
+    sparse = torch.nn.functional.cosine_similarity(torch.from_numpy(a["sparse"].toarray()),
+                                                   torch.from_numpy(b["sparse"].toarray()))
+    assert sparse.min() > 0.95, sparse
