@@ -1,7 +1,7 @@
 """Encoding backends, one process, the same texts: PyTorch against ONNX Runtime (fp32 and int8).
 
 Usage:
-  bench_encode_backends.py [--model=SRC] [--data=DIR] [--docs=N] [--queries=N] [--repeats=N] [--eval] [--output=FILE] [<override>...]
+  bench_encode_backends.py [--model=SRC] [--data=DIR] [--docs=N] [--queries=N] [--repeats=N] [--eval] [--rerank=FILE] [--output=FILE] [<override>...]
 
 Options:
   --model=SRC     a checkpoint or a model folder, as HybridRetriever.from_pretrained takes it
@@ -11,6 +11,8 @@ Options:
   --queries=N     queries timed one at a time for the latency [default: 200]
   --repeats=N     timed corpus encodings per backend; the median is reported [default: 3]
   --eval          also index the whole corpus with each backend and score the test queries (nDCG@10)
+  --rerank=FILE   also rerank the candidates of this split (e.g. data/product-qa/test.json) with each
+                  backend, through HybridRetriever.score (the model's text options) -> MRR@5
   --output=FILE   also write the report as JSON
   <override>      KEY VALUE pairs for the model (e.g. RETRIEVER.MODEL.BIENCODER_TYPE hybrid)
 
@@ -39,6 +41,8 @@ from docopt import docopt
 
 from HybridPQA import HybridRetriever
 from HybridPQA.bench import finish, machine, median_time
+from HybridPQA.config import load_config
+from HybridPQA.data import build_split
 from HybridPQA.data.readers import read_beir
 from HybridPQA.heads import DENSE, SPARSE
 from HybridPQA.modeling.onnx_runtime import OnnxEncoder
@@ -73,13 +77,24 @@ def latency(encoder, queries: list[str]) -> dict:
     return {"p50_ms": statistics.median(times), "p95_ms": times[int(0.95 * (len(times) - 1))]}
 
 
-def ndcg(retriever: HybridRetriever, data, scorers: list[str]) -> dict:
+def scored(retriever: HybridRetriever, data, scorers: list[str]) -> dict:
+    """{scorer: metric}: nDCG@10 of a corpus split (indexed whole, searched), MRR@5 of a reranking one."""
     from ranx import Qrels, Run, evaluate
 
-    index = retriever.index(dict(data.docs))
-    qrels = Qrels({q: {d: int(r) for d, r in rel.items()} for q, rel in data.qrels.items()})
-    queries = {q: data.queries[q] for q in data.qrels}
-    return {s: float(evaluate(qrels, Run(index.search(queries, k=100, scorer=s)), "ndcg@10")) for s in scorers}
+    qids = data.judged_qids()
+    qrels = Qrels({q: {d: int(r) for d, r in data.qrels[q].items() if r > 0} for q in qids})
+    if data.candidates is None:
+        index = retriever.index(dict(data.docs))
+        return {s: float(evaluate(qrels, Run(index.search({q: data.queries[q] for q in qids}, k=100, scorer=s)),
+                                  "ndcg@10")) for s in scorers}
+    runs = {s: {} for s in scorers}
+    for q in qids:
+        docs = data.candidates[q]
+        for s in scorers:
+            scores = retriever.score(data.queries[q], [data.docs[d] for d in docs], s,
+                                     [data.doc_source.get(d) for d in docs])
+            runs[s][q] = {d: float(v) for d, v in zip(docs, scores)}
+    return {s: float(evaluate(qrels, Run(runs[s]), "mrr@5")) for s in scorers}
 
 
 def main(argv=None) -> dict:
@@ -128,13 +143,18 @@ def main(argv=None) -> dict:
                     ratio = base[other]["seconds"] / base[mine]["seconds"]
                     base[f"{mine} / {other} docs/s"] = ratio
                     print(f"{mine} vs {other}: {ratio:.2f}x the docs/s")
-        if args["--eval"]:
-            scorers = [*heads, *(["hybrid"] if len(heads) == 2 else [])]
-            report["ndcg@10"] = {}
+        scorers = [*heads, *(["hybrid"] if len(heads) == 2 else [])]
+        splits = {"ndcg@10": data if args["--eval"] else None,
+                  "mrr@5": build_split(args["--rerank"], load_config(None, dotenv_path=None).RETRIEVER.DATA)
+                  if args["--rerank"] else None}  # raw texts: score() applies the model's text options
+        for metric, split in splits.items():
+            if split is None:
+                continue
+            report[metric] = {}
             for name in ("pytorch fp32", "pytorch bf16", "onnx fp32", "onnx int8", "openvino fp32"):
                 if name in retrievers:
-                    report["ndcg@10"][name] = ndcg(retrievers[name], data, scorers)
-                    print(f"{name:18s} nDCG@10 " + "  ".join(f"{s} {v:.4f}" for s, v in report["ndcg@10"][name].items()),
+                    report[metric][name] = scored(retrievers[name], split, scorers)
+                    print(f"{name:18s} {metric} " + "  ".join(f"{s} {v:.4f}" for s, v in report[metric][name].items()),
                           flush=True)
     return finish(report, args["--output"])
 
