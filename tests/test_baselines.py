@@ -50,7 +50,7 @@ def test_bm25_row_on_product_qa_and_scifact(tmp_path, product_qa, small_beir):
     """BM25 through `evaluate`: rerank candidates (product QA) and retrieve from a corpus (SciFact)."""
     out = tmp_path / "out"
     results = main(["evaluate", f"--path_output={out}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}",
-                    "--env=none", "EXP", "bm25", "MODEL.BIENCODER_TYPE", "bm25", "DO_TRAIN", "False"])
+                    "--env=none", "EXP", "bm25", "MODEL.BIENCODER_TYPE", "bm25"])  # evaluate never trains
     assert 0.5 < results["test"]["metrics"]["bm25"]["mrr@5"] < 0.9
     assert results["test"]["efficiency"]["bm25"]["latency_ms_p50"] > 0
     results = main(["evaluate", f"--path_output={out}", f"--path_data={small_beir}", f"--path_cfg_exp={ZERO_SCIFACT}",
@@ -117,7 +117,7 @@ def test_late_interaction_reranks_a_first_stage_run(tmp_path, splade_tiny, small
 def test_mine_writes_a_training_file_without_positives(tmp_path, product_qa):
     out = tmp_path / "out"
     main(["evaluate", f"--path_output={out}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}", "--split=dev",
-          "--env=none", "EXP", "bm25", "MODEL.BIENCODER_TYPE", "bm25", "DO_TRAIN", "False"])
+          "--env=none", "EXP", "bm25", "MODEL.BIENCODER_TYPE", "bm25"])  # no DO_TRAIN False: evaluate never trains
     target = tmp_path / "mined.json"
     args = ["mine", f"--run={out / 'bm25' / 'runs' / 'dev.bm25.trec'}", f"--path_data={product_qa}", "--split=dev",
             f"--output={target}", "--depth=3"]

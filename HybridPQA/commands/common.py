@@ -109,13 +109,16 @@ def results_table(results: dict[str, dict], metrics: tuple[str, ...] = ("mrr@5",
 def experiment_config(config: str | None, overrides: list[str], env: str | None, checkpoint: str | None = None,
                       zero_shot: bool = False):
     """The merged config: defaults < `config` (else the checkpoint's own config.yaml) < .env < KEY VALUE;
-    `zero_shot` (evaluate without a checkpoint): what the model says of itself beneath all of them."""
+    `zero_shot` (evaluate): nothing is trained (DO_TRAIN False above all, so BM25 needs no flag), and
+    without a checkpoint what the model says of itself goes beneath all of them."""
     from pathlib import Path
 
     from HybridPQA.config import load_config
 
     if config is None and checkpoint:
         config = Path(checkpoint) / "config.yaml"  # evaluate a checkpoint with its own config
+    if zero_shot:
+        overrides = [*overrides, "RETRIEVER.DO_TRAIN", "False"]
     cfg = load_config(config, overrides, dotenv_path=env)
     if zero_shot and not checkpoint and cfg.RETRIEVER.MODEL.BIENCODER_TYPE not in ("bm25", "cross"):
         from HybridPQA.modeling.pretrained import model_kind
