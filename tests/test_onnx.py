@@ -99,6 +99,11 @@ def test_onnx_export_errors_are_one_line(checkpoints, tmp_path, capsys):
         assert needle in err and len(err.splitlines()) == 1, err
     with pytest.raises(Exception, match="no hybridpqa_onnx.json"):
         OnnxEncoder(tmp_path)
+    (tmp_path / "corpus.tsv").write_text("d1\tThe charger has a USB-C port.\n")
+    with pytest.raises(SystemExit) as stop:  # a checkpoint is not an export
+        main(["index", f"--model={checkpoints['dense']}", "--backend=onnx", f"--output={tmp_path / 'i'}",
+              f"--corpus={tmp_path / 'corpus.tsv'}"])
+    assert stop.value.code == 2 and "export one with `hybridpqa export --format=onnx`" in capsys.readouterr().err
 
 
 def test_readme_onnx_lines_give_both_vectors(checkpoints, tmp_path, monkeypatch):
@@ -121,7 +126,7 @@ def test_index_and_search_commands_on_an_onnx_export_rank_as_pytorch(checkpoints
     onnx = tmp_path / "onnx"
     HybridRetriever.from_pretrained(checkpoints["hybrid"]).export_onnx(onnx)
     for name, model in (("torch", checkpoints["hybrid"]), ("onnx", onnx)):
-        main(["index", f"--model={model}", f"--corpus={small_beir / 'corpus.jsonl'}",
+        main(["index", f"--model={model}", f"--corpus={small_beir / 'corpus.jsonl'}", f"--backend={name}",
               f"--output={tmp_path / f'index-{name}'}", "PRECISION", "fp32"])
         main(["search", f"--index={tmp_path / f'index-{name}'}", f"--queries={small_beir / 'queries.jsonl'}",
               f"--output={tmp_path / name}.trec", "--scorer=hybrid"])

@@ -1,7 +1,7 @@
 """Encode any corpus into a saved sparse + dense index, resumably, for `hybridpqa search`.
 
 Usage:
-  hybridpqa index --model=MODEL --corpus=FILE --output=DIR [--config=FILE] [--shard-size=N] [--overwrite] [<KEY_VALUE>...]
+  hybridpqa index --model=MODEL --corpus=FILE --output=DIR [--config=FILE] [--backend=NAME] [--shard-size=N] [--overwrite] [<KEY_VALUE>...]
   hybridpqa index -h | --help
 
 Options:
@@ -9,6 +9,8 @@ Options:
   --corpus=FILE      BEIR corpus.jsonl, a .jsonl of {id, text}, or a .tsv of id<TAB>text / id<TAB>title<TAB>text
   --output=DIR       the index folder: sparse/, dense/, texts.jsonl, index.json (and shards/)
   --config=FILE      experiment YAML for a masked LM used zero-shot (default: the defaults)
+  --backend=NAME     torch, or onnx: --model is a `hybridpqa export --format=onnx` folder, encoded in ONNX
+                     Runtime with no PyTorch model (default: whichever --model is); `search` uses it too
   --shard-size=N     documents per encoded shard; an interrupted run reuses finished shards [default: 10000]
   --overwrite        replace an existing index in DIR
 
@@ -35,7 +37,7 @@ from HybridPQA.commands.common import parse, positive_int
 
 
 def index(model: str, corpus: str | Path, output: str | Path, config: str | None = None, overrides: list[str] = (),
-          shard_size: int = 10_000, overwrite: bool = False) -> dict:
+          shard_size: int = 10_000, overwrite: bool = False, backend: str | None = None) -> dict:
     import torch
 
     from HybridPQA.api import is_index, is_interrupted
@@ -55,7 +57,7 @@ def index(model: str, corpus: str | Path, output: str | Path, config: str | None
     lock = hold_lock(output.with_name(f".{output.name}.lock"), f"{output} is being indexed", "or choose another --output") \
         if distributed is None or distributed.main else contextlib.nullcontext()  # one index job per output
     with lock:
-        return _build(retriever_args=(model, list(overrides), config), corpus=corpus, output=output,
+        return _build(retriever_args=(model, list(overrides), config, backend), corpus=corpus, output=output,
                       shard_size=shard_size, distributed=distributed)
 
 
@@ -91,4 +93,4 @@ def _build(retriever_args: tuple, corpus, output: Path, shard_size: int, distrib
 def main(argv: list[str] | None = None) -> dict:
     args = parse(__doc__, argv, "index")
     return index(args["--model"], args["--corpus"], args["--output"], args["--config"], args["<KEY_VALUE>"],
-                 positive_int(args["--shard-size"], "--shard-size"), args["--overwrite"])
+                 positive_int(args["--shard-size"], "--shard-size"), args["--overwrite"], args["--backend"])
