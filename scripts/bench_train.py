@@ -76,6 +76,17 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def steps_per_second(step, batches, device: torch.device, steps: int) -> float:
+    """`step(batch)` per second over `steps` timed calls, after one untimed warm-up call."""
+    step(batches[-1])
+    sync(device)
+    start = time.perf_counter()
+    for i in range(steps):
+        step(batches[i % len(batches)])
+    sync(device)
+    return steps / (time.perf_counter() - start)
+
+
 def measure(model, cfg, batches, tokenizer, length, device, dtype, plain: bool, steps: int) -> float:
     """Optimizer steps per second over `steps` timed steps, after one untimed warm-up step."""
     s, loss = cfg.RETRIEVER.SOLVER, build_loss(cfg)
@@ -97,13 +108,7 @@ def measure(model, cfg, batches, tokenizer, length, device, dtype, plain: bool, 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step(batches[-1])
-    sync(device)
-    start = time.perf_counter()
-    for i in range(steps):
-        step(batches[i % len(batches)])
-    sync(device)
-    return steps / (time.perf_counter() - start)
+    return steps_per_second(step, batches, device, steps)
 
 
 def st_steps(source: str, cfg, length: int, device: torch.device) -> dict:
@@ -145,13 +150,7 @@ def measure_st(setups: dict, names: tuple[str, ...], cfg, batches, length, devic
             optimizers[name].step()
             optimizers[name].zero_grad(set_to_none=True)
 
-    step(batches[-1])
-    sync(device)
-    start = time.perf_counter()
-    for i in range(steps):
-        step(batches[i % len(batches)])
-    sync(device)
-    return steps / (time.perf_counter() - start)
+    return steps_per_second(step, batches, device, steps)
 
 
 def bench_setup(name: str, source: str, args: dict, device: torch.device, report: dict) -> None:
