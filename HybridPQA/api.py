@@ -37,6 +37,7 @@ from HybridPQA.modeling.pretrained import ModelKind, SavedModel
 from HybridPQA.outputs import claim, kind_of, mark
 from HybridPQA.retrieval.corpus import (
     CONFIG_FILE,
+    DOCIDS_FILE,
     ENGINES,
     INDEX_FILE,
     TEXTS_FILE,
@@ -45,8 +46,9 @@ from HybridPQA.retrieval.corpus import (
     read_index_meta,
     write_index_files,
 )
+from HybridPQA.retrieval.database import VectorDatabase, build_database, collection_name, corpus_batches, push
 from HybridPQA.retrieval.engines import EngineSettings, build_engine_settings, drop_engines
-from HybridPQA.retrieval.shards import STAMP, encode_in_shards, merge_shards
+from HybridPQA.retrieval.shards import STAMP, encode_in_shards, merge_shards, shard_batches
 from HybridPQA.scoring import Fusion
 
 SCORERS = scorers((DENSE, SPARSE))  # hybrid, dense, sparse
@@ -183,12 +185,15 @@ class HybridRetriever:
 
     # -- indexing and searching ----------------------------------------------------------------
     def index(self, corpus: dict[str, str] | list[str] | str | Path, output: str | Path | None = None,
-              shard_size: int = 10_000, distributed: Distributed | None = None) -> SearchIndex | None:
+              shard_size: int = 10_000, distributed: Distributed | None = None, overwrite: bool = False
+              ) -> SearchIndex | None:
         """Encode and index a corpus: {id: text}, a list of texts (ids "0", "1", ...), or a corpus file
         (data.corpus formats). With `output` the index is saved there, encoded in shards of
         `shard_size` documents that are kept, so an interrupted call resumes where it stopped. Under
         torchrun (`distributed`) each process encodes its own shards and rank 0 alone merges them
-        into the index and returns it (the others return None)."""
+        into the index and returns it (the others return None). With RETRIEVER.INDEX.ENGINE a vector
+        database, the shards are written into its collection (`overwrite`: replace a collection of
+        ours on a server; an embedded one, in the folder, always is)."""
         corpus = read_texts(corpus) if isinstance(corpus, (str, Path)) else check_texts(corpus, "document", "index")
         docids, texts = list(corpus), list(corpus.values())
         if output is None:
@@ -211,11 +216,31 @@ class HybridRetriever:
                 distributed.barrier()
                 if not distributed.main:
                     return None
+            if self.engines.database != "memory":  # streamed into the database one shard at a time
+                database = self.open_database(output, docids)
+                push(database, shard_batches(Path(output) / "shards", count), self.engines.batch,
+                     overwrite=overwrite or not self.engines.uri)
+                index = SearchIndex(self, database, corpus)
+                index.save(output)
+                return index
             reps = merge_shards(Path(output) / "shards", count)
+        if output is None and self.engines.database != "memory":
+            raise InputError(f"RETRIEVER.INDEX.ENGINE = {self.engines.database!r}: give the index an output folder "
+                             "(it records the database, the collection and the documents' ids)")
         index = SearchIndex(self, CorpusIndex.build(reps, docids, self.engines, self.terms or None), corpus)
         if output is not None:
             index.save(output)
         return index
+
+    def open_database(self, folder: Path, docids: list[str], described: dict | None = None) -> VectorDatabase:
+        """The vector database the settings name (RETRIEVER.INDEX.ENGINE, URI, COLLECTION) for the index
+        in `folder`. `described`: a saved index's record of it (index.json), which URI and COLLECTION
+        override."""
+        s, described = self.engines, described or {}
+        engine = described.get("engine", s.database)
+        uri = s.uri or described.get("uri", "")
+        collection = s.collection or described.get("collection") or collection_name(Path(folder).name)
+        return build_database(engine, uri, collection, Path(folder), docids, s.candidates, s.norm_sample, s.hybrid)
 
     def load_index(self, path: str | Path) -> SearchIndex:
         return SearchIndex.load(path, self)
@@ -233,8 +258,9 @@ def is_interrupted(folder: Path) -> bool:
 class SearchIndex:
     """A corpus indexed by one retriever; `search` encodes queries with it and ranks every document."""
 
-    def __init__(self, retriever: HybridRetriever, corpus: CorpusIndex, texts: dict[str, str] | None = None):
-        self.retriever, self.corpus, self.texts = retriever, corpus, texts
+    def __init__(self, retriever: HybridRetriever, corpus: CorpusIndex | VectorDatabase,
+                 texts: dict[str, str] | None = None):
+        self.retriever, self.corpus, self.texts = retriever, corpus, texts  # corpus: in memory or in a database
 
     def __len__(self) -> int:
         return len(self.corpus.docids)
@@ -263,21 +289,51 @@ class SearchIndex:
         <path>.tmp... and moved in by renames; encoded shards in <path>/shards are kept."""
         path = Path(path)
         tmp = path.with_name(path.name + ".index.tmp")
-        self.corpus.save(tmp)
+        in_memory = isinstance(self.corpus, CorpusIndex)
+        if in_memory:
+            self.corpus.save(tmp)
+        else:
+            tmp.mkdir(parents=True, exist_ok=True)
+            write_atomic(tmp / DOCIDS_FILE, json.dumps(self.corpus.docids))
         r = self.retriever
         meta = {"model": r.source, "overrides": r.overrides, "encoding": asdict(r.encoding),
                 "fusion": asdict(r.fusion), "documents": len(self), "heads": list(self.corpus.heads),
                 "default_scorer": r.default_scorer}
+        if not in_memory:
+            meta["database"] = self.corpus.describe()
         write_index_files(tmp, meta, self.texts, r.config)
         path.mkdir(parents=True, exist_ok=True)
-        for name in (*self.corpus.heads, TEXTS_FILE, *([CONFIG_FILE] if r.config is not None else []), INDEX_FILE):
+        for name in (*(self.corpus.heads if in_memory else [DOCIDS_FILE]), TEXTS_FILE,
+                     *([CONFIG_FILE] if r.config is not None else []), INDEX_FILE):
             if (tmp / name).is_dir():
                 publish_dir(tmp / name, path / name)
             else:
                 (tmp / name).replace(path / name)
         tmp.rmdir()
         drop_engines(path / ENGINES)  # engines of an index this one replaces
-        self.corpus.path = path  # engines built from now on are kept in it
+        if in_memory:
+            self.corpus.path = path  # engines built from now on are kept in it
+
+    def push(self, output: str | Path, overwrite: bool = False) -> SearchIndex:
+        """This in-memory index written into the vector database the retriever's settings name
+        (RETRIEVER.INDEX.ENGINE, URI, COLLECTION), without encoding again; `output`: the new index folder
+        (docids, texts, config and the database's record). -> the new index."""
+        if not isinstance(self.corpus, CorpusIndex):
+            raise InputError(f"this index is already in {self.corpus.name}; push an in-memory index")
+        if self.retriever.engines.database == "memory":
+            raise InputError("push: set RETRIEVER.INDEX.ENGINE to qdrant or milvus (--engine)")
+        output = Path(output).expanduser().resolve()
+        database = self.retriever.open_database(output, self.corpus.docids)
+        push(database, corpus_batches(self.corpus, self.retriever.engines.batch), self.retriever.engines.batch,
+             overwrite=overwrite or not self.retriever.engines.uri)
+        index = SearchIndex(self.retriever, database, self.texts)
+        index.save(output)
+        return index
+
+    def close(self) -> None:
+        """Let go of a database connection (an embedded one locks its folder while open)."""
+        if not isinstance(self.corpus, CorpusIndex):
+            self.corpus.close()
 
     @classmethod
     def load(cls, path: str | Path, retriever: HybridRetriever | None = None, overrides: list[str] = ()) -> SearchIndex:
@@ -300,7 +356,20 @@ class SearchIndex:
                 for raw in handle:
                     obj = json.loads(raw)
                     texts[obj["id"]] = obj["text"]
+        if "database" in meta:
+            docids = _read_docids(path / DOCIDS_FILE, meta["documents"])
+            return cls(retriever, retriever.open_database(path, docids, described=meta["database"]), texts)
         return cls(retriever, CorpusIndex.load(path, retriever.engines), texts)
+
+
+def _read_docids(file: Path, count: int) -> list[str]:
+    try:
+        docids = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputError(f"{file}: unreadable ({err.__class__.__name__}); index the corpus again") from None
+    if not isinstance(docids, list) or len(docids) != count:
+        raise InputError(f"{file}: not the {count} document ids index.json counts; index the corpus again")
+    return docids
 
 
 def _pick(scores: dict, scorer: str):

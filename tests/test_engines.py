@@ -12,7 +12,7 @@ from HybridPQA.cli import main
 from HybridPQA.config import load_config
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.approximate import exact_recall
-from HybridPQA.retrieval.corpus import CorpusIndex, _union
+from HybridPQA.retrieval.corpus import CorpusIndex, union
 from HybridPQA.retrieval.engines import EngineSettings, build_engine, build_engine_settings
 from HybridPQA.scoring import Fusion
 
@@ -45,7 +45,7 @@ def test_candidate_scores_are_exact():
 
 
 def test_union_keeps_each_document_once():
-    got = _union(np.array([[3, 1, -1], [2, 2, 0]]), np.array([[1, 4, 5], [-1, -1, -1]]))
+    got = union(np.array([[3, 1, -1], [2, 2, 0]]), np.array([[1, 4, 5], [-1, -1, -1]]))
     assert [sorted(r[r >= 0].tolist()) for r in got] == [[1, 3, 4, 5], [0, 2]]
 
 

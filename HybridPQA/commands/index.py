@@ -1,7 +1,8 @@
 """Encode any corpus into a saved sparse + dense index, resumably, for `hybridpqa search`.
 
 Usage:
-  hybridpqa index --model=MODEL --corpus=FILE --output=DIR [--config=FILE] [--backend=NAME] [--shard-size=N] [--overwrite] [<KEY_VALUE>...]
+  hybridpqa index --model=MODEL --corpus=FILE --output=DIR [--config=FILE] [--backend=NAME] [--shard-size=N] [--engine=NAME] [--uri=URI] [--collection=NAME] [--overwrite] [<KEY_VALUE>...]
+  hybridpqa index --from-index=DIR --output=DIR --engine=NAME [--uri=URI] [--collection=NAME] [--overwrite] [<KEY_VALUE>...]
   hybridpqa index -h | --help
 
 Options:
@@ -12,7 +13,13 @@ Options:
   --backend=NAME     torch, or onnx: --model is a `hybridpqa export --format=onnx` folder, encoded in ONNX
                      Runtime with no PyTorch model (default: whichever --model is); `search` uses it too
   --shard-size=N     documents per encoded shard; an interrupted run reuses finished shards [default: 10000]
-  --overwrite        replace an existing index in DIR
+  --engine=NAME      memory (the index's own arrays, searched in this process), or a vector database: qdrant
+                     or milvus, written one shard at a time (RETRIEVER.INDEX.ENGINE; default: memory)
+  --uri=URI          the database: a server's or a cluster's URL (key from $QDRANT_API_KEY / $MILVUS_TOKEN);
+                     default: embedded in DIR (Qdrant's local mode, a Milvus Lite file)
+  --collection=NAME  the database's collection (default: DIR's name)
+  --from-index=DIR   an index of `hybridpqa index` (in memory) written into --engine without encoding again
+  --overwrite        replace an existing index in DIR (and, on a server, a collection HybridPQA wrote)
 
 KEY VALUE pairs override the model's config, as in `train`, e.g. RETRIEVER.MODEL.CONTEXT_MAX_LENGTH 256.
 
@@ -22,8 +29,10 @@ into the index, identical to one process's:
   torchrun --nnodes=2 --node_rank=R --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 --nproc_per_node=8 -m HybridPQA.cli index ...
 (several nodes need --output on a file system they share).
 
-Example:
+Examples:
   hybridpqa index --model=output/scifact_hybrid/checkpoints/step_001000 --corpus=data/raw/scifact/corpus.jsonl --output=output/scifact-index
+  hybridpqa index --from-index=output/scifact-index --output=output/scifact-qdrant --engine=qdrant
+  hybridpqa index --model=... --corpus=... --output=output/scifact-milvus --engine=milvus --uri=http://127.0.0.1:19530
 """
 from __future__ import annotations
 
@@ -34,6 +43,7 @@ import time
 from pathlib import Path
 
 from HybridPQA.commands.common import parse, positive_int
+from HybridPQA.errors import InputError
 
 
 def index(model: str, corpus: str | Path, output: str | Path, config: str | None = None, overrides: list[str] = (),
@@ -58,10 +68,10 @@ def index(model: str, corpus: str | Path, output: str | Path, config: str | None
         if distributed is None or distributed.main else contextlib.nullcontext()  # one index job per output
     with lock:
         return _build(retriever_args=(model, list(overrides), config, backend), corpus=corpus, output=output,
-                      shard_size=shard_size, distributed=distributed)
+                      shard_size=shard_size, distributed=distributed, overwrite=overwrite)
 
 
-def _build(retriever_args: tuple, corpus, output: Path, shard_size: int, distributed) -> dict:
+def _build(retriever_args: tuple, corpus, output: Path, shard_size: int, distributed, overwrite: bool) -> dict:
     from HybridPQA.api import SCORERS, HybridRetriever, is_index
     from HybridPQA.data.corpus import read_texts
     from HybridPQA.outputs import publish, staging
@@ -72,25 +82,65 @@ def _build(retriever_args: tuple, corpus, output: Path, shard_size: int, distrib
     loaded = time.perf_counter()
     # a replacement is built beside the old index (every rank the same folder, resumable)
     target = staging(output, "index", fresh=False) if is_index(output) else output
-    built = retriever.index(texts, output=target, shard_size=shard_size, distributed=distributed)
+    built = retriever.index(texts, output=target, shard_size=shard_size, distributed=distributed, overwrite=overwrite)
     if built is None:  # another rank merges
         return {"rank": distributed.rank, "encode_seconds": round(time.perf_counter() - loaded, 2)}
     done = time.perf_counter()
     shutil.rmtree(target / "shards", ignore_errors=True)  # the index is complete; shards were for resuming
     engines = built.corpus.ready(SCORERS)  # approximate engines the config names: built once, kept in the index
+    built.close()  # an embedded database is let go before its folder moves
     publish(target, output, "index")
     cut, encoded = retriever.encoder.truncated["context"]
     summary = {"index": str(output), "documents": len(built), "heads": list(built.corpus.heads),
                "default_scorer": retriever.default_scorer, "processes": distributed.world_size if distributed else 1,
                "load_seconds": round(loaded - started, 2), "encode_index_seconds": round(done - loaded, 2),
                "docs_per_s": round(len(built) / max(done - loaded, 1e-9), 1), "engine_build_seconds": engines,
+               **({"database": built.corpus.describe()} if hasattr(built.corpus, "describe") else {}),
                "truncated": f"{cut} of {encoded} documents encoded now were cut at "
                             f"{retriever.encoding.context_max_length} tokens (RETRIEVER.MODEL.CONTEXT_MAX_LENGTH)"}
     print(json.dumps(summary, indent=2))
     return summary
 
 
+def push(source: str | Path, output: str | Path, overrides: list[str] = (), overwrite: bool = False) -> dict:
+    """An in-memory index written into a vector database without encoding again."""
+    from HybridPQA.api import SearchIndex, is_index
+    from HybridPQA.outputs import claim, publish, staging
+    from HybridPQA.runtime import setup_logging
+
+    setup_logging(None)
+    started = time.perf_counter()
+    output = claim(output, "index", overwrite, [source], legacy=is_index)
+    loaded = SearchIndex.load(source, overrides=list(overrides))
+    target = staging(output, "index") if is_index(output) else output
+    pushed = loaded.push(target, overwrite)
+    pushed.close()
+    publish(target, output, "index")
+    summary = {"index": str(output), "from": str(source), "documents": len(pushed), **pushed.corpus.describe(),
+               "seconds": round(time.perf_counter() - started, 2)}
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+def database_overrides(args: dict) -> list[str]:
+    """--engine, --uri, --collection as RETRIEVER.INDEX keys (after the KEY VALUE pairs: the flags win);
+    the collection is named after --output unless told (not after the folder it is built in)."""
+    from HybridPQA.retrieval.database import collection_name
+
+    collection = args["--collection"] or (collection_name(Path(args["--output"]).resolve().name)
+                                          if args["--engine"] not in (None, "memory") else None)
+    pairs = [("ENGINE", args["--engine"]), ("URI", args["--uri"]), ("COLLECTION", collection)]
+    return [item for key, value in pairs if value is not None for item in (f"RETRIEVER.INDEX.{key}", value)]
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse(__doc__, argv, "index")
-    return index(args["--model"], args["--corpus"], args["--output"], args["--config"], args["<KEY_VALUE>"],
+    if args["--engine"] not in (None, "memory", "qdrant", "milvus"):
+        raise InputError(f"--engine={args['--engine']}: choose memory, qdrant or milvus")
+    overrides = [*args["<KEY_VALUE>"], *database_overrides(args)]
+    if args["--from-index"]:
+        if args["--engine"] in (None, "memory"):
+            raise InputError("--from-index: give --engine=qdrant or --engine=milvus to write the index into")
+        return push(args["--from-index"], args["--output"], overrides, args["--overwrite"])
+    return index(args["--model"], args["--corpus"], args["--output"], args["--config"], overrides,
                  positive_int(args["--shard-size"], "--shard-size"), args["--overwrite"], args["--backend"])

@@ -235,12 +235,21 @@ _C.RETRIEVER.INDEX.SPARSE = "exact"
 # the hybrid: "exact" fuses every document's two scores; "candidates" takes each head's top CANDIDATES
 # from its engine, re-scores their union exactly with both heads, and fuses over the union (the
 # normalisation statistics are the union's); the one that scales past memory
-_C.RETRIEVER.INDEX.HYBRID = "exact"
+_C.RETRIEVER.INDEX.HYBRID = "exact"  # or, in a vector database (ENGINE), "native": the engine's own fusion
 _C.RETRIEVER.INDEX.CANDIDATES = 200  # k': per head, under HYBRID candidates (at least the depth asked for; why 200: docs/benchmarks.md)
 # documents (a fixed random sample, seeded) whose exact scores give each query's z-score mean and std
 # (min-max: its min, with the candidates' max) under HYBRID candidates; 0 = the union of the
 # candidates alone, a top-heavy sample that skews the fusion (docs/benchmarks.md)
 _C.RETRIEVER.INDEX.NORM_SAMPLE = 1000
+# where the documents' vectors live: "memory" (this process, the engines above) or a vector database,
+# "qdrant" | "milvus" (retrieval.database), whose hybrid is the union of each head's top CANDIDATES,
+# re-scored exactly and fused with the model's fusion
+_C.RETRIEVER.INDEX.ENGINE = "memory"
+# the database: "" = embedded in the index folder (Qdrant local mode, a Milvus Lite .db file), else a
+# server's or a cluster's URL (its key from $QDRANT_API_KEY / $MILVUS_TOKEN, never from a file)
+_C.RETRIEVER.INDEX.URI = ""
+_C.RETRIEVER.INDEX.COLLECTION = ""  # "" = the index folder's name
+_C.RETRIEVER.INDEX.BATCH = 256  # documents per write request
 _C.RETRIEVER.INDEX.SAVE = True  # write <run>/index/<split>/ (sparse inverted index + dense vectors)
 # Seismic's build and query parameters. N_POSTINGS and CENTROID_FRACTION are below Seismic's own
 # defaults (3500, 0.1): on 2 cores those built 1.4x slower at 50 k documents (53.8 against 38.2 s) for

@@ -31,6 +31,7 @@ Run = dict[str, dict[str, float]]
 INDEXES = {SPARSE: SparseIndex, DENSE: DenseIndex}  # the corpus index that serves each indexed head (heads.HEADS)
 ENGINES = "engines"  # <index>/engines/: approximate engines built over it, kept
 INDEX_FILE, TEXTS_FILE, CONFIG_FILE = "index.json", "texts.jsonl", "config.yaml"  # what makes an index searchable
+DOCIDS_FILE = "docids.json"  # an index in a vector database: the ids of its rows
 QUERY_CHUNK = 256  # queries scored against the whole corpus at once: (chunk, N) float32 per head
 
 
@@ -136,24 +137,17 @@ class CorpusIndex:
         width = min(max(depth, self.settings.candidates), len(self.docids))
         hits = {h: self.engine(h).search(q_reps[h][rows], width) for h in self.engine_heads(scorers)}
         for head in set(scorers) & set(hits):
-            _add_hits(runs.setdefault(head, {}), qids, hits[head][0][:, :depth], hits[head][1][:, :depth], self.docids)
+            add_hits(runs.setdefault(head, {}), qids, hits[head][0][:, :depth], hits[head][1][:, :depth], self.docids)
         if HYBRID not in scorers:
             return
         if self.settings.hybrid == "exact":
             fused_runs(self.scores(q_reps, rows), fusion, depth, qids, self.docids, runs)
             return
-        candidates = _union(hits[DENSE][0], hits[SPARSE][0])
-        scored, statistics = candidates, candidates >= 0
-        if self.settings.norm_sample and fusion.method == "linear" and fusion.norm != "none":
-            sample = np.broadcast_to(self.sample(), (len(candidates), self.sample().size))
-            scored = np.concatenate([candidates, sample], axis=1)
-            statistics = np.concatenate([statistics & (fusion.norm == "min-max"), sample >= 0], axis=1)
-        fused = fusion.fuse(torch.from_numpy(self.indexes[DENSE].candidate_scores(q_reps[DENSE][rows], scored)),
-                            torch.from_numpy(self.indexes[SPARSE].candidate_scores(q_reps[SPARSE][rows], scored)),
-                            torch.from_numpy(statistics))[:, :candidates.shape[1]]
-        fused = fused.masked_fill(torch.from_numpy(candidates < 0), float("-inf")).numpy()
-        order, values = top_k(fused, min(depth, candidates.shape[1]))
-        _add_hits(runs.setdefault(HYBRID, {}), qids, np.take_along_axis(candidates, order, 1), values, self.docids)
+        sample = self.sample() if self.settings.norm_sample and fusion.method == "linear" and fusion.norm != "none" \
+            else None
+        exact = lambda rows_: {h: self.indexes[h].candidate_scores(q_reps[h][rows], rows_) for h in (DENSE, SPARSE)}  # noqa: E731
+        found, values = fuse_candidates(fusion, union(hits[DENSE][0], hits[SPARSE][0]), sample, exact, depth)
+        add_hits(runs.setdefault(HYBRID, {}), qids, found, values, self.docids)
 
     def save(self, path: Path) -> None:
         for head, index in self.indexes.items():
@@ -238,7 +232,26 @@ def _fingerprint(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def fuse_candidates(fusion: Fusion, candidates: np.ndarray, sample: np.ndarray | None, exact, depth: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate hybrid: (Q, C) candidate rows (-1: none), each query's union of the heads' top k',
+    fused from their exact scores (`exact(rows) -> {head: (Q, C')}`) -> (Q, depth) rows and scores.
+    A linear fusion's normalisation statistics come from the fixed `sample` rows (z-score: theirs
+    alone; min-max: theirs and the candidates'), or from the union itself when `sample` is None."""
+    scored, statistics = candidates, candidates >= 0
+    if sample is not None:
+        wide = np.broadcast_to(sample, (len(candidates), sample.size))
+        scored = np.concatenate([candidates, wide], axis=1)
+        statistics = np.concatenate([statistics & (fusion.norm == "min-max"), wide >= 0], axis=1)
+    scores = exact(scored)
+    fused = fusion.fuse(torch.from_numpy(scores[DENSE]), torch.from_numpy(scores[SPARSE]),
+                        torch.from_numpy(statistics))[:, :candidates.shape[1]]
+    fused = fused.masked_fill(torch.from_numpy(candidates < 0), float("-inf")).numpy()
+    order, values = top_k(fused, min(depth, candidates.shape[1]))
+    return np.take_along_axis(candidates, order, 1), values
+
+
+def union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(Q, k1), (Q, k2) document rows (-1: none) -> (Q, C) each row's distinct rows ascending (so ties
     rank as over the whole corpus: by lower row), -1 padded at the end."""
     both = np.sort(np.concatenate([a, b], axis=1), axis=1)
@@ -247,6 +260,6 @@ def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return both[:, :int((both >= 0).sum(1).max(initial=1))]
 
 
-def _add_hits(run: Run, qids: list[str], rows: np.ndarray, values: np.ndarray, docids: list[str]) -> None:
+def add_hits(run: Run, qids: list[str], rows: np.ndarray, values: np.ndarray, docids: list[str]) -> None:
     for qid, cols, vals in zip(qids, rows, values.tolist()):
         run[qid] = {docids[c]: v for c, v in zip(cols, vals) if c >= 0 and v != float("-inf")}

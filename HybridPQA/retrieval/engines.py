@@ -56,6 +56,10 @@ class EngineSettings:
     seismic: dict = field(default_factory=dict)  # n_postings, centroid_fraction, ..., query_cut, heap_factor
     hnsw: dict = field(default_factory=dict)  # m, ef_construction, ef_search
     ivf: dict = field(default_factory=dict)  # nlist (0: 4 sqrt(N)), nprobe, pq_m, pq_bits
+    database: str = "memory"  # or a vector database (retrieval.database): "qdrant" | "milvus"
+    uri: str = ""  # the database's: "" = embedded in the index folder
+    collection: str = ""  # "" = the index folder's name
+    batch: int = 256  # documents per write request
 
     def engine(self, head: str) -> str:
         return self.sparse if head == SPARSE else self.dense
@@ -76,7 +80,7 @@ def build_engine_settings(cfg) -> EngineSettings:
     ix = cfg.RETRIEVER.INDEX
     lower = lambda node: {k.lower(): v for k, v in node.items()}  # noqa: E731
     return EngineSettings(ix.SPARSE, ix.DENSE, ix.HYBRID, int(ix.CANDIDATES), int(ix.NORM_SAMPLE), lower(ix.SEISMIC),
-                          lower(ix.HNSW), lower(ix.IVF))
+                          lower(ix.HNSW), lower(ix.IVF), ix.ENGINE, ix.URI, ix.COLLECTION, int(ix.BATCH))
 
 
 class ExactEngine:

@@ -68,6 +68,22 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return index, np.take_along_axis(scores, index, 1)
 
 
+def sparse_dots(queries: sp.csr_matrix, docs: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+    """(Q, V) queries, (N, V) documents by row, (Q, C) rows of them (-1: none) -> (Q, C) dot products
+    (0 at -1); the cost is the listed documents' lengths."""
+    q, d = sp.csr_matrix(queries, dtype=np.float32), sp.csr_matrix(docs, dtype=np.float32)
+    return _candidate_dots(q.indptr, q.indices, q.data, np.asarray(rows, dtype=np.int64), d.indptr, d.indices,
+                           d.data, q.shape[1])
+
+
+def dense_dots(queries, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(Q, D) queries (tensor or array), (N, D) vectors, (Q, C) rows of them (-1: none) -> (Q, C) inner
+    products (0 at -1)."""
+    q = queries.float().numpy() if isinstance(queries, torch.Tensor) else np.asarray(queries, dtype=np.float32)
+    docs = np.asarray(vectors)[np.maximum(rows, 0)]  # (Q, C, D)
+    return np.where(rows >= 0, np.einsum("qcd,qd->qc", docs, q), 0.0).astype(np.float32)
+
+
 def _save_arrays(path: Path, meta: dict, **arrays: np.ndarray) -> None:
     """The arrays, then meta.json with each array's length. Callers write a whole index into a fresh
     directory and publish it with one rename (`files.publish_dir`), so arrays never mix."""
@@ -157,9 +173,7 @@ class SparseIndex:
     def candidate_scores(self, queries: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
         """(Q, V) queries, (Q, C) document rows (-1: none) -> (Q, C) exact dot products (0 at -1),
         from the forward index: the cost is the candidates' lengths, not the corpus's."""
-        q, d = sp.csr_matrix(queries, dtype=np.float32), self.by_doc
-        return _candidate_dots(q.indptr, q.indices, q.data, np.asarray(rows, dtype=np.int64), d.indptr, d.indices,
-                               d.data, q.shape[1])
+        return sparse_dots(queries, self.by_doc, rows)
 
     def save(self, path: Path) -> None:
         m = self.by_term
@@ -221,9 +235,7 @@ class DenseIndex:
 
     def candidate_scores(self, queries: torch.Tensor, rows: np.ndarray) -> np.ndarray:
         """(Q, D) queries, (Q, C) document rows (-1: none) -> (Q, C) exact inner products (0 at -1)."""
-        docs = np.asarray(self.vectors)[np.maximum(rows, 0)]  # (Q, C, D)
-        out = np.einsum("qcd,qd->qc", docs, queries.float().numpy())
-        return np.where(rows >= 0, out, 0.0).astype(np.float32)
+        return dense_dots(queries, self.vectors, rows)
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         return top_k(self.scores(queries), k)

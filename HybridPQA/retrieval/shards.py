@@ -11,7 +11,7 @@ import numpy as np
 
 from HybridPQA.errors import InputError
 from HybridPQA.files import write_atomic
-from HybridPQA.heads import HEADS
+from HybridPQA.heads import DENSE, HEADS, SPARSE
 from HybridPQA.runtime import progress
 
 log = logging.getLogger(__name__)
@@ -68,3 +68,17 @@ def merge_shards(folder: Path, count: int) -> dict:
     parts = [_load(shard_file(folder, n)) for n in range(count)]
     return {head: HEADS[head].concat([p[head] for p in parts], np.arange(sum(HEADS[head].count(p[head]) for p in parts)))
             for head in parts[0]}
+
+
+def shard_batches(folder: Path, count: int):
+    """(rows, sparse, dense) of shards 0 .. count-1, one shard in memory at a time (for writing them
+    into a vector database)."""
+    start = 0
+    for n in range(count):
+        part = _load(shard_file(folder, n))
+        if SPARSE not in part or DENSE not in part:
+            raise InputError(f"{shard_file(folder, n)}: a vector database holds hybrid indexes (sparse and dense); "
+                             "this model gives only " + ", ".join(part))
+        size = part[SPARSE].shape[0]
+        yield np.arange(start, start + size), part[SPARSE], part[DENSE].float().numpy()
+        start += size

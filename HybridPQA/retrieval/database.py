@@ -1,0 +1,239 @@
+"""A corpus index kept in a vector database (Qdrant, Milvus) instead of this process's memory.
+
+`VectorDatabase` is what every database adapter implements over one collection of documents
+(point id = row number, `docid` kept beside it, a sparse and a dense vector per point):
+
+- `upsert(rows, sparse, dense)`: a batch of documents, checked first (`check_batch`);
+- `head_search(head, queries, k)`: one head's top k, (Q, k) rows (-1 where fewer) and scores;
+- `vectors(rows)`: the stored vectors of some documents (for exact re-scoring);
+- `count()`, `drop()`.
+
+On top of these, `search` gives the same runs as the in-process `CorpusIndex.search`: each head
+from its own top-k; the hybrid as the union of each head's top k' re-scored exactly by both heads
+and fused with the model's `Fusion` (`corpus.fuse_candidates`, shared with the in-process candidate
+hybrid, with the same fixed sample of documents for z-score and min-max statistics). An adapter
+may do that inside the engine (Qdrant's formula query), and offers the engine's own fusion as
+INDEX.HYBRID "native" (Qdrant's and Milvus's RRF, Milvus's weighted ranker), whose loss against
+the exact hybrid scripts/bench_database.py measures.
+
+Where the database lives is INDEX.URI: empty = embedded, inside the index folder (Qdrant's local
+mode, a Milvus Lite .db file); a URL = a server or a cluster, its key from the environment
+(QDRANT_API_KEY, MILVUS_TOKEN), never from a file.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from HybridPQA.errors import InputError
+from HybridPQA.heads import DENSE, HYBRID, SPARSE
+from HybridPQA.heads import scorers as scorers_of
+from HybridPQA.retrieval.corpus import Run, add_hits, fuse_candidates, union
+from HybridPQA.retrieval.index import dense_dots, sparse_dots
+from HybridPQA.scoring import Fusion
+
+log = logging.getLogger(__name__)
+DATABASES = ("qdrant", "milvus")  # INDEX.ENGINE beside "memory"
+MARK = "hybridpqa"  # the marker a collection of ours carries: only those are ever dropped
+TOKEN_ENV = {"qdrant": "QDRANT_API_KEY", "milvus": "MILVUS_TOKEN"}
+EMBEDDED = {"qdrant": "qdrant", "milvus": "milvus.db"}  # inside the index folder when INDEX.URI is empty
+
+
+def check_batch(rows: np.ndarray, sparse: sp.csr_matrix, dense: np.ndarray | None, vocab: int, dim: int | None,
+                where: str) -> int:
+    """A batch about to be written: shapes against the collection's, finite, non-negative sparse weights.
+    -> how many documents have no sparse term (collapsed), which each adapter stores in its own way."""
+    if sparse.shape[1] != vocab:
+        raise InputError(f"{where}: sparse vectors over {sparse.shape[1]} terms, the collection's are over {vocab}; "
+                         "index into a new collection (--collection) or drop this one")
+    if dense is not None and dim is not None and dense.shape[1] != dim:
+        raise InputError(f"{where}: {dense.shape[1]}-d dense vectors, the collection holds {dim}-d ones; "
+                         "index into a new collection (--collection) or drop this one")
+    if len(sparse.data) and (not np.isfinite(sparse.data).all() or sparse.data.min() < 0):
+        raise InputError(f"{where}: sparse weights must be finite and >= 0 (the databases score by inner product "
+                         "over non-negative impacts); this model's are not, so keep its index in memory")
+    if dense is not None and not np.isfinite(dense).all():
+        raise InputError(f"{where}: a dense vector holds NaN or inf; the model's output is broken")
+    return int((np.diff(sparse.indptr) == 0).sum())
+
+
+def sparse_rows(matrix: sp.csr_matrix) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    matrix = sp.csr_matrix(matrix, dtype=np.float32)
+    matrix.sort_indices()
+    for i in range(matrix.shape[0]):
+        span = slice(matrix.indptr[i], matrix.indptr[i + 1])
+        yield matrix.indices[span], matrix.data[span]
+
+
+class VectorDatabase:
+    """One collection in one database. Subclasses connect and implement the primitives."""
+
+    name = ""
+    embedded = False  # in the index folder (uri "")
+
+    def __init__(self, uri: str, collection: str, docids: list[str], candidates: int = 200, norm_sample: int = 1000,
+                 hybrid: str = "candidates"):
+        self.uri, self.collection, self.docids = uri, collection, docids
+        self.candidates, self.norm_sample, self.hybrid = candidates, norm_sample, hybrid
+        self.heads = (SPARSE, DENSE)
+        self._sample: tuple[np.ndarray, sp.csr_matrix, np.ndarray] | None = None
+
+    # -- what an adapter implements ----------------------------------------------------------
+    def create(self, vocab: int, dim: int, overwrite: bool) -> None:
+        raise NotImplementedError
+
+    def upsert(self, rows: np.ndarray, sparse: sp.csr_matrix, dense: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def head_search(self, head: str, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def vectors(self, rows: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
+        """(U,) distinct rows -> their (U, V) sparse and (U, D) dense vectors, in that order."""
+        raise NotImplementedError
+
+    def native(self, q_reps: dict, fusion: Fusion, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The engine's own hybrid (INDEX.HYBRID "native"): (Q, k) rows and scores."""
+        raise NotImplementedError
+
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def drop(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    # -- shared ------------------------------------------------------------------------------
+    def describe(self) -> dict:
+        """What index.json records: an embedded database's uri as "" (it lives in the index folder,
+        which may move)."""
+        return {"engine": self.name, "uri": "" if self.embedded else self.uri, "collection": self.collection,
+                "documents": len(self.docids)}
+
+    def ready(self, scorers: tuple[str, ...]) -> dict[str, float]:
+        return {}  # the database's own indexes are built when documents are written
+
+    def sample(self) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
+        """The fixed random documents (as CorpusIndex.sample) and their vectors, read once."""
+        if self._sample is None:
+            size = min(self.norm_sample, len(self.docids))
+            rows = np.sort(np.random.default_rng(0).choice(len(self.docids), size, replace=False))
+            self._sample = (rows, *self.vectors(rows))
+        return self._sample
+
+    def statistics_sample(self, fusion: Fusion) -> np.ndarray | None:
+        return self.sample()[0] if self.norm_sample and fusion.method == "linear" and fusion.norm != "none" else None
+
+    def exact_scores(self, q_reps: dict, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """(Q, C) rows (-1: none) -> {head: (Q, C)} exact scores from the stored vectors (the fixed
+        sample's are kept; the others are fetched)."""
+        sample_rows, sample_sparse, sample_dense = self.sample() if self.norm_sample else (np.zeros(0, int), None, None)
+        wanted = np.unique(rows[rows >= 0])
+        fetch = np.setdiff1d(wanted, sample_rows)
+        sparse, dense = self.vectors(fetch) if len(fetch) else (None, None)
+        if len(sample_rows):
+            parts = [(sample_rows, sample_sparse, sample_dense)] + ([(fetch, sparse, dense)] if len(fetch) else [])
+            order = np.argsort(np.concatenate([p[0] for p in parts]), kind="stable")
+            known = np.concatenate([p[0] for p in parts])[order]
+            sparse = sp.vstack([p[1] for p in parts]).tocsr()[order]
+            dense = np.concatenate([p[2] for p in parts])[order]
+        else:
+            known = fetch
+        local = np.where(rows >= 0, np.searchsorted(known, np.maximum(rows, 0)), -1)
+        return {SPARSE: sparse_dots(q_reps[SPARSE], sparse, local), DENSE: dense_dots(q_reps[DENSE], dense, local)}
+
+    def search(self, q_reps: dict, qids: list[str], fusion: Fusion, depth: int,
+               scorers: tuple[str, ...] | None = None) -> dict[str, Run]:
+        """{scorer: run}, each query's top `depth`, as CorpusIndex.search gives them."""
+        allowed = scorers_of([h for h in self.heads if h in q_reps])
+        scorers = tuple(s for s in (scorers or allowed) if s in allowed)
+        depth = min(depth, len(self.docids))
+        runs: dict[str, Run] = {}
+        width = min(max(depth, self.candidates), len(self.docids))
+        for head in (h for h in self.heads if h in scorers):
+            rows, values = self.head_search(head, q_reps[head], depth)
+            add_hits(runs.setdefault(head, {}), qids, rows, values, self.docids)
+        if HYBRID in scorers:
+            rows, values = self.native(q_reps, fusion, depth) if self.hybrid == "native" else \
+                self.fuse(q_reps, fusion, depth, width)
+            add_hits(runs.setdefault(HYBRID, {}), qids, rows, values, self.docids)
+        return {s: runs[s] for s in scorers}
+
+    def fuse(self, q_reps: dict, fusion: Fusion, depth: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The union of the heads' top `width` re-scored exactly and fused (here; an engine that can
+        does it inside)."""
+        found = union(*(self.head_search(h, q_reps[h], width)[0] for h in (DENSE, SPARSE)))
+        return fuse_candidates(fusion, found, self.statistics_sample(fusion),
+                               lambda rows: self.exact_scores(q_reps, rows), depth)
+
+    def __len__(self) -> int:
+        return len(self.docids)
+
+
+def build_database(engine: str, uri: str, collection: str, folder: Path, docids: list[str], candidates: int = 200,
+                   norm_sample: int = 1000, hybrid: str = "candidates") -> VectorDatabase:
+    """The adapter of `engine`, connected: embedded in `folder` when `uri` is empty."""
+    if engine not in DATABASES:
+        raise InputError(f"RETRIEVER.INDEX.ENGINE = {engine!r}: choose memory, {' or '.join(DATABASES)}")
+    if hybrid == "exact":
+        hybrid = "candidates"  # a database cannot score every document: its hybrid is the candidates' union
+    if engine == "qdrant":
+        from HybridPQA.retrieval.qdrant_db import QdrantDatabase as kind
+    else:
+        from HybridPQA.retrieval.milvus_db import MilvusDatabase as kind
+    database = kind(uri or str(Path(folder) / EMBEDDED[engine]), collection, docids, candidates, norm_sample, hybrid)
+    database.embedded = not uri
+    return database
+
+
+def collection_name(folder_name: str) -> str:
+    """A collection name both databases accept (letters, digits, underscores; a letter first)."""
+    name = re.sub(r"\W", "_", folder_name.strip(".")) or "corpus"
+    return name if name[0].isalpha() else f"c_{name}"
+
+
+def token(engine: str) -> str | None:
+    """The API key or token of a database server, from the environment only."""
+    return os.environ.get(TOKEN_ENV[engine]) or None
+
+
+def push(database: VectorDatabase, batches: Iterator[tuple[np.ndarray, sp.csr_matrix, np.ndarray]],
+         batch_size: int, overwrite: bool) -> dict:
+    """Create the collection (replacing one of ours only with `overwrite`) and write (rows, sparse,
+    dense) batches into it, `batch_size` documents a request. -> counts: documents written, collapsed
+    sparse vectors."""
+    written = collapsed = 0
+    for rows, sparse, dense in batches:
+        if not written:
+            database.create(sparse.shape[1], dense.shape[1], overwrite)
+        for start in range(0, len(rows), batch_size):
+            part = slice(start, start + batch_size)
+            collapsed += check_batch(rows[part], sparse[part], dense[part], sparse.shape[1], None, database.uri)
+            database.upsert(rows[part], sparse[part], np.ascontiguousarray(dense[part], dtype=np.float32))
+            written += len(rows[part])
+    if written != len(database.docids):
+        raise InputError(f"{database.uri}: wrote {written} documents for {len(database.docids)} ids; the index is "
+                         "incomplete, index again")
+    if collapsed:
+        log.warning("%s: %d of %d documents have no sparse term (the model gave them none); %s", database.uri,
+                    collapsed, written, database.collapsed_note)
+    return {"documents": written, "collapsed_sparse": collapsed}
+
+
+def corpus_batches(corpus, size: int) -> Iterator[tuple[np.ndarray, sp.csr_matrix, np.ndarray]]:
+    """An in-memory CorpusIndex's documents (its forward sparse index and dense vectors), `size` at a
+    time: for writing an index into a database without encoding again."""
+    if set(corpus.heads) != {SPARSE, DENSE}:
+        raise InputError(f"a vector database holds hybrid indexes (sparse and dense); this one has {list(corpus.heads)}")
+    docs, dense = corpus.indexes[SPARSE].by_doc, corpus.indexes[DENSE].vectors
+    for start in range(0, docs.shape[0], size):
+        stop = min(start + size, docs.shape[0])
+        yield np.arange(start, stop), docs[start:stop], np.asarray(dense[start:stop], dtype=np.float32)

@@ -1,0 +1,171 @@
+"""Milvus as a corpus index (retrieval.database): `MilvusClient("<dir>/milvus.db")` embedded (Milvus
+Lite), or `MilvusClient(uri=..., token=$MILVUS_TOKEN)` of a `milvus-lite server`, a standalone
+Milvus or a cluster; only the uri and the token change.
+
+Schema: row (INT64 primary key), docid (VARCHAR), sparse (SPARSE_FLOAT_VECTOR, inverted index, inner
+product), dense (FLOAT_VECTOR, inner product; FLAT, the index every Milvus has, Lite included;
+a cluster may rebuild it as HNSW). The model's hybrid: each head's top k', the union's vectors
+fetched and re-scored exactly here, fused with the model's fusion (`VectorDatabase.fuse`).
+INDEX.HYBRID "native" is Milvus's `hybrid_search`: RRFRanker(RRF_K), or WeightedRanker(alpha,
+1 - alpha, norm_score=True) (arctan-normalised) for a linear fusion; a candidate one route did not
+return counts 0 there.
+
+Milvus refuses a sparse vector without a non-zero weight: a document the model gave no sparse term is
+stored with one weight of 1e-30 on term 0 (a special token no query weighs, and no score moves by
+more than 1e-30 times a query weight), counted and logged.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from HybridPQA.errors import InputError
+from HybridPQA.heads import DENSE, SPARSE
+from HybridPQA.retrieval.database import MARK, VectorDatabase, token
+from HybridPQA.scoring import Fusion
+
+DOCID_LENGTH = 512  # the VARCHAR docid's limit
+EMPTY_WEIGHT = 1e-30
+
+
+def _client(uri: str):
+    try:
+        from pymilvus import MilvusClient
+    except ImportError:
+        raise InputError("RETRIEVER.INDEX.ENGINE = 'milvus' needs pymilvus and milvus-lite: "
+                         "pip install 'HybridPQA[databases]'") from None
+    if "://" not in uri:  # Milvus Lite's file: its folder must exist
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+    logging.getLogger("milvus_lite").setLevel(logging.WARNING)  # a line per server start and stop  # it logs every refused call at ERROR before raising
+    try:
+        return MilvusClient(uri=uri, token=token("milvus") or "")
+    except Exception as err:  # noqa: BLE001 - pymilvus raises several kinds; all mean "cannot connect"
+        raise InputError(f"{uri}: cannot open Milvus (an embedded .db file is served by one process at a time; {str(err).splitlines()[0][:120]}); start the server or check "
+                         "RETRIEVER.INDEX.URI") from None
+
+
+class MilvusDatabase(VectorDatabase):
+    name = "milvus"
+    collapsed_note = f"stored with one weight of {EMPTY_WEIGHT:g} on term 0 (Milvus refuses an empty sparse vector)"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.client = _client(self.uri)
+        if self.client.has_collection(self.collection):  # a saved one is released until loaded
+            self.client.load_collection(self.collection)
+
+    def create(self, vocab: int, dim: int, overwrite: bool) -> None:
+        from pymilvus import DataType
+
+        if self.client.has_collection(self.collection):
+            ours = self._ours()
+            if not overwrite or not ours:
+                raise InputError(f"{self.uri}: collection {self.collection!r} exists"
+                                 + ("" if overwrite else "; pass --overwrite to replace it")
+                                 + ("" if ours else " and is not one HybridPQA wrote, so it is left alone; "
+                                                    "choose another --collection"))
+            self.client.drop_collection(self.collection)
+        schema = self.client.create_schema(auto_id=False)
+        schema.add_field("row", DataType.INT64, is_primary=True)
+        schema.add_field("docid", DataType.VARCHAR, max_length=DOCID_LENGTH)
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
+        params = self.client.prepare_index_params()
+        params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
+        params.add_index("dense", index_type="FLAT", metric_type="IP")
+        self.client.create_collection(self.collection, schema=schema, index_params=params)
+        self.client.alter_collection_properties(self.collection, properties={MARK: str(vocab)})
+
+    def _ours(self) -> bool:
+        return MARK in self.client.describe_collection(self.collection).get("properties", {})
+
+    def upsert(self, rows, sparse, dense) -> None:
+        sparse = sp.csr_matrix(sparse, dtype=np.float32)
+        empty = np.diff(sparse.indptr) == 0
+        if empty.any():
+            sparse = sparse.tolil()
+            sparse[np.flatnonzero(empty), 0] = EMPTY_WEIGHT
+            sparse = sparse.tocsr()
+        long = [self.docids[r] for r in rows if len(self.docids[r].encode()) > DOCID_LENGTH]
+        if long:
+            raise InputError(f"{self.uri}: document id {long[0][:40]!r}... is longer than Milvus's {DOCID_LENGTH}-byte "
+                             "limit on it; shorten the corpus's ids")
+        self.client.upsert(self.collection, [{"row": int(r), "docid": self.docids[r], "sparse": sparse[i],
+                                              "dense": dense[i]} for i, r in enumerate(rows)])
+
+    @staticmethod
+    def _queries(head: str, reps) -> list:
+        if head == SPARSE:
+            reps = sp.csr_matrix(reps, dtype=np.float32)
+            return [reps[i] for i in range(reps.shape[0])]
+        return list(np.asarray(reps.float().numpy() if hasattr(reps, "float") else reps, np.float32))
+
+    @staticmethod
+    def _table(answers, k: int) -> tuple[np.ndarray, np.ndarray]:
+        rows, values = np.full((len(answers), k), -1, np.int64), np.full((len(answers), k), -np.inf, np.float32)
+        for i, hits in enumerate(answers):
+            for j, hit in enumerate(list(hits)[:k]):
+                rows[i, j], values[i, j] = hit.id, hit.distance
+        return rows, values
+
+    def head_search(self, head, queries, k):
+        queries = self._queries(head, queries)
+        if head == SPARSE:  # an empty query vector is refused: it matches nothing
+            empty = [q.nnz == 0 for q in queries]
+            queries = [q if q.nnz else sp.csr_matrix(([EMPTY_WEIGHT], ([0], [0])), shape=q.shape) for q in queries]
+        answers = self.client.search(self.collection, queries, anns_field=head, limit=k,
+                                     search_params={"metric_type": "IP"})
+        rows, values = self._table(answers, k)
+        if head == SPARSE:
+            rows[np.array(empty, bool)] = -1
+        return rows, values
+
+    def native(self, q_reps, fusion: Fusion, k: int):
+        from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
+
+        width = max(k, min(self.candidates, len(self.docids)))
+        ranker = RRFRanker(fusion.rrf_k) if fusion.method == "rrf" else \
+            WeightedRanker(1 - fusion.alpha, fusion.alpha, norm_score=True)
+        out = []
+        for sq, dq in zip(self._queries(SPARSE, q_reps[SPARSE]), self._queries(DENSE, q_reps[DENSE])):
+            requests = [AnnSearchRequest([sq], "sparse", {"metric_type": "IP"}, width),
+                        AnnSearchRequest([dq], "dense", {"metric_type": "IP"}, width)]
+            out.append(self.client.hybrid_search(self.collection, requests, ranker, limit=k)[0])
+        return self._table(out, k)
+
+    def vectors(self, rows):
+        got = {int(g["row"]): g for g in self.client.get(self.collection, ids=[int(r) for r in rows],
+                                                           output_fields=["sparse", "dense"])}
+        missing = [int(r) for r in rows if int(r) not in got]
+        if missing:
+            raise InputError(f"{self.uri}: collection {self.collection!r} lacks documents {missing[:5]}; "
+                             "it no longer matches the index folder: index again")
+        vocab = int(self.client.describe_collection(self.collection)["properties"][MARK])
+        weights = [got[int(r)]["sparse"] for r in rows]
+        indptr = np.cumsum([0] + [len(w) for w in weights])
+        sparse = sp.csr_matrix((np.array([v for w in weights for v in w.values()], np.float32),
+                                np.array([t for w in weights for t in w], np.int64), indptr), shape=(len(rows), vocab))
+        sparse.data[sparse.data <= EMPTY_WEIGHT] = 0.0
+        sparse.eliminate_zeros()
+        sparse.sort_indices()
+        return sparse, np.array([got[int(r)]["dense"] for r in rows], dtype=np.float32)
+
+    def count(self) -> int:
+        return int(self.client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+
+    def drop(self) -> None:
+        if self.client.has_collection(self.collection):
+            if not self._ours():
+                raise InputError(f"{self.uri}: collection {self.collection!r} is not one HybridPQA wrote; left alone")
+            self.client.drop_collection(self.collection)
+
+    def close(self) -> None:
+        self.client.close()
+        if self.embedded:  # Milvus Lite serves a .db file from a thread that holds its lock until released
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self.uri)

@@ -1,0 +1,191 @@
+"""Indexes in vector databases: Qdrant in its local mode and Milvus through a real `milvus-lite server`
+process on 127.0.0.1, each holding the trained SciFact-slice hybrid's index, searched against the
+exact in-memory index."""
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from HybridPQA.api import SearchIndex
+from HybridPQA.cli import main
+from HybridPQA.errors import InputError
+from HybridPQA.retrieval.corpus import CorpusIndex
+from HybridPQA.retrieval.database import build_database, check_batch, corpus_batches, push
+from HybridPQA.retrieval.engines import EngineSettings
+from HybridPQA.scoring import Fusion
+
+pytest.importorskip("qdrant_client")
+pytest.importorskip("pymilvus")
+
+
+def overlap(got: dict, want: dict, k: int) -> float:
+    return float(np.mean([len(set(list(got[q])[:k]) & set(list(want[q])[:k])) / min(k, len(want[q])) for q in want]))
+
+
+@pytest.fixture(scope="module")
+def memory_index(tuned_scifact) -> Path:
+    return tuned_scifact / "index" / "test"
+
+
+@pytest.fixture(scope="module")
+def queries(memory_index, small_beir):
+    loaded = SearchIndex.load(memory_index)
+    texts = {json.loads(l)["_id"]: json.loads(l)["text"] for l in (small_beir / "queries.jsonl").read_text().splitlines()}
+    return loaded, texts, loaded.retriever.encode_queries(list(texts.values())).reps
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def milvus_server(tmp_path_factory):
+    """A real Milvus Lite gRPC server on loopback, stopped after the module."""
+    if shutil.which("milvus-lite") is None:
+        pytest.skip("milvus-lite is not installed (pip install 'HybridPQA[databases]'), so no server can start")
+    port, data = free_port(), tmp_path_factory.mktemp("milvus-server")
+    process = subprocess.Popen(["milvus-lite", "server", "--data-dir", str(data), "--host", "127.0.0.1",
+                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(300):  # bounded: 30 s
+            if process.poll() is not None:
+                pytest.skip(f"milvus-lite server exited at start: {process.stderr.read().decode()[-300:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        else:
+            pytest.skip("milvus-lite server did not listen within 30 s")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["qdrant", "milvus"])
+def test_embedded_database_holds_the_index_and_searches_as_the_exact_one(engine, memory_index, queries, tmp_path,
+                                                                         capsys):
+    loaded, texts, q = queries
+    out = tmp_path / engine
+    main(["index", f"--from-index={memory_index}", f"--output={out}", f"--engine={engine}"])
+    meta = json.loads((out / "index.json").read_text())
+    assert meta["database"] == {"engine": engine, "uri": "", "collection": engine, "documents": len(loaded)}
+    moved = tmp_path / "moved"  # an embedded database lives in the index folder, which may move
+    out.rename(moved)
+    pushed = SearchIndex.load(moved)
+    assert pushed.corpus.count() == len(loaded) and pushed.corpus.docids == loaded.corpus.docids
+    qids = list(texts)
+    exact = loaded.corpus.search(q, qids, loaded.retriever.fusion, 100)
+    candidates = CorpusIndex(loaded.corpus.indexes, EngineSettings(hybrid="candidates")) \
+        .search(q, qids, loaded.retriever.fusion, 10)
+    got = pushed.corpus.search(q, qids, pushed.retriever.fusion, 100)
+    for head in ("dense", "sparse"):  # each head is exact in both databases
+        assert overlap(got[head], exact[head], 100) == 1.0
+        first = qids[0]
+        assert np.allclose(list(got[head][first].values())[:10], list(exact[head][first].values())[:10], atol=1e-4)
+    assert overlap(got["hybrid"], exact["hybrid"], 10) >= 0.99
+    for qid in qids:  # the same candidate hybrid as in memory: the same fused scores
+        want = list(candidates["hybrid"][qid].values())
+        assert np.allclose(want, list(got["hybrid"][qid].values())[:10], atol=1e-3)
+    pushed.close()
+    main(["search", f"--index={moved}", f"--query={texts[qids[0]]}", "--k=5"])
+    assert list(exact["hybrid"][qids[0]])[0] in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fusion", [Fusion("rrf", rrf_k=60), Fusion("linear", "min-max", 0.4)])
+def test_qdrant_fuses_inside_the_engine_as_the_candidate_hybrid_does(fusion, queries, tmp_path):
+    loaded, texts, q = queries
+    qids = list(texts)
+    database = build_database("qdrant", "", "c", tmp_path, loaded.corpus.docids)
+    push(database, corpus_batches(loaded.corpus, 100), 64, overwrite=False)
+    want = CorpusIndex(loaded.corpus.indexes, EngineSettings(hybrid="candidates")).search(q, qids, fusion, 10)
+    got = database.search(q, qids, fusion, 10, ("hybrid",))
+    assert overlap(got["hybrid"], want["hybrid"], 10) >= 0.99
+    database.hybrid = "native"  # Qdrant's own RRF over the two heads' lists: runs, and differs
+    native = database.search(q, qids, fusion, 10, ("hybrid",))
+    assert all(len(native["hybrid"][qid]) == 10 for qid in qids)
+    database.close()
+
+
+@pytest.mark.slow
+def test_milvus_server_process_holds_an_index_encoded_into_it(milvus_server, tuned_scifact, small_beir, queries,
+                                                               tmp_path, capsys):
+    loaded, texts, q = queries
+    checkpoint = json.loads((tuned_scifact / "index" / "test" / "index.json").read_text())["model"]
+    out = tmp_path / "served"
+    main(["index", f"--model={checkpoint}", f"--corpus={small_beir / 'corpus.jsonl'}", f"--output={out}",
+          "--engine=milvus", f"--uri={milvus_server}", "--shard-size=128"])  # three shards streamed in
+    index = SearchIndex.load(out)
+    assert index.corpus.count() == len(loaded)
+    qids = list(texts)
+    exact = loaded.corpus.search(q, qids, loaded.retriever.fusion, 10)
+    got = index.search(texts, k=10)
+    assert overlap(got, exact["hybrid"], 10) >= 0.99
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # a server's collection is never replaced silently
+        main(["index", f"--from-index={tuned_scifact / 'index' / 'test'}", f"--output={tmp_path / 'other'}",
+              "--engine=milvus", f"--uri={milvus_server}", "--collection=served"])
+    assert "collection 'served' exists; pass --overwrite" in capsys.readouterr().err
+    index.corpus.hybrid = "native"  # Milvus's own hybrid_search
+    native = index.corpus.search(q, qids, index.retriever.fusion, 10, ("hybrid",))
+    assert 0.2 < overlap(native["hybrid"], exact["hybrid"], 10) < 1.0
+    index.close()
+
+
+def test_milvus_stores_a_collapsed_document_and_counts_it(queries, tmp_path, caplog):
+    loaded, texts, q = queries
+    sparse, dense = loaded.corpus.indexes["sparse"].by_doc.copy().tolil(), loaded.corpus.indexes["dense"].vectors
+    sparse[3, :] = 0  # the model gave document 3 no sparse term
+    sparse = sp.csr_matrix(sparse)
+    sparse.eliminate_zeros()
+    database = build_database("milvus", "", "c", tmp_path, loaded.corpus.docids)
+    counts = push(database, iter([(np.arange(len(loaded)), sparse, np.asarray(dense))]), 128, overwrite=False)
+    assert counts == {"documents": len(loaded), "collapsed_sparse": 1} and "have no sparse term" in caplog.text
+    assert database.vectors(np.array([3]))[0].nnz == 0  # read back as empty
+    rows, scores = database.head_search("dense", np.asarray(dense[3:4]), 1)
+    assert rows[0, 0] == 3  # still found by its dense vector
+    database.close()
+
+
+def test_bad_vectors_and_foreign_collections_are_refused(queries, memory_index, tmp_path, capsys):
+    loaded = queries[0]
+    docs = loaded.corpus.indexes["sparse"].by_doc[:4].copy()
+    with pytest.raises(InputError, match="collection.s are over 10"):
+        check_batch(np.arange(4), docs, None, 10, None, "x")
+    with pytest.raises(InputError, match="128-d"):
+        check_batch(np.arange(4), docs, np.zeros((4, 8), np.float32), docs.shape[1], 128, "x")
+    negative = docs.copy()
+    negative.data[0] = -1.0
+    with pytest.raises(InputError, match="must be finite and >= 0"):
+        check_batch(np.arange(4), negative, None, docs.shape[1], None, "x")
+    from qdrant_client import QdrantClient, models
+
+    client = QdrantClient(path=str(tmp_path / "q"))  # someone else's collection in the same database
+    client.create_collection("theirs", vectors_config={"v": models.VectorParams(size=4, distance=models.Distance.DOT)})
+    client.close()
+    database = build_database("qdrant", str(tmp_path / "q"), "theirs", tmp_path, loaded.corpus.docids)
+    with pytest.raises(InputError, match="not one HybridPQA wrote"):
+        push(database, corpus_batches(loaded.corpus, 100), 64, overwrite=True)
+    with pytest.raises(InputError, match="not one HybridPQA wrote"):
+        database.drop()
+    database.close()
+    for argv, message in [(["index", f"--from-index={tmp_path}", f"--output={tmp_path / 'x'}", "--engine=memory"],
+                           "--engine=qdrant or --engine=milvus"),
+                          (["index", f"--from-index={memory_index}", f"--output={tmp_path / 'x'}", "--engine=redis"],
+                           "--engine=redis: choose memory, qdrant or milvus"),
+                          (["search", f"--index={memory_index}", "--query=x", "RETRIEVER.INDEX.HYBRID", "native"],
+                           "RETRIEVER.INDEX.HYBRID = 'native' is a vector database's own fusion")]:
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert message in capsys.readouterr().err
