@@ -265,6 +265,12 @@ class SearchIndex:
     def __len__(self) -> int:
         return len(self.corpus.docids)
 
+    def rows(self) -> dict[str, int]:
+        """{docid: row} of the indexed documents (built once)."""
+        if getattr(self, "_rows", None) is None:
+            self._rows = {d: i for i, d in enumerate(self.corpus.docids)}
+        return self._rows
+
     def search(self, queries: str | list[str] | dict[str, str], k: int = 10, scorer: str | None = None):
         """Top `k` (docid, score) pairs, best first: one list for a string, a list of lists for a
         list, {qid: {docid: score}} (a run) for {qid: text}. `scorer` None: the retriever's default."""

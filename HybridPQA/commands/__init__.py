@@ -13,6 +13,7 @@ Commands:
   mine       write a training file whose hard negatives are a run's top documents
   index      encode any corpus into a saved sparse + dense index (resumable)
   search     search a saved index: a TREC run, or the top hits printed
+  serve      serve saved indexes over HTTP: a search page and JSON endpoints
   benchmark  evaluate a model on several BEIR folders: one table of nDCG@10, R@100 and cost
   explain    why a model scored a document as it did (terms, matches, hybrid parts)
   export     a checkpoint as sentence-transformers folders, or an index as a Pyserini collection
@@ -36,7 +37,7 @@ import sys
 from HybridPQA.commands.common import package_version
 from HybridPQA.errors import InputError
 
-COMMANDS = ("prepare", "train", "evaluate", "index", "search", "benchmark", "fuse", "mine", "explain", "export",
+COMMANDS = ("prepare", "train", "evaluate", "index", "search", "serve", "benchmark", "fuse", "mine", "explain", "export",
             "reproduce", "sweep")
 
 

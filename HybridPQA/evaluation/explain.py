@@ -129,7 +129,7 @@ def _bar_rows(rows: list[tuple[str, float]], color: str) -> str:
                    f"{100 * abs(w) / top:.0f}%;background:{color}'></span></td></tr>" for t, w in rows)
 
 
-def _highlighted(text: str, tokenizer, matches: list[tuple[str, float, float, float]]) -> str:
+def highlighted(text: str, tokenizer, matches: list[tuple[str, float, float, float]]) -> str:
     """The document's own text, each word piece that matches a query term shaded by its contribution
     to the sparse score (its q*d in the tooltip); spans from the tokenizer's offsets."""
     weight = {t: p for t, _, _, p in matches}
@@ -181,7 +181,7 @@ def render_html(e: Explanation, tokenizer) -> str:
                   for t, q, d, p in e.matches]
         parts.append("</table>")
     parts += ["<h3>Document</h3><p><small>matching terms shaded by their share of the sparse score</small></p>",
-              f"<div class=doc>{_highlighted(e.document, tokenizer, e.matches)}</div>",
+              f"<div class=doc>{highlighted(e.document, tokenizer, e.matches)}</div>",
               "</body></html>"]
     return "\n".join(parts)
 

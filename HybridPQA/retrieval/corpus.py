@@ -113,6 +113,24 @@ class CorpusIndex:
         rows = rows or slice(None)
         return {h: self.indexes[h].scores(q_reps[h][rows]) for h in self.indexes if h in q_reps}
 
+    def exact_scores(self, q_reps: dict, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """(Q, C) document rows (-1: none) -> {head: (Q, C)} their exact scores (0 at -1)."""
+        return {h: self.indexes[h].candidate_scores(q_reps[h], rows) for h in self.indexes if h in q_reps}
+
+    def doc_vectors(self, rows: np.ndarray) -> tuple:
+        """(sparse CSR or None, dense array or None) of the documents at `rows`."""
+        sparse, dense = self.indexes.get(SPARSE), self.indexes.get(DENSE)
+        return (sparse.by_doc[rows] if sparse is not None else None,
+                np.asarray(dense.vectors[rows]) if dense is not None else None)
+
+    def statistics_rows(self, fusion: Fusion) -> np.ndarray | None:
+        """The documents whose scores normalise a query's hybrid: None for every document (the exact
+        hybrid), else the fixed sample (none for RRF or no normalisation)."""
+        if self.settings.hybrid == "exact":
+            return None
+        linear = self.settings.norm_sample and fusion.method == "linear" and fusion.norm != "none"
+        return self.sample() if linear else np.zeros(0, np.int64)
+
     def search(self, q_reps: dict, qids: list[str], fusion: Fusion, depth: int,
                scorers: tuple[str, ...] | None = None) -> dict[str, Run]:
         """{scorer: run} of `scorers` (default: every scorer the indexes allow: hybrid, dense, sparse),

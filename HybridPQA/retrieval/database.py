@@ -98,6 +98,9 @@ class VectorDatabase:
         """(U,) distinct rows -> their (U, V) sparse and (U, D) dense vectors, in that order."""
         raise NotImplementedError
 
+    def doc_vectors(self, rows: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
+        return self.vectors(np.asarray(rows))
+
     def native(self, q_reps: dict, fusion: Fusion, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The engine's own hybrid (INDEX.HYBRID "native"): (Q, k) rows and scores."""
         raise NotImplementedError
@@ -131,6 +134,11 @@ class VectorDatabase:
 
     def statistics_sample(self, fusion: Fusion) -> np.ndarray | None:
         return self.sample()[0] if self.norm_sample and fusion.method == "linear" and fusion.norm != "none" else None
+
+    def statistics_rows(self, fusion: Fusion) -> np.ndarray:
+        """As CorpusIndex.statistics_rows: the fixed sample, or none."""
+        sample = self.statistics_sample(fusion)
+        return np.zeros(0, np.int64) if sample is None else sample
 
     def exact_scores(self, q_reps: dict, rows: np.ndarray) -> dict[str, np.ndarray]:
         """(Q, C) rows (-1: none) -> {head: (Q, C)} exact scores from the stored vectors (the fixed

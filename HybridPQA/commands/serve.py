@@ -1,0 +1,80 @@
+"""Serve saved indexes over HTTP: a search page at / and JSON endpoints (/search, /encode, /explain,
+/health), with uvicorn.
+
+Usage:
+  hybridpqa serve --index=DIR... [--host=HOST] [--port=PORT] [--max-k=K] [--max-body=BYTES] [<KEY_VALUE>...]
+  hybridpqa serve -h | --help
+
+Options:
+  --index=DIR       an index of `hybridpqa index` (in memory or in a vector database); repeat it to serve
+                    several (e.g. one corpus in memory and in Qdrant), chosen on the page by folder name
+  --host=HOST       the address to listen on; the default serves this machine only [default: 127.0.0.1]
+  --port=PORT       [default: 8000]
+  --max-k=K         the most hits one request may ask for [default: 100]
+  --max-body=BYTES  the largest request body accepted [default: 65536]
+
+KEY VALUE pairs override each index's config, as in `search` (e.g. RETRIEVER.INDEX.HYBRID candidates).
+Each index is loaded and checked before the server starts: a missing or damaged one stops it with one
+line. SIGTERM (or Ctrl-C) stops accepting connections and lets the requests in flight finish. Several
+`serve` processes can share an index in memory or on a database server; an embedded database (in the
+index folder) is opened by one process at a time.
+
+Examples:
+  hybridpqa serve --index=output/scifact-index
+  curl -s localhost:8000/search -H 'content-type: application/json' -d '{"query": "statins and dementia", "k": 3}'
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from HybridPQA.commands.common import parse, positive_int
+from HybridPQA.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def load_indexes(folders: list[str], overrides: list[str] = ()) -> dict:
+    """{name: SearchIndex}, named by folder (made unique), each loaded and ready to search."""
+    from HybridPQA.api import SearchIndex
+
+    indexes = {}
+    for folder in folders:
+        name = base = Path(folder).resolve().name
+        n = 1
+        while name in indexes:
+            n += 1
+            name = f"{base}-{n}"
+        index = SearchIndex.load(folder, overrides=list(overrides))
+        index.corpus.ready((index.retriever.default_scorer,))  # approximate engines: built now, not on a request
+        indexes[name] = index
+    return indexes
+
+
+def serve(folders: list[str], host: str = "127.0.0.1", port: int = 8000, max_k: int = 100, max_body: int = 65536,
+          overrides: list[str] = ()) -> None:
+    try:
+        import uvicorn
+
+        from HybridPQA.serving.app import build_app
+    except ImportError:
+        raise InputError("hybridpqa serve needs fastapi and uvicorn: pip install 'HybridPQA[serve]'") from None
+    from HybridPQA.runtime import setup_logging
+
+    setup_logging(None)
+    indexes = load_indexes(folders, overrides)
+    try:
+        uvicorn.run(build_app(indexes, max_k, max_body), host=host, port=port, log_level="info",
+                    timeout_graceful_shutdown=30)
+    finally:
+        for index in indexes.values():
+            index.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(__doc__, argv, "serve")
+    port = positive_int(args["--port"], "--port")
+    if port > 65535:
+        raise InputError(f"--port={port}: give a port from 1 to 65535")
+    serve(args["--index"], args["--host"], port, positive_int(args["--max-k"], "--max-k"),
+          positive_int(args["--max-body"], "--max-body"), args["<KEY_VALUE>"])

@@ -1,0 +1,213 @@
+"""`hybridpqa serve`: the JSON endpoints in-process (FastAPI's test client), then a real server process
+on 127.0.0.1 driven by headless chromium (Playwright), a short bounded load, and SIGTERM draining."""
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+fastapi = pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from HybridPQA.cli import main  # noqa: E402
+from HybridPQA.commands.serve import load_indexes  # noqa: E402
+from HybridPQA.serving.app import build_app  # noqa: E402
+
+CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium-browser") or "",
+                             shutil.which("google-chrome") or "") if p and os.path.isfile(p)), None)
+
+
+@pytest.fixture(scope="module")
+def served(tuned_scifact):
+    folder = tuned_scifact / "index" / "test"
+    indexes = load_indexes([str(folder)])
+    return folder, indexes, TestClient(build_app(indexes, max_k=50, max_body=4096))
+
+
+@pytest.fixture(scope="module")
+def questions(small_beir) -> list[str]:
+    return [json.loads(l)["text"] for l in (small_beir / "queries.jsonl").read_text().splitlines()]
+
+
+def test_search_returns_the_index_ranking_with_the_score_split(served, questions):
+    folder, indexes, client = served
+    index = indexes["test"]
+    for scorer in ("hybrid", "dense", "sparse"):
+        got = client.post("/search", json={"query": questions[0], "k": 5, "scorer": scorer}).json()
+        want = index.search(questions[0], k=5, scorer=scorer)
+        assert [h["id"] for h in got["hits"]] == [d for d, _ in want]
+        assert np.allclose([h["score"] for h in got["hits"]], [s for _, s in want], atol=1e-5)
+    for hit in got["hits"]:  # sparse: every shown term matches the query; the text is shaded where it matches
+        assert hit["terms"] and all(t["weight"] > 0 for t in hit["terms"])
+    hybrid = client.post("/search", json={"query": questions[1], "k": 10}).json()
+    assert hybrid["scorer"] == "hybrid" and len(hybrid["hits"]) == 10
+    for hit in hybrid["hits"]:  # the parts are the hybrid score's (the exact hybrid: over every document)
+        assert abs(hit["dense_part"] + hit["sparse_part"] - hit["score"]) < 1e-4
+        assert "<mark" in hit["html"] or not hit["terms"]
+    assert client.get("/health").json()["indexes"]["test"]["documents"] == len(index)
+
+
+def test_encode_gives_the_models_vectors(served, questions):
+    _, indexes, client = served
+    got = client.post("/encode", json={"texts": questions[:3], "side": "query", "top": 5}).json()
+    want = indexes["test"].retriever.encode_queries(questions[:3])
+    assert np.allclose(np.array(got["dense"]), want.dense, atol=1e-5)
+    assert got["sparse"][0] == pytest.approx(want.decode(0, 5), abs=1e-5)
+    ids = got["sparse_ids"][1]
+    assert ids["ids"] == want.sparse[1].indices.tolist() and np.allclose(ids["weights"], want.sparse[1].data)
+
+
+def test_explain_page_and_numbers(served, questions):
+    _, indexes, client = served
+    top = client.post("/search", json={"query": questions[0], "k": 1}).json()["hits"][0]["id"]
+    page = client.get("/explain", params={"query": questions[0], "id": top})
+    assert page.status_code == 200 and "Matching terms" in page.text and "<mark" in page.text
+    numbers = client.post("/explain", json={"query": questions[0], "id": top}).json()
+    assert numbers["scores"]["sparse"] > 0 and numbers["matches"]
+
+
+@pytest.mark.parametrize("method,path,body,status,message", [
+    ("post", "/search", {"query": "   "}, 422, "query: empty"),
+    ("post", "/search", {"query": "x", "k": 0}, 422, "k = 0"),
+    ("post", "/search", {"query": "x", "k": 51}, 422, "from 1 to 50"),
+    ("post", "/search", {"query": "x", "scorer": "bm25"}, 422, "scorer 'bm25'"),
+    ("post", "/search", {"query": "x", "index": "nope"}, 404, "index 'nope': not served"),
+    ("post", "/search", {"query": "x" * 5000}, 413, "over 4096 bytes"),
+    ("post", "/search", {"k": 3}, 422, "Field required"),
+    ("post", "/encode", {"texts": ["a"], "side": "both"}, 422, "choose query or document"),
+    ("post", "/explain", {"query": "x", "id": "no-such-doc"}, 404, "no such document"),
+    ("get", "/explain?query=x&id=no-such-doc", None, 404, "no such document"),
+])
+def test_bad_requests_get_a_4xx_that_says_what_to_fix(served, method, path, body, status, message):
+    client = served[2]
+    answer = client.post(path, json=body) if method == "post" else client.get(path)
+    assert answer.status_code == status and message in json.dumps(answer.json())
+
+
+def test_concurrent_searches_are_batched_and_each_gets_its_own_hits(served, questions):
+    _, indexes, _ = served
+    app = build_app(indexes, max_k=50)
+    alone = TestClient(app)
+    want = [alone.post("/search", json={"query": q, "k": 3 + i % 4}).json()["hits"] for i, q in enumerate(questions[:12])]
+
+    async def together():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            answers = await asyncio.gather(*[client.post("/search", json={"query": q, "k": 3 + i % 4})
+                                             for i, q in enumerate(questions[:12])])
+        return [a.json()["hits"] for a in answers]
+
+    got = asyncio.run(together())
+    for g, w in zip(got, want):
+        assert [h["id"] for h in g] == [h["id"] for h in w]
+        assert np.allclose([h["score"] for h in g], [h["score"] for h in w], atol=1e-4)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(folder: Path, port: int) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-m", "HybridPQA.cli", "serve", f"--index={folder}", f"--port={port}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for _ in range(600):  # bounded: 60 s
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited: {process.stdout.read()[-500:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError("serve did not answer /health within 60 s")
+
+
+@pytest.mark.slow
+def test_real_server_page_in_a_browser_load_and_sigterm(served, questions, tmp_path):
+    folder = served[0]
+    port = free_port()
+    process = start_server(folder, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        if CHROMIUM is None:
+            pytest.skip("no chromium to drive (apt-get install -y chromium); the page was not tested")
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(base + "/")
+            page.fill("#q", questions[0])
+            page.select_option("#scorer", "hybrid")
+            page.click("#go")
+            page.wait_for_selector(".hit", timeout=30_000)
+            assert page.locator(".hit").count() == 10
+            assert page.locator(".hit .split .dense").count() == 10 and page.locator(".hit .split .sparse").count() == 10
+            assert "dense" in page.locator(".hit .parts").first.inner_text()
+            assert page.locator(".hit .terms span").count() > 0 and page.locator(".hit .text mark").count() > 0
+            with page.expect_popup() as opened:
+                page.locator("a.explain").first.click()
+            explanation = opened.value
+            explanation.wait_for_load_state()
+            assert "why this score" in explanation.title() and "Matching terms" in explanation.content()
+            browser.close()
+
+        errors, latencies, stop = [], [], time.perf_counter() + 3.0
+
+        def client(n: int) -> None:  # a short load: 4 clients for 3 s
+            with httpx.Client(base_url=base, timeout=30) as http:
+                i = n
+                while time.perf_counter() < stop:
+                    started = time.perf_counter()
+                    answer = http.post("/search", json={"query": questions[i % len(questions)], "k": 10})
+                    latencies.append(time.perf_counter() - started)
+                    if answer.status_code != 200 or len(answer.json()["hits"]) != 10:
+                        errors.append(answer.status_code)
+                    i += 4
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert latencies and not errors
+
+        in_flight = {}  # SIGTERM while a request is in flight: it still gets its answer
+        request = threading.Thread(target=lambda: in_flight.update(answer=httpx.post(
+            base + "/search", json={"query": questions[1], "k": 50}, timeout=30)))
+        request.start()
+        time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        request.join(timeout=60)
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has drained
+        assert in_flight["answer"].status_code == 200 and len(in_flight["answer"].json()["hits"]) == 50
+        assert "Finished server process" in process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_a_missing_or_damaged_index_stops_serve_at_start_with_one_line(served, tmp_path, capsys):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(served[0], damaged)
+    (damaged / "index.json").write_text("{not json")
+    for folder, message in [(tmp_path / "missing", "not a search index"), (damaged, "unreadable"),
+                            (served[0], "--port=70000: give a port from 1 to 65535")]:
+        with pytest.raises(SystemExit) as stopped:  # before any server starts
+            main(["serve", f"--index={folder}", "--port=70000" if folder == served[0] else f"--port={free_port()}"])
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert stopped.value.code == 2 and len(errors) == 1 and message in errors[0]
