@@ -108,6 +108,9 @@ class VectorDatabase:
     def count(self) -> int:
         raise NotImplementedError
 
+    def finish(self) -> None:
+        """After the last write: what the engine needs before searching at full speed."""
+
     def drop(self) -> None:
         raise NotImplementedError
 
@@ -227,6 +230,7 @@ def push(database: VectorDatabase, batches: Iterator[tuple[np.ndarray, sp.csr_ma
             collapsed += check_batch(rows[part], sparse[part], dense[part], sparse.shape[1], None, database.uri)
             database.upsert(rows[part], sparse[part], np.ascontiguousarray(dense[part], dtype=np.float32))
             written += len(rows[part])
+    database.finish()
     if written != len(database.docids):
         raise InputError(f"{database.uri}: wrote {written} documents for {len(database.docids)} ids; the index is "
                          "incomplete, index again")

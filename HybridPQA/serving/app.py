@@ -38,6 +38,7 @@ class SearchRequest(BaseModel):
     k: int = 10
     scorer: str | None = None
     index: str | None = None
+    detail: bool = True  # the score split, the matching terms and the shaded text; False: ids, scores, texts
 
 
 class EncodeRequest(BaseModel):
@@ -61,12 +62,12 @@ class Batcher:
         self.size, self.queue, self.loop = size, None, None
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hybridpqa-search")
 
-    async def search(self, index: SearchIndex, name: str, query: str, k: int, scorer: str) -> list[dict]:
+    async def search(self, index: SearchIndex, name: str, query: str, k: int, scorer: str, detail: bool) -> list[dict]:
         if self.loop is not asyncio.get_running_loop():  # the queue and its drain belong to one event loop
             self.loop, self.queue = asyncio.get_running_loop(), asyncio.Queue()
             self.drain = self.loop.create_task(self._drain())
         done = asyncio.get_running_loop().create_future()
-        await self.queue.put((index, name, query, k, scorer, done))
+        await self.queue.put((index, name, query, k, (scorer, detail), done))
         return await done
 
     async def _drain(self) -> None:
@@ -78,11 +79,11 @@ class Batcher:
             groups: dict[tuple[str, str], list] = {}
             for item in batch:
                 groups.setdefault((item[1], item[4]), []).append(item)
-            for (_, scorer), items in groups.items():
+            for (_, (scorer, detail)), items in groups.items():
                 k = max(item[3] for item in items)
                 try:
                     found = await loop.run_in_executor(self.worker, describe_hits, items[0][0],
-                                                       [item[2] for item in items], k, scorer)
+                                                       [item[2] for item in items], k, scorer, detail)
                 except Exception as err:  # noqa: BLE001 - handed to each waiting request, which reports it
                     for item in items:
                         item[5].set_exception(err)
@@ -138,7 +139,7 @@ def build_app(indexes: dict[str, SearchIndex], max_k: int = 100, max_body: int =
             raise HTTPException(422, f"scorer {scorer!r}: this index serves {', '.join(served_scorers(index))}")
         if not 1 <= body.k <= max_k:
             raise HTTPException(422, f"k = {body.k}: give a whole number from 1 to {max_k}")
-        hits = await batcher.search(index, name, query_text(body.query), body.k, scorer)
+        hits = await batcher.search(index, name, query_text(body.query), body.k, scorer, body.detail)
         return {"index": name, "query": body.query, "scorer": scorer, "k": body.k, "hits": hits}
 
     @app.post("/encode")

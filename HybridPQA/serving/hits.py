@@ -16,10 +16,10 @@ TERMS_SHOWN = 12
 TEXT_SHOWN = 1500  # characters of a hit's text returned
 
 
-def describe_hits(index: SearchIndex, queries: list[str], k: int, scorer: str) -> list[list[dict]]:
-    """For each query its top `k` hits: {id, score, text, dense, sparse (raw head scores),
-    dense_part, sparse_part (hybrid only), terms: [{term, weight, expansion}], html (the text,
-    matches shaded)}. One encoding of the queries serves the search and the split."""
+def describe_hits(index: SearchIndex, queries: list[str], k: int, scorer: str, detail: bool = True) -> list[list[dict]]:
+    """For each query its top `k` hits: {id, score, text} and, with `detail`, dense, sparse (raw head
+    scores), dense_part, sparse_part (hybrid only), terms: [{term, weight, expansion}] and html (the
+    text, matches shaded). One encoding of the queries serves the search and the split."""
     retriever, corpus = index.retriever, index.corpus
     encoded = retriever.encode_queries(queries)
     qids = [str(i) for i in range(len(queries))]
@@ -29,6 +29,10 @@ def describe_hits(index: SearchIndex, queries: list[str], k: int, scorer: str) -
     for i, qid in enumerate(qids):
         ranked = list(runs[scorer][qid].items())
         rows = np.array([[row_of[d] for d, _ in ranked]], dtype=np.int64)
+        if not detail:
+            out.append([{"id": d, "score": float(v), "text": (index.texts or {}).get(d, "")[:TEXT_SHOWN]}
+                        for d, v in ranked])
+            continue
         q = {h: v[i:i + 1] for h, v in encoded.reps.items()}
         raw = corpus.exact_scores(q, rows) if rows.size else {}
         parts = _parts(corpus, q, rows, retriever.fusion) if scorer == HYBRID and rows.size else None
@@ -76,12 +80,15 @@ def _add_terms(index: SearchIndex, hits: list[dict], rows: np.ndarray, query_ter
     """Each hit's matching terms (largest query x document product first) and its highlighted text."""
     docs, _ = index.corpus.doc_vectors(rows)
     tokenizer, terms = index.retriever.encoder.tokenizer, index.retriever.terms
+    texts = [hit["text"] or " " for hit in hits]  # one tokenizer call for every hit's text
+    encodings = tokenizer(texts, return_offsets_mapping=True, add_special_tokens=False, truncation=False)
     for j, hit in enumerate(hits):
         row = docs[j]
         products = sorted(((query_terms[t] * w, t, w) for t, w in zip(row.indices.tolist(), row.data.tolist())
                            if t in query_terms), reverse=True)
-        own = set(tokenizer.tokenize(hit["text"])) if hit["text"] else set()
-        hit["terms"] = [{"term": terms[t], "weight": round(p, 5), "expansion": terms[t] not in own}
+        encoded = {key: encodings[key][j] for key in ("input_ids", "offset_mapping")}
+        own = set(encoded["input_ids"])
+        hit["terms"] = [{"term": terms[t], "weight": round(p, 5), "expansion": t not in own}
                         for p, t, _ in products[:TERMS_SHOWN]]
         matches = [(terms[t], query_terms[t], w, p) for p, t, w in products]
-        hit["html"] = highlighted(hit["text"], tokenizer, matches) if hit["text"] else html.escape(hit["id"])
+        hit["html"] = highlighted(hit["text"], tokenizer, matches, encoded) if hit["text"] else html.escape(hit["id"])

@@ -1,0 +1,135 @@
+"""A bounded load test of `hybridpqa serve` on loopback, against the same searches in-process.
+
+Starts `hybridpqa serve --index=DIR` on 127.0.0.1, then CLIENTS concurrent clients post /search for
+SECONDS, each cycling through the queries; reports queries/s, latency p50 / p99, errors, and the
+server's resident memory before and after. The baseline, in the same run: the same queries through
+`SearchIndex.search` in this process, one at a time (encoding included in both). Served searches are
+timed as ids, scores and texts (`detail: false`, what the baseline returns), then with the page's
+score split, matching terms and shaded texts.
+
+    python scripts/bench_serve.py --index=output/scifact-index --queries=data/raw/scifact/queries.jsonl \\
+        --clients=16 --seconds=30
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from HybridPQA.api import SearchIndex
+from HybridPQA.data.corpus import read_texts
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load(base: str, queries: list[str], clients: int, seconds: float, k: int, detail: bool = False) -> dict:
+    latencies, errors, stop = [], [], time.perf_counter() + seconds
+
+    def client(n: int) -> None:
+        with httpx.Client(base_url=base, timeout=60) as http:
+            i = n
+            while time.perf_counter() < stop:
+                started = time.perf_counter()
+                try:
+                    answer = http.post("/search", json={"query": queries[i % len(queries)], "k": k,
+                                                           "detail": detail})
+                    ok = answer.status_code == 200 and len(answer.json()["hits"]) == k
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - started)
+                if not ok:
+                    errors.append(i)
+                i += clients
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    ms = 1000 * np.array(latencies)
+    return {"clients": clients, "detail": detail, "requests": len(latencies), "qps": len(latencies) / elapsed, "p50_ms": float(np.median(ms)),
+            "p99_ms": float(np.percentile(ms, 99)), "errors": len(errors)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--index", required=True, help="a `hybridpqa index` folder")
+    parser.add_argument("--queries", required=True)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--output", help="a JSON file for the numbers")
+    args = parser.parse_args()
+    queries = list(read_texts(args.queries, "query").values())
+
+    index = SearchIndex.load(args.index)  # the baseline: the same searches in this process, one at a time
+    index.search(queries[0], k=args.k)
+    times, stop, i = [], time.perf_counter() + min(args.seconds, 15), 0
+    while time.perf_counter() < stop:
+        started = time.perf_counter()
+        index.search(queries[i % len(queries)], k=args.k)
+        times.append(time.perf_counter() - started)
+        i += 1
+    ms = 1000 * np.array(times)
+    in_process = {"qps": len(times) / sum(times), "p50_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99))}
+    index.close()
+    del index
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "HybridPQA.cli", "serve", f"--index={args.index}",
+                               f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(1200):
+            try:
+                if httpx.get(base + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise SystemExit("serve did not start within 120 s")
+        before = rss_mb(server.pid)
+        load(base, queries, 1, 3, args.k)  # warm-up
+        one = load(base, queries, 1, min(args.seconds, 15), args.k)
+        many = load(base, queries, args.clients, args.seconds, args.k)
+        detailed = load(base, queries, args.clients, args.seconds, args.k, detail=True)
+        after = rss_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    report = {"in_process": in_process, "served_1_client": one, "served": many, "served_detailed": detailed,
+              "server_rss_mb": [before, after]}
+    print(json.dumps(report, indent=2))
+    print(f"\nin-process, one at a time: {in_process['qps']:.1f} q/s, p50 {in_process['p50_ms']:.1f} ms")
+    for name, r in (("served, 1 client", one), (f"served, {args.clients} clients", many),
+                    (f"served with the score split and terms, {args.clients} clients", detailed)):
+        print(f"{name}: {r['qps']:.1f} q/s ({r['qps'] / in_process['qps']:.2f}x in-process), p50 {r['p50_ms']:.1f} ms, "
+              f"p99 {r['p99_ms']:.1f} ms, {r['errors']} errors of {r['requests']}")
+    print(f"server memory: {before:.0f} MB before, {after:.0f} MB after")
+    if args.output:
+        Path(args.output).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
