@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +23,7 @@ import numpy as np
 
 from HybridPQA.api import SearchIndex
 from HybridPQA.data.corpus import read_texts
+from HybridPQA.serving.process import running_server
 
 
 def rss_mb(pid: int) -> float:
@@ -33,12 +31,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load(base: str, queries: list[str], clients: int, seconds: float, k: int, detail: bool = False) -> dict:
@@ -96,28 +88,13 @@ def main() -> None:
     index.close()
     del index
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "HybridPQA.cli", "serve", f"--index={args.index}",
-                               f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(1200):
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise SystemExit("serve did not start within 120 s")
+    with running_server([args.index]) as (base, server):
         before = rss_mb(server.pid)
         load(base, queries, 1, 3, args.k)  # warm-up
         one = load(base, queries, 1, min(args.seconds, 15), args.k)
         many = load(base, queries, args.clients, args.seconds, args.k)
         detailed = load(base, queries, args.clients, args.seconds, args.k, detail=True)
         after = rss_mb(server.pid)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     report = {"in_process": in_process, "served_1_client": one, "served": many, "served_detailed": detailed,
               "server_rss_mb": [before, after]}
     print(json.dumps(report, indent=2))

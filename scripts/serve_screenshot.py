@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
-import subprocess
-import sys
-import time
 
-import httpx
 from playwright.sync_api import sync_playwright
+
+from HybridPQA.serving.process import running_server
 
 
 def main() -> None:
@@ -23,19 +20,7 @@ def main() -> None:
     parser.add_argument("--output", default="docs/serve.png")
     parser.add_argument("--chromium", default="/usr/lib/chromium/chromium" if shutil.which("chromium") else None)
     args = parser.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "HybridPQA.cli", "serve", f"--index={args.index}", f"--port={port}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(1200):
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with running_server([args.index]) as (base, _):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"], headless=True)
             page = browser.new_page(viewport={"width": 1200, "height": 1000})
@@ -45,9 +30,6 @@ def main() -> None:
             page.wait_for_selector(".hit", timeout=60_000)
             page.screenshot(path=args.output)
             browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     print(args.output)
 
 

@@ -5,12 +5,8 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from HybridPQA.cli import main  # noqa: E402
 from HybridPQA.commands.serve import load_indexes  # noqa: E402
 from HybridPQA.serving.app import build_app  # noqa: E402
+from HybridPQA.serving.process import running_server  # noqa: E402
 
 CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium-browser") or "",
                              shutil.which("google-chrome") or "") if p and os.path.isfile(p)), None)
@@ -114,37 +111,12 @@ def test_concurrent_searches_are_batched_and_each_gets_its_own_hits(served, ques
         assert np.allclose([h["score"] for h in g], [h["score"] for h in w], atol=1e-4)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(folder: Path, port: int) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "HybridPQA.cli", "serve", f"--index={folder}", f"--port={port}"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for _ in range(600):  # bounded: 60 s
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited: {process.stdout.read()[-500:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise AssertionError("serve did not answer /health within 60 s")
-
-
 @pytest.mark.slow
 def test_real_server_page_in_a_browser_load_and_sigterm(served, questions, tmp_path):
-    folder = served[0]
-    port = free_port()
-    process = start_server(folder, port)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        if CHROMIUM is None:
-            pytest.skip("no chromium to drive (apt-get install -y chromium); the page was not tested")
+    if CHROMIUM is None:
+        pytest.skip("no chromium to drive (apt-get install -y chromium); the page was not tested")
+    log = (tmp_path / "serve.log").open("w")  # a file, not a pipe that a busy server could fill
+    with running_server([str(served[0])], output=log) as (base, process):
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as p:
@@ -195,10 +167,8 @@ def test_real_server_page_in_a_browser_load_and_sigterm(served, questions, tmp_p
         request.join(timeout=60)
         assert process.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has drained
         assert in_flight["answer"].status_code == 200 and len(in_flight["answer"].json()["hits"]) == 50
-        assert "Finished server process" in process.stdout.read()
-    finally:
-        if process.poll() is None:
-            process.kill()
+    log.close()
+    assert "Finished server process" in (tmp_path / "serve.log").read_text()
 
 
 def test_a_missing_or_damaged_index_stops_serve_at_start_with_one_line(served, tmp_path, capsys):
@@ -208,6 +178,6 @@ def test_a_missing_or_damaged_index_stops_serve_at_start_with_one_line(served, t
     for folder, message in [(tmp_path / "missing", "not a search index"), (damaged, "unreadable"),
                             (served[0], "--port=70000: give a port from 1 to 65535")]:
         with pytest.raises(SystemExit) as stopped:  # before any server starts
-            main(["serve", f"--index={folder}", "--port=70000" if folder == served[0] else f"--port={free_port()}"])
+            main(["serve", f"--index={folder}", "--port=70000" if folder == served[0] else "--port=8999"])
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert stopped.value.code == 2 and len(errors) == 1 and message in errors[0]
