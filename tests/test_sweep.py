@@ -63,7 +63,7 @@ def test_sweep_runs_resumes_and_ranks(tmp_path, splade_tiny, product_qa, capsys)
     main(["sweep", f"--path_cfg_sweep={sweep}", f"--path_output={out}", "--dry-run"])
     listed = capsys.readouterr().out
     assert "finished, reused" in listed and "interrupted, would resume" in listed and "would run" in listed
-    report = main(["sweep", f"--path_cfg_sweep={sweep}", f"--path_output={out}"])
+    report = main(["sweep", f"--path_cfg_sweep={sweep}", f"--path_output={out}", "--jobs=2"])
     assert len(report["finished"]) == 3
     assert (out / rows[0]["point"] / "results" / "test.json").stat().st_mtime == first  # finished: skipped
     assert "resumed at step 4" in (out / "lambda_query=0.01" / "log.txt").read_text()

@@ -72,11 +72,11 @@ class MilvusDatabase(VectorDatabase):
         schema = self.client.create_schema(auto_id=False)
         schema.add_field("row", DataType.INT64, is_primary=True)
         schema.add_field("docid", DataType.VARCHAR, max_length=DOCID_LENGTH)
-        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field(SPARSE, DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_field(DENSE, DataType.FLOAT_VECTOR, dim=dim)
         params = self.client.prepare_index_params()
-        params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
-        params.add_index("dense", index_type="FLAT", metric_type="IP")
+        params.add_index(SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
+        params.add_index(DENSE, index_type="FLAT", metric_type="IP")
         self.client.create_collection(self.collection, schema=schema, index_params=params)
         self.client.alter_collection_properties(self.collection, properties={MARK: str(vocab)})
 
@@ -94,8 +94,8 @@ class MilvusDatabase(VectorDatabase):
         if long:
             raise InputError(f"{self.uri}: document id {long[0][:40]!r}... is longer than Milvus's {DOCID_LENGTH}-byte "
                              "limit on it; shorten the corpus's ids")
-        self.client.upsert(self.collection, [{"row": int(r), "docid": self.docids[r], "sparse": sparse[i],
-                                              "dense": dense[i]} for i, r in enumerate(rows)])
+        self.client.upsert(self.collection, [{"row": int(r), "docid": self.docids[r], SPARSE: sparse[i],
+                                              DENSE: dense[i]} for i, r in enumerate(rows)])
 
     @staticmethod
     def _queries(head: str, reps) -> list:
@@ -132,27 +132,27 @@ class MilvusDatabase(VectorDatabase):
             WeightedRanker(1 - fusion.alpha, fusion.alpha, norm_score=True)
         out = []
         for sq, dq in zip(self._queries(SPARSE, q_reps[SPARSE]), self._queries(DENSE, q_reps[DENSE])):
-            requests = [AnnSearchRequest([sq], "sparse", {"metric_type": "IP"}, width),
-                        AnnSearchRequest([dq], "dense", {"metric_type": "IP"}, width)]
+            requests = [AnnSearchRequest([sq], SPARSE, {"metric_type": "IP"}, width),
+                        AnnSearchRequest([dq], DENSE, {"metric_type": "IP"}, width)]
             out.append(self.client.hybrid_search(self.collection, requests, ranker, limit=k)[0])
         return self._table(out, k)
 
     def vectors(self, rows):
         got = {int(g["row"]): g for g in self.client.get(self.collection, ids=[int(r) for r in rows],
-                                                           output_fields=["sparse", "dense"])}
+                                                           output_fields=[SPARSE, DENSE])}
         missing = [int(r) for r in rows if int(r) not in got]
         if missing:
             raise InputError(f"{self.uri}: collection {self.collection!r} lacks documents {missing[:5]}; "
                              "it no longer matches the index folder: index again")
         vocab = int(self.client.describe_collection(self.collection)["properties"][MARK])
-        weights = [got[int(r)]["sparse"] for r in rows]
+        weights = [got[int(r)][SPARSE] for r in rows]
         indptr = np.cumsum([0] + [len(w) for w in weights])
         sparse = sp.csr_matrix((np.array([v for w in weights for v in w.values()], np.float32),
                                 np.array([t for w in weights for t in w], np.int64), indptr), shape=(len(rows), vocab))
         sparse.data[sparse.data <= EMPTY_WEIGHT] = 0.0
         sparse.eliminate_zeros()
         sparse.sort_indices()
-        return sparse, np.array([got[int(r)]["dense"] for r in rows], dtype=np.float32)
+        return sparse, np.array([got[int(r)][DENSE] for r in rows], dtype=np.float32)
 
     def finish(self) -> None:
         self.client.flush(self.collection)  # sealed segments: 9x faster searches than growing ones (0.94 -> 0.10 s)

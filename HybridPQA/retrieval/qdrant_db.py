@@ -2,7 +2,7 @@
 Python, for laptops and tests) or `QdrantClient(url=..., api_key=$QDRANT_API_KEY)` of a server or a
 cluster; the same calls for both.
 
-Points: id = row number, payload {"docid"}, vectors {"dense" (dot product), "sparse"}. The hybrid
+Points: id = row number, payload {"docid"}, vectors named by head ("dense": dot product, "sparse"). The hybrid
 runs inside the engine, in one request per query: a base of the sparse top k' and the dense top k'
 (two prefetches), re-scored exactly by each head (two prefetches over that union, exact search:
 filtered HNSW over a few hundred ids can return too few), then fused by
@@ -27,7 +27,6 @@ from HybridPQA.retrieval.database import MARK, VectorDatabase, sparse_rows, toke
 from HybridPQA.retrieval.index import dense_dots, sparse_dots
 from HybridPQA.scoring import Fusion
 
-VECTORS = {SPARSE: "sparse", DENSE: "dense"}
 
 
 def _client(uri: str):
@@ -66,14 +65,14 @@ class QdrantDatabase(VectorDatabase):
                                  + ("" if (info.config.metadata or {}).get(MARK) else
                                     " and is not one HybridPQA wrote, so it is left alone; choose another --collection"))
             self.client.delete_collection(self.collection)
-        self.client.create_collection(self.collection, vectors_config={"dense": m.VectorParams(size=dim, distance=m.Distance.DOT)},
-                                      sparse_vectors_config={"sparse": m.SparseVectorParams()},
+        self.client.create_collection(self.collection, vectors_config={DENSE: m.VectorParams(size=dim, distance=m.Distance.DOT)},
+                                      sparse_vectors_config={SPARSE: m.SparseVectorParams()},
                                       metadata={MARK: {"vocab": vocab, "dim": dim}})
 
     def upsert(self, rows, sparse, dense) -> None:
         m = self.models
         points = [m.PointStruct(id=int(r), payload={"docid": self.docids[r]},
-                                vector={"dense": d.tolist(), "sparse": m.SparseVector(indices=i.tolist(), values=w.tolist())})
+                                vector={DENSE: d.tolist(), SPARSE: m.SparseVector(indices=i.tolist(), values=w.tolist())})
                   for r, (i, w), d in zip(rows, sparse_rows(sparse), dense)]
         self.client.upsert(self.collection, points, wait=True)
 
@@ -93,17 +92,17 @@ class QdrantDatabase(VectorDatabase):
 
     def head_search(self, head, queries, k):
         m = self.models
-        return self._batch([m.QueryRequest(query=q, using=VECTORS[head], limit=k)
+        return self._batch([m.QueryRequest(query=q, using=head, limit=k)
                             for q in self._query(head, queries)])
 
     def _base(self, sparse_q, dense_q, k: int) -> list:
         m = self.models
-        return [m.Prefetch(query=sparse_q, using="sparse", limit=k), m.Prefetch(query=dense_q, using="dense", limit=k)]
+        return [m.Prefetch(query=sparse_q, using=SPARSE, limit=k), m.Prefetch(query=dense_q, using=DENSE, limit=k)]
 
     def _rescored(self, base, sparse_q, dense_q, k: int) -> list:
         m, exact = self.models, self.models.SearchParams(exact=True)
-        return [m.Prefetch(prefetch=base, query=sparse_q, using="sparse", limit=2 * k, params=exact),
-                m.Prefetch(prefetch=base, query=dense_q, using="dense", limit=2 * k, params=exact)]
+        return [m.Prefetch(prefetch=base, query=sparse_q, using=SPARSE, limit=2 * k, params=exact),
+                m.Prefetch(prefetch=base, query=dense_q, using=DENSE, limit=2 * k, params=exact)]
 
     def fuse(self, q_reps, fusion: Fusion, depth: int, width: int):
         if fusion.method == "linear" and fusion.norm == "min-max":
@@ -152,11 +151,11 @@ class QdrantDatabase(VectorDatabase):
             raise InputError(f"{self.uri}: collection {self.collection!r} lacks documents {missing[:5]}; "
                              "it no longer matches the index folder: index again")
         vocab = self.client.get_collection(self.collection).config.metadata[MARK]["vocab"]
-        sparse = [points[int(r)].vector["sparse"] for r in rows]
+        sparse = [points[int(r)].vector[SPARSE] for r in rows]
         indptr = np.cumsum([0] + [len(v.indices) for v in sparse])
         sparse = sp.csr_matrix((np.array([w for v in sparse for w in v.values], np.float32),
                                 np.array([t for v in sparse for t in v.indices], np.int64), indptr), shape=(len(rows), vocab))
-        dense = np.array([points[int(r)].vector["dense"] for r in rows], dtype=np.float32)
+        dense = np.array([points[int(r)].vector[DENSE] for r in rows], dtype=np.float32)
         return sparse.tocsr(), dense
 
     def count(self) -> int:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from HybridPQA.api import SCORERS, SearchIndex
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.explain import render_html
+from HybridPQA.heads import DENSE, SPARSE
 from HybridPQA.heads import scorers as scorers_of
 from HybridPQA.serving.hits import describe_hits
 from HybridPQA.serving.page import render_page
@@ -156,9 +157,9 @@ def build_app(indexes: dict[str, SearchIndex], max_k: int = 100, max_body: int =
         encoded = await batcher.run(side, body.texts)
         out = {"model": retriever.source, "backend": "onnx" if retriever.encoder.model is None else "torch"}
         if encoded.dense is not None:
-            out["dense"] = encoded.dense.tolist()
+            out[DENSE] = encoded.dense.tolist()
         if encoded.sparse is not None:
-            out["sparse"] = [encoded.decode(i, body.top) for i in range(encoded.sparse.shape[0])]
+            out[SPARSE] = [encoded.decode(i, body.top) for i in range(encoded.sparse.shape[0])]
             rows = [encoded.sparse[i] for i in range(encoded.sparse.shape[0])]
             out["sparse_ids"] = [{"ids": r.indices.tolist(), "weights": r.data.tolist()} for r in rows]
         return out
