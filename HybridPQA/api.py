@@ -43,10 +43,11 @@ from HybridPQA.retrieval.corpus import (
     TEXTS_FILE,
     CorpusIndex,
     is_index,
+    read_docids,
     read_index_meta,
     write_index_files,
 )
-from HybridPQA.retrieval.database import VectorDatabase, build_database, collection_name, corpus_batches, push
+from HybridPQA.retrieval.database import VectorDatabase, corpus_batches, open_database, push
 from HybridPQA.retrieval.engines import EngineSettings, build_engine_settings, drop_engines
 from HybridPQA.retrieval.shards import STAMP, encode_in_shards, merge_shards, shard_batches
 from HybridPQA.scoring import Fusion
@@ -217,7 +218,7 @@ class HybridRetriever:
                 if not distributed.main:
                     return None
             if self.engines.database != "memory":  # streamed into the database one shard at a time
-                database = self.open_database(output, docids)
+                database = open_database(self.engines, output, docids)
                 push(database, shard_batches(Path(output) / "shards", count), self.engines.batch,
                      overwrite=overwrite or not self.engines.uri)
                 index = SearchIndex(self, database, corpus)
@@ -231,16 +232,6 @@ class HybridRetriever:
         if output is not None:
             index.save(output)
         return index
-
-    def open_database(self, folder: Path, docids: list[str], described: dict | None = None) -> VectorDatabase:
-        """The vector database the settings name (RETRIEVER.INDEX.ENGINE, URI, COLLECTION) for the index
-        in `folder`. `described`: a saved index's record of it (index.json), which URI and COLLECTION
-        override."""
-        s, described = self.engines, described or {}
-        engine = described.get("engine", s.database)
-        uri = s.uri or described.get("uri", "")
-        collection = s.collection or described.get("collection") or collection_name(Path(folder).name)
-        return build_database(engine, uri, collection, Path(folder), docids, s.candidates, s.norm_sample, s.hybrid)
 
     def load_index(self, path: str | Path) -> SearchIndex:
         return SearchIndex.load(path, self)
@@ -329,7 +320,7 @@ class SearchIndex:
         if self.retriever.engines.database == "memory":
             raise InputError("push: set RETRIEVER.INDEX.ENGINE to qdrant or milvus (--engine)")
         output = Path(output).expanduser().resolve()
-        database = self.retriever.open_database(output, self.corpus.docids)
+        database = open_database(self.retriever.engines, output, self.corpus.docids)
         push(database, corpus_batches(self.corpus, self.retriever.engines.batch), self.retriever.engines.batch,
              overwrite=overwrite or not self.retriever.engines.uri)
         index = SearchIndex(self.retriever, database, self.texts)
@@ -363,19 +354,10 @@ class SearchIndex:
                     obj = json.loads(raw)
                     texts[obj["id"]] = obj["text"]
         if "database" in meta:
-            docids = _read_docids(path / DOCIDS_FILE, meta["documents"])
-            return cls(retriever, retriever.open_database(path, docids, described=meta["database"]), texts)
+            docids = read_docids(path / DOCIDS_FILE, meta["documents"])
+            return cls(retriever, open_database(retriever.engines, path, docids, meta["database"]), texts)
         return cls(retriever, CorpusIndex.load(path, retriever.engines), texts)
 
-
-def _read_docids(file: Path, count: int) -> list[str]:
-    try:
-        docids = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise InputError(f"{file}: unreadable ({err.__class__.__name__}); index the corpus again") from None
-    if not isinstance(docids, list) or len(docids) != count:
-        raise InputError(f"{file}: not the {count} document ids index.json counts; index the corpus again")
-    return docids
 
 
 def _pick(scores: dict, scorer: str):

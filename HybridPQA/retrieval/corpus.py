@@ -209,6 +209,17 @@ def read_index_meta(path: Path) -> dict:
     return meta
 
 
+def read_docids(file: Path, count: int) -> list[str]:
+    """docids.json of an index in a vector database: the ids of its `count` rows, checked."""
+    try:
+        docids = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputError(f"{file}: unreadable ({err.__class__.__name__}); index the corpus again") from None
+    if not isinstance(docids, list) or len(docids) != count:
+        raise InputError(f"{file}: not the {count} document ids index.json counts; index the corpus again")
+    return docids
+
+
 def is_index(folder: Path) -> bool:
     """Whether `folder` holds a searchable index of ours: an index.json that parses with our keys."""
     try:

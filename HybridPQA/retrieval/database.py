@@ -205,6 +205,18 @@ def build_database(engine: str, uri: str, collection: str, folder: Path, docids:
     return database
 
 
+def open_database(settings, folder: Path, docids: list[str], described: dict | None = None) -> VectorDatabase:
+    """The vector database `settings` (EngineSettings: RETRIEVER.INDEX.ENGINE, URI, COLLECTION, ...) name for
+    the index in `folder`. `described`: a saved index's record of it (index.json); a URI or COLLECTION
+    set in the settings wins over it."""
+    described = described or {}
+    engine = described.get("engine", settings.database)
+    uri = settings.uri or described.get("uri", "")
+    collection = settings.collection or described.get("collection") or collection_name(Path(folder).name)
+    return build_database(engine, uri, collection, Path(folder), docids, settings.candidates, settings.norm_sample,
+                          settings.hybrid)
+
+
 def collection_name(folder_name: str) -> str:
     """A collection name both databases accept (letters, digits, underscores; a letter first)."""
     name = re.sub(r"\W", "_", folder_name.strip(".")) or "corpus"
