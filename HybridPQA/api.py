@@ -252,13 +252,14 @@ class SearchIndex:
     def __init__(self, retriever: HybridRetriever, corpus: CorpusIndex | VectorDatabase,
                  texts: dict[str, str] | None = None):
         self.retriever, self.corpus, self.texts = retriever, corpus, texts  # corpus: in memory or in a database
+        self._rows: dict[str, int] | None = None
 
     def __len__(self) -> int:
         return len(self.corpus.docids)
 
     def rows(self) -> dict[str, int]:
         """{docid: row} of the indexed documents (built once)."""
-        if getattr(self, "_rows", None) is None:
+        if self._rows is None:
             self._rows = {d: i for i, d in enumerate(self.corpus.docids)}
         return self._rows
 
@@ -286,29 +287,23 @@ class SearchIndex:
         <path>.tmp... and moved in by renames; encoded shards in <path>/shards are kept."""
         path = Path(path)
         tmp = path.with_name(path.name + ".index.tmp")
-        in_memory = isinstance(self.corpus, CorpusIndex)
-        if in_memory:
-            self.corpus.save(tmp)
-        else:
-            tmp.mkdir(parents=True, exist_ok=True)
-            write_atomic(tmp / DOCIDS_FILE, json.dumps(self.corpus.docids))
+        written, where = self.corpus.save(tmp), self.corpus.describe()
         r = self.retriever
         meta = {"model": r.source, "overrides": r.overrides, "encoding": asdict(r.encoding),
                 "fusion": asdict(r.fusion), "documents": len(self), "heads": list(self.corpus.heads),
                 "default_scorer": r.default_scorer}
-        if not in_memory:
-            meta["database"] = self.corpus.describe()
+        if where["engine"] != "memory":
+            meta["database"] = where
         write_index_files(tmp, meta, self.texts, r.config)
         path.mkdir(parents=True, exist_ok=True)
-        for name in (*(self.corpus.heads if in_memory else [DOCIDS_FILE]), TEXTS_FILE,
-                     *([CONFIG_FILE] if r.config is not None else []), INDEX_FILE):
+        for name in (*written, TEXTS_FILE, *([CONFIG_FILE] if r.config is not None else []), INDEX_FILE):
             if (tmp / name).is_dir():
                 publish_dir(tmp / name, path / name)
             else:
                 (tmp / name).replace(path / name)
         tmp.rmdir()
         drop_engines(path / ENGINES)  # engines of an index this one replaces
-        if in_memory:
+        if isinstance(self.corpus, CorpusIndex):
             self.corpus.path = path  # engines built from now on are kept in it
 
     def push(self, output: str | Path, overwrite: bool = False) -> SearchIndex:
@@ -329,8 +324,7 @@ class SearchIndex:
 
     def close(self) -> None:
         """Let go of a database connection (an embedded one locks its folder while open)."""
-        if not isinstance(self.corpus, CorpusIndex):
-            self.corpus.close()
+        self.corpus.close()
 
     @classmethod
     def load(cls, path: str | Path, retriever: HybridRetriever | None = None, overrides: list[str] = ()) -> SearchIndex:
@@ -357,7 +351,6 @@ class SearchIndex:
             docids = read_docids(path / DOCIDS_FILE, meta["documents"])
             return cls(retriever, open_database(retriever.engines, path, docids, meta["database"]), texts)
         return cls(retriever, CorpusIndex.load(path, retriever.engines), texts)
-
 
 
 def _pick(scores: dict, scorer: str):

@@ -95,7 +95,7 @@ def _build(retriever_args: tuple, corpus, output: Path, shard_size: int, distrib
                "default_scorer": retriever.default_scorer, "processes": distributed.world_size if distributed else 1,
                "load_seconds": round(loaded - started, 2), "encode_index_seconds": round(done - loaded, 2),
                "docs_per_s": round(len(built) / max(done - loaded, 1e-9), 1), "engine_build_seconds": engines,
-               **({"database": built.corpus.describe()} if hasattr(built.corpus, "describe") else {}),
+               "where": built.corpus.describe(),
                "truncated": f"{cut} of {encoded} documents encoded now were cut at "
                             f"{retriever.encoding.context_max_length} tokens (RETRIEVER.MODEL.CONTEXT_MAX_LENGTH)"}
     print(json.dumps(summary, indent=2))

@@ -167,9 +167,18 @@ class CorpusIndex:
         found, values = fuse_candidates(fusion, union(hits[DENSE][0], hits[SPARSE][0]), sample, exact, depth)
         add_hits(runs.setdefault(HYBRID, {}), qids, found, values, self.docids)
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path) -> list[str]:
+        """The head indexes into `path`/<head>/ -> the names written there."""
         for head, index in self.indexes.items():
             index.save(Path(path) / head)
+        return list(self.indexes)
+
+    def describe(self) -> dict:
+        """Where the vectors live and how the hybrid is found (as VectorDatabase.describe)."""
+        return {"engine": "memory", "hybrid": self.settings.hybrid, "documents": len(self.docids)}
+
+    def close(self) -> None:
+        pass  # nothing held open
 
     @classmethod
     def load(cls, path: Path, settings: EngineSettings | None = None) -> CorpusIndex:

@@ -22,6 +22,7 @@ mode, a Milvus Lite .db file); a URL = a server or a cluster, its key from the e
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -34,7 +35,7 @@ import scipy.sparse as sp
 from HybridPQA.errors import InputError
 from HybridPQA.heads import DENSE, HYBRID, SPARSE
 from HybridPQA.heads import scorers as scorers_of
-from HybridPQA.retrieval.corpus import Run, add_hits, fuse_candidates, union
+from HybridPQA.retrieval.corpus import DOCIDS_FILE, Run, add_hits, fuse_candidates, union
 from HybridPQA.retrieval.index import dense_dots, sparse_dots
 from HybridPQA.scoring import Fusion
 
@@ -124,6 +125,12 @@ class VectorDatabase:
         return {"engine": self.name, "uri": "" if self.embedded else self.uri, "collection": self.collection,
                 "documents": len(self.docids)}
 
+    def save(self, path: Path) -> list[str]:
+        """What the index folder keeps of a database's index: the ids of its rows -> the names written."""
+        path.mkdir(parents=True, exist_ok=True)
+        (path / DOCIDS_FILE).write_text(json.dumps(self.docids), encoding="utf-8")
+        return [DOCIDS_FILE]
+
     def ready(self, scorers: tuple[str, ...]) -> dict[str, float]:
         return {}  # the database's own indexes are built when documents are written
 
@@ -147,19 +154,19 @@ class VectorDatabase:
         """(Q, C) rows (-1: none) -> {head: (Q, C)} exact scores from the stored vectors (the fixed
         sample's are kept; the others are fetched)."""
         sample_rows, sample_sparse, sample_dense = self.sample() if self.norm_sample else (np.zeros(0, int), None, None)
-        wanted = np.unique(rows[rows >= 0])
-        fetch = np.setdiff1d(wanted, sample_rows)
-        sparse, dense = self.vectors(fetch) if len(fetch) else (None, None)
-        if len(sample_rows):
-            parts = [(sample_rows, sample_sparse, sample_dense)] + ([(fetch, sparse, dense)] if len(fetch) else [])
-            order = np.argsort(np.concatenate([p[0] for p in parts]), kind="stable")
-            known = np.concatenate([p[0] for p in parts])[order]
-            sparse = sp.vstack([p[1] for p in parts]).tocsr()[order]
-            dense = np.concatenate([p[2] for p in parts])[order]
-        else:
-            known = fetch
-        local = np.where(rows >= 0, np.searchsorted(known, np.maximum(rows, 0)), -1)
-        return {SPARSE: sparse_dots(q_reps[SPARSE], sparse, local), DENSE: dense_dots(q_reps[DENSE], dense, local)}
+        valid = rows >= 0
+        known = valid & np.isin(rows, sample_rows)
+        fetch = np.unique(rows[valid & ~known])
+        blocks = [(sample_rows, sample_sparse, sample_dense, known)]
+        if len(fetch):
+            blocks.append((fetch, *self.vectors(fetch), valid & ~known))
+        scores = {SPARSE: 0.0, DENSE: 0.0}
+        for block_rows, sparse, dense, mine in blocks:  # each row scored from the block that holds it (0 elsewhere)
+            if len(block_rows):
+                local = np.where(mine, np.searchsorted(block_rows, np.maximum(rows, 0)), -1)
+                scores[SPARSE] = scores[SPARSE] + sparse_dots(q_reps[SPARSE], sparse, local)
+                scores[DENSE] = scores[DENSE] + dense_dots(q_reps[DENSE], dense, local)
+        return {h: np.broadcast_to(np.float32(v), rows.shape) if np.isscalar(v) else v for h, v in scores.items()}
 
     def search(self, q_reps: dict, qids: list[str], fusion: Fusion, depth: int,
                scorers: tuple[str, ...] | None = None) -> dict[str, Run]:

@@ -197,7 +197,5 @@ def served_scorers(index: SearchIndex) -> list[str]:
 
 
 def describe(index: SearchIndex) -> dict:
-    corpus = index.corpus
-    engine = corpus.describe() if hasattr(corpus, "describe") else {"engine": "memory", "hybrid": corpus.settings.hybrid}
-    return {"documents": len(index), "model": index.retriever.source, "default_scorer": index.retriever.default_scorer,
-            "fusion": index.retriever.fusion.describe(), **engine}
+    return {"model": index.retriever.source, "default_scorer": index.retriever.default_scorer,
+            "fusion": index.retriever.fusion.describe(), **index.corpus.describe()}
