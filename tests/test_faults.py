@@ -42,10 +42,11 @@ def _train_command(out: Path, data: Path, model: Path, name: str, *extra: str) -
 
 @pytest.mark.slow  # end to end; `pytest -m 'not slow'` leaves it out
 def test_kill_9_then_resume_reaches_the_same_metrics(tmp_path, splade_tiny, product_qa):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread each: the two runs share the 2 cores
-    straight = subprocess.Popen(_train_command(tmp_path, product_qa, splade_tiny, "straight"), env=env,
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one_thread = ("NUM_THREADS", "1")  # one thread each: the straight and the killed run share the 2 cores
+    straight = subprocess.Popen(_train_command(tmp_path, product_qa, splade_tiny, "straight", *one_thread), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    killed = subprocess.Popen(_train_command(tmp_path, product_qa, splade_tiny, "killed"), env=env,
+    killed = subprocess.Popen(_train_command(tmp_path, product_qa, splade_tiny, "killed", *one_thread), env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics, deadline = tmp_path / "killed" / "metrics.jsonl", time.time() + 300
     while time.time() < deadline and killed.poll() is None:  # kill it mid-training, after a checkpoint
@@ -58,7 +59,7 @@ def test_kill_9_then_resume_reaches_the_same_metrics(tmp_path, splade_tiny, prod
     killed.wait()
     assert straight.wait(timeout=600) == 0, straight.stderr.read()[-2000:]
     assert not (tmp_path / "killed" / "results" / "test.json").exists()
-    resumed = subprocess.run(_train_command(tmp_path, product_qa, splade_tiny, "killed", "--resume"), env=env,
+    resumed = subprocess.run(_train_command(tmp_path, product_qa, splade_tiny, "killed", "--resume", *one_thread), env=env,
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed at step" in (tmp_path / "killed" / "log.txt").read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -116,7 +117,7 @@ cfg = load_config(sys.argv[1], ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", sys.arg
     "RETRIEVER.SOLVER.TOTAL_TRAIN_STEPS", str(steps), "RETRIEVER.SOLVER.LOG_STEPS", str(steps),
     "RETRIEVER.SOLVER.NUM_STEP_PER_EVAL", str(steps), "RETRIEVER.DATA.COUNT", "24", "RETRIEVER.DATA.VAL_DATA_PATH", "None",
     "RETRIEVER.SOLVER.TRAIN_BATCH_SIZE", "4", "RETRIEVER.SOLVER.OPTIMIZER.GRADIENT_ACCUMULATION_STEPS", "2",
-    "RETRIEVER.DO_TEST", "False"], dotenv_path=None)
+    "RETRIEVER.DO_TEST", "False", "NUM_THREADS", "1"], dotenv_path=None)
 Path(sys.argv[4]).mkdir(parents=True)
 train_and_test(cfg, Path(sys.argv[4]), Path(sys.argv[5]))
 print(len(calls))
@@ -127,11 +128,13 @@ print(len(calls))
 def test_the_loop_reads_the_device_once_per_log_interval_not_per_micro_batch(splade_tiny, product_qa, tmp_path):
     """GPU-friendly: the loss parts stay on the device; 2 and 6 steps (2 micro-batches each) make as
     many host syncs in the loop (the log line and the save), where a per-part `.item()` would make 3x more."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the two runs side by side, a core each (NUM_THREADS 1)
+    runs = [subprocess.Popen([sys.executable, "-c", SYNC_PROBE, str(REPO / "configs" / "quickstart.yaml"), str(splade_tiny),
+                              str(steps), str(tmp_path / str(steps)), str(product_qa)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env) for steps in (2, 6)]
     counts = []
-    for steps in (2, 6):
-        out = tmp_path / str(steps)
-        done = subprocess.run([sys.executable, "-c", SYNC_PROBE, str(REPO / "configs" / "quickstart.yaml"), str(splade_tiny),
-                               str(steps), str(out), str(product_qa)], capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        counts.append(int(done.stdout.split()[-1]))
+    for run in runs:
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err[-2000:]
+        counts.append(int(out.split()[-1]))
     assert counts[0] == counts[1] and counts[0] < 40, counts

@@ -138,9 +138,9 @@ def test_real_server_page_in_a_browser_load_and_sigterm(served, questions, tmp_p
             assert "why this score" in explanation.title() and "Matching terms" in explanation.content()
             browser.close()
 
-        errors, latencies, stop = [], [], time.perf_counter() + 3.0
+        errors, latencies, stop = [], [], time.perf_counter() + 2.0
 
-        def client(n: int) -> None:  # a short load: 4 clients for 3 s
+        def client(n: int) -> None:  # a short load: 4 clients for 2 s
             with httpx.Client(base_url=base, timeout=30) as http:
                 i = n
                 while time.perf_counter() < stop:
