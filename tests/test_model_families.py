@@ -88,6 +88,31 @@ def test_static_queries_run_no_transformer_and_survive_a_checkpoint(splade_tiny,
     assert torch.equal(again["sparse"], query["sparse"]) and torch.allclose(again["dense"], query["dense"])
 
 
+def test_lexical_queries_share_the_document_transformer(splade_tiny, tmp_path):
+    """QUERY_ENCODER static + SHARED_ENCODER: a query's dense vector comes from the documents' own
+    transformer, its sparse vector is its IDF-weighted terms; one transformer is saved and reloaded."""
+    cfg, model, tokenizer = _model(splade_tiny, "RETRIEVER.MODEL.QUERY_ENCODER", "static", "RETRIEVER.MODEL.STATIC_DENSE",
+                                   "transformer", "RETRIEVER.MODEL.SHARED_ENCODER", "True")
+    init_static_queries(model, tokenizer, DOCS, 64)
+    assert model.query_encoder.mlm is model.context_encoder.mlm
+    model.eval()
+    with torch.no_grad():
+        query = _encode(model, tokenizer, "query", ["frigidaire drawer"])
+        as_document = _encode(model, tokenizer, "context", ["frigidaire drawer"])
+    assert torch.equal(query["dense"], as_document["dense"])
+    assert query["sparse"].count_nonzero() < as_document["sparse"].count_nonzero()  # no expansion
+    build_checkpointer(cfg, tokenizer).save(model, tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt" / "query").exists() and (tmp_path / "ckpt" / "context").is_dir()
+    loaded, _ = build_model(cfg, checkpoint=tmp_path / "ckpt")
+    assert loaded.query_encoder.mlm is loaded.context_encoder.mlm
+    loaded.eval()
+    with torch.no_grad():
+        again = _encode(loaded, tokenizer, "query", ["frigidaire drawer"])
+    assert torch.equal(again["sparse"], query["sparse"]) and torch.allclose(again["dense"], query["dense"])
+    with pytest.raises(ValueError, match="STATIC_DENSE 'transformer'"):
+        load_config(None, ["RETRIEVER.MODEL.QUERY_ENCODER", "static", "RETRIEVER.MODEL.SHARED_ENCODER", "True"])
+
+
 @pytest.mark.parametrize("objective", ["contrastive", "symmetric-infonce", "cosent", "softmax", "cosine-mse",
                                        "triplet"])
 def test_every_objective_trains_the_real_model(objective, splade_tiny, raw_data, tmp_path):

@@ -114,9 +114,11 @@ _C.RETRIEVER.MODEL.MLM_WARMUP.MAX_LENGTH = 128
 # (new) "transformer": queries run the backbone | "static": inference-free queries (SPLADE-doc,
 # sentence-transformers' SparseStaticEmbedding): a query's sparse vector is a trainable weight per
 # query token, initialised from the IDF of the training contexts, and its dense vector (STATIC_DENSE)
-# the mean of trainable token embeddings (LightRetriever). Needs SHARED_ENCODER False.
+# the mean of trainable token embeddings (LightRetriever). Needs SHARED_ENCODER False, except for a
+# hybrid with STATIC_DENSE transformer: then one transformer encodes documents and queries' dense
+# side, and only the sparse side of a query is inference-free (lexical: no query expansion).
 _C.RETRIEVER.MODEL.QUERY_ENCODER = "transformer"
-_C.RETRIEVER.MODEL.STATIC_DENSE = "embedding"  # static queries' dense side: "embedding" | "transformer" (CLS)
+_C.RETRIEVER.MODEL.STATIC_DENSE = "embedding"  # static queries' dense side: "embedding" | "transformer" (POOLING)
 # (new) I3 (Dong et al. 2023): document-side implicit interaction. A query reconstructor (one BERT
 # layer over SLOTS [MASK] slots, cross-attending to the document's CLS) and an interactor (one BERT
 # layer over [CLS ; mean(slots)]) give the dense vector; with SPARSE the interactor's output also

@@ -153,10 +153,13 @@ def validate(cfg: CN) -> None:
          "train it in one process (DISTRIBUTED False)"),
         (s.LOSS != "contrastive" and m.CROSS_INTERACTION,
          f"RETRIEVER.SOLVER.LOSS = {s.LOSS!r} is for pooled vectors; late interaction trains with 'contrastive'"),
-        (m.QUERY_ENCODER == "static" and (m.SHARED_ENCODER or m.CROSS_INTERACTION or m.BIENCODER_TYPE not in
-                                          ("hybrid", "sparse")),
-         "RETRIEVER.MODEL.QUERY_ENCODER = 'static' needs BIENCODER_TYPE hybrid or sparse, SHARED_ENCODER False and "
-         "no CROSS_INTERACTION (its query side is no transformer)"),
+        (m.QUERY_ENCODER == "static" and (m.CROSS_INTERACTION or m.BIENCODER_TYPE not in ("hybrid", "sparse")),
+         "RETRIEVER.MODEL.QUERY_ENCODER = 'static' needs BIENCODER_TYPE hybrid or sparse and no CROSS_INTERACTION "
+         "(its query side is no transformer)"),
+        (m.QUERY_ENCODER == "static" and m.SHARED_ENCODER and (m.BIENCODER_TYPE, m.STATIC_DENSE) != ("hybrid",
+                                                                                                       "transformer"),
+         "RETRIEVER.MODEL.QUERY_ENCODER = 'static' with SHARED_ENCODER True needs a hybrid with STATIC_DENSE "
+         "'transformer' (queries' dense vectors from the documents' transformer); else set SHARED_ENCODER False"),
         (m.IMPLICIT_INTERACTION and (m.CROSS_INTERACTION or m.SHARED_ENCODER
                                      or m.BIENCODER_TYPE not in ("hybrid", "dense", "sparse")),
          "RETRIEVER.MODEL.IMPLICIT_INTERACTION is document-side: it needs BIENCODER_TYPE hybrid, dense or sparse, "

@@ -228,15 +228,18 @@ def build_model(cfg: CfgNode, checkpoint: str | Path | None = None) -> tuple[BiE
                                          and DENSE in SCORER_HEADS[model_cfg.BIENCODER_TYPE])
         head_used = SPARSE in SCORER_HEADS[model_cfg.BIENCODER_TYPE] or bool(model_cfg.IMPLICIT_INTERACTION)
         load = lambda source: _load_mlm(source, model_cfg.DROPOUT, weights, head_used, model_cfg.MLM_HEAD_INIT)  # noqa: E731
+        shared_static = static and model_cfg.SHARED_ENCODER  # one transformer: documents, and queries' dense side
         query = None
-        if query_needs_mlm:
+        if query_needs_mlm and not shared_static:
             source = sources.get("query", sources.get("context"))
             query = _encoder(load(source), tokenizer, model_cfg,
                              "query" if static or not model_cfg.SHARED_ENCODER else "context")
         context = None
-        if not model_cfg.SHARED_ENCODER:
+        if not model_cfg.SHARED_ENCODER or shared_static:
             source = sources.get("context", sources.get("query"))
             context = _encoder(load(source), tokenizer, model_cfg)
+        if shared_static:
+            query = HybridEncoder(context.mlm, context.dense_head, None)
         if static:
             query = _static_queries(context, tokenizer, model_cfg, query)
         model = BiEncoder(query, context, _markers(tokenizer) if model_cfg.CROSS_INTERACTION else None)

@@ -60,9 +60,10 @@ def folders(model) -> dict[str, torch.nn.Module]:
     """{folder name: the transformers model saved there}."""
     if hasattr(model, "classifier"):
         return {"cross": model.classifier}
-    out = {"query": model.query_encoder.mlm} if model.query_encoder.mlm is not None else {}  # static queries: none
-    if model.context_encoder is not None:
-        out["context"] = model.context_encoder.mlm
+    query, context = model.query_encoder.mlm, getattr(model.context_encoder, "mlm", None)
+    out = {"query": query} if query is not None and query is not context else {}  # static queries: none or shared
+    if context is not None:
+        out["context"] = context
     return out
 
 
