@@ -273,6 +273,8 @@ def evaluate_only(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, checkpo
     log.info("hybrid fusion: %s", fusion.describe())
     data = first_stage(build_split(path, cfg.RETRIEVER.DATA, path_data), cfg, path_data, name)
     _report_issues(data)
+    if saved is None and cfg.RETRIEVER.MODEL.QUERY_ENCODER == "static":  # zero-shot: this corpus's IDF, as BM25
+        init_static_queries(model, tokenizer, list(data.docs.values()), cfg.RETRIEVER.MODEL.CONTEXT_MAX_LENGTH)
     log.info("evaluating %s on %s (%s, %d queries)", checkpoint or cfg.RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE,
              path, data.mode, len(data.queries))
     if isinstance(model, torch.nn.Module):

@@ -162,3 +162,18 @@ def test_static_queries_export_to_sentence_transformers(splade_tiny, tmp_path):
     assert (dense - ours["dense"]).abs().max() < 1e-5
     docs = SparseEncoder(str(tmp_path / "sparse")).encode_document(DOCS[:2], convert_to_tensor=True).to_dense()
     assert (docs - _encode(model, tokenizer, "context", DOCS[:2])["sparse"]).abs().max() < 1e-5
+
+@pytest.mark.slow  # evaluates end to end
+def test_zero_shot_lexical_queries_weigh_terms_by_the_corpus_idf(splade_tiny, small_beir, tmp_path):
+    """`evaluate` without a checkpoint starts static query weights from the evaluated corpus's IDF
+    (as BM25 would), not from 1 for every term."""
+    from HybridPQA.cli import main
+
+    lexical = ["RETRIEVER.MODEL.QUERY_ENCODER", "static", "RETRIEVER.MODEL.STATIC_DENSE", "transformer",
+               "RETRIEVER.MODEL.SHARED_ENCODER", "True", "RETRIEVER.MODEL.TOP_K", "256"]
+    results = main(["evaluate", f"--output={tmp_path}", f"--data={small_beir}", "--split=test", "--env=none",
+                    "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny), "RETRIEVER.SOLVER.FUNC", "cosine",
+                    "RETRIEVER.COMPUTE_FLOPS", "False", *lexical])["test"]
+    documents = sum(1 for _ in (small_beir / "corpus.jsonl").open())
+    assert f"IDF of {documents} contexts" in (tmp_path / "default" / "log.txt").read_text()  # EXP default
+    assert results["metrics"]["sparse"]["ndcg@10"] > 0.3 and set(results["metrics"]) == {"hybrid", "dense", "sparse"}

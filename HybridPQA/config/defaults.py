@@ -113,8 +113,9 @@ _C.RETRIEVER.MODEL.MLM_WARMUP.LR = 1e-4
 _C.RETRIEVER.MODEL.MLM_WARMUP.MAX_LENGTH = 128
 # (new) "transformer": queries run the backbone | "static": inference-free queries (SPLADE-doc,
 # sentence-transformers' SparseStaticEmbedding): a query's sparse vector is a trainable weight per
-# query token, initialised from the IDF of the training contexts, and its dense vector (STATIC_DENSE)
-# the mean of trainable token embeddings (LightRetriever). Needs SHARED_ENCODER False, except for a
+# query token, initialised from the IDF of the training contexts (zero-shot `evaluate`: of the
+# evaluated corpus), and its dense vector (STATIC_DENSE) the mean of trainable token embeddings
+# (LightRetriever). Needs SHARED_ENCODER False, except for a
 # hybrid with STATIC_DENSE transformer: then one transformer encodes documents and queries' dense
 # side, and only the sparse side of a query is inference-free (lexical: no query expansion).
 _C.RETRIEVER.MODEL.QUERY_ENCODER = "transformer"
