@@ -15,17 +15,14 @@ from pathlib import Path
 from docopt import docopt
 from ranx import Qrels, Run, compare
 
-from HybridPQA.config import load_config
-from HybridPQA.data import build_split
-from HybridPQA.evaluation.trec import read_qrels, read_trec
+from HybridPQA.data import read_judgements
+from HybridPQA.evaluation.trec import read_trec
 
 
 def main(argv=None) -> dict:
     args = docopt(__doc__, argv=argv)
     metric, files = args["--metric"], args["<run>"]
-    path = Path(args["--qrels"])
-    labels = build_split(path, load_config(None, dotenv_path=None).RETRIEVER.DATA).qrels \
-        if path.suffix in (".json", ".csv") else read_qrels(path)
+    labels = read_judgements(args["--qrels"])
     judged = {q: {d: r for d, r in docs.items() if r > 0} for q, docs in labels.items()}
     qrels = Qrels({q: docs for q, docs in judged.items() if docs})
     runs = [Run(read_trec(Path(f)), name=f"r{i}") for i, f in enumerate(files)]

@@ -182,3 +182,19 @@ def test_missing_or_malformed_run_files_are_clear_errors(tmp_path):
     (tmp_path / "bad.trec").write_text("q1 Q0 d1 1 0.5 tag\nq1 Q0 d2 2 high tag\n")
     with pytest.raises(InputError, match=r"bad.trec:2: score 'high' is not a number"):
         read_trec(tmp_path / "bad.trec")
+
+
+def test_fuse_tunes_on_a_pairs_split_s_own_labels(product_qa, tmp_path):
+    """--qrels may be a pairs split (.json): its labels are the judgements, as in compare_runs.py."""
+    from HybridPQA.data import read_judgements
+    from HybridPQA.evaluation.trec import write_trec
+
+    judged = read_judgements(product_qa / "dev.json")
+    assert judged and all(isinstance(r, int) for docs in judged.values() for r in docs.values())
+    good = {q: {d: float(r) + 0.01 * i for i, (d, r) in enumerate(docs.items())} for q, docs in judged.items()}
+    noise = {q: {d: float(i % 3) for i, d in enumerate(docs)} for q, docs in judged.items()}
+    write_trec(good, tmp_path / "good.trec", "good")
+    write_trec(noise, tmp_path / "noise.trec", "noise")
+    report = main(["fuse", f"--runs={tmp_path / 'good.trec'},{tmp_path / 'noise.trec'}", f"--output={tmp_path / 'f.trec'}",
+                   "--norm=z-score", "--tune", "--metric=mrr@5", f"--qrels={product_qa / 'dev.json'}"])
+    assert report["fusion"]["alpha"] >= 0.5 and report["metrics"][str(tmp_path / "f.trec")]["mrr@5"] > 0.9

@@ -16,7 +16,7 @@ Options:
   --print-config     print the merged config and exit
   --env=FILE         dotenv file with HPQA__SECTION__KEY=value lines [default: .env]
   --run=FILE         score a TREC run (e.g. of `hybridpqa search`) against --qrels, nothing else
-  --qrels=FILE       TREC or BEIR qrels (qrels/test.tsv)
+  --qrels=FILE       TREC or BEIR qrels (qrels/test.tsv), or a pairs split (.json / .csv)
   --metrics=LIST     comma-separated ranx metrics [default: ndcg@10,recall@100,mrr@10,map]
 
 Searching a corpus that has no qrels at all is `hybridpqa index` + `hybridpqa search`.
@@ -59,10 +59,11 @@ def score(run: str | Path, qrels: str | Path, metrics: list[str]) -> dict:
     import json
 
     from HybridPQA.evaluation.metrics import check_metric, score_run
-    from HybridPQA.evaluation.trec import read_qrels, read_trec
+    from HybridPQA.data import read_judgements
+    from HybridPQA.evaluation.trec import read_trec
 
     metrics = [check_metric(m.strip(), "--metrics") for m in metrics if m.strip()]
-    judged = read_qrels(Path(qrels))
+    judged = read_judgements(qrels)
     ranked = read_trec(Path(run))
     positive = {q for q, docs in judged.items() if any(r > 0 for r in docs.values())}
     overlap = positive & set(ranked)

@@ -14,7 +14,7 @@ Options:
   --alpha=A        linear, two runs: weight of the first run, 1 - A for the second [default: 0.5]
   --weights=LIST   linear: comma-separated weights, one per run (instead of --alpha)
   --rrf_k=K        rrf: the k in 1 / (k + rank) [default: 60]
-  --qrels=FILE     BEIR qrels .tsv or TREC qrels
+  --qrels=FILE     BEIR qrels .tsv, TREC qrels, or a pairs split (.json / .csv) with its labels
   --tune           choose --alpha (linear, two runs) or --rrf_k on --qrels with ranx's optimize_fusion
   --metric=NAME    metric to tune and report [default: ndcg@10]
 
@@ -28,9 +28,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from HybridPQA.commands.common import finite_float, parse
+from HybridPQA.data import read_judgements
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.metrics import check_metric, score_run
-from HybridPQA.evaluation.trec import read_qrels, read_trec, write_trec
+from HybridPQA.evaluation.trec import read_trec, write_trec
 from HybridPQA.files import check_output_file
 from HybridPQA.retrieval.fusion import fuse_runs, tune
 from HybridPQA.scoring import Fusion
@@ -60,7 +61,7 @@ def fuse(runs: list[str | Path], output: str | Path, fusion: Fusion = Fusion(), 
         raise InputError(f"--weights={','.join(map(str, weights))}: {len(weights)} weights for {len(loaded)} runs")
     if weights is None and len(loaded) > 2 and fusion.method == "linear":
         raise InputError("--alpha covers two runs; give --weights with one weight per run")
-    judgements = read_qrels(Path(qrels)) if qrels else None
+    judgements = read_judgements(qrels) if qrels else None
     report = {}
     if tune_on_qrels:
         if len(loaded) != 2:
