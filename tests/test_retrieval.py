@@ -186,8 +186,7 @@ def test_missing_or_malformed_run_files_are_clear_errors(tmp_path):
 
 def test_fuse_tunes_on_a_pairs_split_s_own_labels(product_qa, tmp_path):
     """--qrels may be a pairs split (.json): its labels are the judgements, as in compare_runs.py."""
-    from HybridPQA.data import read_judgements
-    from HybridPQA.evaluation.trec import write_trec
+    from HybridPQA.evaluation.trec import read_judgements, write_trec
 
     judged = read_judgements(product_qa / "dev.json")
     assert judged and all(isinstance(r, int) for docs in judged.values() for r in docs.values())

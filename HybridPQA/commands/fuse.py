@@ -28,10 +28,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from HybridPQA.commands.common import finite_float, parse
-from HybridPQA.data import read_judgements
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.metrics import check_metric, score_run
-from HybridPQA.evaluation.trec import read_trec, write_trec
+from HybridPQA.evaluation.trec import read_judgements, read_trec, write_trec
 from HybridPQA.files import check_output_file
 from HybridPQA.retrieval.fusion import fuse_runs, tune
 from HybridPQA.scoring import Fusion

@@ -11,18 +11,11 @@ from HybridPQA.data.corpus import read_texts
 from HybridPQA.data.readers import RankingData, find_split, read_split
 from HybridPQA.data.text import TextOptions
 from HybridPQA.errors import InputError
-from HybridPQA.evaluation.trec import read_qrels
 from HybridPQA.scoring import ranking
 
 
 def build_text_options(data_cfg: CfgNode) -> TextOptions:
     return TextOptions(data_cfg.INSERT_SOURCE, data_cfg.NORMALIZE, data_cfg.NORMALIZE_NUMBERS, data_cfg.FLATTEN_ATTRIBUTE)
-
-
-def read_judgements(path: str | Path) -> dict[str, dict[str, int]]:
-    """{qid: {docid: label}} from TREC or BEIR qrels, or from a pairs split (.json / .csv) with its labels."""
-    path = Path(path)
-    return read_split(path).qrels if path.suffix in (".json", ".csv") else read_qrels(path)
 
 
 def build_split(path: str | Path, data_cfg: CfgNode, path_data: str | Path | None = None) -> RankingData:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from HybridPQA.data.readers import read_split
 from HybridPQA.errors import InputError
 from HybridPQA.files import write_atomic
 from HybridPQA.scoring import DECIMALS, ranking
@@ -62,3 +63,9 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     if not any(rel > 0 for docs in qrels.values() for rel in docs.values()):
         raise InputError(f"{path}: no positive judgement (relevance > 0); no metric can be computed from it")
     return qrels
+
+
+def read_judgements(path: str | Path) -> dict[str, dict[str, int]]:
+    """{qid: {docid: label}} from TREC or BEIR qrels, or from a pairs split (.json / .csv) with its labels."""
+    path = Path(path)
+    return read_split(path).qrels if path.suffix in (".json", ".csv") else read_qrels(path)
