@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from HybridPQA.modeling.encoding import build_encoding
 from HybridPQA.modeling.onnx_export import export_onnx
 from HybridPQA.modeling.onnx_runtime import is_onnx_export
 from HybridPQA.modeling.pretrained import ModelKind, SavedModel
-from HybridPQA.outputs import claim, kind_of, mark
+from HybridPQA.outputs import claim, id_of, kind_of, mark
 from HybridPQA.retrieval.corpus import (
     CONFIG_FILE,
     DOCIDS_FILE,
@@ -42,14 +43,14 @@ from HybridPQA.retrieval.corpus import (
     INDEX_FILE,
     TEXTS_FILE,
     CorpusIndex,
-    is_index,
     read_docids,
     read_index_meta,
+    read_index_texts,
     write_index_files,
 )
 from HybridPQA.retrieval.database import VectorDatabase, corpus_batches, open_database, push
 from HybridPQA.retrieval.engines import EngineSettings, build_engine_settings, drop_engines
-from HybridPQA.retrieval.shards import STAMP, encode_in_shards, merge_shards, shard_batches
+from HybridPQA.retrieval.shards import encode_in_shards, merge_shards, shard_batches
 from HybridPQA.scoring import Fusion
 
 SCORERS = scorers((DENSE, SPARSE))  # hybrid, dense, sparse
@@ -88,7 +89,7 @@ class HybridRetriever:
 
     def __init__(self, encoder: Encoder, fusion: Fusion, source: str = "", overrides: list[str] = (),
                  engines: EngineSettings | None = None, config: str | None = None,
-                 kind: ModelKind = ModelKind("checkpoint")):
+                 kind: ModelKind = ModelKind("checkpoint"), identity: str | None = None):
         if not {DENSE, SPARSE} & set(encoder.heads):
             heads = sorted(encoder.heads)
             raise InputError(f"{source}: HybridRetriever serves dense / sparse / hybrid bi-encoders; this model has "
@@ -99,6 +100,7 @@ class HybridRetriever:
         self.config = config  # the merged config, saved with an index so search rebuilds the same model
         self.terms = encoder.terms() if SPARSE in encoder.heads else []
         self.kind = kind
+        self.identity = identity  # the sha256 of the weights' own (None: a hub model): an index records it
         self.default_scorer, self.why = kind.default_scorer(encoder.heads)
 
     @property
@@ -107,37 +109,57 @@ class HybridRetriever:
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path, overrides: list[str] = (),
-                        config: str | Path | None = None, backend: str | None = None) -> HybridRetriever:
+                        config: str | Path | None = None, backend: str | None = None,
+                        trust_config: bool = True) -> HybridRetriever:
         """A HybridPQA checkpoint, or any masked LM (a folder or a hub name) used zero-shot with the
         defaults, `config` and `overrides` (KEY VALUE pairs, as on the command line). The folder of
         `hybridpqa export --format=onnx` encodes in ONNX Runtime, with no PyTorch model (`backend`
-        "onnx" says it must be one; None: whichever the folder is)."""
+        "onnx" says it must be one; None: whichever the folder is). `trust_config`: `config` is the
+        user's own, so a database URL in it may get the key from the environment (an index folder's
+        config is not)."""
         if backend not in (None, "torch", "onnx"):
             raise InputError(f"backend {backend!r}: choose torch or onnx")
         if backend == "onnx" or (backend is None and is_onnx_export(path_or_name)):
-            return cls._from_onnx(Path(path_or_name).expanduser(), list(overrides), config)
+            return cls._from_onnx(Path(path_or_name).expanduser(), list(overrides), config, trust_config)
+        if backend == "torch" and is_onnx_export(path_or_name):
+            raise InputError(f"{path_or_name}: an ONNX export (hybridpqa_onnx.json), which has no PyTorch model; "
+                             "use --backend=onnx (or leave --backend out)")
         saved = SavedModel(path_or_name)
         cfg = saved.config(config, list(overrides))
         model, tokenizer, device, dtype = saved.load(cfg)
+        named = cfg if trust_config and (config is not None or not saved.is_checkpoint) else None
         retriever = cls(build_encoder(model, tokenizer, cfg, device, dtype), saved.fusion(cfg), saved.source,
-                        list(overrides), build_engine_settings(cfg), cfg.dump(), saved.kind)
+                        list(overrides), _engines(cfg, overrides, named), cfg.dump(), saved.kind, saved.identity())
         log.info("default scorer %s: %s", retriever.default_scorer, retriever.why)
         return retriever
 
     @classmethod
-    def _from_onnx(cls, folder: Path, overrides: list[str], config: str | Path | None) -> HybridRetriever:
+    def _from_onnx(cls, folder: Path, overrides: list[str], config: str | Path | None,
+                   trust_config: bool = True) -> HybridRetriever:
         from HybridPQA.modeling.onnx_runtime import OnnxEncoder, read_manifest
 
         manifest = read_manifest(folder)
         cfg = load_config(config or folder / CONFIG_FILE, overrides, dotenv_path=None)
         s = cfg.RETRIEVER.SOLVER
-        encoder = OnnxEncoder(folder, (s.TEST_BATCH_SIZE, s.TEST_CTX_BSZ), build_text_options(cfg.RETRIEVER.DATA))
+        try:
+            text = TextOptions(**manifest["text"])
+        except TypeError:
+            raise InputError(f"{folder / 'hybridpqa_onnx.json'}: text {manifest['text']} holds options HybridPQA "
+                             "does not know; export the model again") from None
+        if build_text_options(cfg.RETRIEVER.DATA) != text:
+            raise InputError(f"{folder}: the config or overrides change text options that the export fixes "
+                             f"({asdict(text)}); export the model again with them")
+        encoder = OnnxEncoder(folder, (s.TEST_BATCH_SIZE, s.TEST_CTX_BSZ), text)
         if build_encoding(cfg) != encoder.encoding:
             raise InputError(f"{folder}: the overrides change encoding settings that the exported graphs fix "
                              f"({asdict(encoder.encoding)}); export the model again with them")
-        kind = ModelKind(**{**manifest["kind"], "settings": tuple(manifest["kind"]["settings"])})
-        retriever = cls(encoder, Fusion.from_dict(manifest["fusion"], str(folder)), str(folder), overrides,
-                        build_engine_settings(cfg), cfg.dump(), kind)
+        try:
+            kind = ModelKind(**{**manifest["kind"], "settings": tuple(manifest["kind"]["settings"])})
+        except (KeyError, TypeError):
+            raise InputError(f"{folder / 'hybridpqa_onnx.json'}: no valid 'kind'; export the model again") from None
+        named = cfg if trust_config and config is not None else None
+        retriever = cls(encoder, Fusion.from_dict(manifest.get("fusion") or {}, str(folder)), str(folder), overrides,
+                        _engines(cfg, overrides, named), cfg.dump(), kind, encoder.identity)
         log.info("encoding with ONNX Runtime (%s); default scorer %s: %s", folder, retriever.default_scorer,
                  retriever.why)
         return retriever
@@ -186,64 +208,71 @@ class HybridRetriever:
 
     # -- indexing and searching ----------------------------------------------------------------
     def index(self, corpus: dict[str, str] | list[str] | str | Path, output: str | Path | None = None,
-              shard_size: int = 10_000, distributed: Distributed | None = None, overwrite: bool = False
-              ) -> SearchIndex | None:
+              shard_size: int = 10_000, distributed: Distributed | None = None) -> SearchIndex | None:
         """Encode and index a corpus: {id: text}, a list of texts (ids "0", "1", ...), or a corpus file
         (data.corpus formats). With `output` the index is saved there, encoded in shards of
         `shard_size` documents that are kept, so an interrupted call resumes where it stopped. Under
         torchrun (`distributed`) each process encodes its own shards and rank 0 alone merges them
         into the index and returns it (the others return None). With RETRIEVER.INDEX.ENGINE a vector
-        database, the shards are written into its collection (`overwrite`: replace a collection of
-        ours on a server; an embedded one, in the folder, always is)."""
+        database, the shards are written into the collection of this index folder's id (connected,
+        and its name and owner checked, before anything is encoded)."""
         corpus = read_texts(corpus) if isinstance(corpus, (str, Path)) else check_texts(corpus, "document", "index")
         docids, texts = list(corpus), list(corpus.values())
-        if output is None:
-            reps = self.encode_documents(texts).reps
-        else:
-            # never into a folder that is not ours, nor the model; ours from the start, so an interrupted call
-            # continues. Under torchrun rank 0 checks and marks it while the others wait
-            output = Path(output).expanduser().resolve()
-            if distributed is None or distributed.main:
-                claim(output, "index", True, [self.source], legacy=is_index, resumable=is_interrupted)
-                mark(output, "index")
-            if distributed is not None:
-                distributed.barrier()
-            key = hashlib.sha256(json.dumps([self.source, self.overrides, asdict(self.encoding), shard_size, texts])
-                                 .encode()).hexdigest()
-            rank, world = (distributed.rank, distributed.world_size) if distributed else (0, 1)
-            count = encode_in_shards(lambda part: self.encode_documents(part).reps, texts, Path(output) / "shards",
-                                     shard_size, key, rank, world)
-            if distributed is not None:
-                distributed.barrier()
-                if not distributed.main:
-                    return None
-            if self.engines.database != "memory":  # streamed into the database one shard at a time
-                database = open_database(self.engines, output, docids)
-                push(database, shard_batches(Path(output) / "shards", count), self.engines.batch,
-                     overwrite=overwrite or not self.engines.uri)
-                index = SearchIndex(self, database, corpus)
-                index.save(output)
-                return index
-            reps = merge_shards(Path(output) / "shards", count)
         if output is None and self.engines.database != "memory":
             raise InputError(f"RETRIEVER.INDEX.ENGINE = {self.engines.database!r}: give the index an output folder "
                              "(it records the database, the collection and the documents' ids)")
-        index = SearchIndex(self, CorpusIndex.build(reps, docids, self.engines, self.terms or None), corpus)
-        if output is not None:
-            index.save(output)
+        if output is None:
+            reps = self.encode_documents(texts).reps
+            return SearchIndex(self, CorpusIndex.build(reps, docids, self.engines, self.terms or None), corpus)
+        # never into a folder that is not ours, nor the model; ours from the start, so an interrupted call
+        # continues. Under torchrun rank 0 checks and marks it while the others wait
+        output, main = Path(output).expanduser().resolve(), distributed is None or distributed.main
+        database = None
+        if main:
+            claim(output, "index", True, [self.source], resumable=is_interrupted)
+            index_id = mark(output, "index")
+            if self.engines.database != "memory":  # connected and its collection checked before any encoding
+                database = open_database(self.engines, output, docids, index_id=index_id)
+                database.claimable()
+        if distributed is not None:
+            distributed.barrier()
+        key = hashlib.sha256(json.dumps([self.source, self.overrides, asdict(self.encoding), shard_size, texts])
+                             .encode()).hexdigest()
+        rank, world = (distributed.rank, distributed.world_size) if distributed else (0, 1)
+        count = encode_in_shards(lambda part: self.encode_documents(part).reps, texts, output / "shards",
+                                 shard_size, key, rank, world)
+        if distributed is not None:
+            distributed.barrier()
+            if not main:
+                return None
+        if database is not None:  # streamed into the database one shard at a time
+            push(database, shard_batches(output / "shards", count), self.engines.batch)
+            index = SearchIndex(self, database, corpus)
+        else:
+            reps = merge_shards(output / "shards", count)
+            index = SearchIndex(self, CorpusIndex.build(reps, docids, self.engines, self.terms or None), corpus)
+        index.save(output)
         return index
 
     def load_index(self, path: str | Path) -> SearchIndex:
         return SearchIndex.load(path, self)
 
 
+def _engines(cfg, overrides: list[str], named_cfg) -> EngineSettings:
+    """RETRIEVER.INDEX, with the database URLs the user named: in `overrides` (KEY VALUE pairs, the
+    --uri flag), in their own config (`named_cfg`; None where the config came from a folder)."""
+    named = [*_named_uris(overrides), *([named_cfg.RETRIEVER.INDEX.URI] if named_cfg is not None else [])]
+    return dataclasses.replace(build_engine_settings(cfg), named_uris=tuple(u for u in named if u))
+
+
+def _named_uris(overrides: list[str]) -> tuple[str, ...]:
+    return tuple(overrides[i + 1] for i in range(0, len(overrides) - 1, 2) if overrides[i] == "RETRIEVER.INDEX.URI")
+
+
 def is_interrupted(folder: Path) -> bool:
-    """Whether `folder` holds an interrupted `index` of ours (marked, or only its shards), to continue."""
+    """Whether `folder` holds an interrupted `index` of ours (our marker, no index.json yet), to continue."""
     folder = Path(folder)
-    if (folder / INDEX_FILE).exists():
-        return False
-    return kind_of(folder) == "index" or ({p.name for p in folder.iterdir()} <= {"shards"}
-                                          and (folder / "shards" / STAMP).is_file())
+    return kind_of(folder) == "index" and not (folder / INDEX_FILE).exists()
 
 
 class SearchIndex:
@@ -285,11 +314,13 @@ class SearchIndex:
     def save(self, path: str | Path) -> None:
         """<path>/{sparse,dense}/, texts.jsonl, config.yaml and index.json (the model, its fusion), written into
         <path>.tmp... and moved in by renames; encoded shards in <path>/shards are kept."""
-        path = Path(path)
+        path = Path(path).expanduser().resolve()
+        claim(path, "index", True, resumable=is_interrupted)  # never into a folder that is not an index of ours
+        mark(path, "index")
         tmp = path.with_name(path.name + ".index.tmp")
         written, where = self.corpus.save(tmp), self.corpus.describe()
         r = self.retriever
-        meta = {"model": r.source, "overrides": r.overrides, "encoding": asdict(r.encoding),
+        meta = {"id": id_of(path), "model": r.source, "identity": r.identity, "overrides": r.overrides, "encoding": asdict(r.encoding),
                 "fusion": asdict(r.fusion), "documents": len(self), "heads": list(self.corpus.heads),
                 "default_scorer": r.default_scorer}
         if where["engine"] != "memory":
@@ -306,7 +337,7 @@ class SearchIndex:
         if isinstance(self.corpus, CorpusIndex):
             self.corpus.path = path  # engines built from now on are kept in it
 
-    def push(self, output: str | Path, overwrite: bool = False) -> SearchIndex:
+    def push(self, output: str | Path) -> SearchIndex:
         """This in-memory index written into the vector database the retriever's settings name
         (RETRIEVER.INDEX.ENGINE, URI, COLLECTION), without encoding again; `output`: the new index folder
         (docids, texts, config and the database's record). -> the new index."""
@@ -315,9 +346,8 @@ class SearchIndex:
         if self.retriever.engines.database == "memory":
             raise InputError("push: set RETRIEVER.INDEX.ENGINE to qdrant or milvus (--engine)")
         output = Path(output).expanduser().resolve()
-        database = open_database(self.retriever.engines, output, self.corpus.docids)
-        push(database, corpus_batches(self.corpus, self.retriever.engines.batch), self.retriever.engines.batch,
-             overwrite=overwrite or not self.retriever.engines.uri)
+        database = open_database(self.retriever.engines, output, self.corpus.docids, index_id=mark(output, "index"))
+        push(database, corpus_batches(self.corpus, self.retriever.engines.batch), self.retriever.engines.batch)
         index = SearchIndex(self.retriever, database, self.texts)
         index.save(output)
         return index
@@ -332,21 +362,21 @@ class SearchIndex:
         unless given, with `overrides` (KEY VALUE pairs: RETRIEVER.INDEX.SPARSE seismic, ...)."""
         path = Path(path)
         meta_file, meta = path / INDEX_FILE, read_index_meta(path)
-        if retriever is None:
-            config = path / CONFIG_FILE
+        if retriever is None:  # the folder's config and model are its own; database URLs the user names come
+            config = path / CONFIG_FILE  # only from `overrides`
             retriever = HybridRetriever.from_pretrained(meta["model"], [*([] if config.is_file() else meta["overrides"]),
-                                                                        *overrides], config if config.is_file() else None)
+                                                                        *overrides], config if config.is_file() else None,
+                                                        trust_config=False)
+            retriever.engines = dataclasses.replace(retriever.engines, named_uris=_named_uris(list(overrides)))
         if json.loads(json.dumps(asdict(retriever.encoding))) != meta["encoding"]:
             raise InputError(f"{path}: indexed with other encoding settings ({meta['encoding']}) than this model's; "
                              "search it with the model it was built with")
+        recorded = meta.get("identity")
+        if recorded and retriever.identity and recorded != retriever.identity:
+            raise InputError(f"{meta_file}: indexed with other weights than {retriever.source} has now (its sha256 "
+                             "differs: retrained or replaced since); index the corpus again with this model")
         retriever.fusion = Fusion.from_dict(meta["fusion"], str(meta_file))
-        texts = None
-        if (path / TEXTS_FILE).is_file():
-            texts = {}
-            with (path / TEXTS_FILE).open(encoding="utf-8") as handle:
-                for raw in handle:
-                    obj = json.loads(raw)
-                    texts[obj["id"]] = obj["text"]
+        texts = read_index_texts(path / TEXTS_FILE) if (path / TEXTS_FILE).is_file() else None
         if "database" in meta:
             docids = read_docids(path / DOCIDS_FILE, meta["documents"])
             return cls(retriever, open_database(retriever.engines, path, docids, meta["database"]), texts)
@@ -357,5 +387,7 @@ def _pick(scores: dict, scorer: str):
     if scorer not in SCORERS:
         raise InputError(f"scorer {scorer!r}: choose one of {', '.join(SCORERS)}")
     if scorer not in scores:
-        raise InputError(f"scorer {scorer!r}: this model gives only {', '.join(scores) or 'no scores'}")
+        given = ", ".join(scores)
+        raise InputError(f"scorer {scorer!r}: " + (f"this model gives only {given}" if given else
+                                                    "this model gives no scores for it") + "; choose another --scorer")
     return scores[scorer]

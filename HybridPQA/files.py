@@ -6,6 +6,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -45,6 +46,11 @@ def publish_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     except OSError as err:
         raise disk_error(final, err) from None
+
+
+def digest_of(digests: dict[str, str]) -> str:
+    """One sha256 naming a set of files by their own ({name: sha256}): a model's identity."""
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
 
 
 def file_digest(path: Path) -> str:
@@ -128,16 +134,16 @@ def check_output_dir(path: str | Path, flag: str) -> Path:
     return path
 
 
-def check_writable(folder: Path, need_bytes: int = 0) -> None:
-    """Fail now, not after hours of training, when `folder` cannot be written or lacks `need_bytes`."""
+def check_writable(folder: Path, need_bytes: int = 0, what: str = "the run directory", flag: str = "--output") -> None:
+    """Fail now, not after hours of training, when `folder` (`what`, given by `flag`) cannot be written
+    or lacks `need_bytes`."""
     probe = folder / f".write-test.{os.getpid()}"  # one per process: concurrent checks never unlink each other's
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as err:
-        raise InputError(f"{folder}: cannot write the run directory ({err.strerror or err}); "
-                         "choose another --path_output") from None
+        raise InputError(f"{folder}: cannot write {what} ({err.strerror or err}); choose another {flag}") from None
     free = shutil.disk_usage(folder).free
     if free < need_bytes:
         raise InputError(f"{folder}: {free / 2**30:.2f} GiB free but checkpoints need about "

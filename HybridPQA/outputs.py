@@ -1,7 +1,7 @@
 """One rule for every command that writes a folder (index, export), as `RunDir` has for runs.
 
-- A folder is ours only if it holds our own marker (`MARKER`, parsed, of the same kind), or for an
-  index written before the marker existed, an `index.json` that parses as one of ours.
+- A folder is ours only if it holds our own marker (`MARKER`, parsed, of the same kind): never by the
+  names inside it, so a user's folder that happens to hold `corpus/` or `index.json` is not ours.
 - `--output` may not be, contain or lie inside an input (the model, the checkpoint, the index read).
 - A non-empty folder that is not ours is refused, with or without --overwrite; one of ours needs
   --overwrite.
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -19,22 +21,39 @@ from pathlib import Path
 from HybridPQA.errors import InputError
 from HybridPQA.files import check_writable, disk_error, write_atomic
 
-MARKER = ".hybridpqa-output.json"  # {"kind": "index" | "export" | "pyserini"}: written into every folder we create
+BUILDING = ".building"  # a new output is built in .<name>.building beside it
+MARKER = ".hybridpqa-output.json"  # {"kind": "index" | "export" | "pyserini", "id"}: in every folder we create
+
+
+def _marker(folder: Path) -> dict:
+    try:
+        marker = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+def final_name(folder: Path) -> str:
+    """The name of the output `folder` is built for (itself, or the output a `staging` folder replaces)."""
+    name = Path(folder).name
+    return name[1:-len(BUILDING)] if name.startswith(".") and name.endswith(BUILDING) else name
 
 
 def kind_of(folder: Path) -> str | None:
     """The kind our marker gives `folder`, or None (no marker, or not one of ours)."""
-    try:
-        marker = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    return marker.get("kind") if isinstance(marker, dict) and isinstance(marker.get("kind"), str) else None
+    kind = _marker(folder).get("kind")
+    return kind if isinstance(kind, str) else None
+
+
+def id_of(folder: Path) -> str | None:
+    """The id our marker gives `folder` (an index's: what its database collection carries), or None."""
+    found = _marker(folder).get("id")
+    return found if isinstance(found, str) and re.fullmatch(r"[0-9a-f]{16}", found) else None
 
 
 def claim(output: str | Path, kind: str, overwrite: bool, inputs: list[str | Path] = (), flag: str = "--output",
-          legacy: Callable[[Path], bool] | None = None, resumable: Callable[[Path], bool] | None = None) -> Path:
+          resumable: Callable[[Path], bool] | None = None) -> Path:
     """Check `output` before any work is done; returns it resolved (`.` and symlinks are fine).
-    `legacy(folder)`: whether a folder without the marker is still ours (an index from before it);
     `resumable(folder)`: an interrupted build of ours, continued without --overwrite."""
     path = Path(output).expanduser().resolve()
     for given in inputs:
@@ -47,37 +66,47 @@ def claim(output: str | Path, kind: str, overwrite: bool, inputs: list[str | Pat
                              "overwrite what is read; choose another folder")
     if path.exists() and not path.is_dir():
         raise InputError(f"{flag}={output}: is a file; give a folder to write the {kind} into")
+    if path.is_dir() and any(path.iterdir()) and kind_of(path) not in (None, kind):
+        raise InputError(f"{flag}={output}: holds a HybridPQA {kind_of(path)}, not {article(kind)} {kind}; it is "
+                         "never replaced by another kind; choose another folder")
     if path.is_dir() and any(path.iterdir()) and not (resumable is not None and resumable(path)):
-        ours = kind_of(path) == kind or (legacy is not None and legacy(path))
-        if not ours:
+        if kind_of(path) != kind:
             raise InputError(f"{flag}={output}: a folder that is not empty and not a HybridPQA {kind} (no {MARKER}); "
                              "it is never replaced, --overwrite or not; choose a new or empty folder")
         if not overwrite:
-            article = "an" if kind[0] in "aeiou" else "a"
-            raise InputError(f"{flag}={output}: already holds {article} {kind}; pass --overwrite to replace it")
-    check_writable(path.parent if not path.exists() else path)
+            raise InputError(f"{flag}={output}: already holds {article(kind)} {kind}; pass --overwrite to replace it")
+    check_writable(path.parent if not path.exists() else path, what=f"the {kind}", flag=flag)
     return path
+
+
+def article(kind: str) -> str:
+    return "an" if kind[0] in "aeiou" else "a"
 
 
 def staging(output: Path, kind: str, fresh: bool = True) -> Path:
     """The folder new output is built in, beside `output` and marked as ours from the start (one name,
     so an interrupted build resumes and the processes of a torchrun job share it). `fresh`: an
-    earlier, interrupted build there (ours: its marker) is deleted first; else it is continued."""
-    built = output.with_name(f".{output.name}.building")
+    earlier, interrupted build there (ours: its marker) is deleted first; else it is continued. The
+    new output keeps `output`'s id (an index's database collection is its folder's)."""
+    built = output.with_name(f".{output.name}{BUILDING}")
     if built.exists():
         if kind_of(built) != kind:
             raise InputError(f"{built}: exists and is not a HybridPQA {kind} being built; move it away, then retry")
         if fresh:
             shutil.rmtree(built)
-    mark(built, kind)
+    mark(built, kind, id_of(output) if kind_of(output) == kind else None)
     return built
 
 
-def mark(folder: Path, kind: str) -> None:
-    """Write our marker into `folder` (created if missing)."""
+def mark(folder: Path, kind: str, given_id: str | None = None) -> str:
+    """Write our marker into `folder` (created if missing), with the folder's id: kept where it has
+    one, else `given_id` or a new random one. -> the id."""
     folder.mkdir(parents=True, exist_ok=True)
-    if kind_of(folder) != kind:
-        write_atomic(folder / MARKER, json.dumps({"kind": kind}))
+    current = id_of(folder) if kind_of(folder) == kind else None
+    if current is None or (given_id is not None and given_id != current):
+        current = given_id or secrets.token_hex(8)
+        write_atomic(folder / MARKER, json.dumps({"kind": kind, "id": current}))
+    return current
 
 
 def publish(built: Path, output: Path, kind: str) -> None:
@@ -93,5 +122,7 @@ def publish(built: Path, output: Path, kind: str) -> None:
         built.rename(output)
     except OSError as err:
         raise disk_error(output, err) from None
-    if old.is_dir() and kind_of(old) in (kind, None):
+    if old.is_dir() and kind_of(old) == kind:
         shutil.rmtree(old)
+    elif old.is_dir() and not any(old.iterdir()):  # the empty folder the user named
+        old.rmdir()

@@ -62,6 +62,8 @@ def score(run: str | Path, qrels: str | Path, metrics: list[str]) -> dict:
     from HybridPQA.evaluation.trec import read_judgements, read_trec
 
     metrics = [check_metric(m.strip(), "--metrics") for m in metrics if m.strip()]
+    if not metrics:
+        raise InputError("--metrics: no metric named; give a comma-separated list, e.g. --metrics=ndcg@10,map")
     judged = read_judgements(qrels)
     ranked = read_trec(Path(run))
     positive = {q for q, docs in judged.items() if any(r > 0 for r in docs.values())}

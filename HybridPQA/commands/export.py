@@ -35,17 +35,8 @@ from pathlib import Path
 
 from HybridPQA.commands.common import parse, positive_int
 from HybridPQA.errors import InputError
-from HybridPQA.heads import HEADS
 
 FORMATS = ("sentence-transformers", "onnx")
-
-
-ST_FOLDERS = {*HEADS, "sparse-query", "sparse-context", "dense-query", "dense-context"}  # one per head; the old layout
-
-
-def _earlier(names: set[str]) -> callable:
-    """An export from before the marker: a folder holding only these names."""
-    return lambda folder: {p.name for p in folder.iterdir()} <= names
 
 
 def export_model(checkpoint: str | Path, output: str | Path, fmt: str = "sentence-transformers",
@@ -64,7 +55,7 @@ def export_model(checkpoint: str | Path, output: str | Path, fmt: str = "sentenc
     if int8 and fmt != "onnx":
         raise InputError(f"--int8 is for --format=onnx; {fmt} keeps the model's weights as they are")
     setup_logging(None)
-    output = claim(output, "export", overwrite, [checkpoint], legacy=_earlier(ST_FOLDERS))
+    output = claim(output, "export", overwrite, [checkpoint])
     retriever = HybridRetriever.from_pretrained(checkpoint, ["PRECISION", "fp32"])
     built = staging(output, "export")
     if fmt == "onnx":  # with what HybridRetriever.from_pretrained needs beside the graphs
@@ -83,7 +74,7 @@ def export_index(index: str | Path, output: str | Path, quantization: int, overw
     from HybridPQA.retrieval.index import SparseIndex
 
     SparseIndex.load(Path(index))  # the input is checked first
-    output = claim(output, "pyserini", overwrite, [index], legacy=_earlier({"corpus", "queries.tsv"}))
+    output = claim(output, "pyserini", overwrite, [index])
     built = staging(output, "pyserini")
     counts = export_pyserini(Path(index), built, quantization)
     publish(built, output, "pyserini")

@@ -2,7 +2,7 @@
 
 Usage:
   hybridpqa index --model=MODEL --corpus=FILE --output=DIR [--config=FILE] [--backend=NAME] [--shard-size=N] [--engine=NAME] [--uri=URI] [--collection=NAME] [--overwrite] [<KEY_VALUE>...]
-  hybridpqa index --from-index=DIR --output=DIR --engine=NAME [--uri=URI] [--collection=NAME] [--overwrite] [<KEY_VALUE>...]
+  hybridpqa index --from-index=DIR --output=DIR [--engine=NAME] [--uri=URI] [--collection=NAME] [--overwrite] [<KEY_VALUE>...]
   hybridpqa index -h | --help
 
 Options:
@@ -15,11 +15,14 @@ Options:
   --shard-size=N     documents per encoded shard; an interrupted run reuses finished shards [default: 10000]
   --engine=NAME      memory (the index's own arrays, searched in this process), or a vector database: qdrant
                      or milvus, written one shard at a time (RETRIEVER.INDEX.ENGINE; default: memory)
-  --uri=URI          the database: a server's or a cluster's URL (key from $QDRANT_API_KEY / $MILVUS_TOKEN);
-                     default: embedded in DIR (Qdrant's local mode, a Milvus Lite file)
-  --collection=NAME  the database's collection (default: DIR's name)
+  --uri=URI          the database: a server's or a cluster's URL, http(s)://HOST:PORT (its key from
+                     $QDRANT_API_KEY / $MILVUS_TOKEN, sent only to a URL named here, in your config or in
+                     $QDRANT_URL / $MILVUS_URI); default: embedded in DIR (Qdrant's local mode, a Milvus
+                     Lite file). A path or :memory: is refused: the embedded store always lives in DIR
+  --collection=NAME  the database's collection (default: DIR's name and the index's id, so two folders
+                     never share one); a collection of another index, or not HybridPQA's, is never replaced
   --from-index=DIR   an index of `hybridpqa index` (in memory) written into --engine without encoding again
-  --overwrite        replace an existing index in DIR (and, on a server, a collection HybridPQA wrote)
+  --overwrite        replace an existing index in DIR (and its own collection, the one that carries its id)
 
 KEY VALUE pairs override the model's config, as in `train`, e.g. RETRIEVER.MODEL.CONTEXT_MAX_LENGTH 256.
 
@@ -50,7 +53,7 @@ def index(model: str, corpus: str | Path, output: str | Path, config: str | None
           shard_size: int = 10_000, overwrite: bool = False, backend: str | None = None) -> dict:
     import torch
 
-    from HybridPQA.api import is_index, is_interrupted
+    from HybridPQA.api import is_interrupted
     from HybridPQA.distributed import join
     from HybridPQA.files import hold_lock
     from HybridPQA.outputs import claim
@@ -58,7 +61,7 @@ def index(model: str, corpus: str | Path, output: str | Path, config: str | None
 
     cuda = torch.cuda.is_available()
     distributed = join(cuda)  # under torchrun: each process encodes its shards, on its own GPU where there are GPUs
-    output = claim(output, "index", overwrite, [model], legacy=is_index, resumable=is_interrupted)
+    output = claim(output, "index", overwrite, [model], resumable=is_interrupted)
     if distributed is not None:
         distributed.barrier()  # every process has checked --output before any writes into it
         if cuda:
@@ -68,11 +71,12 @@ def index(model: str, corpus: str | Path, output: str | Path, config: str | None
         if distributed is None or distributed.main else contextlib.nullcontext()  # one index job per output
     with lock:
         return _build(retriever_args=(model, list(overrides), config, backend), corpus=corpus, output=output,
-                      shard_size=shard_size, distributed=distributed, overwrite=overwrite)
+                      shard_size=shard_size, distributed=distributed)
 
 
-def _build(retriever_args: tuple, corpus, output: Path, shard_size: int, distributed, overwrite: bool) -> dict:
-    from HybridPQA.api import SCORERS, HybridRetriever, is_index
+def _build(retriever_args: tuple, corpus, output: Path, shard_size: int, distributed) -> dict:
+    from HybridPQA.api import SCORERS, HybridRetriever
+    from HybridPQA.retrieval.corpus import is_index
     from HybridPQA.data.corpus import read_texts
     from HybridPQA.outputs import publish, staging
 
@@ -82,7 +86,7 @@ def _build(retriever_args: tuple, corpus, output: Path, shard_size: int, distrib
     loaded = time.perf_counter()
     # a replacement is built beside the old index (every rank the same folder, resumable)
     target = staging(output, "index", fresh=False) if is_index(output) else output
-    built = retriever.index(texts, output=target, shard_size=shard_size, distributed=distributed, overwrite=overwrite)
+    built = retriever.index(texts, output=target, shard_size=shard_size, distributed=distributed)
     if built is None:  # another rank merges
         return {"rank": distributed.rank, "encode_seconds": round(time.perf_counter() - loaded, 2)}
     done = time.perf_counter()
@@ -104,16 +108,17 @@ def _build(retriever_args: tuple, corpus, output: Path, shard_size: int, distrib
 
 def push(source: str | Path, output: str | Path, overrides: list[str] = (), overwrite: bool = False) -> dict:
     """An in-memory index written into a vector database without encoding again."""
-    from HybridPQA.api import SearchIndex, is_index
+    from HybridPQA.api import SearchIndex
+    from HybridPQA.retrieval.corpus import is_index
     from HybridPQA.outputs import claim, publish, staging
     from HybridPQA.runtime import setup_logging
 
     setup_logging(None)
     started = time.perf_counter()
-    output = claim(output, "index", overwrite, [source], legacy=is_index)
+    output = claim(output, "index", overwrite, [source])
     loaded = SearchIndex.load(source, overrides=list(overrides))
     target = staging(output, "index") if is_index(output) else output
-    pushed = loaded.push(target, overwrite)
+    pushed = loaded.push(target)
     pushed.close()
     publish(target, output, "index")
     summary = {"index": str(output), "from": str(source), "documents": len(pushed), **pushed.corpus.describe(),
@@ -124,12 +129,8 @@ def push(source: str | Path, output: str | Path, overrides: list[str] = (), over
 
 def database_overrides(args: dict) -> list[str]:
     """--engine, --uri, --collection as RETRIEVER.INDEX keys (after the KEY VALUE pairs: the flags win);
-    the collection is named after --output unless told (not after the folder it is built in)."""
-    from HybridPQA.retrieval.database import collection_name
-
-    collection = args["--collection"] or (collection_name(Path(args["--output"]).resolve().name)
-                                          if args["--engine"] not in (None, "memory") else None)
-    pairs = [("ENGINE", args["--engine"]), ("URI", args["--uri"]), ("COLLECTION", collection)]
+    without --collection the collection is named after --output and its id (retrieval.database)."""
+    pairs = [("ENGINE", args["--engine"]), ("URI", args["--uri"]), ("COLLECTION", args["--collection"])]
     return [item for key, value in pairs if value is not None for item in (f"RETRIEVER.INDEX.{key}", value)]
 
 
@@ -137,6 +138,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse(__doc__, argv, "index")
     if args["--engine"] not in (None, "memory", "qdrant", "milvus"):
         raise InputError(f"--engine={args['--engine']}: choose memory, qdrant or milvus")
+    if args["--engine"] in (None, "memory") and (args["--uri"] or args["--collection"]):
+        raise InputError(f"{'--uri' if args['--uri'] else '--collection'} is a vector database's; give "
+                         "--engine=qdrant or --engine=milvus, or drop it (the default engine is memory)")
     overrides = [*args["<KEY_VALUE>"], *database_overrides(args)]
     if args["--from-index"]:
         if args["--engine"] in (None, "memory"):

@@ -9,6 +9,7 @@ from yacs.config import CfgNode as CN
 from HybridPQA.errors import InputError
 from HybridPQA.scoring import METHODS, NORMS
 
+COLLECTION_NAME = r"[A-Za-z_][A-Za-z0-9_]{0,254}"  # what Qdrant and Milvus both accept
 METRICS = ("mrr@5", "map", "ndcg@5", "ndcg@10", "precision@1", "hit_rate@5", "r-precision")
 CHOICES = {
     "RETRIEVER.MODEL.BIENCODER_TYPE": ("hybrid", "dense", "sparse", "cross", "bm25"),
@@ -129,6 +130,20 @@ def validate(cfg: CN) -> None:
          "RETRIEVER.INDEX.HYBRID = 'native' is a vector database's own fusion; set RETRIEVER.INDEX.ENGINE qdrant or milvus"),
         (not isinstance(cfg.RETRIEVER.INDEX.URI, str) or not isinstance(cfg.RETRIEVER.INDEX.COLLECTION, str),
          "RETRIEVER.INDEX.URI and COLLECTION must be strings ('' for the defaults)"),
+        (isinstance(cfg.RETRIEVER.INDEX.URI, str) and cfg.RETRIEVER.INDEX.URI
+         and not re.fullmatch(r"(https?|tcp|grpc)://[^\s/?#]+(/\S*)?", cfg.RETRIEVER.INDEX.URI),
+         f"RETRIEVER.INDEX.URI (--uri) = {cfg.RETRIEVER.INDEX.URI!r} is not a server's URL; give http(s)://HOST:PORT, "
+         "or leave it empty for the embedded store inside the index folder"),
+        (cfg.RETRIEVER.INDEX.ENGINE == "memory" and (cfg.RETRIEVER.INDEX.URI or cfg.RETRIEVER.INDEX.COLLECTION),
+         "RETRIEVER.INDEX.URI and COLLECTION (--uri, --collection) are a vector database's; with ENGINE 'memory' "
+         "(the default) they do not apply: set ENGINE qdrant or milvus (--engine), or drop them"),
+        (isinstance(cfg.RETRIEVER.INDEX.COLLECTION, str) and cfg.RETRIEVER.INDEX.COLLECTION
+         and not re.fullmatch(COLLECTION_NAME, cfg.RETRIEVER.INDEX.COLLECTION),
+         f"RETRIEVER.INDEX.COLLECTION (--collection) = {cfg.RETRIEVER.INDEX.COLLECTION[:60]!r}: a collection name is "
+         "1 to 255 letters, digits and underscores, starting with a letter or underscore (Qdrant's and Milvus's rule)"),
+        (m.MLM_WARMUP.STEPS > 0 and (m.BIENCODER_TYPE not in ("hybrid", "sparse") or m.CROSS_INTERACTION),
+         f"RETRIEVER.MODEL.MLM_WARMUP.STEPS = {m.MLM_WARMUP.STEPS} warms up a sparse head's MLM; this "
+         f"{m.BIENCODER_TYPE} model has none: set MLM_WARMUP.STEPS 0"),
         (not 0.0 <= d.VAL_FROM_TRAIN < 1.0, f"RETRIEVER.DATA.VAL_FROM_TRAIN = {d.VAL_FROM_TRAIN} must lie in [0, 1)"),
         (d.VAL_FROM_TRAIN > 0 and d.VAL_DATA_PATH is not None,
          "RETRIEVER.DATA.VAL_FROM_TRAIN > 0 carves the val split from train; set VAL_DATA_PATH None"),

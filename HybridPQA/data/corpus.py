@@ -35,8 +35,12 @@ def _jsonl(path: Path):
             key = next((k for k in ID_KEYS if isinstance(obj, dict) and k in obj), None)
             if key is None:
                 raise InputError(f"{path}:{line}: no id field (one of {', '.join(ID_KEYS)}); add one")
-            text = " ".join(str(obj[k]).strip() for k in ("title", *TEXT_KEYS) if obj.get(k))
-            yield line, str(obj[key]), text
+            wrong = [k for k in (key, "title", *TEXT_KEYS) if obj.get(k) is not None and not isinstance(obj[k], str)]
+            if wrong:
+                raise InputError(f"{path}:{line}: {wrong[0]} is a JSON {type(obj[wrong[0]]).__name__}, not a string; "
+                                 "ids, titles and texts are strings (quote it)")
+            text = " ".join(obj[k].strip() for k in ("title", *TEXT_KEYS) if obj.get(k))
+            yield line, obj[key], text
 
 
 def _tsv(path: Path):

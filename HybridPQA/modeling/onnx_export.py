@@ -2,7 +2,8 @@
 
 <out>/query.onnx, <out>/context.onnx   one graph per encoder side (one, encoder.onnx, when shared)
 <out>/tokenizer files                  the model's tokenizer (tokenizer.json: `tokenizers` alone reads it)
-<out>/hybridpqa_onnx.json              what each graph takes and gives, the max lengths, the similarity
+<out>/hybridpqa_onnx.json              what each graph takes and gives, the max lengths, the similarity,
+                                       the text options to apply before tokenising, each graph's sha256
 
 Inputs: `input_ids` and `attention_mask` (int64, batch x length, both axes dynamic), the tokenizer's
 output without token_type_ids. Outputs, float32, exactly what search uses:
@@ -10,11 +11,15 @@ output without token_type_ids. Outputs, float32, exactly what search uses:
   sparse           (batch, V): vocabulary weights, the mask, aggregation and top-k of the model applied
   sparse_ids       (batch, k) int64 and sparse_weights (batch, k): the k largest of `sparse` (--top_k)
 Query-side markers are inserted inside the graph; inference-free query sides are their lookup tables.
+The text options (`text`: NORMALIZE, INSERT_SOURCE, FLATTEN_ATTRIBUTE, ...) rewrite a text before it is
+tokenised, so a runtime elsewhere applies them first (`data.text.TextOptions(**manifest["text"])`), as
+`HybridRetriever.from_pretrained(folder)` does.
 Inside the graph the sparse head takes the plain path (the (B, L, V) logits, then the masked max),
 the one ONNX can express; the tiled kernel computes the same values in PyTorch.
 """
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from dataclasses import asdict
@@ -24,6 +29,7 @@ import torch
 from torch import nn
 
 from HybridPQA.errors import InputError
+from HybridPQA.files import file_digest
 from HybridPQA.heads import DENSE, HEADS, LATE, SPARSE
 from HybridPQA.modeling.encode import Encoder
 
@@ -70,7 +76,7 @@ def export_onnx(encoder: Encoder, folder: str | Path, top_k: int | None = None, 
         import onnx  # noqa: F401 - torch.onnx.export writes with it
     except ImportError:
         raise InputError("export --format=onnx needs onnx: pip install HybridPQA[onnx]") from None
-    model, folder = encoder.model.eval().float(), Path(folder)
+    model, folder = copy.deepcopy(encoder.model).eval().float(), Path(folder)  # the caller's model is left as it is
     if LATE in model.heads:
         raise InputError("export --format=onnx: late-interaction (token vector) models are not exported; "
                          "export a hybrid, dense or sparse checkpoint")
@@ -96,13 +102,18 @@ def export_onnx(encoder: Encoder, folder: str | Path, top_k: int | None = None, 
                               dynamic_axes=axes, opset_version=OPSET, dynamo=False)
         if int8:
             quantize(folder / name)
-        graphs[side] = {"file": name, "outputs": graph.output_names}
+        with torch.no_grad():
+            shapes = graph(sample["input_ids"], sample["attention_mask"])
+        graphs[side] = {"file": name, "outputs": graph.output_names,
+                        "dims": {o: int(t.shape[-1]) for o, t in zip(graph.output_names, shapes) if o in HEADS}}
     encoder.tokenizer.save_pretrained(folder)
     manifest = {
         "format": FORMAT, "version": 1, "graphs": graphs,
         "inputs": ["input_ids", "attention_mask"],
         "max_length": {"query": encoder.encoding.max_length("query"), "context": encoder.encoding.max_length("context")},
         "similarity": encoder.encoding.similarity, "sparse_top_k": top_k,
+        "text": asdict(encoder.text) if encoder.text is not None else {},
+        "digests": {g["file"]: file_digest(folder / g["file"]) for g in graphs.values()},
         "quantization": "int8 weights, dynamic activations (onnxruntime.quantization)" if int8 else None, "encoding": asdict(encoder.encoding),
         "outputs": {
             DENSE: "(batch, D) float32: the dense vector" + (", unit length" if encoder.encoding.cosine else ""),

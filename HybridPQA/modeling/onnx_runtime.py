@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from HybridPQA.errors import InputError
-from HybridPQA.heads import HEADS
+from HybridPQA.files import digest_of, file_digest
+from HybridPQA.heads import HEADS, SPARSE
 from HybridPQA.modeling.encode import Encoder
 from HybridPQA.modeling.encoding import EncodingSettings
 from HybridPQA.modeling.onnx_export import FORMAT, MANIFEST
@@ -20,16 +21,58 @@ def is_onnx_export(source: str | Path) -> bool:
 
 
 def read_manifest(folder: str | Path) -> dict:
+    """The export's manifest, checked: its format, a graph (a plain file name in the folder, with its
+    outputs) for each side, the encoding settings, the text options and each graph's sha256."""
     path = Path(folder) / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{folder}: no {MANIFEST}; export one with `hybridpqa export --format=onnx`") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: not readable JSON ({e}); export the model again") from None
-    if manifest.get("format") != FORMAT:
-        raise InputError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}; export the model again")
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not readable JSON ({e.__class__.__name__}); export the model again") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise InputError(f"{path}: format {found!r} is not {FORMAT!r}; export the model again")
+    missing = [k for k, kind in (("graphs", dict), ("encoding", dict), ("digests", dict), ("text", dict))
+               if not isinstance(manifest.get(k), kind)]
+    if missing:
+        raise InputError(f"{path}: no {', '.join(missing)} (or not an object); written by an older or damaged "
+                         "export: export the model again")
+    for side in ("query", "context"):
+        graph = manifest["graphs"].get(side)
+        if not isinstance(graph, dict) or not isinstance(graph.get("file"), str) \
+                or not isinstance(graph.get("outputs"), list) or not isinstance(graph.get("dims", {}), dict):
+            raise InputError(f"{path}: graphs.{side} must give its file and outputs; export the model again")
+        name = graph["file"]
+        if Path(name).name != name or name.startswith(".") or not name.endswith(".onnx"):
+            raise InputError(f"{path}: graphs.{side}.file {name!r} is not a graph file inside the export folder; "
+                             "refused (export the model again)")
+        if name not in manifest["digests"]:
+            raise InputError(f"{path}: no digest for {name}; export the model again")
+        unknown = [o for o in graph["outputs"] if o not in (*HEADS, "sparse_ids", "sparse_weights")]
+        if unknown or not any(o in HEADS for o in graph["outputs"]):
+            raise InputError(f"{path}: graphs.{side}.outputs {graph['outputs']} are not dense / sparse outputs; "
+                             "export the model again")
     return manifest
+
+
+def check_graph(folder: Path, side: str, graph: dict, manifest: dict, session, vocab: int) -> None:
+    """A loaded graph's outputs are the manifest's, in its order and of its widths (the sparse one over
+    the tokenizer's vocabulary), so no array is read as another."""
+    outputs = session.get_outputs()
+    names = [o.name for o in outputs]
+    if names != graph["outputs"]:
+        raise InputError(f"{folder / graph['file']}: outputs {names}, the manifest says {graph['outputs']}; "
+                         "export the model again")
+    for out in outputs:
+        width = out.shape[-1] if out.shape else None
+        want = graph.get("dims", {}).get(out.name, vocab if out.name == SPARSE else None)
+        if out.name == SPARSE and want != vocab:
+            raise InputError(f"{folder / MANIFEST}: the {side} sparse output is over {want} terms, the tokenizer has "
+                             f"{vocab}; the export is damaged: export the model again")
+        if isinstance(width, int) and want is not None and width != want:
+            raise InputError(f"{folder / graph['file']}: output {out.name!r} is {width} wide, the manifest says "
+                             f"{want}; the files do not belong together: export the model again")
 
 
 class OnnxEncoder(Encoder):
@@ -47,18 +90,39 @@ class OnnxEncoder(Encoder):
 
         folder, manifest = Path(folder).expanduser(), read_manifest(folder)
         encoding = EncodingSettings.from_dict(manifest["encoding"], str(folder / MANIFEST))
-        super().__init__(None, AutoTokenizer.from_pretrained(str(folder)), encoding, torch.device("cpu"), None,
-                         batch_sizes, text)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        except Exception as err:  # noqa: BLE001 - a missing or damaged tokenizer file, in many kinds
+            raise InputError(f"{folder}: its tokenizer does not load ({err.__class__.__name__}: "
+                             f"{str(err).splitlines()[0][:100] if str(err) else ''}); export the model again") from None
+        super().__init__(None, tokenizer, encoding, torch.device("cpu"), None, batch_sizes, text)
         self.folder, self.manifest = folder, manifest
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         sessions = {}
         for graph in {g["file"] for g in self.manifest["graphs"].values()}:
-            sessions[graph] = ort.InferenceSession(str(self.folder / graph), options,
-                                                   providers=providers or ["CPUExecutionProvider"])
-        self.sessions = {side: sessions[g["file"]] for side, g in self.manifest["graphs"].items()}
-        self.outputs = {side: g["outputs"] for side, g in self.manifest["graphs"].items()}
+            file = self.folder / graph
+            if not file.is_file():
+                raise InputError(f"{file}: missing; the export is incomplete: export the model again")
+            if file_digest(file) != manifest["digests"][graph]:
+                raise InputError(f"{file}: not the graph this export wrote (its sha256 differs from {MANIFEST}); "
+                                 "the files were swapped or changed: export the model again")
+            try:
+                sessions[graph] = ort.InferenceSession(str(file), options, providers=providers or ["CPUExecutionProvider"])
+            except Exception as err:  # noqa: BLE001 - onnxruntime's own errors (a damaged graph, a refused provider)
+                raise InputError(f"{file}: ONNX Runtime cannot load it ({str(err).splitlines()[0][:120]}); "
+                                 "export the model again") from None
+        self.sessions = {side: sessions[g["file"]] for side, g in self.manifest["graphs"].items() if side in ("query", "context")}
+        self.outputs = {side: g["outputs"] for side, g in self.manifest["graphs"].items() if side in self.sessions}
+        for side, graph in self.manifest["graphs"].items():
+            if side in self.sessions:
+                check_graph(folder, side, graph, manifest, self.sessions[side], len(tokenizer))
+
+    @property
+    def identity(self) -> str:
+        """What names these graphs: the digest of their recorded sha256s (an index records it)."""
+        return digest_of(self.manifest["digests"])
 
     @property
     def heads(self) -> tuple[str, ...]:

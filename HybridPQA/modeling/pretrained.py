@@ -25,6 +25,7 @@ from pathlib import Path
 
 from HybridPQA.config import load_config
 from HybridPQA.errors import InputError
+from HybridPQA.files import digest_of, file_digest
 from HybridPQA.heads import DENSE, HYBRID, SPARSE, scorers
 from HybridPQA.modeling.build import build_model, check_hub_name
 from HybridPQA.modeling.encoding import EncodingSettings, build_encoding
@@ -84,13 +85,29 @@ def model_kind(source: str | Path) -> ModelKind:
         return ModelKind("checkpoint")
     if not Path(source).expanduser().exists():
         check_hub_name(str(source))
-    architectures = (_model_file(str(source), "config.json") or {}).get("architectures") or []
+    model_config = _model_file(str(source), "config.json")
+    model_config = model_config if isinstance(model_config, dict) else {}
+    architectures = model_config.get("architectures") or []
+    architectures = [a for a in architectures if isinstance(a, str)] if isinstance(architectures, list) else []
     if not architectures or any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in architectures):
         return ModelKind("masked-lm")
-    modules = _model_file(str(source), "modules.json") or []
+    if not any(a.endswith("Model") for a in architectures):  # a task head: a classifier, a QA or token head
+        raise InputError(f"{source}: a {architectures[0]} (a task head), neither a masked LM nor a sentence encoder "
+                         "(a *Model without a head); its CLS vector was never trained for retrieval. Use it as "
+                         "RETRIEVER.MODEL.BIENCODER_TYPE cross, or give a masked LM or a sentence encoder")
+    modules = _model_file(str(source), "modules.json")
+    modules = modules if isinstance(modules, list) else ([] if modules is None else None)
+    if modules is None or not all(isinstance(m, dict) for m in modules):
+        raise InputError(f"{Path(str(source)) / 'modules.json'}: not a list of modules (sentence-transformers' "
+                         "format); fix or remove the file")
     settings, said = ["RETRIEVER.MODEL.BIENCODER_TYPE", DENSE], []
     pooling_dir = next((m.get("path") for m in modules if str(m.get("type", "")).endswith(".Pooling")), None)
+    if pooling_dir is not None and (not isinstance(pooling_dir, str) or ".." in Path(pooling_dir).parts
+                                    or Path(pooling_dir).is_absolute()):
+        raise InputError(f"{Path(str(source)) / 'modules.json'}: pooling path {pooling_dir!r} is not a folder inside "
+                         "the model; fix the file")
     pooling = _model_file(str(source), f"{pooling_dir}/config.json") if pooling_dir else None
+    pooling = pooling if isinstance(pooling, dict) else None
     if pooling is not None:
         mode = next((ST_POOLING.get(k) for k, on in pooling.items() if on is True and k.startswith("pooling_mode")),
                     None)
@@ -99,7 +116,13 @@ def model_kind(source: str | Path) -> ModelKind:
                         [k for k, on in pooling.items() if on is True])
         settings += ["RETRIEVER.MODEL.POOLING", mode or "mean"]
         said.append(f"{mode or 'mean'} pooling")
-    length = (_model_file(str(source), "sentence_bert_config.json") or {}).get("max_seq_length")
+    st_config = _model_file(str(source), "sentence_bert_config.json")
+    length = st_config.get("max_seq_length") if isinstance(st_config, dict) else None
+    positions = model_config.get("max_position_embeddings")
+    if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < 1
+                               or (isinstance(positions, int) and length > positions)):
+        raise InputError(f"{Path(str(source)) / 'sentence_bert_config.json'}: max_seq_length {length!r} must be a whole "
+                         f"number from 1 to the model's {positions or 'maximum'} positions; fix the file")
     if isinstance(length, int) and length > 0:
         settings += ["RETRIEVER.MODEL.QUESTION_MAX_LENGTH", str(length), "RETRIEVER.MODEL.CONTEXT_MAX_LENGTH",
                      str(length)]
@@ -129,6 +152,17 @@ class SavedModel:
     @property
     def is_checkpoint(self) -> bool:
         return self.path is not None
+
+    def identity(self) -> str | None:
+        """One sha256 naming the weights: a checkpoint's recorded weight digests (hybridpqa.json), a
+        model folder's weight files; None for a hub name or a checkpoint saved before digests. An
+        index records it, so a model retrained at the same path is not searched against old vectors."""
+        if self.manifest is not None:
+            return digest_of(self.manifest["weights"]) if isinstance(self.manifest.get("weights"), dict) else None
+        folder = Path(self.source).expanduser()
+        weights = sorted(f for pattern in ("*.safetensors", "*.bin") for f in folder.glob(pattern)) \
+            if folder.is_dir() else []
+        return digest_of({f.name: file_digest(f) for f in weights}) if weights else None
 
     def config(self, config: str | Path | None = None, overrides: list[str] = ()):
         """The config to load it with: a checkpoint's own config.yaml (or `config`), a plain model's

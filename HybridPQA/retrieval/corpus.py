@@ -203,6 +203,27 @@ def write_index_files(folder: Path, meta: dict, texts: dict[str, str] | None, co
     write_atomic(folder / INDEX_FILE, json.dumps(meta, indent=2))
 
 
+def read_index_texts(file: Path) -> dict[str, str]:
+    """texts.jsonl of an index folder: {id: text}, each line checked (a truncated or edited file is a
+    one-line error naming its line)."""
+    texts = {}
+    with Path(file).open(encoding="utf-8", errors="strict") as handle:
+        try:
+            for number, raw in enumerate(handle, 1):
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    record = None
+                if not (isinstance(record, dict) and isinstance(record.get("id"), str)
+                        and isinstance(record.get("text"), str)):
+                    raise InputError(f"{file}:{number}: not an {{\"id\": ..., \"text\": ...}} line (truncated or "
+                                     "edited); index the corpus again")
+                texts[record["id"]] = record["text"]
+        except UnicodeDecodeError:
+            raise InputError(f"{file}: not UTF-8 text; index the corpus again") from None
+    return texts
+
+
 def read_index_meta(path: Path) -> dict:
     """index.json of a searchable index folder, checked; a one-line error naming the file."""
     meta_file = Path(path) / INDEX_FILE

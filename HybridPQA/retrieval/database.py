@@ -18,21 +18,33 @@ the exact hybrid scripts/bench_database.py measures.
 
 Where the database lives is INDEX.URI: empty = embedded, inside the index folder (Qdrant's local
 mode, a Milvus Lite .db file); a URL = a server or a cluster, its key from the environment
-(QDRANT_API_KEY, MILVUS_TOKEN), never from a file.
+(QDRANT_API_KEY, MILVUS_TOKEN), never from a file, and sent only to a URL the user named (`--uri`,
+a KEY VALUE pair or their own config, or $QDRANT_URL / $MILVUS_URI): a URL read from an index folder
+or a checkpoint gets no key unless it is the one named (`credentials`).
+
+A collection belongs to one index: each index folder has an id (its marker, `outputs.id_of`), which
+the collection carries from its creation on (one call: Qdrant's metadata, Milvus's properties) and
+index.json records. Only a collection that carries this folder's id is ever replaced; opening an
+index checks the id and the document count (`verify`). The default collection name is the folder's
+name and its id, so two folders of one name never share a collection.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import scipy.sparse as sp
 
+from HybridPQA.config.validate import COLLECTION_NAME
 from HybridPQA.errors import InputError
+from HybridPQA.outputs import final_name
 from HybridPQA.heads import DENSE, HYBRID, SPARSE
 from HybridPQA.heads import scorers as scorers_of
 from HybridPQA.retrieval.corpus import DOCIDS_FILE, Run, add_hits, fuse_candidates, union
@@ -43,6 +55,7 @@ log = logging.getLogger(__name__)
 DATABASES = ("qdrant", "milvus")  # INDEX.ENGINE beside "memory"
 MARK = "hybridpqa"  # the marker a collection of ours carries: only those are ever dropped
 TOKEN_ENV = {"qdrant": "QDRANT_API_KEY", "milvus": "MILVUS_TOKEN"}
+URL_ENV = {"qdrant": "QDRANT_URL", "milvus": "MILVUS_URI"}  # a server the user names in the environment
 EMBEDDED = {"qdrant": "qdrant", "milvus": "milvus.db"}  # inside the index folder when INDEX.URI is empty
 
 
@@ -79,14 +92,26 @@ class VectorDatabase:
     embedded = False  # in the index folder (uri "")
 
     def __init__(self, uri: str, collection: str, docids: list[str], candidates: int = 200, norm_sample: int = 1000,
-                 hybrid: str = "candidates"):
-        self.uri, self.collection, self.docids = uri, collection, docids
+                 hybrid: str = "candidates", index_id: str = "", key: str | None = None):
+        self.uri, self.collection, self.docids, self.index_id = uri, collection, docids, index_id
         self.candidates, self.norm_sample, self.hybrid = candidates, norm_sample, hybrid
         self.heads = (SPARSE, DENSE)
         self._sample: tuple[np.ndarray, sp.csr_matrix, np.ndarray] | None = None
 
     # -- what an adapter implements ----------------------------------------------------------
-    def create(self, vocab: int, dim: int, overwrite: bool) -> None:
+    def create(self, vocab: int, dim: int) -> None:
+        """A new collection, marked with {"id": self.index_id, "vocab", "dim"} in the same call."""
+        raise NotImplementedError
+
+    def exists(self) -> bool:
+        raise NotImplementedError
+
+    def mark(self) -> dict | None:
+        """The collection's mark (what `create` gave it), None if it has none: not ours."""
+        raise NotImplementedError
+
+    def delete(self) -> None:
+        """Delete the collection (`drop` checks first that it is this index's)."""
         raise NotImplementedError
 
     def upsert(self, rows: np.ndarray, sparse: sp.csr_matrix, dense: np.ndarray) -> None:
@@ -112,18 +137,80 @@ class VectorDatabase:
     def finish(self) -> None:
         """After the last write: what the engine needs before searching at full speed."""
 
-    def drop(self) -> None:
-        raise NotImplementedError
-
     def close(self) -> None:
         pass
+
+    # -- ownership -----------------------------------------------------------------------------
+    def owner(self) -> str | None:
+        """The id of the index the existing collection belongs to ("" for one HybridPQA wrote before ids)."""
+        mark = self.mark()
+        if mark is None:
+            return None
+        return str(mark.get("id", "")) if isinstance(mark, dict) else ""
+
+    def claimable(self) -> bool:
+        """Whether the collection exists and is this index's (a half-made one of an interrupted run
+        included); a one-line error if it exists and is anyone else's, which is never touched."""
+        with self.errors("open"):
+            if not self.exists():
+                return False
+            owner = self.owner()
+        if owner != self.index_id:
+            whose = "is not one HybridPQA wrote" if owner is None else f"belongs to another index (id {owner or 'unknown'})"
+            raise InputError(f"{self.uri}: collection {self.collection!r} {whose}, so it is left alone; choose "
+                             "another --collection (or leave it out for one of this index's own)")
+        return True
+
+    def replace(self) -> None:
+        """Make room for this index's collection: an existing one is deleted only if it is this index's."""
+        if self.claimable():
+            with self.errors("replace"):
+                self.delete()
+
+    def drop(self) -> None:
+        """Delete this index's collection (only if it carries this index's id)."""
+        with self.errors("drop"):
+            if self.exists():
+                if self.owner() != self.index_id:
+                    raise InputError(f"{self.uri}: collection {self.collection!r} is not this index's; left alone")
+                self.delete()
+
+    def verify(self, where: str) -> None:
+        """On opening a saved index (`where`: its index.json): the collection exists, carries the
+        index's id and holds its documents; else a one-line error."""
+        with self.errors("open"):
+            if not self.exists():
+                raise InputError(f"{where}: its collection {self.collection!r} is not in {self.uri or 'the database'} "
+                                 "(dropped, or another database); index again")
+            owner = self.owner()
+            if owner != self.index_id:
+                raise InputError(f"{where}: collection {self.collection!r} in {self.uri} now holds "
+                                 + ("data HybridPQA did not write" if owner is None else f"index {owner or '(no id)'}")
+                                 + f", not this index ({self.index_id}); it was replaced: index again")
+            count = self.count()
+        if count != len(self.docids):
+            raise InputError(f"{where}: collection {self.collection!r} holds {count} documents, the index "
+                             f"{len(self.docids)}; it is incomplete or was changed: index again")
+
+    @contextlib.contextmanager
+    def errors(self, doing: str):
+        """The database library's errors (connection refused, a missing collection, a refused name...) as
+        one line naming the database and the collection."""
+        try:
+            yield
+        except (InputError, KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as err:  # noqa: BLE001 - qdrant-client and pymilvus raise many kinds
+            text = " ".join(str(err).split())[:200] or err.__class__.__name__
+            raise InputError(f"{self.uri}: {self.name} could not {doing} collection {self.collection!r} "
+                             f"({err.__class__.__name__}: {text}); check the server and RETRIEVER.INDEX.URI") from None
 
     # -- shared ------------------------------------------------------------------------------
     def describe(self) -> dict:
         """What index.json records: an embedded database's uri as "" (it lives in the index folder,
         which may move)."""
         return {"engine": self.name, "uri": "" if self.embedded else self.uri, "collection": self.collection,
-                "documents": len(self.docids)}
+                "documents": len(self.docids), "id": self.index_id}
 
     def save(self, path: Path) -> list[str]:
         """What the index folder keeps of a database's index: the ids of its rows -> the names written."""
@@ -171,6 +258,11 @@ class VectorDatabase:
     def search(self, q_reps: dict, qids: list[str], fusion: Fusion, depth: int,
                scorers: tuple[str, ...] | None = None) -> dict[str, Run]:
         """{scorer: run}, each query's top `depth`, as CorpusIndex.search gives them."""
+        with self.errors("search"):
+            return self._search(q_reps, qids, fusion, depth, scorers)
+
+    def _search(self, q_reps: dict, qids: list[str], fusion: Fusion, depth: int,
+                scorers: tuple[str, ...] | None) -> dict[str, Run]:
         allowed = scorers_of([h for h in self.heads if h in q_reps])
         scorers = tuple(s for s in (scorers or allowed) if s in allowed)
         depth = min(depth, len(self.docids))
@@ -197,31 +289,66 @@ class VectorDatabase:
 
 
 def build_database(engine: str, uri: str, collection: str, folder: Path, docids: list[str], candidates: int = 200,
-                   norm_sample: int = 1000, hybrid: str = "candidates") -> VectorDatabase:
-    """The adapter of `engine`, connected: embedded in `folder` when `uri` is empty."""
+                   norm_sample: int = 1000, hybrid: str = "candidates", index_id: str = "",
+                   named: tuple[str, ...] = ()) -> VectorDatabase:
+    """The adapter of `engine`, connected: embedded in `folder` when `uri` is empty; the key sent only
+    to a `named` URL (`credentials`)."""
     if engine not in DATABASES:
         raise InputError(f"RETRIEVER.INDEX.ENGINE = {engine!r}: choose memory, {' or '.join(DATABASES)}")
     if hybrid == "exact":
         hybrid = "candidates"  # a database cannot score every document: its hybrid is the candidates' union
+    if not re.fullmatch(COLLECTION_NAME, collection):
+        raise InputError(f"collection {collection[:60]!r}: a collection name is 1 to 255 letters, digits and "
+                         "underscores, starting with a letter or underscore; choose another --collection")
+    key = credentials(engine, uri, named)
     if engine == "qdrant":
         from HybridPQA.retrieval.qdrant_db import QdrantDatabase as kind
     else:
         from HybridPQA.retrieval.milvus_db import MilvusDatabase as kind
-    database = kind(uri or str(Path(folder) / EMBEDDED[engine]), collection, docids, candidates, norm_sample, hybrid)
+    database = kind(uri or str(Path(folder) / EMBEDDED[engine]), collection, docids, candidates, norm_sample, hybrid,
+                    index_id, key)
     database.embedded = not uri
     return database
 
 
-def open_database(settings, folder: Path, docids: list[str], described: dict | None = None) -> VectorDatabase:
-    """The vector database `settings` (EngineSettings: RETRIEVER.INDEX.ENGINE, URI, COLLECTION, ...) name for
-    the index in `folder`. `described`: a saved index's record of it (index.json); a URI or COLLECTION
-    set in the settings wins over it."""
-    described = described or {}
-    engine = described.get("engine", settings.database)
-    uri = settings.uri or described.get("uri", "")
-    collection = settings.collection or described.get("collection") or collection_name(Path(folder).name)
-    return build_database(engine, uri, collection, Path(folder), docids, settings.candidates, settings.norm_sample,
-                          settings.hybrid)
+def open_database(settings, folder: Path, docids: list[str], described: dict | None = None,
+                  index_id: str = "") -> VectorDatabase:
+    """The vector database of the index in `folder`: a new one (`index_id`: the folder's id) where
+    `settings` (EngineSettings: RETRIEVER.INDEX.ENGINE, URI, COLLECTION, ...) name it, or a saved one
+    that `described` (index.json's record) names, checked against the folder (`verify`). A saved
+    index's URL must be the one the user named, if any (`settings.named_uris`)."""
+    folder = Path(folder)
+    if described is None:
+        collection = settings.collection or default_collection(final_name(folder), index_id)
+        return build_database(settings.database, settings.uri, collection, folder, docids, settings.candidates,
+                              settings.norm_sample, settings.hybrid, index_id, settings.named_uris)
+    where = str(folder / "index.json")
+    engine, uri, collection, index_id = (described.get(k) for k in ("engine", "uri", "collection", "id"))
+    if engine not in DATABASES or not isinstance(uri, str) or not isinstance(collection, str):
+        raise InputError(f"{where}: its database record {described} is not one of ours; index again")
+    if not isinstance(index_id, str) or not index_id:
+        raise InputError(f"{where}: written before indexes had ids (a collection could not be told from another "
+                         "index's); index again, or push it again with `hybridpqa index --from-index`")
+    if uri and "://" not in uri:
+        raise InputError(f"{where}: database uri {uri!r} is not a server URL; index again")
+    named = [u for u in settings.named_uris if u]
+    if named and not uri:
+        raise InputError(f"{where}: this index's {engine} is embedded in its folder; RETRIEVER.INDEX.URI "
+                         f"{named[0]} does not apply to it (drop it)")
+    if named and uri and not any(same_uri(uri, u) for u in named):
+        raise InputError(f"{where}: the index is on {uri}, you named {named[0]}; search it on the URL it was "
+                         "built on, or push it there with `hybridpqa index --from-index`")
+    if not uri and not (folder / EMBEDDED[engine]).exists():
+        raise InputError(f"{where}: its embedded {engine} ({folder / EMBEDDED[engine]}) is missing; index again")
+    database = build_database(engine, uri, collection, folder, docids, settings.candidates, settings.norm_sample,
+                              settings.hybrid, index_id, settings.named_uris)
+    database.verify(where)
+    return database
+
+
+def default_collection(folder_name: str, index_id: str) -> str:
+    """The folder's name and its id: two index folders of one name never share a collection."""
+    return f"{collection_name(folder_name)[:200]}_{index_id[:8]}" if index_id else collection_name(folder_name)
 
 
 def collection_name(folder_name: str) -> str:
@@ -230,26 +357,51 @@ def collection_name(folder_name: str) -> str:
     return name if name[0].isalpha() else f"c_{name}"
 
 
-def token(engine: str) -> str | None:
-    """The API key or token of a database server, from the environment only."""
-    return os.environ.get(TOKEN_ENV[engine]) or None
+def same_uri(a: str, b: str) -> bool:
+    """One server: the same scheme, host and port (a trailing slash or a default port aside)."""
+    pa, pb = urlsplit(a.strip()), urlsplit(b.strip())
+    default = {"http": 80, "https": 443}
+    try:
+        ports = (pa.port or default.get(pa.scheme), pb.port or default.get(pb.scheme))
+    except ValueError:
+        return False
+    return (pa.scheme.lower(), (pa.hostname or "").lower(), ports[0], pa.path.rstrip("/")) == \
+        (pb.scheme.lower(), (pb.hostname or "").lower(), ports[1], pb.path.rstrip("/"))
+
+
+def credentials(engine: str, uri: str, named: tuple[str, ...]) -> str | None:
+    """The API key or token of a database server, from the environment only, and only for a URL the
+    user named (`named`: in this command, a KEY VALUE pair or their own config; or $QDRANT_URL / $MILVUS_URI)."""
+    key = os.environ.get(TOKEN_ENV[engine]) or None
+    if not uri or key is None:
+        return None
+    trusted = [*named, os.environ.get(URL_ENV[engine], "")]
+    if any(u and same_uri(uri, u) for u in trusted):
+        return key
+    raise InputError(f"{uri}: ${TOKEN_ENV[engine]} is set, and this URL comes from a saved file, not from you; "
+                     f"name it (--uri={uri}, RETRIEVER.INDEX.URI {uri}, or ${URL_ENV[engine]}) to send the key there, "
+                     f"or unset ${TOKEN_ENV[engine]}")
 
 
 def push(database: VectorDatabase, batches: Iterator[tuple[np.ndarray, sp.csr_matrix, np.ndarray]],
-         batch_size: int, overwrite: bool) -> dict:
-    """Create the collection (replacing one of ours only with `overwrite`) and write (rows, sparse,
-    dense) batches into it, `batch_size` documents a request. -> counts: documents written, collapsed
-    sparse vectors."""
+         batch_size: int) -> dict:
+    """Create the collection (replacing only one that carries this index's id) and write (rows,
+    sparse, dense) batches into it, `batch_size` documents a request. -> counts: documents written,
+    collapsed sparse vectors."""
     written = collapsed = 0
     for rows, sparse, dense in batches:
         if not written:
-            database.create(sparse.shape[1], dense.shape[1], overwrite)
+            database.replace()
+            with database.errors("create"):
+                database.create(sparse.shape[1], dense.shape[1])
         for start in range(0, len(rows), batch_size):
             part = slice(start, start + batch_size)
             collapsed += check_batch(rows[part], sparse[part], dense[part], sparse.shape[1], None, database.uri)
-            database.upsert(rows[part], sparse[part], np.ascontiguousarray(dense[part], dtype=np.float32))
+            with database.errors("write into"):
+                database.upsert(rows[part], sparse[part], np.ascontiguousarray(dense[part], dtype=np.float32))
             written += len(rows[part])
-    database.finish()
+    with database.errors("finish"):
+        database.finish()
     if written != len(database.docids):
         raise InputError(f"{database.uri}: wrote {written} documents for {len(database.docids)} ids; the index is "
                          "incomplete, index again")

@@ -60,6 +60,7 @@ class EngineSettings:
     uri: str = ""  # the database's: "" = embedded in the index folder
     collection: str = ""  # "" = the index folder's name
     batch: int = 256  # documents per write request
+    named_uris: tuple[str, ...] = ()  # database URLs the user named (not read from a folder): only they get a key
 
     def engine(self, head: str) -> str:
         return self.sparse if head == SPARSE else self.dense

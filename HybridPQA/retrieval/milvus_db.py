@@ -16,6 +16,7 @@ more than 1e-30 times a query weight), counted and logged.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -24,14 +25,14 @@ import scipy.sparse as sp
 
 from HybridPQA.errors import InputError
 from HybridPQA.heads import DENSE, SPARSE
-from HybridPQA.retrieval.database import MARK, VectorDatabase, token
+from HybridPQA.retrieval.database import MARK, VectorDatabase
 from HybridPQA.scoring import Fusion
 
 DOCID_LENGTH = 512  # the VARCHAR docid's limit
 EMPTY_WEIGHT = 1e-30
 
 
-def _client(uri: str):
+def _client(uri: str, key: str | None):
     try:
         from pymilvus import MilvusClient
     except ImportError:
@@ -42,7 +43,7 @@ def _client(uri: str):
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
     logging.getLogger("milvus_lite").setLevel(logging.WARNING)  # a line per server start and stop  # it logs every refused call at ERROR before raising
     try:
-        return MilvusClient(uri=uri, token=token("milvus") or "")
+        return MilvusClient(uri=uri, token=key or "")
     except Exception as err:  # noqa: BLE001 - pymilvus raises several kinds; all mean "cannot connect"
         raise InputError(f"{uri}: cannot open Milvus (an embedded .db file is served by one process at a time; {str(err).splitlines()[0][:120]}); start the server or check "
                          "RETRIEVER.INDEX.URI") from None
@@ -52,23 +53,17 @@ class MilvusDatabase(VectorDatabase):
     name = "milvus"
     collapsed_note = f"stored with one weight of {EMPTY_WEIGHT:g} on term 0 (Milvus refuses an empty sparse vector)"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.client = _client(self.uri)
-        if self.client.has_collection(self.collection):  # a saved one is released until loaded
-            self.client.load_collection(self.collection)
+    def __init__(self, uri, collection, docids, candidates=200, norm_sample=1000, hybrid="candidates", index_id="",
+                 key=None):
+        super().__init__(uri, collection, docids, candidates, norm_sample, hybrid, index_id)
+        self.client = _client(self.uri, key)
+        with self.errors("load"):
+            if self.client.has_collection(self.collection):  # a saved one is released until loaded
+                self.client.load_collection(self.collection)
 
-    def create(self, vocab: int, dim: int, overwrite: bool) -> None:
+    def create(self, vocab: int, dim: int) -> None:
         from pymilvus import DataType
 
-        if self.client.has_collection(self.collection):
-            ours = self._ours()
-            if not overwrite or not ours:
-                raise InputError(f"{self.uri}: collection {self.collection!r} exists"
-                                 + ("" if overwrite else "; pass --overwrite to replace it")
-                                 + ("" if ours else " and is not one HybridPQA wrote, so it is left alone; "
-                                                    "choose another --collection"))
-            self.client.drop_collection(self.collection)
         schema = self.client.create_schema(auto_id=False)
         schema.add_field("row", DataType.INT64, is_primary=True)
         schema.add_field("docid", DataType.VARCHAR, max_length=DOCID_LENGTH)
@@ -77,11 +72,24 @@ class MilvusDatabase(VectorDatabase):
         params = self.client.prepare_index_params()
         params.add_index(SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
         params.add_index(DENSE, index_type="FLAT", metric_type="IP")
-        self.client.create_collection(self.collection, schema=schema, index_params=params)
-        self.client.alter_collection_properties(self.collection, properties={MARK: str(vocab)})
+        self.client.create_collection(self.collection, schema=schema, index_params=params,  # marked as it is made
+                                      properties={MARK: json.dumps({"id": self.index_id, "vocab": vocab, "dim": dim})})
 
-    def _ours(self) -> bool:
-        return MARK in self.client.describe_collection(self.collection).get("properties", {})
+    def exists(self) -> bool:
+        return self.client.has_collection(self.collection)
+
+    def mark(self) -> dict | None:
+        value = self.client.describe_collection(self.collection).get("properties", {}).get(MARK)
+        if value is None:
+            return None
+        try:
+            mark = json.loads(value)
+        except ValueError:
+            return {}
+        return mark if isinstance(mark, dict) else {"vocab": mark}  # before ids: the vocabulary size alone
+
+    def delete(self) -> None:
+        self.client.drop_collection(self.collection)
 
     def upsert(self, rows, sparse, dense) -> None:
         sparse = sp.csr_matrix(sparse, dtype=np.float32)
@@ -144,7 +152,7 @@ class MilvusDatabase(VectorDatabase):
         if missing:
             raise InputError(f"{self.uri}: collection {self.collection!r} lacks documents {missing[:5]}; "
                              "it no longer matches the index folder: index again")
-        vocab = int(self.client.describe_collection(self.collection)["properties"][MARK])
+        vocab = int(self.mark()["vocab"])
         weights = [got[int(r)][SPARSE] for r in rows]
         indptr = np.cumsum([0] + [len(w) for w in weights])
         sparse = sp.csr_matrix((np.array([v for w in weights for v in w.values()], np.float32),
@@ -159,12 +167,6 @@ class MilvusDatabase(VectorDatabase):
 
     def count(self) -> int:
         return int(self.client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
-
-    def drop(self) -> None:
-        if self.client.has_collection(self.collection):
-            if not self._ours():
-                raise InputError(f"{self.uri}: collection {self.collection!r} is not one HybridPQA wrote; left alone")
-            self.client.drop_collection(self.collection)
 
     def close(self) -> None:
         self.client.close()

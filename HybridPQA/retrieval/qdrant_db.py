@@ -23,21 +23,23 @@ import scipy.sparse as sp
 
 from HybridPQA.errors import InputError
 from HybridPQA.heads import DENSE, SPARSE
-from HybridPQA.retrieval.database import MARK, VectorDatabase, sparse_rows, token
+from HybridPQA.retrieval.database import MARK, VectorDatabase, sparse_rows
 from HybridPQA.retrieval.index import dense_dots, sparse_dots
 from HybridPQA.scoring import Fusion
 
 
 
-def _client(uri: str):
+def _client(uri: str, key: str | None):
     try:
         from qdrant_client import QdrantClient
     except ImportError:
         raise InputError("RETRIEVER.INDEX.ENGINE = 'qdrant' needs qdrant-client: pip install 'HybridPQA[databases]'") from None
-    if uri == ":memory:":
-        return QdrantClient(":memory:")
-    if uri.startswith(("http://", "https://")):
-        return QdrantClient(url=uri, api_key=token("qdrant"))
+    if "://" in uri:
+        try:
+            return QdrantClient(url=uri, api_key=key)
+        except Exception as err:  # noqa: BLE001 - a malformed URL, a refused option
+            raise InputError(f"{uri}: not a Qdrant URL qdrant-client accepts ({str(err)[:120]}); "
+                             "give http(s)://HOST:PORT") from None
     try:
         return QdrantClient(path=uri)
     except (RuntimeError, BlockingIOError) as err:  # local mode locks its folder
@@ -49,25 +51,27 @@ class QdrantDatabase(VectorDatabase):
     name = "qdrant"
     collapsed_note = "stored with an empty sparse vector: they score 0 on the sparse head"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, uri, collection, docids, candidates=200, norm_sample=1000, hybrid="candidates", index_id="",
+                 key=None):
+        super().__init__(uri, collection, docids, candidates, norm_sample, hybrid, index_id)
         from qdrant_client import models
 
-        self.models, self.client = models, _client(self.uri)
+        self.models, self.client = models, _client(self.uri, key)
 
-    def create(self, vocab: int, dim: int, overwrite: bool) -> None:
+    def create(self, vocab: int, dim: int) -> None:
         m = self.models
-        if self.client.collection_exists(self.collection):
-            info = self.client.get_collection(self.collection)
-            if not overwrite or (info.config.metadata or {}).get(MARK) is None:
-                raise InputError(f"{self.uri}: collection {self.collection!r} exists"
-                                 + ("" if overwrite else "; pass --overwrite to replace it")
-                                 + ("" if (info.config.metadata or {}).get(MARK) else
-                                    " and is not one HybridPQA wrote, so it is left alone; choose another --collection"))
-            self.client.delete_collection(self.collection)
         self.client.create_collection(self.collection, vectors_config={DENSE: m.VectorParams(size=dim, distance=m.Distance.DOT)},
                                       sparse_vectors_config={SPARSE: m.SparseVectorParams()},
-                                      metadata={MARK: {"vocab": vocab, "dim": dim}})
+                                      metadata={MARK: {"id": self.index_id, "vocab": vocab, "dim": dim}})
+
+    def exists(self) -> bool:
+        return self.client.collection_exists(self.collection)
+
+    def mark(self) -> dict | None:
+        return (self.client.get_collection(self.collection).config.metadata or {}).get(MARK)
+
+    def delete(self) -> None:
+        self.client.delete_collection(self.collection)
 
     def upsert(self, rows, sparse, dense) -> None:
         m = self.models
@@ -150,7 +154,7 @@ class QdrantDatabase(VectorDatabase):
         if missing:
             raise InputError(f"{self.uri}: collection {self.collection!r} lacks documents {missing[:5]}; "
                              "it no longer matches the index folder: index again")
-        vocab = self.client.get_collection(self.collection).config.metadata[MARK]["vocab"]
+        vocab = self.mark()["vocab"]
         sparse = [points[int(r)].vector[SPARSE] for r in rows]
         indptr = np.cumsum([0] + [len(v.indices) for v in sparse])
         sparse = sp.csr_matrix((np.array([w for v in sparse for w in v.values], np.float32),
@@ -160,12 +164,6 @@ class QdrantDatabase(VectorDatabase):
 
     def count(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)
-
-    def drop(self) -> None:
-        if self.client.collection_exists(self.collection):
-            if (self.client.get_collection(self.collection).config.metadata or {}).get(MARK) is None:
-                raise InputError(f"{self.uri}: collection {self.collection!r} is not one HybridPQA wrote; left alone")
-            self.client.delete_collection(self.collection)
 
     def close(self) -> None:
         self.client.close()

@@ -10,7 +10,10 @@
 Concurrent searches are batched: requests that arrive while the model is busy are encoded and
 searched together (one forward pass for the batch), one batch at a time on one worker thread, which
 owns the cores. Input is checked: an empty query, a k outside 1..max_k, an unknown scorer or index,
-an unknown document id or a body over `max_body` bytes get a 4xx with one line saying what to fix.
+an unknown document id or a body over `max_body` bytes get a 4xx with one line saying what to fix; so
+do non-finite numbers and text that is not valid Unicode (a lone surrogate). A request whose Host
+header is not one of `allowed_hosts` (the bind address, localhost, and what `--allow-host` adds) gets
+400: a page elsewhere cannot reach the service through a rebound DNS name (DNS rebinding).
 """
 from __future__ import annotations
 
@@ -19,8 +22,10 @@ import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from HybridPQA.api import SCORERS, SearchIndex
 from HybridPQA.errors import InputError
@@ -97,9 +102,15 @@ class Batcher:
         return asyncio.get_running_loop().run_in_executor(self.worker, func, *args)
 
 
-def build_app(indexes: dict[str, SearchIndex], max_k: int = 100, max_body: int = 65536, batch: int = 32) -> FastAPI:
-    """The service over `indexes` ({name: SearchIndex}; the first is the default)."""
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def build_app(indexes: dict[str, SearchIndex], max_k: int = 100, max_body: int = 65536, batch: int = 32,
+              allowed_hosts: tuple[str, ...] = LOCAL_HOSTS) -> FastAPI:
+    """The service over `indexes` ({name: SearchIndex}; the first is the default), answering requests
+    whose Host header names one of `allowed_hosts` (testserver, Starlette's test client, included)."""
     app = FastAPI(title="HybridPQA", docs_url="/docs", redoc_url=None)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*dict.fromkeys([*allowed_hosts, "testserver"])])
     batcher, default = Batcher(batch), next(iter(indexes))
 
     def pick(name: str | None) -> tuple[str, SearchIndex]:
@@ -111,7 +122,7 @@ def build_app(indexes: dict[str, SearchIndex], max_k: int = 100, max_body: int =
     def query_text(query: str) -> str:
         if not query.strip():
             raise HTTPException(422, "query: empty; give the text to search for")
-        return query
+        return unicode_text(query, "query")
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
@@ -127,6 +138,13 @@ def build_app(indexes: dict[str, SearchIndex], max_k: int = 100, max_body: int =
     @app.exception_handler(InputError)
     async def input_error(request: Request, err: InputError):
         return JSONResponse({"detail": str(err)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError):
+        """One line naming the field, never echoing the value (it may be inf or a lone surrogate)."""
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
 
     @app.get("/health")
     async def health():
@@ -150,6 +168,8 @@ def build_app(indexes: dict[str, SearchIndex], max_k: int = 100, max_body: int =
             raise HTTPException(422, f"side {body.side!r}: choose query or document")
         if any(len(t) > 20 * MAX_QUERY for t in body.texts) or not all(t.strip() for t in body.texts):
             raise HTTPException(422, f"texts: each must be non-empty and at most {20 * MAX_QUERY} characters")
+        for text in body.texts:
+            unicode_text(text, "texts")
         if body.top is not None and body.top < 1:
             raise HTTPException(422, f"top = {body.top}: give a whole number >= 1, or leave it out")
         retriever = index.retriever
@@ -165,6 +185,7 @@ def build_app(indexes: dict[str, SearchIndex], max_k: int = 100, max_body: int =
         return out
 
     async def explanation(index: SearchIndex, query: str, docid: str):
+        unicode_text(docid, "id")
         if docid not in index.rows():
             raise HTTPException(404, f"id {docid!r}: no such document in this index")
         text = (index.texts or {}).get(docid)
@@ -190,6 +211,15 @@ def build_app(indexes: dict[str, SearchIndex], max_k: int = 100, max_body: int =
                            max_k)
 
     return app
+
+
+def unicode_text(text: str, field: str) -> str:
+    """`text` if it is valid Unicode (JSON's \\ud800 escapes can give a lone surrogate), else a 422."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise HTTPException(422, f"{field}: not valid Unicode (a lone surrogate); send UTF-8 text") from None
+    return text
 
 
 def served_scorers(index: SearchIndex) -> list[str]:
