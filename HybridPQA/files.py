@@ -130,7 +130,7 @@ def check_output_dir(path: str | Path, flag: str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{flag}={path}: is a file; give a folder to write into")
-    check_writable(path)
+    check_writable(path, what="this folder", flag=flag)
     return path
 
 

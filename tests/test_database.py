@@ -78,7 +78,9 @@ def test_embedded_database_holds_the_index_and_searches_as_the_exact_one(engine,
     out = tmp_path / engine
     main(["index", f"--from-index={memory_index}", f"--output={out}", f"--engine={engine}"])
     meta = json.loads((out / "index.json").read_text())
-    assert meta["database"] == {"engine": engine, "uri": "", "collection": engine, "documents": len(loaded)}
+    index_id = meta["id"]  # the collection carries the folder's id, and its default name is derived from it
+    assert meta["database"] == {"engine": engine, "uri": "", "collection": f"{engine}_{index_id[:8]}",
+                                "documents": len(loaded), "id": index_id}
     moved = tmp_path / "moved"  # an embedded database lives in the index folder, which may move
     out.rename(moved)
     pushed = SearchIndex.load(moved)
@@ -105,7 +107,7 @@ def test_qdrant_fuses_inside_the_engine_as_the_candidate_hybrid_does(fusion, que
     loaded, texts, q = queries
     qids = list(texts)
     database = build_database("qdrant", "", "c", tmp_path, loaded.corpus.docids)
-    push(database, corpus_batches(loaded.corpus, 100), 64, overwrite=False)
+    push(database, corpus_batches(loaded.corpus, 100), 64)
     want = CorpusIndex(loaded.corpus.indexes, EngineSettings(hybrid="candidates")).search(q, qids, fusion, 10)
     got = database.search(q, qids, fusion, 10, ("hybrid",))
     assert overlap(got["hybrid"], want["hybrid"], 10) >= 0.99
@@ -130,10 +132,14 @@ def test_milvus_server_process_holds_an_index_encoded_into_it(milvus_server, tun
     got = index.search(texts, k=10)
     assert overlap(got, exact["hybrid"], 10) >= 0.99
     capsys.readouterr()
-    with pytest.raises(SystemExit):  # a server's collection is never replaced silently
-        main(["index", f"--from-index={tuned_scifact / 'index' / 'test'}", f"--output={tmp_path / 'other'}",
-              "--engine=milvus", f"--uri={milvus_server}", "--collection=served"])
-    assert "collection 'served' exists; pass --overwrite" in capsys.readouterr().err
+    collection = json.loads((out / "index.json").read_text())["database"]["collection"]
+    assert collection.startswith("served_")
+    for overwrite in ([], ["--overwrite"]):  # another index folder never replaces this index's collection
+        with pytest.raises(SystemExit):
+            main(["index", f"--from-index={tuned_scifact / 'index' / 'test'}", f"--output={tmp_path / 'other'}",
+                  "--engine=milvus", f"--uri={milvus_server}", f"--collection={collection}", *overwrite])
+        assert f"collection {collection!r} belongs to another index" in capsys.readouterr().err
+    assert SearchIndex.load(out).corpus.count() == len(loaded)
     index.corpus.hybrid = "native"  # Milvus's own hybrid_search
     native = index.corpus.search(q, qids, index.retriever.fusion, 10, ("hybrid",))
     assert 0.2 < overlap(native["hybrid"], exact["hybrid"], 10) < 1.0
@@ -147,7 +153,7 @@ def test_milvus_stores_a_collapsed_document_and_counts_it(queries, tmp_path, cap
     sparse = sp.csr_matrix(sparse)
     sparse.eliminate_zeros()
     database = build_database("milvus", "", "c", tmp_path, loaded.corpus.docids)
-    counts = push(database, iter([(np.arange(len(loaded)), sparse, np.asarray(dense))]), 128, overwrite=False)
+    counts = push(database, iter([(np.arange(len(loaded)), sparse, np.asarray(dense))]), 128)
     assert counts == {"documents": len(loaded), "collapsed_sparse": 1} and "have no sparse term" in caplog.text
     assert database.vectors(np.array([3]))[0].nnz == 0  # read back as empty
     rows, scores = database.head_search("dense", np.asarray(dense[3:4]), 1)
@@ -171,11 +177,13 @@ def test_bad_vectors_and_foreign_collections_are_refused(queries, memory_index, 
     client = QdrantClient(path=str(tmp_path / "q"))  # someone else's collection in the same database
     client.create_collection("theirs", vectors_config={"v": models.VectorParams(size=4, distance=models.Distance.DOT)})
     client.close()
-    database = build_database("qdrant", str(tmp_path / "q"), "theirs", tmp_path, loaded.corpus.docids)
+    database = build_database("qdrant", str(tmp_path / "q"), "theirs", tmp_path, loaded.corpus.docids,
+                              index_id="0123456789abcdef")
     with pytest.raises(InputError, match="not one HybridPQA wrote"):
-        push(database, corpus_batches(loaded.corpus, 100), 64, overwrite=True)
-    with pytest.raises(InputError, match="not one HybridPQA wrote"):
+        push(database, corpus_batches(loaded.corpus, 100), 64)
+    with pytest.raises(InputError, match="not this index's; left alone"):
         database.drop()
+    assert database.exists()
     database.close()
     for argv, message in [(["index", f"--from-index={tmp_path}", f"--output={tmp_path / 'x'}", "--engine=memory"],
                            "--engine=qdrant or --engine=milvus"),

@@ -142,7 +142,7 @@ def test_unwritable_output_fails_before_any_work(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     cfg = load_config(QUICK, dotenv_path=None)
-    with pytest.raises(InputError, match="cannot write the run directory.*choose another --path_output"):
+    with pytest.raises(InputError, match="cannot write the run directory.*choose another --output"):
         RunDir.at(blocker / "out", cfg.EXP).prepare(cfg)
 
 

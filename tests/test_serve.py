@@ -100,7 +100,7 @@ def test_concurrent_searches_are_batched_and_each_gets_its_own_hits(served, ques
 
     async def together():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             answers = await asyncio.gather(*[client.post("/search", json={"query": q, "k": 3 + i % 4})
                                              for i, q in enumerate(questions[:12])])
         return [a.json()["hits"] for a in answers]

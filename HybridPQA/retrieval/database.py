@@ -31,6 +31,7 @@ name and its id, so two folders of one name never share a collection.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -52,7 +53,9 @@ from HybridPQA.retrieval.index import dense_dots, sparse_dots
 from HybridPQA.scoring import Fusion
 
 log = logging.getLogger(__name__)
-DATABASES = ("qdrant", "milvus")  # INDEX.ENGINE beside "memory"
+# INDEX.ENGINE beside "memory": the adapter's module and class (a new database is one file plus one line)
+DATABASES = {"qdrant": "HybridPQA.retrieval.qdrant_db:QdrantDatabase",
+             "milvus": "HybridPQA.retrieval.milvus_db:MilvusDatabase"}
 MARK = "hybridpqa"  # the marker a collection of ours carries: only those are ever dropped
 TOKEN_ENV = {"qdrant": "QDRANT_API_KEY", "milvus": "MILVUS_TOKEN"}
 URL_ENV = {"qdrant": "QDRANT_URL", "milvus": "MILVUS_URI"}  # a server the user names in the environment
@@ -301,10 +304,8 @@ def build_database(engine: str, uri: str, collection: str, folder: Path, docids:
         raise InputError(f"collection {collection[:60]!r}: a collection name is 1 to 255 letters, digits and "
                          "underscores, starting with a letter or underscore; choose another --collection")
     key = credentials(engine, uri, named)
-    if engine == "qdrant":
-        from HybridPQA.retrieval.qdrant_db import QdrantDatabase as kind
-    else:
-        from HybridPQA.retrieval.milvus_db import MilvusDatabase as kind
+    module, name = DATABASES[engine].split(":")
+    kind = getattr(importlib.import_module(module), name)
     database = kind(uri or str(Path(folder) / EMBEDDED[engine]), collection, docids, candidates, norm_sample, hybrid,
                     index_id, key)
     database.embedded = not uri
