@@ -14,8 +14,6 @@ import shutil
 import zipfile
 from pathlib import Path
 
-import torch
-
 from HybridPQA.errors import InputError
 
 
@@ -66,6 +64,8 @@ def save_atomic(obj, path: str | Path) -> None:
     """torch.save through a temporary file and a rename."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
+    import torch  # here, not at the top: the config and the commands' checks load without torch
+
     try:
         torch.save(obj, tmp)
         tmp.replace(path)
@@ -76,6 +76,8 @@ def save_atomic(obj, path: str | Path) -> None:
 def load_torch(path: str | Path, map_location="cpu"):
     """torch.load of tensors and plain values only (`weights_only`: a file never runs code), with a
     one-line error for a file that holds anything else, or is truncated or corrupt."""
+    import torch
+
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

@@ -16,12 +16,17 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from HybridPQA.errors import InputError
 from HybridPQA.files import write_atomic
+
+if TYPE_CHECKING:
+    import torch
+# torch is imported inside the functions that compute with it: the config checks its choices against
+# METHODS and NORMS, and a mistyped key must be reported before torch loads (seconds)
 
 DECIMALS = 6  # a ranked score is kept to 1e-6, as TREC files print it
 METHODS = ("linear", "rrf")  # Fusion.method, as RETRIEVER.FUSION.METHOD
@@ -31,6 +36,8 @@ NORMS = ("none", "min-max", "z-score")  # Fusion.norm, as RETRIEVER.FUSION.NORM
 def maxsim(queries: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
     """(Q, Lq, D), (N, Ld, D) token vectors, padding rows zero -> (Q, N): for each query token its
     best context token's similarity, summed over query tokens (ColBERT). Padding never matches."""
+    import torch
+
     sims = torch.einsum("qid,njd->qnij", queries, contexts)
     padding = contexts.abs().sum(-1) == 0  # (N, Ld)
     sims = sims.masked_fill(padding[None, :, None, :], float("-inf")).amax(-1)
@@ -43,11 +50,15 @@ def similarity(queries: torch.Tensor, contexts: torch.Tensor, func: str = "dot")
     if queries.dim() == 3:
         return maxsim(queries, contexts)
     if func == "cosine":
+        import torch.nn.functional as F
+
         queries, contexts = F.normalize(queries, dim=-1), F.normalize(contexts, dim=-1)
     return queries @ contexts.T
 
 
 def _masked(scores: torch.Tensor, columns: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     columns = torch.ones_like(scores, dtype=torch.bool) if columns is None else columns
     return columns, columns.sum(1, keepdim=True).clamp(min=1)
 
@@ -56,6 +67,8 @@ def normalize(scores, norm: str, columns: torch.Tensor | None = None):
     """(Q, N) -> (Q, N), each row on its own over its `columns` (Q, N) bool (default: all of them):
     min-max to [0, 1] or z-score with the population std (ranx's zmuv). numpy in, numpy out."""
     if isinstance(scores, np.ndarray):
+        import torch
+
         return normalize(torch.from_numpy(scores), norm, columns).numpy()
     if norm == "none":
         return scores
@@ -74,6 +87,8 @@ def normalize(scores, norm: str, columns: torch.Tensor | None = None):
 def ranks(scores, columns: torch.Tensor | None = None):
     """(Q, N) -> (Q, N) 1-based rank of each column in its row, ties by lower column; columns outside
     `columns` rank after every column inside. numpy in, numpy out."""
+    import torch
+
     if isinstance(scores, np.ndarray):
         return ranks(torch.from_numpy(scores), columns).numpy()
     if columns is not None:

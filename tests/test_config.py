@@ -178,3 +178,24 @@ def test_a_key_that_defaults_to_none_can_be_set_back_to_none(tmp_path):
     assert cfg.RETRIEVER.DATA.HARD_NEGATIVES_RUN is None
     with pytest.raises(InputError, match="RETRIEVER.SOLVER.TEMPERATURE cannot be None"):
         load_config(None, ["SOLVER.TEMPERATURE", "None"], dotenv_path=None)
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--output=OUT", "--data=DATA", f"--config={REPO / 'configs' / 'quickstart.yaml'}"],
+    ["index", "--model=MODEL", "--corpus=CORPUS", "--output=OUT"],
+    ["search", "--index=OUT", "--query=a question"],
+    ["evaluate", "--checkpoint=MODEL", "--data=DATA", "--output=OUT"],
+    ["serve", "--index=OUT"],
+])
+def test_a_mistyped_key_is_reported_before_torch_is_imported(argv, tmp_path):
+    """A typo costs a second, not the import of torch, transformers and the pipeline."""
+    import subprocess
+    import sys
+
+    argv = [a.replace("OUT", str(tmp_path / "out")).replace("DATA", str(tmp_path)) for a in argv]
+    probe = ("import sys\nfrom HybridPQA.commands import main\n"
+             f"try:\n    main({[*argv, 'NOPE.KEY', '1']!r})\nexcept SystemExit as e:\n    code = e.code\n"
+             "print('code', code, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert "unknown config key NOPE.KEY" in done.stderr
+    assert done.stdout.split() == ["code", "2", "False", "False"], done.stdout + done.stderr[-500:]

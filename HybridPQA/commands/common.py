@@ -63,12 +63,17 @@ def parse(usage: str, argv: list[str] | None, command: str) -> dict:
     prints the usage and --version the version (exit 0); arguments that do not fit raise InputError."""
     argv = _renamed(list(argv or []), usage)
     try:
-        return docopt(usage, argv=[command, *argv], version=package_version())  # the usage names the command
+        args = docopt(usage, argv=[command, *argv], version=package_version())  # the usage names the command
     except DocoptExit as err:
         reason = str(err.code or "").splitlines()[0] if err.code else ""
         if reason.endswith("requires argument"):
             raise InputError(f"hybridpqa {command}: {reason}, as in {reason.split()[0]}=VALUE") from None
         raise InputError(_one_line(usage, argv, command)) from None
+    if args.get("<KEY_VALUE>"):  # a mistyped key fails here, before any model or library is loaded
+        from HybridPQA.config import check_overrides
+
+        check_overrides(args["<KEY_VALUE>"])
+    return args
 
 
 def positive_int(text: str, flag: str) -> int:

@@ -33,9 +33,7 @@ from HybridPQA.evaluation.metrics import check_metric, score_run
 from HybridPQA.evaluation.trec import read_judgements, read_trec, write_trec
 from HybridPQA.files import check_output_file
 from HybridPQA.retrieval.fusion import fuse_runs, tune
-from HybridPQA.scoring import Fusion
-
-METHODS, NORMS = ("linear", "rrf"), ("none", "min-max", "z-score")
+from HybridPQA.scoring import METHODS, NORMS, Fusion
 
 
 def fuse(runs: list[str | Path], output: str | Path, fusion: Fusion = Fusion(), weights: list[float] | None = None,

@@ -51,6 +51,9 @@ from HybridPQA.errors import InputError
 
 def index(model: str, corpus: str | Path, output: str | Path, config: str | None = None, overrides: list[str] = (),
           shard_size: int = 10_000, overwrite: bool = False, backend: str | None = None) -> dict:
+    from HybridPQA.data.corpus import read_texts
+
+    texts = read_texts(corpus)  # read and checked before torch loads and before anything is replaced
     import torch
 
     from HybridPQA.api import is_interrupted
@@ -70,18 +73,16 @@ def index(model: str, corpus: str | Path, output: str | Path, config: str | None
     lock = hold_lock(output.with_name(f".{output.name}.lock"), f"{output} is being indexed", "or choose another --output") \
         if distributed is None or distributed.main else contextlib.nullcontext()  # one index job per output
     with lock:
-        return _build(retriever_args=(model, list(overrides), config, backend), corpus=corpus, output=output,
+        return _build(retriever_args=(model, list(overrides), config, backend), texts=texts, output=output,
                       shard_size=shard_size, distributed=distributed)
 
 
-def _build(retriever_args: tuple, corpus, output: Path, shard_size: int, distributed) -> dict:
+def _build(retriever_args: tuple, texts: dict[str, str], output: Path, shard_size: int, distributed) -> dict:
     from HybridPQA.api import SCORERS, HybridRetriever
     from HybridPQA.retrieval.corpus import is_index
-    from HybridPQA.data.corpus import read_texts
     from HybridPQA.outputs import publish, staging
 
     started = time.perf_counter()
-    texts = read_texts(corpus)  # read (and checked) before anything is replaced
     retriever = HybridRetriever.from_pretrained(*retriever_args)
     loaded = time.perf_counter()
     # a replacement is built beside the old index (every rank the same folder, resumable)

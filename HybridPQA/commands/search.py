@@ -34,22 +34,25 @@ from HybridPQA.errors import InputError
 def search(index: str | Path, queries: str | Path | None = None, query: str | None = None,
            output: str | Path | None = None, k: int = 100, scorer: str | None = None, overwrite: bool = False,
            overrides: list[str] = ()) -> dict:
-    from HybridPQA.api import SCORERS, SearchIndex
     from HybridPQA.data.corpus import read_texts
-    from HybridPQA.evaluation.trec import write_trec
     from HybridPQA.files import check_output_file
+
+    if output is not None:  # flags, queries and the folder are checked before torch and the model load
+        output = check_output_file(output, "--output")
+        if output.exists() and not overwrite:
+            raise InputError(f"--output={output}: exists; pass --overwrite to replace it")
+    texts = read_texts(queries, "query") if queries is not None else {"q": query}
+    if query is not None and not query.strip():
+        raise InputError("--query: empty text")
+    if not (Path(index) / "index.json").is_file():
+        raise InputError(f"{index}: not a search index (no index.json); build one with `hybridpqa index`")
+    from HybridPQA.api import SCORERS, SearchIndex
+    from HybridPQA.evaluation.trec import write_trec
     from HybridPQA.runtime import setup_logging
 
     if scorer is not None and scorer not in SCORERS:
         raise InputError(f"--scorer={scorer}: choose one of {', '.join(SCORERS)}")
-    if output is not None:
-        output = check_output_file(output, "--output")
-        if output.exists() and not overwrite:
-            raise InputError(f"--output={output}: exists; pass --overwrite to replace it")
     setup_logging(None)
-    texts = read_texts(queries, "query") if queries is not None else {"q": query}
-    if query is not None and not query.strip():
-        raise InputError("--query: empty text")
     started = time.perf_counter()
     loaded = SearchIndex.load(index, overrides=list(overrides))
     scorer = scorer or loaded.retriever.default_scorer

@@ -20,10 +20,10 @@ from HybridPQA.commands.common import parse, positive_int
 
 
 def main(argv: list[str] | None = None) -> dict:
+    args = parse(__doc__, argv, "sweep")  # flags checked before the sweep's libraries load
     from HybridPQA.runtime import setup_logging
     from HybridPQA.sweep import sweep
 
-    args = parse(__doc__, argv, "sweep")
     setup_logging()
     report = sweep(args["--config"], args["--output"], positive_int(args["--jobs"], "--jobs"), args["--dry-run"],
                    args["--overwrite"])

@@ -31,13 +31,13 @@ from HybridPQA.commands.common import check_data, experiment_config, parse, resu
 def train(output: str | Path, data: str | Path, config: str | Path, overrides: list[str] = (), *,
           overwrite: bool = False, resume: bool = False, env: str | None = ".env", argv: list[str] | None = None) -> dict:
     """Train, test, print the results table; returns {split: results}."""
+    cfg = experiment_config(str(config), list(overrides), env)  # a typo fails here, before torch is imported
+    check_data(str(data))
     from HybridPQA.distributed import build_distributed
     from HybridPQA.pipeline import train_and_test
     from HybridPQA.rundir import RunDir
     from HybridPQA.runtime import log_environment, setup_logging
 
-    cfg = experiment_config(str(config), list(overrides), env)
-    check_data(str(data))
     run_dir = RunDir.at(output, cfg.EXP)
     ranks = build_distributed(cfg)  # None unless DISTRIBUTED under torchrun
     main_rank = ranks is None or ranks.main

@@ -192,6 +192,17 @@ def env_overrides(dotenv_path: str | Path | None = ".env") -> list[tuple[str, st
             if n.startswith(ENV_PREFIX) and v is not None]
 
 
+def check_overrides(overrides: list[str], source: str = "command line") -> None:
+    """KEY VALUE pairs checked against the defaults (a known key, a value of its type) before anything
+    heavy is imported: a typo is reported in a second, not after loading a model. The merged config
+    is validated as a whole later (`load_config`)."""
+    if len(overrides) % 2:
+        raise InputError(f"{source}: overrides come in KEY VALUE pairs; {overrides[-1]!r} has no value")
+    cfg = get_cfg_defaults()
+    for key, value in zip(overrides[::2], overrides[1::2]):
+        _set(cfg, resolve_key(cfg, key, source), value, source)
+
+
 def load_config(path_yaml: str | Path | None = None, overrides: list[str] = (),
                 dotenv_path: str | Path | None = ".env", freeze: bool = True, base: list[str] = ()) -> CN:
     """Defaults < `base` (KEY VALUE: what a zero-shot model says of itself) < YAML < .env < KEY VALUE
@@ -203,8 +214,7 @@ def load_config(path_yaml: str | Path | None = None, overrides: list[str] = (),
         _merge_dict(cfg, read_yaml(path_yaml), str(path_yaml))
     for key, value, source in env_overrides(dotenv_path):
         _set(cfg, resolve_key(cfg, key, source), value, source)
-    if len(overrides) % 2:
-        raise InputError(f"command line: overrides come in KEY VALUE pairs; {overrides[-1]!r} has no value")
+    check_overrides(overrides)
     for key, value in zip(overrides[::2], overrides[1::2]):
         _set(cfg, resolve_key(cfg, key, "command line"), value, "command line")
     validate(cfg)
