@@ -15,6 +15,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 from HybridPQA import HybridRetriever
 from HybridPQA.cli import main
 from HybridPQA.config import load_config
+from HybridPQA.data.text import TextOptions
 from HybridPQA.errors import InputError
 from HybridPQA.modeling.encode import encode
 from HybridPQA.modeling import build_checkpointer, build_model
@@ -120,6 +121,13 @@ def test_sentence_transformers_vectors_equal_ours(checkpoints, tmp_path):
         dense = SentenceTransformer(str(out / "dense"))
         for side, theirs in (("query", dense.encode_query), ("context", dense.encode_document)):
             assert np.abs(theirs(TEXTS) - ours[side]["dense"].numpy()).max() < 1e-5, side
+        options = TextOptions(**json.loads((out / "dense" / "hybridpqa_text.json").read_text()))
+        assert options == retriever.encoder.text and options.normalize  # the quickstart's product-QA options
+        assert "## Text options" in (out / "dense" / "README.md").read_text()
+        text = "The tent sleeps four adults and packs to 5 lbs."  # the options rewrite it: applied as the card says
+        want = retriever.encode_documents([text]).dense
+        got = dense.encode_document([options.context(text)], normalize_embeddings=retriever.encoder.encoding.cosine)
+        assert np.abs(got - want).max() < 1e-4
 
 
 def _readme_api_block() -> str:

@@ -12,10 +12,17 @@ document route, each with the model's max length for its side. The sparse head's
 (special tokens, punctuation, stopwords) has no sentence-transformers module; it is carried by the
 exported MLM's output bias, set to -1e4 on masked terms, so their ReLU is 0 exactly as the mask
 makes them. The similarity is the model's (dot or cosine), as `similarity_fn_name`.
+
+Text options (RETRIEVER.DATA: NORMALIZE, INSERT_SOURCE, FLATTEN_ATTRIBUTE, ...) rewrite a text before
+it is tokenised, and no sentence-transformers module does that without running code from the folder.
+Each folder records them in `hybridpqa_text.json` (TEXT_FILE), and its model card says to apply them
+(`TextOptions(**options).query(text)` / `.context(text)`) before `encode_query` / `encode_document`.
 """
 from __future__ import annotations
 
+import json
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -27,6 +34,7 @@ from HybridPQA.modeling.encode import Encoder
 from HybridPQA.modeling.static import StaticDenseHead, StaticQueryEncoder
 
 MASKED_BIAS = -1e4  # an MLM logit this far below zero stays below after any real activation
+TEXT_FILE = "hybridpqa_text.json"  # the text options, in each exported folder
 
 
 def _st():
@@ -116,7 +124,24 @@ def export_sentence_transformers(encoder: Encoder, out: Path) -> list[str]:
             else:
                 built = SentenceTransformer(modules=[router], similarity_fn_name=similarity)
             built.save(str(out / head))
+            record_text_options(out / head, asdict(encoder.text) if encoder.text is not None else {})
             written.append(head)
     if not written:
         raise InputError("export --format=sentence-transformers: this model has no dense or sparse head to export")
     return written
+
+
+def record_text_options(folder: Path, options: dict) -> None:
+    """`options` in `folder`'s TEXT_FILE, and, when any is on, a model-card section saying how to apply them."""
+    (folder / TEXT_FILE).write_text(json.dumps(options, indent=2), encoding="utf-8")
+    on = [name for name, value in options.items() if value]
+    if not on:
+        return
+    card = folder / "README.md"
+    note = (f"\n## Text options\n\nThis model was trained on texts rewritten before tokenising ({', '.join(on)}; "
+            f"recorded in `{TEXT_FILE}`). Rewrite yours the same way before encoding, or its vectors differ:\n\n"
+            "```python\nimport json\nfrom HybridPQA.data.text import TextOptions\n\n"
+            f"options = TextOptions(**json.load(open(\"{TEXT_FILE}\")))\n"
+            "model.encode_query([options.query(q) for q in queries])\n"
+            "model.encode_document([options.context(d) for d in documents])\n```\n")
+    card.write_text((card.read_text(encoding="utf-8") if card.is_file() else "") + note, encoding="utf-8")
