@@ -155,6 +155,7 @@ def test_milvus_stores_a_collapsed_document_and_counts_it(queries, tmp_path, cap
     database = build_database("milvus", "", "c", tmp_path, loaded.corpus.docids)
     counts = push(database, iter([(np.arange(len(loaded)), sparse, np.asarray(dense))]), 128)
     assert counts == {"documents": len(loaded), "collapsed_sparse": 1} and "have no sparse term" in caplog.text
+    assert "Traceback" not in caplog.text and "Method not implemented" not in caplog.text  # Milvus Lite's probes
     assert database.vectors(np.array([3]))[0].nnz == 0  # read back as empty
     rows, scores = database.head_search("dense", np.asarray(dense[3:4]), 1)
     assert rows[0, 0] == 3  # still found by its dense vector

@@ -32,6 +32,15 @@ DOCID_LENGTH = 512  # the VARCHAR docid's limit
 EMPTY_WEIGHT = 1e-30
 
 
+class _Unimplemented(logging.Filter):
+    """Drops the traceback gRPC logs when a client probes a method Milvus Lite does not implement
+    (AllocTimestamp, on every write): the call succeeds without it. Other server errors still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Method not implemented" not in record.getMessage() and "Method not implemented" not in str(
+            record.exc_info[1] if record.exc_info else "")
+
+
 def _client(uri: str, key: str | None):
     try:
         from pymilvus import MilvusClient
@@ -40,8 +49,11 @@ def _client(uri: str, key: str | None):
                          "pip install 'HybridPQA[databases]'") from None
     if "://" not in uri:  # Milvus Lite's file: its folder must exist
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
-    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
-    logging.getLogger("milvus_lite").setLevel(logging.WARNING)  # a line per server start and stop  # it logs every refused call at ERROR before raising
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # it logs every refused call at ERROR before raising
+    logging.getLogger("milvus_lite").setLevel(logging.WARNING)  # a line per server start and stop
+    server = logging.getLogger("grpc._server")  # Milvus Lite's in-process server: pymilvus probes methods it lacks
+    if not any(isinstance(f, _Unimplemented) for f in server.filters):
+        server.addFilter(_Unimplemented())
     try:
         return MilvusClient(uri=uri, token=key or "")
     except Exception as err:  # noqa: BLE001 - pymilvus raises several kinds; all mean "cannot connect"
