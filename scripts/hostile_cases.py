@@ -33,23 +33,78 @@ from pathlib import Path
 from docopt import docopt
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 class Case:
-    def __init__(self, name, argv, expect="error", setup=None, check=None, interrupt_after=None):
+    """`risk`: what a wrong outcome would be (data lost, security, silent); `probe(base_url) -> bool`:
+    requests to a `serve` case's running server; `occupy_port`: its port is taken first; `env`: extra
+    environment variables; `timed`: the output ends with the seconds the command took."""
+
+    def __init__(self, name, argv, expect="error", setup=None, check=None, interrupt_after=None, risk="silent",
+                 probe=None, occupy_port=False, env=None, timed=False):
         self.name, self.argv, self.expect, self.setup, self.check = name, argv, expect, setup, check
-        self.interrupt_after = interrupt_after
+        self.interrupt_after, self.risk, self.probe, self.occupy_port = interrupt_after, risk, probe, occupy_port
+        self.env, self.timed = env or {}, timed
 
 
-def run_cli(repo: Path, argv: list[str], cwd: Path, interrupt_after: float | None = None) -> tuple[int, str]:
-    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "CI": "true"}
-    process = subprocess.Popen([sys.executable, "-m", "HybridPQA.cli", *argv], cwd=cwd, env=env,
+def cli_env(repo: Path, extra: dict | None = None) -> dict:
+    return {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "CI": "true", **(extra or {})}
+
+
+def run_cli(repo: Path, argv: list[str], cwd: Path, interrupt_after: float | None = None,
+            env: dict | None = None) -> tuple[int, str]:
+    process = subprocess.Popen([sys.executable, "-m", "HybridPQA.cli", *argv], cwd=cwd, env=cli_env(repo, env),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if interrupt_after:
         time.sleep(interrupt_after)
         process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=600)
     return process.returncode, out + err
+
+
+def run_case(repo: Path, case: Case, cwd: Path) -> tuple[int, str]:
+    """The case's command; a `serve` case with a probe runs until the probe is done (bounded), then SIGTERM."""
+    import socket
+
+    if not case.probe and not case.occupy_port:
+        started = time.perf_counter()
+        code, output = run_cli(repo, case.argv, cwd, case.interrupt_after, case.env)
+        return code, output + (f"\nelapsed {time.perf_counter() - started:.2f}" if case.timed else "")
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    if case.occupy_port:
+        holder.listen()
+    else:
+        holder.close()
+    log = cwd / "serve.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "HybridPQA.cli", *case.argv, f"--port={port}"], cwd=cwd,
+                                   env=cli_env(repo, case.env), stdout=sink, stderr=subprocess.STDOUT, text=True)
+        ok = None
+        for _ in range(1200):  # bounded: 120 s to load and listen
+            if process.poll() is not None:
+                break
+            if case.probe and "Uvicorn running" in log.read_text():
+                try:
+                    ok = case.probe(f"http://127.0.0.1:{port}")
+                except Exception as err:  # noqa: BLE001 - a failed request is the case's outcome
+                    ok = False
+                    print(f"    probe failed: {err.__class__.__name__}: {err}", flush=True)
+                break
+            time.sleep(0.1)
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=60)
+    holder.close()
+    output = log.read_text()
+    if case.probe:
+        case.check = (lambda s, c, o, ok=bool(ok): ok)
+        if ok is None:
+            return process.returncode, output + "\nprobe never ran: the server did not start"
+        return (0 if ok else 1), output
+    return process.returncode, output
 
 
 def classify(case: Case, code: int, output: str, sandbox: Path) -> str:
@@ -94,6 +149,8 @@ def results_of(sandbox: Path, exp: str = "zero_shot_scifact", split: str = "test
 
 
 def cases(model: Path) -> list[Case]:
+    from hostile_surfaces import surface_cases  # the databases, serve and exports; built on Case
+
     zs = str(ROOT / "configs" / "zero_shot_scifact.yaml")
     quick = str(ROOT / "configs" / "quickstart.yaml")
     base = ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(model), "RETRIEVER.COMPUTE_FLOPS", "False", "NUM_THREADS", "1"]
@@ -266,10 +323,13 @@ def cases(model: Path) -> list[Case]:
         Case("ctrl-c-training", train("SOLVER.TOTAL_TRAIN_STEPS", "400"), expect="correct", interrupt_after=12,
              check=lambda s, c, o: c in (130, 2) and "--resume" in o.strip().splitlines()[-1]),
         *written_folder_cases(model),
+        *surface_cases(model, CK, STEP2, SHARED),
     ]
 
 
 CK = "run/quickstart/checkpoints/last"  # the fixtures' trained checkpoint, inside its run
+STEP2 = "run/quickstart/checkpoints/step_000002"  # the same run two steps earlier: other weights
+SHARED: dict = {}  # a Milvus server and an HTTP listener, shared by the cases that need them
 
 
 def intact(*names: str):
@@ -356,27 +416,42 @@ def main(argv=None) -> dict:
     # a trained checkpoint inside its run directory, for the cases that read or write beside one
     run_cli(repo, ["train", "--output=run", "--data=pqa", f"--config={ROOT / 'configs' / 'quickstart.yaml'}", "--env=none",
                    "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(model), "RETRIEVER.DO_TEST", "False",
-                   "SOLVER.TOTAL_TRAIN_STEPS", "2", "SOLVER.NUM_STEP_PER_EVAL", "2", "DATA.COUNT", "8",
-                   "SOLVER.TRAIN_BATCH_SIZE", "4", "NUM_THREADS", "1"], fixtures)
+                   "SOLVER.TOTAL_TRAIN_STEPS", "4", "SOLVER.NUM_STEP_PER_EVAL", "2", "SOLVER.CP_SAVE_LIMIT", "3",
+                   "DATA.COUNT", "8", "SOLVER.TRAIN_BATCH_SIZE", "4", "NUM_THREADS", "1"], fixtures)
     only = set(filter(None, (args["--only"] or "").split(",")))
-    outcomes = {}
-    for case in cases(model):
-        if only and case.name not in only:
-            continue
-        sandbox = work / "cases" / case.name / "sandbox"
-        shutil.copytree(fixtures, sandbox)
-        (sandbox / "keep.txt").write_text("mine")
-        if case.setup:
-            case.setup(sandbox)
-        code, output = run_cli(repo, case.argv, sandbox, case.interrupt_after)
-        outcomes[case.name] = classify(case, code, output, sandbox)
-        last = [l for l in output.strip().splitlines() if l][-1:] or [""]
-        print(f"{case.name:28s} {outcomes[case.name]:9s} exit {code:3d}  {last[0][:110]}", flush=True)
-        shutil.rmtree(Path("/tmp/hpqa-x"), ignore_errors=True)
+    from hostile_surfaces import Listener, MilvusServer
+
+    shared = work / "shared"  # built once, read by many cases
+    shared.mkdir()
+    run_cli(repo, ["index", f"--model={model}", f"--corpus={fixtures / 'beir' / 'corpus.jsonl'}",
+                   f"--output={shared / 'served'}"], shared)
+    run_cli(repo, ["export", f"--checkpoint={fixtures / CK}", f"--output={shared / 'onnx'}", "--format=onnx"], shared)
+    SHARED.update(milvus=MilvusServer(work / "milvus-server"), listener=Listener(), onnx=shared / "onnx",
+                  served=shared / "served")
+    outcomes, risks = {}, {}
+    try:
+        for case in cases(model):
+            if only and case.name not in only:
+                continue
+            sandbox = work / "cases" / case.name / "sandbox"
+            shutil.copytree(fixtures, sandbox)
+            (sandbox / "keep.txt").write_text("mine")
+            if case.setup:
+                case.setup(sandbox)
+            code, output = run_case(repo, case, sandbox)
+            outcomes[case.name], risks[case.name] = classify(case, code, output, sandbox), case.risk
+            last = [l for l in output.strip().splitlines() if l][-1:] or [""]
+            print(f"{case.name:36s} {outcomes[case.name]:9s} exit {code:3d}  {last[0][:100]}", flush=True)
+            shutil.rmtree(Path("/tmp/hpqa-x"), ignore_errors=True)
+    finally:
+        SHARED["milvus"].stop()
     counts = Counter(outcomes.values())
-    print(f"\n{len(outcomes)} cases: " + ", ".join(f"{counts[k]} {k}" for k in ("error", "correct", "traceback", "wrong")))
+    wrong = Counter(risks[n] for n, o in outcomes.items() if o == "wrong")
+    print(f"\n{len(outcomes)} cases: " + ", ".join(f"{counts[k]} {k}" for k in ("error", "correct", "traceback", "wrong"))
+          + (" (wrong: " + ", ".join(f"{v} {k}" for k, v in wrong.items()) + ")" if wrong else ""))
     if args["--output"]:
-        Path(args["--output"]).write_text(json.dumps({"repo": str(repo), "outcomes": outcomes, "counts": counts}, indent=1))
+        Path(args["--output"]).write_text(json.dumps({"repo": str(repo), "outcomes": outcomes, "risks": risks,
+                                                      "counts": counts, "wrong": wrong}, indent=1))
     return outcomes
 
 
