@@ -195,3 +195,104 @@ def test_bad_vectors_and_foreign_collections_are_refused(queries, memory_index, 
         with pytest.raises(SystemExit):
             main(argv)
         assert message in capsys.readouterr().err
+
+
+def test_a_collection_belongs_to_one_index_and_a_half_made_one_is_taken_back(queries, tmp_path):
+    """Ids, not names: another index's collection is never replaced or read as this one's, and a
+    collection left by a run killed right after creating it is recognised by its id and rebuilt."""
+    loaded = queries[0]
+    docids, ours, theirs = loaded.corpus.docids, "a" * 16, "b" * 16
+
+    def opened(index_id: str, collection: str = "shared"):
+        return build_database("qdrant", "", collection, tmp_path, docids, index_id=index_id)
+
+    database = opened(ours)
+    push(database, corpus_batches(loaded.corpus, 100), 64)
+    database.verify("a/index.json")
+    database.close()
+    other = opened(theirs)  # another index folder that named the same collection
+    with pytest.raises(InputError, match=f"belongs to another index \\(id {ours}\\)"):
+        push(other, corpus_batches(loaded.corpus, 100), 64)
+    with pytest.raises(InputError, match="not this index's; left alone"):
+        other.drop()
+    with pytest.raises(InputError, match=f"now holds index {ours}, not this index \\({theirs}\\)"):
+        other.verify("b/index.json")
+    assert other.count() == len(docids)  # untouched
+    other.close()
+    half = opened(ours, "half")  # killed after creating its collection (marked in the same call), before writing
+    half.create(loaded.corpus.indexes["sparse"].by_doc.shape[1], loaded.corpus.indexes["dense"].vectors.shape[1])
+    half.close()
+    again = opened(ours, "half")
+    with pytest.raises(InputError, match="holds 0 documents, the index 341"):
+        again.verify("a/index.json")
+    push(again, corpus_batches(loaded.corpus, 100), 64)  # the rerun takes it back
+    again.verify("a/index.json")
+    again.close()
+
+
+def test_default_collections_of_two_folders_of_one_name_differ(tmp_path):
+    from HybridPQA.outputs import id_of, mark
+    from HybridPQA.retrieval.database import default_collection
+
+    names = []
+    for parent in ("a", "b"):
+        folder = tmp_path / parent / "idx"
+        mark(folder, "index")
+        names.append(default_collection(folder.name, id_of(folder)))
+    assert names[0] != names[1] and all(n.startswith("idx_") for n in names)
+
+
+class _Listener:
+    """An HTTP server on 127.0.0.1 recording each request's headers (it answers 503)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.seen = seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _any(self):
+                seen.append(str(self.headers))
+                self.send_response(503)
+                self.end_headers()
+
+            do_GET = do_POST = do_PUT = _any
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_key_goes_only_to_a_url_the_user_named(memory_index, tmp_path, monkeypatch, capsys):
+    """A shared or downloaded index folder whose index.json names another URL must not collect the
+    user's QDRANT_API_KEY: the URL read from a folder gets the key only when the user names it."""
+    secret = "key-for-my-own-qdrant-0451"
+    out = tmp_path / "qx"
+    main(["index", f"--from-index={memory_index}", f"--output={out}", "--engine=qdrant"])
+    meta = json.loads((out / "index.json").read_text())
+    listener = _Listener()
+    try:
+        meta["database"]["uri"] = listener.url  # the folder now points at someone's server
+        (out / "index.json").write_text(json.dumps(meta))
+        monkeypatch.setenv("QDRANT_API_KEY", secret)
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            main(["search", f"--index={out}", "--query=vitamin d"])
+        err = capsys.readouterr().err
+        assert "$QDRANT_API_KEY is set, and this URL comes from a saved file" in err and listener.url in err
+        assert not any(secret in h for h in listener.seen)
+        with pytest.raises(SystemExit):  # named by the user: the key goes there (this listener is no Qdrant)
+            main(["search", f"--index={out}", "--query=vitamin d", "RETRIEVER.INDEX.URI", listener.url])
+        assert any(secret in h for h in listener.seen)
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and [line[:6] for line in err.splitlines() if line.startswith("error:")] == ["error:"]
+    finally:
+        listener.close()

@@ -29,7 +29,7 @@ CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromiu
 def served(tuned_scifact):
     folder = tuned_scifact / "index" / "test"
     indexes = load_indexes([str(folder)])
-    return folder, indexes, TestClient(build_app(indexes, max_k=50, max_body=4096))
+    return folder, indexes, TestClient(build_app(indexes, max_k=50, max_body=4096), base_url="http://127.0.0.1")
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +92,46 @@ def test_bad_requests_get_a_4xx_that_says_what_to_fix(served, method, path, body
     assert answer.status_code == status and message in json.dumps(answer.json())
 
 
+@pytest.mark.parametrize("host,status", [("evil.example", 400), ("attacker.example:8000", 400),
+                                         ("127.0.0.1:8000", 200), ("localhost", 200), ("search.lab", 200)])
+def test_a_request_addressed_to_another_host_is_refused(served, host, status):
+    """DNS rebinding: a page whose name now points at 127.0.0.1 sends its own name as Host; only the
+    bind address, localhost and --allow-host names are answered."""
+    indexes = served[1]
+    client = TestClient(build_app(indexes, allowed_hosts=("127.0.0.1", "localhost", "search.lab")),
+                        base_url="http://127.0.0.1")
+    for method, path, body in (("get", "/", None), ("get", "/health", None),
+                               ("post", "/search", {"query": "vitamin d", "k": 3})):
+        answer = client.request(method.upper(), path, json=body, headers={"host": host})
+        assert answer.status_code == status, (method, path, host)
+        if status == 400:
+            assert "vitamin" not in answer.text and "hits" not in answer.text
+
+
+def test_by_default_only_loopback_names_are_answered(served):
+    client = TestClient(build_app(served[1]), base_url="http://127.0.0.1")
+    assert client.get("/health").status_code == 200
+    assert client.get("/health", headers={"host": "localhost:8000"}).status_code == 200
+    refused = client.post("/search", json={"query": "vitamin d", "k": 3}, headers={"host": "rebound.example"})
+    assert refused.status_code == 400 and "hits" not in refused.text
+
+
+@pytest.mark.parametrize("body,field", [(b'{"query": "x", "k": 1e400}', "k"), (b'{"query": "x", "k": NaN}', "k"),
+                                        (b'{"query": "x \\ud800 y"}', "query"),
+                                        (b'{"texts": ["a \\udfff"], "side": "query"}', "texts")])
+def test_non_finite_numbers_and_lone_surrogates_get_a_one_line_422(served, body, field):
+    client = served[2]
+    path = "/encode" if b"texts" in body else "/search"
+    answer = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"]
+    assert isinstance(detail, str) and field in detail and "\n" not in detail and "1e400" not in detail
+
+
 def test_concurrent_searches_are_batched_and_each_gets_its_own_hits(served, questions):
     _, indexes, _ = served
     app = build_app(indexes, max_k=50)
-    alone = TestClient(app)
+    alone = TestClient(app, base_url="http://127.0.0.1")
     want = [alone.post("/search", json={"query": q, "k": 3 + i % 4}).json()["hits"] for i, q in enumerate(questions[:12])]
 
     async def together():
