@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -238,3 +239,74 @@ def test_sweep_with_an_unknown_metric_fails_before_any_point(tmp_path):
                      "METRICS: [bogus@5]\n")
     with pytest.raises(InputError, match=r"METRICS = \['bogus@5'\]; each must be one of"):
         load_sweep(sweep, tmp_path / "out")
+
+
+# Strict types and settings that cannot apply (the databases, serve and exports read the same) ---------
+
+@pytest.mark.parametrize("record,needle", [
+    ({"_id": "d9", "title": "", "text": 12345}, "text"),
+    ({"_id": "d9", "title": ["a", "list"], "text": "x"}, "title"),
+    ({"_id": 7, "title": "", "text": "a text"}, "_id"),
+])
+def test_a_corpus_field_that_is_not_text_is_refused(tmp_path, record, needle):
+    from HybridPQA.data.corpus import read_texts
+
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(doc(1) + "\n" + json.dumps(record) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=f"corpus.jsonl:2: .*{needle}"):
+        read_texts(path)
+
+
+def test_a_task_head_model_is_refused(splade_tiny, tmp_path):
+    import shutil
+
+    from HybridPQA.modeling.pretrained import model_kind
+
+    clf = tmp_path / "clf"
+    shutil.copytree(splade_tiny, clf)
+    config = clf / "config.json"
+    config.write_text(config.read_text().replace("BertForMaskedLM", "BertForSequenceClassification"))
+    with pytest.raises(InputError, match="a BertForSequenceClassification .a task head.*cross"):
+        model_kind(clf)
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["RETRIEVER.MODEL.BIENCODER_TYPE", "dense", "RETRIEVER.MODEL.MLM_WARMUP.STEPS", "5"], "this dense model has none"),
+    (["RETRIEVER.INDEX.ENGINE", "qdrant", "RETRIEVER.INDEX.URI", ":memory:"], "is not a server's URL"),
+    (["RETRIEVER.INDEX.ENGINE", "qdrant", "RETRIEVER.INDEX.URI", "some/folder"], "is not a server's URL"),
+    (["RETRIEVER.INDEX.URI", "http://127.0.0.1:6333"], "with ENGINE 'memory'"),
+    (["RETRIEVER.INDEX.COLLECTION", "mine"], "with ENGINE 'memory'"),
+    (["RETRIEVER.INDEX.ENGINE", "qdrant", "RETRIEVER.INDEX.COLLECTION", "a/b"], "COLLECTION"),
+    (["RETRIEVER.INDEX.ENGINE", "milvus", "RETRIEVER.INDEX.COLLECTION", "c" * 300], "COLLECTION"),
+])
+def test_settings_that_cannot_apply_are_refused(overrides, needle):
+    with pytest.raises(InputError, match=re.escape(needle)):
+        load_config(None, overrides, dotenv_path=None)
+
+
+def test_flags_that_do_not_apply_and_empty_metrics_are_refused(tmp_path, capsys):
+    (tmp_path / "a.trec").write_text("q1 Q0 d1 1 2.0 a\n")
+    (tmp_path / "q.tsv").write_text("q1\td1\t1\n")
+    (tmp_path / "ix").mkdir()
+    for argv, needle in (
+            (["evaluate", f"--run={tmp_path / 'a.trec'}", f"--qrels={tmp_path / 'q.tsv'}", "--metrics=,"], "--metrics"),
+            (["index", f"--from-index={tmp_path / 'ix'}", f"--output={tmp_path / 'out'}"], "--engine"),
+            (["index", f"--from-index={tmp_path / 'ix'}", f"--output={tmp_path / 'out'}", "--engine=memory",
+              "--uri=http://127.0.0.1:1"], "--engine=qdrant or --engine=milvus")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and needle in err and "usage:" not in err, err
+
+
+def test_serve_checks_its_port_before_loading_any_index(tmp_path):
+    import socket
+
+    from HybridPQA.commands.serve import serve
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(InputError, match=f"--port={port}: cannot listen"):  # not "no index.json"
+            serve([str(tmp_path / "no-such-index")], port=port)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from HybridPQA import HybridRetriever
 from HybridPQA.cli import main
 from HybridPQA.config import load_config
+from HybridPQA.errors import InputError
 from HybridPQA.modeling import build_checkpointer, build_model
 from HybridPQA.modeling.onnx_export import MANIFEST
 from HybridPQA.modeling.onnx_runtime import OnnxEncoder
@@ -157,3 +159,65 @@ def test_int8_export_keeps_the_vectors_close(checkpoints, texts, tmp_path):
     sparse = torch.nn.functional.cosine_similarity(torch.from_numpy(a["sparse"].toarray()),
                                                    torch.from_numpy(b["sparse"].toarray()))
     assert sparse.min() > 0.95, sparse
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoints, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("exported") / "onnx"
+    HybridRetriever.from_pretrained(checkpoints["hybrid"]).export_onnx(out)
+    return out
+
+
+def _swap_files(folder: Path) -> None:
+    (folder / "query.onnx").rename(folder / "tmp.onnx")
+    (folder / "context.onnx").rename(folder / "query.onnx")
+    (folder / "tmp.onnx").rename(folder / "context.onnx")
+
+
+def _manifest(change):
+    def damage(folder: Path) -> None:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        change(manifest)
+        (folder / MANIFEST).write_text(json.dumps(manifest))
+    return damage
+
+
+def _graph_files(name: str):
+    return _manifest(lambda m: [g.update(file=name) for g in m["graphs"].values()])
+
+
+def _outputs_swapped(m: dict) -> None:
+    for graph in m["graphs"].values():
+        graph["outputs"][:2] = graph["outputs"][1::-1]
+
+
+@pytest.mark.parametrize("damage,message", [
+    (_swap_files, "not the graph this export wrote (its sha256 differs"),
+    (_manifest(_outputs_swapped), "outputs ['dense', 'sparse'"),
+    (_graph_files("../outside.onnx"), "is not a graph file inside the export folder"),
+    (_graph_files("/etc/passwd"), "is not a graph file inside the export folder"),
+    (lambda f: (f / "context.onnx").unlink(), "context.onnx: missing"),
+    (_manifest(lambda m: m.pop("encoding")), "no encoding"),
+    (_manifest(lambda m: m.pop("digests")), "no digests"),
+    (_manifest(lambda m: m.pop("text")), "no text"),
+    (lambda f: [p.unlink() for p in f.glob("*token*")], "its tokenizer does not load"),
+    (lambda f: (f / MANIFEST).write_text("{not json"), "not readable JSON"),
+    (lambda f: (f / "context.onnx").write_bytes((f / "context.onnx").read_bytes()[:4000]), "sha256 differs"),
+])
+def test_a_damaged_or_swapped_export_is_refused_with_one_line(exported, tmp_path, damage, message):
+    folder = tmp_path / "onnx"
+    shutil.copytree(exported, folder)
+    damage(folder)
+    with pytest.raises(InputError) as raised:
+        OnnxEncoder(folder)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_an_export_refuses_torch_and_changed_text_options(exported, tmp_path, capsys):
+    (tmp_path / "corpus.tsv").write_text("d1\tThe tent packs to 5 lbs.\n")
+    for extra, needle in ((["--backend=torch"], "an ONNX export (hybridpqa_onnx.json), which has no PyTorch model"),
+                          (["RETRIEVER.DATA.NORMALIZE", "False"], "change text options that the export fixes")):
+        with pytest.raises(SystemExit):
+            main(["index", f"--model={exported}", f"--corpus={tmp_path / 'corpus.tsv'}", f"--output={tmp_path / 'i'}",
+                  *extra])
+        assert needle in capsys.readouterr().err

@@ -267,3 +267,34 @@ def test_a_mistyped_model_folder_fails_at_once(tmp_path, corpus, capsys, monkeyp
     assert "modles/splade-tiny: no such folder here, and the Hugging Face hub is off" in err
     assert "no such folder; give a checkpoint" in one_line_error(
         ["index", "--model=a/b/c", f"--corpus={corpus}", f"--output={tmp_path / 'ix'}"], capsys)
+
+
+@pytest.mark.parametrize("names", [("corpus",), ("dense", "sparse"), ("shards",)])
+def test_a_folder_is_ours_by_our_marker_only_never_by_the_names_inside(run, corpus, tmp_path, names, capsys):
+    """A user's folder holding only corpus/, or dense/ and sparse/ (what our exports hold), is not an
+    export of ours: --overwrite never deletes it."""
+    checkpoint, mine = run / "checkpoints" / "step_000001", tmp_path / "mine"
+    for name in names:
+        (mine / name).mkdir(parents=True)
+        (mine / name / "notes.txt").write_text("mine")
+    before = tree(mine)
+    main(["index", f"--model={checkpoint}", f"--corpus={corpus}", f"--output={tmp_path / 'ix'}"])
+    for argv in (["export", f"--checkpoint={checkpoint}", f"--output={mine}", "--overwrite"],
+                 ["export", f"--index={tmp_path / 'ix' / 'sparse'}", f"--output={mine}", "--overwrite"],
+                 ["export", f"--checkpoint={checkpoint}", f"--output={mine}", "--format=onnx", "--overwrite"],
+                 ["index", f"--model={checkpoint}", f"--corpus={corpus}", f"--output={mine}", "--overwrite"]):
+        assert "not a HybridPQA" in one_line_error(argv, capsys) and tree(mine) == before
+
+
+def test_messages_name_the_command_s_own_flags_and_kinds(run, corpus, tmp_path, capsys):
+    checkpoint = run / "checkpoints" / "step_000001"
+    (tmp_path / "afile").write_text("x")
+    for argv, kind in ((["index", f"--model={checkpoint}", f"--corpus={corpus}"], "the index"),
+                       (["export", f"--checkpoint={checkpoint}"], "the export")):
+        err = one_line_error([*argv, f"--output={tmp_path / 'afile' / 'out'}"], capsys)
+        assert f"cannot write {kind}" in err and "choose another --output" in err and "path_output" not in err
+    main(["export", f"--checkpoint={checkpoint}", f"--output={tmp_path / 'st'}"])
+    main(["index", f"--model={checkpoint}", f"--corpus={corpus}", f"--output={tmp_path / 'ix'}"])
+    err = one_line_error(["export", f"--index={tmp_path / 'ix' / 'sparse'}", f"--output={tmp_path / 'st'}",
+                          "--overwrite"], capsys)
+    assert "holds a HybridPQA export, not a pyserini" in err and "no marker" not in err
