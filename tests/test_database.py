@@ -4,7 +4,9 @@ exact in-memory index."""
 import json
 import shutil
 import socket
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -296,3 +298,36 @@ def test_a_key_goes_only_to_a_url_the_user_named(memory_index, tmp_path, monkeyp
         assert "Traceback" not in err and [line[:6] for line in err.splitlines() if line.startswith("error:")] == ["error:"]
     finally:
         listener.close()
+
+
+@pytest.mark.slow
+def test_an_index_killed_while_writing_its_collection_is_taken_back_by_a_rerun(milvus_server, memory_index,
+                                                                              small_beir, tmp_path):
+    """kill -9 once the collection exists on the server (created and marked in one call): it carries
+    the folder's id, so the same command again takes it back and completes; nothing is left unmarked."""
+    from pymilvus import MilvusClient
+
+    checkpoint = json.loads((memory_index / "index.json").read_text())["model"]
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "HybridPQA.cli", "index", f"--model={checkpoint}",
+            f"--corpus={small_beir / 'corpus.jsonl'}", f"--output={out}", "--engine=milvus", f"--uri={milvus_server}",
+            "--shard-size=32", "NUM_THREADS", "1"]
+    client = MilvusClient(uri=milvus_server)
+    before = set(client.list_collections())
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, made = time.time() + 300, []
+    while time.time() < deadline and process.poll() is None and not made:
+        made = [c for c in client.list_collections() if c.startswith("killed_") and c not in before]
+        time.sleep(0.02)
+    assert process.poll() is None and made, "the index finished before its collection could be caught"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    from HybridPQA.outputs import id_of
+
+    mark = json.loads(client.describe_collection(made[0])["properties"]["hybridpqa"])
+    assert mark["id"] == id_of(out) and not (out / "index.json").exists()  # marked from its creation on
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=600)  # no --overwrite: it is resumed
+    assert again.returncode == 0, again.stderr[-2000:]
+    index = SearchIndex.load(out)
+    assert index.corpus.collection == made[0] and index.corpus.count() == len(index.corpus.docids)
+    index.close()

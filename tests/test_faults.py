@@ -163,3 +163,45 @@ def test_disk_filling_up_mid_write_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="the disk is full.*--resume"):
         files.write_atomic(tmp_path / "results.json", "{}")
     assert not (tmp_path / "results.json").exists()
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _cli(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "HybridPQA.cli", *argv]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["index", "index-qdrant", "export-st", "export-onnx", "export-pyserini"])
+def test_a_write_killed_midway_keeps_the_old_output_and_a_rerun_completes(kind, checkpoint, small_beir, tmp_path):
+    """kill -9 of a folder-writing command while it builds the replacement (its `.NAME.building`
+    folder exists): the old output is untouched and still whole; the same command again finishes."""
+    corpus, out, ix = tmp_path / "corpus.jsonl", tmp_path / "out", tmp_path / "ix"
+    corpus.write_text("\n".join((small_beir / "corpus.jsonl").read_text().splitlines()[:64]) + "\n")
+    index = ["index", f"--model={checkpoint}", f"--corpus={corpus}", "--shard-size=16", "NUM_THREADS", "1"]
+    if kind == "export-pyserini":
+        subprocess.run(_cli(*index, f"--output={ix}"), check=True, capture_output=True, timeout=600)
+    argv = {"index": [*index, f"--output={out}"], "index-qdrant": [*index, f"--output={out}", "--engine=qdrant"],
+            "export-st": ["export", f"--checkpoint={checkpoint}", f"--output={out}"],
+            "export-onnx": ["export", f"--checkpoint={checkpoint}", f"--output={out}", "--format=onnx"],
+            "export-pyserini": ["export", f"--index={ix / 'sparse'}", f"--output={out}"]}[kind]
+    first = subprocess.run(_cli(*argv), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before, building = _tree(out), tmp_path / ".out.building"
+    killed = subprocess.Popen(_cli(*argv, "--overwrite"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and killed.poll() is None and not building.exists():
+        time.sleep(0.01)
+    assert killed.poll() is None, "the command finished before it could be killed; give it more to write"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert _tree(out) == before  # the old output, whole
+    again = subprocess.run(_cli(*argv, "--overwrite"), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not building.exists() and not list(tmp_path.glob(".out.replaced-*"))
+    if kind.startswith("index"):
+        searched = subprocess.run(_cli("search", f"--index={out}", "--query=vitamin d", "--k=3"), capture_output=True,
+                                  text=True, timeout=600)
+        assert searched.returncode == 0 and "1." in searched.stdout, searched.stderr[-2000:]
