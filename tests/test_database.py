@@ -331,3 +331,12 @@ def test_an_index_killed_while_writing_its_collection_is_taken_back_by_a_rerun(m
     index = SearchIndex.load(out)
     assert index.corpus.collection == made[0] and index.corpus.count() == len(index.corpus.docids)
     index.close()
+
+
+def test_limits_of_the_database_are_checked_before_encoding(splade_tiny, tmp_path, monkeypatch):
+    from HybridPQA import HybridRetriever
+
+    retriever = HybridRetriever.from_pretrained(splade_tiny, ["RETRIEVER.INDEX.ENGINE", "milvus"])
+    monkeypatch.setattr(retriever.encoder, "encode", lambda *a, **k: pytest.fail("encoded before the check"))
+    with pytest.raises(InputError, match="longer than Milvus's 512-byte limit"):
+        retriever.index({"d" * 600: "a document", "d2": "another"}, output=tmp_path / "ix")

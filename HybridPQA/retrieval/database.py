@@ -153,7 +153,9 @@ class VectorDatabase:
 
     def claimable(self) -> bool:
         """Whether the collection exists and is this index's (a half-made one of an interrupted run
-        included); a one-line error if it exists and is anyone else's, which is never touched."""
+        included); a one-line error if it exists and is anyone else's, which is never touched. The
+        documents' ids are checked against the database's limits first (`check_ids`)."""
+        self.check_ids()
         with self.errors("open"):
             if not self.exists():
                 return False
@@ -163,6 +165,9 @@ class VectorDatabase:
             raise InputError(f"{self.uri}: collection {self.collection!r} {whose}, so it is left alone; choose "
                              "another --collection (or leave it out for one of this index's own)")
         return True
+
+    def check_ids(self) -> None:
+        """The documents' ids against the database's limits, before anything is encoded or written."""
 
     def replace(self) -> None:
         """Make room for this index's collection: an existing one is deleted only if it is this index's."""

@@ -103,6 +103,12 @@ class MilvusDatabase(VectorDatabase):
     def delete(self) -> None:
         self.client.drop_collection(self.collection)
 
+    def check_ids(self) -> None:
+        long = next((d for d in self.docids if len(d.encode()) > DOCID_LENGTH), None)
+        if long is not None:
+            raise InputError(f"{self.uri}: document id {long[:40]!r}... is longer than Milvus's {DOCID_LENGTH}-byte "
+                             "limit on it; shorten the corpus's ids")
+
     def upsert(self, rows, sparse, dense) -> None:
         sparse = sp.csr_matrix(sparse, dtype=np.float32)
         empty = np.diff(sparse.indptr) == 0
@@ -110,10 +116,6 @@ class MilvusDatabase(VectorDatabase):
             sparse = sparse.tolil()
             sparse[np.flatnonzero(empty), 0] = EMPTY_WEIGHT
             sparse = sparse.tocsr()
-        long = [self.docids[r] for r in rows if len(self.docids[r].encode()) > DOCID_LENGTH]
-        if long:
-            raise InputError(f"{self.uri}: document id {long[0][:40]!r}... is longer than Milvus's {DOCID_LENGTH}-byte "
-                             "limit on it; shorten the corpus's ids")
         self.client.upsert(self.collection, [{"row": int(r), "docid": self.docids[r], SPARSE: sparse[i],
                                               DENSE: dense[i]} for i, r in enumerate(rows)])
 
