@@ -48,7 +48,8 @@ from HybridPQA.retrieval.corpus import (
     read_index_texts,
     write_index_files,
 )
-from HybridPQA.retrieval.database import VectorDatabase, corpus_batches, open_database, push
+from HybridPQA.retrieval.connect import open_database
+from HybridPQA.retrieval.database import VectorDatabase, corpus_batches, push
 from HybridPQA.retrieval.engines import EngineSettings, build_engine_settings, drop_engines
 from HybridPQA.retrieval.shards import encode_in_shards, merge_shards, shard_batches
 from HybridPQA.scoring import Fusion

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +30,8 @@ from HybridPQA.data.corpus import read_texts
 from HybridPQA.evaluation.metrics import score_run
 from HybridPQA.evaluation.trec import read_qrels
 from HybridPQA.retrieval.corpus import CorpusIndex
-from HybridPQA.retrieval.database import build_database, corpus_batches, push
+from HybridPQA.retrieval.connect import build_database
+from HybridPQA.retrieval.database import corpus_batches, push
 from HybridPQA.retrieval.engines import EngineSettings
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex
 
@@ -70,9 +72,10 @@ def measure(corpus: CorpusIndex, q: dict, qids: list[str], fusion, qrels: dict |
     for engine in engines:
         with tempfile.TemporaryDirectory(prefix=f"bench-{engine}-") as folder:
             before = rss_mb()
-            database = build_database(engine, "", "bench", Path(folder), corpus.docids, candidates)
+            database = build_database(engine, "", "bench", Path(folder), corpus.docids, candidates,
+                                      index_id=secrets.token_hex(8))  # a fresh collection of its own
             started = time.perf_counter()
-            push(database, corpus_batches(corpus, 2000), 500, overwrite=True)
+            push(database, corpus_batches(corpus, 2000), 500)
             built = {"insert_s": time.perf_counter() - started, "memory_mb": rss_mb() - before,
                      "disk_mb": sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 2 ** 20}
             for mode in ("candidates", "native"):

@@ -18,7 +18,8 @@ from HybridPQA.api import SearchIndex
 from HybridPQA.cli import main
 from HybridPQA.errors import InputError
 from HybridPQA.retrieval.corpus import CorpusIndex
-from HybridPQA.retrieval.database import build_database, check_batch, corpus_batches, push
+from HybridPQA.retrieval.connect import build_database
+from HybridPQA.retrieval.database import check_batch, corpus_batches, push
 from HybridPQA.retrieval.engines import EngineSettings
 from HybridPQA.scoring import Fusion
 
@@ -234,7 +235,7 @@ def test_a_collection_belongs_to_one_index_and_a_half_made_one_is_taken_back(que
 
 def test_default_collections_of_two_folders_of_one_name_differ(tmp_path):
     from HybridPQA.outputs import id_of, mark
-    from HybridPQA.retrieval.database import default_collection
+    from HybridPQA.retrieval.connect import default_collection
 
     names = []
     for parent in ("a", "b"):

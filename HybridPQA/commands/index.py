@@ -130,7 +130,7 @@ def push(source: str | Path, output: str | Path, overrides: list[str] = (), over
 
 def database_overrides(args: dict) -> list[str]:
     """--engine, --uri, --collection as RETRIEVER.INDEX keys (after the KEY VALUE pairs: the flags win);
-    without --collection the collection is named after --output and its id (retrieval.database)."""
+    without --collection the collection is named after --output and its id (retrieval.connect)."""
     pairs = [("ENGINE", args["--engine"]), ("URI", args["--uri"]), ("COLLECTION", args["--collection"])]
     return [item for key, value in pairs if value is not None for item in (f"RETRIEVER.INDEX.{key}", value)]
 
