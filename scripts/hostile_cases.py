@@ -446,8 +446,14 @@ def main(argv=None) -> dict:
             sandbox = work / "cases" / case.name / "sandbox"
             shutil.copytree(fixtures, sandbox)
             (sandbox / "keep.txt").write_text("mine")
-            if case.setup:
-                case.setup(sandbox)
+            try:
+                if case.setup:
+                    case.setup(sandbox)
+            except Exception as err:  # noqa: BLE001 - a setup that fails says so and the run goes on
+                code, output = -1, f"setup failed: {err}"
+                outcomes[case.name], risks[case.name] = "setup-failed", case.risk
+                print(f"{case.name:36s} setup-failed  {output[:300]}", flush=True)
+                continue
             code, output = run_case(repo, case, sandbox)
             outcomes[case.name], risks[case.name] = classify(case, code, output, sandbox), case.risk
             last = [l for l in output.strip().splitlines() if l][-1:] or [""]
@@ -457,7 +463,8 @@ def main(argv=None) -> dict:
         SHARED["milvus"].stop()
     counts = Counter(outcomes.values())
     wrong = Counter(risks[n] for n, o in outcomes.items() if o == "wrong")
-    print(f"\n{len(outcomes)} cases: " + ", ".join(f"{counts[k]} {k}" for k in ("error", "correct", "traceback", "wrong"))
+    print(f"\n{len(outcomes)} cases: " + ", ".join(f"{counts[k]} {k}" for k in ("error", "correct", "traceback", "wrong",
+                                                                          "setup-failed") if counts[k] or k != "setup-failed")
           + (" (wrong: " + ", ".join(f"{v} {k}" for k, v in wrong.items()) + ")" if wrong else ""))
     if args["--output"]:
         Path(args["--output"]).write_text(json.dumps({"repo": str(repo), "outcomes": outcomes, "risks": risks,

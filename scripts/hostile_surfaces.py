@@ -141,7 +141,19 @@ def surface_cases(model: Path, ck: str, step2: str, shared: dict) -> list[Case]:
         return setup
 
     def cli(*argv):
-        return lambda s: run_cli(repo(), list(argv), s)
+        def setup(s: Path) -> None:
+            code, output = run_cli(repo(), list(argv), s)
+            if code != 0:
+                raise RuntimeError(f"setup `hybridpqa {' '.join(argv)}` failed: {output[-600:]}")
+        return setup
+
+    def drop_qdrant_collection(s: Path) -> None:  # deleted with the client, as someone else would
+        from qdrant_client import QdrantClient
+
+        name = json.loads((s / "qx" / "index.json").read_text())["database"]["collection"]
+        client = QdrantClient(path=str(s / "qx" / "qdrant"))
+        client.delete_collection(name)
+        client.close()
 
     def json_edit(path: str, change):
         def setup(s: Path) -> None:
@@ -266,11 +278,11 @@ def surface_cases(model: Path, ck: str, step2: str, shared: dict) -> list[Case]:
         Case("milvus-connection-refused", [*index, "--engine=milvus", "--uri=http://127.0.0.1:1"], risk="silent"),
         Case("qdrant-missing-collection", ["search", "--index=qx", "--query=vitamin d"], risk="silent",
              setup=then(cli("index", f"--model={model}", *corpus, "--output=qx", "--engine=qdrant"),
-                        lambda s: shutil.rmtree(s / "qx" / "qdrant" / "collection")),
-             check=lambda s, c, o: not (s / "qx" / "qdrant" / "collection").exists()),
+                        drop_qdrant_collection),
+             check=lambda s, c, o: not any((s / "qx" / "qdrant" / "collection").glob("*"))),
         Case("embedded-store-deleted", ["search", "--index=mx", "--query=vitamin d"], risk="silent",
              setup=then(cli("index", f"--model={model}", *corpus, "--output=mx", "--engine=milvus"),
-                        lambda s: (s / "mx" / "milvus.db").unlink())),
+                        lambda s: shutil.rmtree(s / "mx" / "milvus.db"))),
         Case("database-count-mismatch", ["search", "--index=qx", "--query=vitamin d"], risk="silent",
              setup=then(cli("index", f"--model={model}", *corpus, "--output=qx", "--engine=qdrant"),
                         json_edit("qx/docids.json", lambda ids: ids.append("extra")))),
