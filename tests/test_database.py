@@ -341,3 +341,12 @@ def test_limits_of_the_database_are_checked_before_encoding(splade_tiny, tmp_pat
     monkeypatch.setattr(retriever.encoder, "encode", lambda *a, **k: pytest.fail("encoded before the check"))
     with pytest.raises(InputError, match="longer than Milvus's 512-byte limit"):
         retriever.index({"d" * 600: "a document", "d2": "another"}, output=tmp_path / "ix")
+
+
+@pytest.mark.parametrize("engine,words", [
+    ("qdrant", ["http://127.0.0.1:1: qdrant could not open collection 'c'", "check the server and RETRIEVER.INDEX.URI"]),
+    ("milvus", ["http://127.0.0.1:1: cannot open Milvus", "start the server or check RETRIEVER.INDEX.URI"])])
+def test_a_refused_connection_is_one_line_naming_the_url_and_the_collection(engine, words, tmp_path):
+    with pytest.raises(InputError) as raised:
+        build_database(engine, "http://127.0.0.1:1", "c", tmp_path, ["d1"], index_id="0" * 16).claimable()
+    assert all(w in str(raised.value) for w in words) and "\n" not in str(raised.value), raised.value

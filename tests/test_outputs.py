@@ -298,3 +298,37 @@ def test_messages_name_the_command_s_own_flags_and_kinds(run, corpus, tmp_path, 
     err = one_line_error(["export", f"--index={tmp_path / 'ix' / 'sparse'}", f"--output={tmp_path / 'st'}",
                           "--overwrite"], capsys)
     assert "holds a HybridPQA export, not a pyserini" in err and "no marker" not in err
+
+
+def test_every_message_of_the_output_rule_says_what_and_what_to_do(tmp_path):
+    """Each refusal of `outputs` names the flag, the kind and the way out."""
+    from HybridPQA.outputs import BUILDING, claim, mark, staging
+
+    model, ours, theirs, other = tmp_path / "model", tmp_path / "ours", tmp_path / "theirs", tmp_path / "other"
+    model.mkdir()
+    (tmp_path / "afile").write_text("x")
+    mark(ours, "index")
+    (ours / "index.json").write_text("{}")
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    mark(other, "export")
+    (other / "dense").mkdir()
+    (tmp_path / f".busy{BUILDING}").mkdir()
+    (tmp_path / f".busy{BUILDING}" / "notes.txt").write_text("mine")
+    cases = [(lambda: claim(model / "sub", "index", True, [model]), ["--output=", "lies inside the input",
+                                                                     "choose another folder"]),
+             (lambda: claim(tmp_path / "afile", "export", True), ["is a file", "give a folder to write the export"]),
+             (lambda: claim(theirs, "index", True), ["not a HybridPQA index (no .hybridpqa-output.json)",
+                                                     "never replaced, --overwrite or not"]),
+             (lambda: claim(other, "pyserini", True), ["holds a HybridPQA export, not a pyserini",
+                                                       "never replaced by another kind"]),
+             (lambda: claim(ours, "index", False), ["already holds an index", "pass --overwrite"]),
+             (lambda: claim(tmp_path / "afile" / "x", "index", True), ["cannot write the index",
+                                                                       "choose another --output"]),
+             (lambda: staging(tmp_path / "busy", "index"), ["is not a HybridPQA index being built", "move it away"])]
+    for call, words in cases:
+        with pytest.raises(InputError) as raised:
+            call()
+        message = str(raised.value)
+        assert all(w in message for w in words) and "\n" not in message, message
+    assert (theirs / "notes.txt").is_file() and (tmp_path / f".busy{BUILDING}" / "notes.txt").is_file()
