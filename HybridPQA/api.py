@@ -10,10 +10,10 @@ fusion, so scores are those `hybridpqa evaluate` ranks with.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
-import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
