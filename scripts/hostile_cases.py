@@ -14,8 +14,8 @@ Every case runs `python -m HybridPQA.cli ...` in a subprocess on tiny real data 
 queries and 30 abstracts; 8 product-QA questions) and is classified as
   error     - exit 2 with one `error: ...` line (what a bad input should get),
   correct   - a good outcome the case checks (a repaired input, a refused payload, ...),
-  traceback - a Python traceback,
-  wrong     - anything else: bad input silently accepted, a wrong result, data lost or code run.
+  traceback - a Python traceback (and nothing the case checks went wrong before it),
+  wrong     - anything else: bad input silently accepted, a wrong result, data lost, a key sent or code run.
 Run it on two checkouts (e.g. a `git worktree` of an older commit) to compare.
 """
 from __future__ import annotations
@@ -108,9 +108,9 @@ def run_case(repo: Path, case: Case, cwd: Path) -> tuple[int, str]:
 
 
 def classify(case: Case, code: int, output: str, sandbox: Path) -> str:
-    if "Traceback (most recent call last)" in output:
-        return "traceback"
     ok = case.check(sandbox, code, output) if case.check else True
+    if "Traceback (most recent call last)" in output:
+        return "traceback" if ok else "wrong"  # a crash after the harm (a key sent, work done) is the harm
     if case.expect == "error":
         errors = [l for l in output.splitlines() if l.startswith("error: ")]
         return "error" if code == 2 and len(errors) == 1 and ok else "wrong"
