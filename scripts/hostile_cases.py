@@ -110,7 +110,8 @@ def run_case(repo: Path, case: Case, cwd: Path) -> tuple[int, str]:
 def classify(case: Case, code: int, output: str, sandbox: Path) -> str:
     ok = case.check(sandbox, code, output) if case.check else True
     if "Traceback (most recent call last)" in output:
-        return "traceback" if ok else "wrong"  # a crash after the harm (a key sent, work done) is the harm
+        # a crash after the harm (a key sent, work done) is the harm; a server's 500 is its traceback
+        return "traceback" if ok or case.probe else "wrong"
     if case.expect == "error":
         errors = [l for l in output.splitlines() if l.startswith("error: ")]
         return "error" if code == 2 and len(errors) == 1 and ok else "wrong"
