@@ -176,14 +176,26 @@ def surface_cases(model: Path, ck: str, step2: str, shared: dict) -> list[Case]:
 
     a_ids = lambda s: {json.loads(l)["_id"] for l in (s / "a.jsonl").read_text().splitlines()}  # noqa: E731
 
+    def searched(folder: str, s: Path) -> tuple[int, str]:
+        return run_cli(repo(), ["search", f"--index={folder}", "--query=vitamin d"], s)
+
     def a_still_answers(folder: str):
-        """`search` of folder a (after b was written) gives a's documents or one error, never b's."""
+        """`search` of folder a after b was written: a's own ranking, as before b (or one error), never
+        b's documents under a's ids."""
         def check(s: Path, code: int, output: str) -> bool:
-            c, out = run_cli(repo(), ["search", f"--index={folder}", "--query=vitamin d"], s)
-            found = ids_in(out)
-            return "Traceback" not in out and ((c == 0 and found and set(found) <= a_ids(s))
-                                               or (c == 2 and "error:" in out))
+            c, out = searched(folder, s)
+            before = json.loads((s / "a-before.json").read_text())
+            return "Traceback" not in out and ((c == 0 and ids_in(out) == before) or (c == 2 and "error:" in out))
         return check
+
+    def remember(folder: str):
+        def setup(s: Path) -> None:
+            c, out = searched(folder, s)
+            found = ids_in(out)
+            if c != 0 or not found or not set(found) <= a_ids(s):
+                raise RuntimeError(f"setup: search of {folder} failed: {out[-400:]}")
+            (s / "a-before.json").write_text(json.dumps(found))
+        return setup
 
     def milvus_case(name: str, argv_b: list[str], folder_a: str, risk: str, argv_a=(), **kw) -> Case:
         if milvus.url is None:
@@ -191,7 +203,7 @@ def surface_cases(model: Path, ck: str, step2: str, shared: dict) -> list[Case]:
         uri = ["--engine=milvus", f"--uri={milvus.url}"]
         return Case(name, ["index", f"--model={model}", *argv_b, *uri], risk=risk,
                     setup=then(two_corpora, cli("index", f"--model={model}", "--corpus=a.jsonl",
-                                                f"--output={folder_a}", *uri, *argv_a)), **kw)
+                                                f"--output={folder_a}", *uri, *argv_a), remember(folder_a)), **kw)
 
     def retrained(s: Path) -> None:  # the index's model folder now holds other weights (trained again)
         shutil.rmtree(s / "ck")
