@@ -39,7 +39,7 @@ from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import build_evaluation, build_ranker, evaluate_split, metric_names
 from HybridPQA.evaluation.explain import write_explanations
 from HybridPQA.evaluation.rankers import Ranker
-from HybridPQA.evaluation.trec import read_trec
+from HybridPQA.data.trec import read_trec
 from HybridPQA.files import check_writable, write_atomic
 from HybridPQA.losses import build_loss, check_objective
 from HybridPQA.modeling import build_checkpointer, build_model
@@ -219,12 +219,12 @@ def train_and_test(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, resume
         best = do_train(training, run_dir, device, dtype, ranks, stop_at_step)
         if stop_at_step is not None and stop_at_step < cfg.RETRIEVER.SOLVER.TOTAL_TRAIN_STEPS or not main:
             return {}  # interrupted on purpose (checkpoints/last is there to --resume from), or not rank 0
-        model, tokenizer = build_model(cfg, checkpoint=best)
+        model, tokenizer, device, dtype = SavedModel(best).load(cfg)  # the chosen checkpoint, as any other is loaded
         log.info("evaluating %s", best)
     results = {}
     if cfg.RETRIEVER.DO_TEST:
         if isinstance(model, torch.nn.Module):
-            model.to(device)
+            model.to(device)  # loaded above, or built untrained (DO_TRAIN False)
         ranker, settings = build_ranker(model, tokenizer, cfg, device, dtype), build_evaluation(cfg)
         fusion = build_fusion(cfg)  # FUSION.TUNE: tuned on the val split, then used for every split
         test = first_stage(load_split(path_data, d.TEST_DATA_PATH, cfg), cfg, path_data, "test")
@@ -258,22 +258,20 @@ def evaluate_only(cfg: CfgNode, run_dir: RunDir | Path, path_data: Path, checkpo
     seed_everything(cfg.SEED)
     write_atomic(run_dir.eval_config(name) if run_dir.config.exists() else run_dir.config, cfg.dump())
     source = checkpoint or cfg.RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE
-    saved = SavedModel(checkpoint) if checkpoint else None
-    if saved is not None:
+    if checkpoint or cfg.RETRIEVER.MODEL.BIENCODER_TYPE != "bm25":  # the one loader (BM25 loads no model)
+        saved = SavedModel(source)
         model, tokenizer, device, dtype = saved.load(cfg)
         fusion = saved.fusion(cfg)
     else:
-        device = build_device(cfg)
-        model, tokenizer = build_model(cfg)
+        device, (model, tokenizer), fusion = build_device(cfg), build_model(cfg), build_fusion(cfg)
         dtype = build_precision(cfg, device, model)
-        fusion = build_fusion(cfg)
     if cfg.RETRIEVER.FUSION.TUNE and fusion == build_fusion(cfg):
         log.warning("RETRIEVER.FUSION.TUNE: nothing tuned to use (the checkpoint records no tuned fusion); "
                     "the configured ALPHA / RRF_K are used")
     log.info("hybrid fusion: %s", fusion.describe())
     data = first_stage(build_split(path, cfg.RETRIEVER.DATA, path_data), cfg, path_data, name)
     _report_issues(data)
-    if saved is None and cfg.RETRIEVER.MODEL.QUERY_ENCODER == "static":  # zero-shot: this corpus's IDF, as BM25
+    if not checkpoint and cfg.RETRIEVER.MODEL.QUERY_ENCODER == "static":  # zero-shot: this corpus's IDF, as BM25
         init_static_queries(model, tokenizer, list(data.docs.values()), cfg.RETRIEVER.MODEL.CONTEXT_MAX_LENGTH)
     log.info("evaluating %s on %s (%s, %d queries)", checkpoint or cfg.RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE,
              path, data.mode, len(data.queries))

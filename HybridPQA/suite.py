@@ -17,7 +17,7 @@ from HybridPQA.evaluation.evaluator import load_results
 from HybridPQA.files import safe_filename, write_atomic
 from HybridPQA.modeling.pretrained import SavedModel
 from HybridPQA.pipeline import evaluate_only
-from HybridPQA.retrieval.corpus import is_index
+from HybridPQA.retrieval.folder import is_index
 from HybridPQA.rundir import RunDir
 
 log = logging.getLogger(__name__)

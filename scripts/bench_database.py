@@ -28,10 +28,10 @@ from bench_scale import synthesise
 
 from HybridPQA.data.corpus import read_texts
 from HybridPQA.evaluation.metrics import score_run
-from HybridPQA.evaluation.trec import read_qrels
+from HybridPQA.data.trec import read_qrels
 from HybridPQA.retrieval.corpus import CorpusIndex
-from HybridPQA.retrieval.connect import build_database
-from HybridPQA.retrieval.database import corpus_batches, push
+from HybridPQA.retrieval.databases import build_database
+from HybridPQA.retrieval.databases.base import corpus_batches, push
 from HybridPQA.retrieval.engines import EngineSettings
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex
 

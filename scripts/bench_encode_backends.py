@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from docopt import docopt
 
+from HybridPQA.api import SearchIndex
 from HybridPQA import HybridRetriever
 from HybridPQA.bench import finish, machine, median_time
 from HybridPQA.config import load_config
@@ -84,7 +85,7 @@ def scored(retriever: HybridRetriever, data, scorers: list[str]) -> dict:
     qids = data.judged_qids()
     qrels = Qrels({q: {d: int(r) for d, r in data.qrels[q].items() if r > 0} for q in qids})
     if data.candidates is None:
-        index = retriever.index(dict(data.docs))
+        index = SearchIndex.build(retriever, dict(data.docs))
         return {s: float(evaluate(qrels, Run(index.search({q: data.queries[q] for q in qids}, k=100, scorer=s)),
                                   "ndcg@10")) for s in scorers}
     runs = {s: {} for s in scorers}

@@ -25,7 +25,7 @@ from HybridPQA.api import HybridRetriever, SearchIndex
 from HybridPQA.data.corpus import read_texts
 from HybridPQA.evaluation.approximate import exact_recall
 from HybridPQA.evaluation.metrics import score_run
-from HybridPQA.evaluation.trec import read_qrels
+from HybridPQA.data.trec import read_qrels
 from HybridPQA.retrieval.corpus import CorpusIndex
 from HybridPQA.retrieval.engines import EngineSettings
 from HybridPQA.retrieval.index import top_k
@@ -98,7 +98,7 @@ def main() -> None:
     print("\n| k' | engines | exact top-10 recovered | top-100 | nDCG@10 | change | p50 ms | speed-up | "
           "union-stat norm: top-10 | nDCG@10 | corpus-stat norm: top-10 | nDCG@10 |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    full = CorpusIndex(indexes).scores(q)
+    full = CorpusIndex(indexes).all_scores(q)
     for k_prime in [int(k) for k in args.k_primes.split(",")]:
         for engines in (("exact", "torch"), ("seismic", "hnsw")):
             settings = EngineSettings(**{**base.__dict__, "sparse": engines[0], "dense": engines[1],

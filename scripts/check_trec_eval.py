@@ -19,7 +19,7 @@ from docopt import docopt
 
 from HybridPQA.data import find_split, read_split
 from HybridPQA.evaluation.metrics import score_run
-from HybridPQA.evaluation.trec import read_trec
+from HybridPQA.data.trec import read_trec
 from HybridPQA.rundir import RunDir
 
 PAIRS = {"map": "map", "ndcg@5": "ndcg_cut_5", "ndcg@10": "ndcg_cut_10", "precision@1": "P_1", "mrr": "recip_rank"}

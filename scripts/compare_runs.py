@@ -15,7 +15,7 @@ from pathlib import Path
 from docopt import docopt
 from ranx import Qrels, Run, compare
 
-from HybridPQA.evaluation.trec import read_judgements, read_trec
+from HybridPQA.data.trec import read_judgements, read_trec
 
 
 def main(argv=None) -> dict:

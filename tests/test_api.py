@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+from HybridPQA.api import SearchIndex
 from HybridPQA import HybridRetriever
 from HybridPQA.cli import main
 from HybridPQA.config import load_config
@@ -154,10 +155,10 @@ def test_api_scores_are_evaluations_scores(splade_tiny, small_beir, tmp_path):
     results = main(["evaluate", f"--output={tmp_path}", f"--data={small_beir}", f"--config={ZERO_SHOT}",
                     "--split=test", "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny), *overrides])
     retriever = HybridRetriever.from_pretrained(splade_tiny, overrides[:2], config=ZERO_SHOT)
-    index = retriever.index(small_beir / "corpus.jsonl", output=tmp_path / "index", shard_size=100)
+    index = SearchIndex.build(retriever, small_beir / "corpus.jsonl", output=tmp_path / "index", shard_size=100)
     queries = {json.loads(l)["_id"]: json.loads(l)["text"] for l in (small_beir / "queries.jsonl").open()}
     from HybridPQA.evaluation.metrics import RETRIEVE_METRICS, score_run
-    from HybridPQA.evaluation.trec import read_qrels
+    from HybridPQA.data.trec import read_qrels
 
     qrels = read_qrels(small_beir / "qrels" / "test.tsv")
     for scorer in ("hybrid", "dense", "sparse"):
@@ -183,7 +184,7 @@ def test_index_search_commands_match_evaluate_on_scifact(splade_tiny, small_beir
     # a crashed first run left two finished shards and a torn third: the second run reuses the two
     index_dir = tmp_path / "index"
     retriever = HybridRetriever.from_pretrained(splade_tiny, [], config=ZERO_SHOT)
-    shards = retriever.index(small_beir / "corpus.jsonl", output=index_dir, shard_size=64)
+    shards = SearchIndex.build(retriever, small_beir / "corpus.jsonl", output=index_dir, shard_size=64)
     (index_dir / "index.json").unlink()
     for name in ("sparse", "dense", "texts.jsonl"):
         shutil.rmtree(index_dir / name) if (index_dir / name).is_dir() else (index_dir / name).unlink()

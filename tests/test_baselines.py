@@ -219,7 +219,7 @@ def test_explain_contributions_add_up_to_the_ranked_scores(tmp_path, splade_tiny
     assert html.startswith("<!doctype html>") and "<mark" in html and "http" not in html and "<script" not in html
     assert "class=legend" in html and "dense part" in html and "##" not in html  # the document's own words
     from HybridPQA.config import load_config
-    from HybridPQA.evaluation.explain import explain_pair
+    from HybridPQA.modeling.explain import explain_pair
     from HybridPQA.modeling import build_model
     from HybridPQA.modeling.encode import Encoder
     from HybridPQA.modeling.encoding import build_encoding

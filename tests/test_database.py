@@ -18,8 +18,8 @@ from HybridPQA.api import SearchIndex
 from HybridPQA.cli import main
 from HybridPQA.errors import InputError
 from HybridPQA.retrieval.corpus import CorpusIndex
-from HybridPQA.retrieval.connect import build_database
-from HybridPQA.retrieval.database import check_batch, corpus_batches, push
+from HybridPQA.retrieval.databases import build_database
+from HybridPQA.retrieval.databases.base import check_batch, corpus_batches, push
 from HybridPQA.retrieval.engines import EngineSettings
 from HybridPQA.scoring import Fusion
 
@@ -190,9 +190,9 @@ def test_bad_vectors_and_foreign_collections_are_refused(queries, memory_index, 
     assert database.exists()
     database.close()
     for argv, message in [(["index", f"--from-index={tmp_path}", f"--output={tmp_path / 'x'}", "--engine=memory"],
-                           "--engine=qdrant or --engine=milvus"),
+                           "--store=qdrant or --store=milvus"),
                           (["index", f"--from-index={memory_index}", f"--output={tmp_path / 'x'}", "--engine=redis"],
-                           "--engine=redis: choose memory, qdrant or milvus"),
+                           "--store=redis: choose memory, qdrant, milvus"),
                           (["search", f"--index={memory_index}", "--query=x", "RETRIEVER.INDEX.HYBRID", "native"],
                            "RETRIEVER.INDEX.HYBRID = 'native' is a vector database's own fusion")]:
         with pytest.raises(SystemExit):
@@ -235,7 +235,7 @@ def test_a_collection_belongs_to_one_index_and_a_half_made_one_is_taken_back(que
 
 def test_default_collections_of_two_folders_of_one_name_differ(tmp_path):
     from HybridPQA.outputs import id_of, mark
-    from HybridPQA.retrieval.connect import default_collection
+    from HybridPQA.retrieval.databases import default_collection
 
     names = []
     for parent in ("a", "b"):
@@ -340,7 +340,7 @@ def test_limits_of_the_database_are_checked_before_encoding(splade_tiny, tmp_pat
     retriever = HybridRetriever.from_pretrained(splade_tiny, ["RETRIEVER.INDEX.ENGINE", "milvus"])
     monkeypatch.setattr(retriever.encoder, "encode", lambda *a, **k: pytest.fail("encoded before the check"))
     with pytest.raises(InputError, match="longer than Milvus's 512-byte limit"):
-        retriever.index({"d" * 600: "a document", "d2": "another"}, output=tmp_path / "ix")
+        SearchIndex.build(retriever, {"d" * 600: "a document", "d2": "another"}, output=tmp_path / "ix")
 
 
 @pytest.mark.parametrize("engine,words", [

@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pytest
 
+from HybridPQA.api import SearchIndex
 from HybridPQA import HybridRetriever
 from HybridPQA.cli import main
 from HybridPQA.errors import InputError
@@ -32,7 +33,7 @@ def test_a_sentence_encoder_searches_dense_with_its_own_pooling_equal_to_sentenc
     theirs = SentenceTransformer(str(minilm), device="cpu").encode(TEXTS)
     np.testing.assert_allclose(retriever.encode_documents(TEXTS).dense, theirs, atol=1e-5)
     np.testing.assert_allclose(retriever.encode_queries(TEXTS).dense, theirs, atol=1e-5)
-    hits = retriever.index(dict(zip("abc", TEXTS[1:] + ["a usb-c charging cable"]))).search(TEXTS[0], k=3)
+    hits = SearchIndex.build(retriever, dict(zip("abc", TEXTS[1:] + ["a usb-c charging cable"]))).search(TEXTS[0], k=3)
     assert hits[0][0] == "a"
     with pytest.raises(InputError, match="this model gives only dense"):
         retriever.score(TEXTS[0], TEXTS[1:], scorer="sparse")
@@ -47,7 +48,7 @@ def test_a_masked_lm_zero_shot_searches_sparse(splade_tiny, tmp_path, capsys):
     retriever = HybridRetriever.from_pretrained(splade_tiny)
     assert retriever.default_scorer == "sparse" and "untrained CLS" in retriever.why
     docs = dict(zip("abc", TEXTS[1:] + ["a usb-c charging cable"]))
-    index = retriever.index(docs)
+    index = SearchIndex.build(retriever, docs)
     q = retriever.encode_queries([TEXTS[0]]).sparse
     d = retriever.encode_documents(list(docs.values())).sparse
     sparse = (q @ d.T).toarray()[0]

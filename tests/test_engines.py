@@ -12,7 +12,8 @@ from HybridPQA.cli import main
 from HybridPQA.config import load_config
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.approximate import exact_recall
-from HybridPQA.retrieval.corpus import CorpusIndex, union
+from HybridPQA.retrieval.corpus import CorpusIndex
+from HybridPQA.retrieval.store import union
 from HybridPQA.retrieval.engines import EngineSettings, build_engine, build_engine_settings
 from HybridPQA.scoring import Fusion
 
@@ -77,7 +78,7 @@ def test_candidate_hybrid_fuses_the_union_with_the_sample_statistics(norm, sampl
     fusion, qids = Fusion("linear", norm, 0.5), [f"q{i}" for i in range(6)]
     got = CorpusIndex(exact.indexes, EngineSettings(hybrid="candidates", candidates=10, norm_sample=sample)) \
         .search(q, qids, fusion, 5)
-    dense, sparse = exact.scores(q)["dense"], exact.scores(q)["sparse"]
+    dense, sparse = exact.all_scores(q)["dense"], exact.all_scores(q)["sparse"]
     corpus_fused = fusion.fuse(dense, sparse)
     for i, qid in enumerate(qids):
         union = sorted(set(np.argsort(-dense[i])[:10]) | set(np.argsort(-sparse[i], kind="stable")[:10]))

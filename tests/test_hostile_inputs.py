@@ -274,8 +274,8 @@ def test_a_task_head_model_is_refused(splade_tiny, tmp_path):
     (["RETRIEVER.MODEL.BIENCODER_TYPE", "dense", "RETRIEVER.MODEL.MLM_WARMUP.STEPS", "5"], "this dense model has none"),
     (["RETRIEVER.INDEX.ENGINE", "qdrant", "RETRIEVER.INDEX.URI", ":memory:"], "is not a server's URL"),
     (["RETRIEVER.INDEX.ENGINE", "qdrant", "RETRIEVER.INDEX.URI", "some/folder"], "is not a server's URL"),
-    (["RETRIEVER.INDEX.URI", "http://127.0.0.1:6333"], "with ENGINE 'memory'"),
-    (["RETRIEVER.INDEX.COLLECTION", "mine"], "with ENGINE 'memory'"),
+    (["RETRIEVER.INDEX.URI", "http://127.0.0.1:6333"], "with STORE 'memory'"),
+    (["RETRIEVER.INDEX.COLLECTION", "mine"], "with STORE 'memory'"),
     (["RETRIEVER.INDEX.ENGINE", "qdrant", "RETRIEVER.INDEX.COLLECTION", "a/b"], "COLLECTION"),
     (["RETRIEVER.INDEX.ENGINE", "milvus", "RETRIEVER.INDEX.COLLECTION", "c" * 300], "COLLECTION"),
 ])
@@ -290,9 +290,9 @@ def test_flags_that_do_not_apply_and_empty_metrics_are_refused(tmp_path, capsys)
     (tmp_path / "ix").mkdir()
     for argv, needle in (
             (["evaluate", f"--run={tmp_path / 'a.trec'}", f"--qrels={tmp_path / 'q.tsv'}", "--metrics=,"], "--metrics"),
-            (["index", f"--from-index={tmp_path / 'ix'}", f"--output={tmp_path / 'out'}"], "--engine"),
+            (["index", f"--from-index={tmp_path / 'ix'}", f"--output={tmp_path / 'out'}"], "--store"),
             (["index", f"--from-index={tmp_path / 'ix'}", f"--output={tmp_path / 'out'}", "--engine=memory",
-              "--uri=http://127.0.0.1:1"], "--engine=qdrant or --engine=milvus")):
+              "--uri=http://127.0.0.1:1"], "--store=qdrant or --store=milvus")):
         with pytest.raises(SystemExit) as stop:
             main(argv)
         err = capsys.readouterr().err

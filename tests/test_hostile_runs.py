@@ -26,7 +26,7 @@ from HybridPQA.rundir import RunDir
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import load_results
 from HybridPQA.evaluation.metrics import score_run
-from HybridPQA.evaluation.trec import read_qrels, read_trec
+from HybridPQA.data.trec import read_qrels, read_trec
 from HybridPQA.files import safe_filename
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex
 from HybridPQA.sweep import _run_point

@@ -7,7 +7,7 @@ import pytest
 from HybridPQA.data.readers import RankingData
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.metrics import per_source, score_run
-from HybridPQA.evaluation.trec import read_trec, write_trec
+from HybridPQA.data.trec import read_trec, write_trec
 from HybridPQA.scoring import ranking
 
 QRELS = {"q1": {"a": 1, "b": 0, "c": 1}, "q2": {"x": 0, "y": 1}, "q3": {"z": 0}}

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from HybridPQA.api import SearchIndex
 from HybridPQA import HybridRetriever
 from HybridPQA.cli import main
 from HybridPQA.modeling.encode import encode
@@ -37,7 +38,7 @@ def test_minilm_hybrid_warms_up_trains_evaluates_serves_and_exports(minilm, smal
 
     retriever = HybridRetriever.from_pretrained(best, ["PRECISION", "fp32"])
     assert retriever.encoding.pooling == "mean" and retriever.default_scorer == "hybrid"
-    hits = retriever.index({"a": TEXTS[1], "b": "a wool sweater"}).search(TEXTS[0], k=2)
+    hits = SearchIndex.build(retriever, {"a": TEXTS[1], "b": "a wool sweater"}).search(TEXTS[0], k=2)
     assert [d for d, _ in hits] == ["a", "b"]
     out = tmp_path / "st"
     assert export_sentence_transformers(retriever.encoder, out) == ["sparse", "dense"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from HybridPQA.api import SearchIndex
 from HybridPQA import HybridRetriever
 from HybridPQA.cli import main
 from HybridPQA.config import load_config
@@ -137,16 +138,16 @@ def test_the_api_checks_what_the_cli_checks(run):
     retriever = HybridRetriever.from_pretrained(run / "checkpoints" / "step_000001")
     with pytest.raises(InputError, match="no document"):
         retriever.score("battery", [])
-    index = retriever.index({"d1": "battery life", "d2": "wool sweater"})
+    index = SearchIndex.build(retriever, {"d1": "battery life", "d2": "wool sweater"})
     with pytest.raises(InputError, match="no query"):
         index.search([])
     for k in (-1, 0, 2.5):
         with pytest.raises(InputError, match="k = "):
             index.search("battery", k=k)
     with pytest.raises(InputError, match="no spaces"):
-        retriever.index({"doc 1": "battery life"})
+        SearchIndex.build(retriever, {"doc 1": "battery life"})
     with pytest.raises(InputError, match="not a text"):
-        retriever.index({"d1": 5})
+        SearchIndex.build(retriever, {"d1": 5})
     assert [d for d, _ in index.search("battery", k=1)] == ["d1"]
 
 

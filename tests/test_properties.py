@@ -189,7 +189,7 @@ run_lines = st.lists(st.tuples(ids, ids, st.floats(allow_nan=True, allow_infinit
        st.sampled_from(["0.5", "nan", "-1", "2", "0"]), st.sampled_from(["60", "inf", "-1", "0.5", "1e30"]))
 def test_any_runs_fuse_or_name_the_problem(tmp_path, a, b, method, norm, alpha, rrf_k):
     """fuse, read to written file: a valid fused run of finite scores, or a one-line error."""
-    from HybridPQA.evaluation.trec import read_trec
+    from HybridPQA.data.trec import read_trec
     from HybridPQA.commands import fuse
 
     paths = []
@@ -255,7 +255,7 @@ def test_any_beir_folder_evaluates_exports_and_explains(tmp_path, splade_tiny, c
 
     from HybridPQA.cli import main
     from HybridPQA.evaluation.evaluator import load_results
-    from HybridPQA.evaluation.explain import explain_pair
+    from HybridPQA.modeling.explain import explain_pair
     from HybridPQA.modeling.encode import Encoder
     from HybridPQA.modeling import build_model
     from HybridPQA.retrieval.export import export_pyserini

@@ -12,7 +12,7 @@ from HybridPQA.cli import main
 from HybridPQA.data import carve_val, with_hard_negatives
 from HybridPQA.data.readers import RankingData
 from HybridPQA.errors import InputError
-from HybridPQA.evaluation.trec import read_trec
+from HybridPQA.data.trec import read_trec
 from HybridPQA.retrieval.fusion import tune
 from HybridPQA.scoring import Fusion, normalize, ranks
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex, top_k
@@ -186,7 +186,7 @@ def test_missing_or_malformed_run_files_are_clear_errors(tmp_path):
 
 def test_fuse_tunes_on_a_pairs_split_s_own_labels(product_qa, tmp_path):
     """--qrels may be a pairs split (.json): its labels are the judgements, as in compare_runs.py."""
-    from HybridPQA.evaluation.trec import read_judgements, write_trec
+    from HybridPQA.data.trec import read_judgements, write_trec
 
     judged = read_judgements(product_qa / "dev.json")
     assert judged and all(isinstance(r, int) for docs in judged.values() for r in docs.values())

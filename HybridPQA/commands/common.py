@@ -12,7 +12,7 @@ from HybridPQA.errors import InputError
 # one spelling for where a command reads and writes; the old ones are still accepted
 ALIASES = {"--path_output": "--output", "--path_out": "--output", "--html": "--output", "--path_data": "--data",
            "--path_cfg_exp": "--config", "--path_cfg_sweep": "--config", "--path_raw": "--raw",
-           "--path_models": "--models"}
+           "--path_models": "--models", "--engine": "--store"}
 
 
 def package_version() -> str:
@@ -115,22 +115,21 @@ def experiment_config(config: str | None, overrides: list[str], env: str | None,
                       zero_shot: bool = False):
     """The merged config: defaults < `config` (else the checkpoint's own config.yaml) < .env < KEY VALUE;
     `zero_shot` (evaluate): nothing is trained (DO_TRAIN False above all, so BM25 needs no flag), and
-    without a checkpoint what the model says of itself goes beneath all of them."""
-    from pathlib import Path
-
+    without a checkpoint what the model says of itself goes beneath all of them (the loader's one
+    rule, modeling.pretrained.SavedModel.config)."""
     from HybridPQA.config import load_config
 
-    if config is None and checkpoint:
-        config = Path(checkpoint) / "config.yaml"  # evaluate a checkpoint with its own config
     if zero_shot:
         overrides = [*overrides, "RETRIEVER.DO_TRAIN", "False"]
-    cfg = load_config(config, overrides, dotenv_path=env)
-    if zero_shot and not checkpoint and cfg.RETRIEVER.MODEL.BIENCODER_TYPE not in ("bm25", "cross"):
-        from HybridPQA.modeling.pretrained import model_kind
+    if checkpoint:
+        from HybridPQA.modeling.pretrained import SavedModel
 
-        settings = model_kind(cfg.RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE).settings
-        if settings:
-            cfg = load_config(config, overrides, dotenv_path=env, base=list(settings))
+        return SavedModel(checkpoint).config(config, overrides, env)
+    cfg = load_config(config, overrides, dotenv_path=env)
+    if zero_shot and cfg.RETRIEVER.MODEL.BIENCODER_TYPE not in ("bm25", "cross"):
+        from HybridPQA.modeling.pretrained import SavedModel
+
+        return SavedModel(cfg.RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE).config(config, overrides, env)
     return cfg
 
 

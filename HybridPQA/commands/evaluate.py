@@ -59,7 +59,7 @@ def score(run: str | Path, qrels: str | Path, metrics: list[str]) -> dict:
     import json
 
     from HybridPQA.evaluation.metrics import check_metric, score_run
-    from HybridPQA.evaluation.trec import read_judgements, read_trec
+    from HybridPQA.data.trec import read_judgements, read_trec
 
     metrics = [check_metric(m.strip(), "--metrics") for m in metrics if m.strip()]
     if not metrics:

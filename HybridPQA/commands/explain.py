@@ -34,7 +34,9 @@ def explain(checkpoint: str | Path, query: str | None = None, document: str | No
     """Explain a (query, document) pair, or question `qid` of a split; print it, and write HTML to `output`."""
     from HybridPQA.data import build_split, find_split
     from HybridPQA.evaluation.evaluator import build_ranker
-    from HybridPQA.evaluation.explain import explain_pair, explain_question, render_html, render_text
+    from HybridPQA.evaluation.explain import explain_question
+    from HybridPQA.modeling.explain import explain_pair
+    from HybridPQA.presentation import render_html, render_text
     from dataclasses import asdict
 
     from HybridPQA.modeling.pretrained import SavedModel

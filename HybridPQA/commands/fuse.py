@@ -30,7 +30,7 @@ from pathlib import Path
 from HybridPQA.commands.common import finite_float, parse
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.metrics import check_metric, score_run
-from HybridPQA.evaluation.trec import read_judgements, read_trec, write_trec
+from HybridPQA.data.trec import read_judgements, read_trec, write_trec
 from HybridPQA.files import check_output_file
 from HybridPQA.retrieval.fusion import fuse_runs, tune
 from HybridPQA.scoring import METHODS, NORMS, Fusion

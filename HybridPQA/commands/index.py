@@ -1,8 +1,8 @@
 """Encode any corpus into a saved sparse + dense index, resumably, for `hybridpqa search`.
 
 Usage:
-  hybridpqa index --model=MODEL --corpus=FILE --output=DIR [--config=FILE] [--backend=NAME] [--shard-size=N] [--engine=NAME] [--uri=URI] [--collection=NAME] [--overwrite] [<KEY_VALUE>...]
-  hybridpqa index --from-index=DIR --output=DIR [--engine=NAME] [--uri=URI] [--collection=NAME] [--overwrite] [<KEY_VALUE>...]
+  hybridpqa index --model=MODEL --corpus=FILE --output=DIR [--config=FILE] [--backend=NAME] [--shard-size=N] [--store=NAME] [--uri=URI] [--collection=NAME] [--overwrite] [<KEY_VALUE>...]
+  hybridpqa index --from-index=DIR --output=DIR [--store=NAME] [--uri=URI] [--collection=NAME] [--overwrite] [<KEY_VALUE>...]
   hybridpqa index -h | --help
 
 Options:
@@ -13,15 +13,16 @@ Options:
   --backend=NAME     torch, or onnx: --model is a `hybridpqa export --format=onnx` folder, encoded in ONNX
                      Runtime with no PyTorch model (default: whichever --model is); `search` uses it too
   --shard-size=N     documents per encoded shard; an interrupted run reuses finished shards [default: 10000]
-  --engine=NAME      memory (the index's own arrays, searched in this process), or a vector database: qdrant
-                     or milvus, written one shard at a time (RETRIEVER.INDEX.ENGINE; default: memory)
+  --store=NAME       where the vectors live: memory (the index's own arrays, searched in this process), or
+                     a vector database, written one shard at a time: {databases} (RETRIEVER.INDEX.STORE;
+                     default: memory; old spelling: --engine)
   --uri=URI          the database: a server's or a cluster's URL, http(s)://HOST:PORT (its key from
                      $QDRANT_API_KEY / $MILVUS_TOKEN, sent only to a URL named here, in your config or in
                      $QDRANT_URL / $MILVUS_URI); default: embedded in DIR (Qdrant's local mode, a Milvus
                      Lite file). A path or :memory: is refused: the embedded store always lives in DIR
   --collection=NAME  the database's collection (default: DIR's name and the index's id, so two folders
                      never share one); a collection of another index, or not HybridPQA's, is never replaced
-  --from-index=DIR   an index of `hybridpqa index` (in memory) written into --engine without encoding again
+  --from-index=DIR   an index of `hybridpqa index` (in memory) written into --store without encoding again
   --overwrite        replace an existing index in DIR (and its own collection, the one that carries its id)
 
 KEY VALUE pairs override the model's config, as in `train`, e.g. RETRIEVER.MODEL.CONTEXT_MAX_LENGTH 256.
@@ -34,8 +35,8 @@ into the index, identical to one process's:
 
 Examples:
   hybridpqa index --model=output/scifact_hybrid/checkpoints/step_001000 --corpus=data/raw/scifact/corpus.jsonl --output=output/scifact-index
-  hybridpqa index --from-index=output/scifact-index --output=output/scifact-qdrant --engine=qdrant
-  hybridpqa index --model=... --corpus=... --output=output/scifact-milvus --engine=milvus --uri=http://127.0.0.1:19530
+  hybridpqa index --from-index=output/scifact-index --output=output/scifact-qdrant --store=qdrant
+  hybridpqa index --model=... --corpus=... --output=output/scifact-milvus --store=milvus --uri=http://127.0.0.1:19530
 """
 from __future__ import annotations
 
@@ -45,8 +46,11 @@ import shutil
 import time
 from pathlib import Path
 
+from HybridPQA.backends import DATABASES, MEMORY, STORES
 from HybridPQA.commands.common import parse, positive_int
 from HybridPQA.errors import InputError
+
+__doc__ = __doc__.replace("{databases}", " or ".join(DATABASES))  # the choices come from the registry
 
 
 def index(model: str, corpus: str | Path, output: str | Path, config: str | None = None, overrides: list[str] = (),
@@ -78,8 +82,8 @@ def index(model: str, corpus: str | Path, output: str | Path, config: str | None
 
 
 def _build(retriever_args: tuple, texts: dict[str, str], output: Path, shard_size: int, distributed) -> dict:
-    from HybridPQA.api import SCORERS, HybridRetriever
-    from HybridPQA.retrieval.corpus import is_index
+    from HybridPQA.api import SCORERS, HybridRetriever, SearchIndex
+    from HybridPQA.retrieval.folder import is_index
     from HybridPQA.outputs import publish, staging
 
     started = time.perf_counter()
@@ -87,7 +91,7 @@ def _build(retriever_args: tuple, texts: dict[str, str], output: Path, shard_siz
     loaded = time.perf_counter()
     # a replacement is built beside the old index (every rank the same folder, resumable)
     target = staging(output, "index", fresh=False) if is_index(output) else output
-    built = retriever.index(texts, output=target, shard_size=shard_size, distributed=distributed)
+    built = SearchIndex.build(retriever, texts, target, shard_size, distributed)
     if built is None:  # another rank merges
         return {"rank": distributed.rank, "encode_seconds": round(time.perf_counter() - loaded, 2)}
     done = time.perf_counter()
@@ -110,7 +114,7 @@ def _build(retriever_args: tuple, texts: dict[str, str], output: Path, shard_siz
 def push(source: str | Path, output: str | Path, overrides: list[str] = (), overwrite: bool = False) -> dict:
     """An in-memory index written into a vector database without encoding again."""
     from HybridPQA.api import SearchIndex
-    from HybridPQA.retrieval.corpus import is_index
+    from HybridPQA.retrieval.folder import is_index
     from HybridPQA.outputs import claim, publish, staging
     from HybridPQA.runtime import setup_logging
 
@@ -129,23 +133,24 @@ def push(source: str | Path, output: str | Path, overrides: list[str] = (), over
 
 
 def database_overrides(args: dict) -> list[str]:
-    """--engine, --uri, --collection as RETRIEVER.INDEX keys (after the KEY VALUE pairs: the flags win);
-    without --collection the collection is named after --output and its id (retrieval.connect)."""
-    pairs = [("ENGINE", args["--engine"]), ("URI", args["--uri"]), ("COLLECTION", args["--collection"])]
+    """--store, --uri, --collection as RETRIEVER.INDEX keys (after the KEY VALUE pairs: the flags win);
+    without --collection the collection is named after --output and its id (retrieval.databases)."""
+    pairs = [("STORE", args["--store"]), ("URI", args["--uri"]), ("COLLECTION", args["--collection"])]
     return [item for key, value in pairs if value is not None for item in (f"RETRIEVER.INDEX.{key}", value)]
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse(__doc__, argv, "index")
-    if args["--engine"] not in (None, "memory", "qdrant", "milvus"):
-        raise InputError(f"--engine={args['--engine']}: choose memory, qdrant or milvus")
-    if args["--engine"] in (None, "memory") and (args["--uri"] or args["--collection"]):
+    databases = " or ".join(f"--store={name}" for name in DATABASES)
+    if args["--store"] not in (None, *STORES):
+        raise InputError(f"--store={args['--store']}: choose {', '.join(STORES)}")
+    if args["--store"] in (None, MEMORY) and (args["--uri"] or args["--collection"]):
         raise InputError(f"{'--uri' if args['--uri'] else '--collection'} is a vector database's; give "
-                         "--engine=qdrant or --engine=milvus, or drop it (the default engine is memory)")
+                         f"{databases}, or drop it (the default store is memory)")
     overrides = [*args["<KEY_VALUE>"], *database_overrides(args)]
     if args["--from-index"]:
-        if args["--engine"] in (None, "memory"):
-            raise InputError("--from-index: give --engine=qdrant or --engine=milvus to write the index into")
+        if args["--store"] in (None, MEMORY):
+            raise InputError(f"--from-index: give {databases} to write the index into")
         return push(args["--from-index"], args["--output"], overrides, args["--overwrite"])
     return index(args["--model"], args["--corpus"], args["--output"], args["--config"], overrides,
                  positive_int(args["--shard-size"], "--shard-size"), args["--overwrite"], args["--backend"])

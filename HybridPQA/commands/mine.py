@@ -22,7 +22,7 @@ from HybridPQA.commands.common import parse, positive_int
 from HybridPQA.data import find_split, read_split, with_hard_negatives
 from HybridPQA.data.prepare import to_records
 from HybridPQA.errors import InputError
-from HybridPQA.evaluation.trec import read_trec
+from HybridPQA.data.trec import read_trec
 from HybridPQA.files import check_output_file, write_atomic
 
 

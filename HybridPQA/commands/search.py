@@ -46,16 +46,18 @@ def search(index: str | Path, queries: str | Path | None = None, query: str | No
         raise InputError("--query: empty text")
     if not (Path(index) / "index.json").is_file():
         raise InputError(f"{index}: not a search index (no index.json); build one with `hybridpqa index`")
-    from HybridPQA.api import SCORERS, SearchIndex
-    from HybridPQA.evaluation.trec import write_trec
+    from HybridPQA.api.request import SCORERS, check_request, check_scorer
+
+    if scorer is not None:  # before torch and the model load; against the index's heads once loaded
+        check_scorer(scorer, SCORERS, scorer, "--scorer")
+    from HybridPQA.api import SearchIndex
+    from HybridPQA.data.trec import write_trec
     from HybridPQA.runtime import setup_logging
 
-    if scorer is not None and scorer not in SCORERS:
-        raise InputError(f"--scorer={scorer}: choose one of {', '.join(SCORERS)}")
     setup_logging(None)
     started = time.perf_counter()
     loaded = SearchIndex.load(index, overrides=list(overrides))
-    scorer = scorer or loaded.retriever.default_scorer
+    scorer = check_request(texts, k, scorer, loaded.scorers, loaded.retriever.default_scorer, source="--queries").scorer
     loaded_at = time.perf_counter()
     engines = loaded.corpus.ready((scorer,))  # approximate engines: loaded from the index, or built once and kept
     ready = time.perf_counter()

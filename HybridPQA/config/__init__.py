@@ -203,6 +203,16 @@ def check_overrides(overrides: list[str], source: str = "command line") -> None:
         _set(cfg, resolve_key(cfg, key, source), value, source)
 
 
+def _renamed(cfg: CN) -> None:
+    """Keys under their old names, moved to the new ones: RETRIEVER.INDEX.ENGINE is STORE."""
+    ix = cfg.RETRIEVER.INDEX
+    if ix.ENGINE:
+        if ix.STORE not in ("memory", ix.ENGINE):
+            raise InputError(f"config: RETRIEVER.INDEX.ENGINE (the old name of STORE) is {ix.ENGINE!r}, STORE is "
+                             f"{ix.STORE!r}; set STORE only")
+        ix.STORE, ix.ENGINE = ix.ENGINE, ""
+
+
 def load_config(path_yaml: str | Path | None = None, overrides: list[str] = (),
                 dotenv_path: str | Path | None = ".env", freeze: bool = True, base: list[str] = ()) -> CN:
     """Defaults < `base` (KEY VALUE: what a zero-shot model says of itself) < YAML < .env < KEY VALUE
@@ -217,6 +227,7 @@ def load_config(path_yaml: str | Path | None = None, overrides: list[str] = (),
     check_overrides(overrides)
     for key, value in zip(overrides[::2], overrides[1::2]):
         _set(cfg, resolve_key(cfg, key, "command line"), value, "command line")
+    _renamed(cfg)
     validate(cfg)
     if freeze:
         cfg.freeze()

@@ -244,10 +244,11 @@ _C.RETRIEVER.INDEX.CANDIDATES = 200  # k': per head, under HYBRID candidates (at
 # (min-max: its min, with the candidates' max) under HYBRID candidates; 0 = the union of the
 # candidates alone, a top-heavy sample that skews the fusion (docs/benchmarks.md)
 _C.RETRIEVER.INDEX.NORM_SAMPLE = 1000
-# where the documents' vectors live: "memory" (this process, the engines above) or a vector database,
-# "qdrant" | "milvus" (retrieval.database), whose hybrid is the union of each head's top CANDIDATES,
-# re-scored exactly and fused with the model's fusion
-_C.RETRIEVER.INDEX.ENGINE = "memory"
+# where the documents' vectors live (HybridPQA.backends.STORES): "memory" (this process, the engines
+# above) or a vector database, "qdrant" | "milvus" (retrieval.databases), whose hybrid is the union
+# of each head's top CANDIDATES, re-scored exactly and fused with the model's fusion
+_C.RETRIEVER.INDEX.STORE = "memory"
+_C.RETRIEVER.INDEX.ENGINE = ""  # the old name of STORE, still accepted (moved into STORE)
 # the database: "" = embedded in the index folder (Qdrant local mode, a Milvus Lite .db file), else a
 # server's or a cluster's URL (its key from $QDRANT_API_KEY / $MILVUS_TOKEN, never from a file)
 _C.RETRIEVER.INDEX.URI = ""

@@ -6,6 +6,7 @@ import re
 
 from yacs.config import CfgNode as CN
 
+from HybridPQA.backends import STORES, engines_of
 from HybridPQA.errors import InputError
 from HybridPQA.scoring import METHODS, NORMS
 
@@ -22,10 +23,11 @@ CHOICES = {
     "RETRIEVER.SOLVER.SELECT_METRIC": METRICS + ("recall@100",),
     "RETRIEVER.FUSION.METHOD": METHODS,
     "RETRIEVER.FUSION.NORM": NORMS,
-    "RETRIEVER.INDEX.DENSE": ("torch", "faiss", "hnsw", "ivf-pq"),
-    "RETRIEVER.INDEX.SPARSE": ("exact", "seismic"),
+    "RETRIEVER.INDEX.DENSE": engines_of("dense"),
+    "RETRIEVER.INDEX.SPARSE": engines_of("sparse"),
     "RETRIEVER.INDEX.HYBRID": ("exact", "candidates", "native"),
-    "RETRIEVER.INDEX.ENGINE": ("memory", "qdrant", "milvus"),
+    "RETRIEVER.INDEX.STORE": tuple(STORES),
+    "RETRIEVER.INDEX.ENGINE": ("", *STORES),  # the old name of STORE
     "RETRIEVER.DISTILL.LOSS": ("margin-mse", "kl"),
     "RETRIEVER.SOLVER.LOSS": ("contrastive", "symmetric-infonce", "cosent", "softmax", "cosine-mse", "triplet"),
     "RETRIEVER.SOLVER.TRIPLET_DISTANCE": ("euclidean", "cosine"),
@@ -126,17 +128,17 @@ def validate(cfg: CN) -> None:
         (not 0.0 < cfg.RETRIEVER.INDEX.SEISMIC.HEAP_FACTOR <= 1.0 or not 0.0 < cfg.RETRIEVER.INDEX.SEISMIC.SUMMARY_ENERGY <= 1.0
          or not 0.0 < cfg.RETRIEVER.INDEX.SEISMIC.CENTROID_FRACTION <= 1.0,
          "RETRIEVER.INDEX.SEISMIC.HEAP_FACTOR, SUMMARY_ENERGY and CENTROID_FRACTION must lie in (0, 1]"),
-        (cfg.RETRIEVER.INDEX.HYBRID == "native" and cfg.RETRIEVER.INDEX.ENGINE == "memory",
-         "RETRIEVER.INDEX.HYBRID = 'native' is a vector database's own fusion; set RETRIEVER.INDEX.ENGINE qdrant or milvus"),
+        (cfg.RETRIEVER.INDEX.HYBRID == "native" and cfg.RETRIEVER.INDEX.STORE == "memory",
+         "RETRIEVER.INDEX.HYBRID = 'native' is a vector database's own fusion; set RETRIEVER.INDEX.STORE qdrant or milvus"),
         (not isinstance(cfg.RETRIEVER.INDEX.URI, str) or not isinstance(cfg.RETRIEVER.INDEX.COLLECTION, str),
          "RETRIEVER.INDEX.URI and COLLECTION must be strings ('' for the defaults)"),
         (isinstance(cfg.RETRIEVER.INDEX.URI, str) and cfg.RETRIEVER.INDEX.URI
          and not re.fullmatch(r"(https?|tcp|grpc)://[^\s/?#]+(/\S*)?", cfg.RETRIEVER.INDEX.URI),
          f"RETRIEVER.INDEX.URI (--uri) = {cfg.RETRIEVER.INDEX.URI!r} is not a server's URL; give http(s)://HOST:PORT, "
          "or leave it empty for the embedded store inside the index folder"),
-        (cfg.RETRIEVER.INDEX.ENGINE == "memory" and (cfg.RETRIEVER.INDEX.URI or cfg.RETRIEVER.INDEX.COLLECTION),
-         "RETRIEVER.INDEX.URI and COLLECTION (--uri, --collection) are a vector database's; with ENGINE 'memory' "
-         "(the default) they do not apply: set ENGINE qdrant or milvus (--engine), or drop them"),
+        (cfg.RETRIEVER.INDEX.STORE == "memory" and (cfg.RETRIEVER.INDEX.URI or cfg.RETRIEVER.INDEX.COLLECTION),
+         "RETRIEVER.INDEX.URI and COLLECTION (--uri, --collection) are a vector database's; with STORE 'memory' "
+         "(the default) they do not apply: set STORE qdrant or milvus (--store), or drop them"),
         (isinstance(cfg.RETRIEVER.INDEX.COLLECTION, str) and cfg.RETRIEVER.INDEX.COLLECTION
          and not re.fullmatch(COLLECTION_NAME, cfg.RETRIEVER.INDEX.COLLECTION),
          f"RETRIEVER.INDEX.COLLECTION (--collection) = {cfg.RETRIEVER.INDEX.COLLECTION[:60]!r}: a collection name is "

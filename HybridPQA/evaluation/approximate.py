@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from HybridPQA.evaluation.efficiency import query_latency
 from HybridPQA.evaluation.metrics import score_run
-from HybridPQA.evaluation.trec import Run
+from HybridPQA.data.trec import Run
 from HybridPQA.heads import HYBRID, SCORER_HEADS, scorers
 from HybridPQA.retrieval.corpus import CorpusIndex
 from HybridPQA.retrieval.engines import EXACT_ENGINES

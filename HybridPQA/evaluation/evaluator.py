@@ -25,15 +25,14 @@ from HybridPQA.evaluation.metrics import (
     per_source,
     score_run,
 )
-from HybridPQA.data import build_text_options
 from HybridPQA.evaluation.rankers import BM25Ranker, CrossRanker, Ranker
-from HybridPQA.evaluation.trec import Run, read_trec, write_trec
+from HybridPQA.data.trec import Run, read_trec, write_trec
 from HybridPQA.files import file_digest, write_atomic
 from HybridPQA.heads import DENSE, HYBRID, SPARSE, scorers
 from HybridPQA.modeling import BM25, BiEncoder, CrossEncoder
-from HybridPQA.modeling.encode import Encoder
 from HybridPQA.modeling.encoding import build_encoding
-from HybridPQA.modeling.pretrained import model_kind
+from HybridPQA.modeling.kinds import model_kind
+from HybridPQA.modeling.pretrained import build_encoder
 from HybridPQA.retrieval.corpus import CorpusIndex
 from HybridPQA.retrieval.engines import build_engine_settings
 from HybridPQA.retrieval.fusion import tune
@@ -61,13 +60,6 @@ def build_evaluation(cfg: CfgNode) -> Evaluation:
     s = cfg.RETRIEVER.SOLVER
     return Evaluation(cfg.EXP, cfg.RETRIEVER.DATA.NAME, s.TOP_RETRIEVE_COUNT, cfg.RETRIEVER.DATA.IGNORE_IDENTICAL_IDS,
                       s.SELECT_METRIC, cfg.RETRIEVER.INDEX.SAVE, cfg.RETRIEVER.COMPUTE_FLOPS, cfg.dump())
-
-
-def build_encoder(model: BiEncoder, tokenizer, cfg: CfgNode, device: torch.device, dtype) -> Encoder:
-    """The model's encoder with SOLVER's test batch sizes, the encoding settings and the text options."""
-    s = cfg.RETRIEVER.SOLVER
-    return Encoder(model, tokenizer, build_encoding(cfg), device, dtype, (s.TEST_BATCH_SIZE, s.TEST_CTX_BSZ),
-                   build_text_options(cfg.RETRIEVER.DATA))
 
 
 def build_ranker(model: BiEncoder | CrossEncoder | BM25, tokenizer, cfg: CfgNode, device: torch.device, dtype):

@@ -12,7 +12,7 @@ from ranx import Qrels, Run, evaluate
 
 from HybridPQA.data.readers import RankingData
 from HybridPQA.errors import InputError
-from HybridPQA.evaluation.trec import Run as RunDict
+from HybridPQA.data.trec import Run as RunDict
 from HybridPQA.scoring import ranking
 
 RERANK_METRICS = ["mrr@5", "map", "ndcg@5", "ndcg@10", "precision@1", "hit_rate@5", "r-precision"]

@@ -22,13 +22,15 @@ from calflops import calculate_flops
 from HybridPQA.data.readers import RankingData
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.efficiency import efficiency, peak_memory_mb, query_latency
-from HybridPQA.evaluation.trec import Run
+from HybridPQA.data.trec import Run
 from HybridPQA.files import disk_error
 from HybridPQA.heads import HEADS, LATE, SPARSE
 from HybridPQA.modeling.bm25 import BM25
 from HybridPQA.modeling.cross import CrossEncoder, tokenize_pairs
 from HybridPQA.modeling.encode import Encoder, pair_scores
-from HybridPQA.retrieval.corpus import QUERY_CHUNK, CorpusIndex, fused_runs, write_index_files
+from HybridPQA.retrieval.corpus import CorpusIndex
+from HybridPQA.retrieval.folder import write_index_files
+from HybridPQA.retrieval.store import QUERY_CHUNK, fused_runs
 from HybridPQA.retrieval.engines import EngineSettings
 from HybridPQA.retrieval.index import save_queries, top_k
 from HybridPQA.rundir import RunDir
@@ -100,7 +102,7 @@ class Ranker:
             for start in progress(range(0, len(qids), QUERY_CHUNK), desc="search", unit="chunk",
                                   enabled=len(qids) > QUERY_CHUNK):
                 rows = slice(start, start + QUERY_CHUNK)
-                yield list(range(len(qids)))[rows], self.corpus.scores(q_reps, rows)
+                yield list(range(len(qids)))[rows], self.corpus.all_scores(q_reps, rows)
         else:
             q_index = np.array([i for i, q in enumerate(qids) for _ in self.data.candidates[q]], dtype=np.int64)
             d_index = np.array([self.row[d] for q in qids for d in self.data.candidates[q]], dtype=np.int64)

@@ -38,6 +38,7 @@ from HybridPQA.modeling.interaction import ImplicitInteraction
 from HybridPQA.modeling.static import StaticDenseHead, StaticQueryEncoder, StaticSparseHead
 from HybridPQA.modeling.card import CardFacts
 from HybridPQA.modeling.saved import Checkpointer, check_weights, is_checkpoint, load_heads, load_weights, read_manifest
+from HybridPQA.modeling.manifest import read_config
 from HybridPQA.modeling.vocab import build_vocab_mask
 from HybridPQA.scoring import build_fusion
 
@@ -191,16 +192,18 @@ def _markers(tokenizer) -> dict[str, int] | None:
     return {"query": ids[0], "context": ids[1]}
 
 
-def build_model(cfg: CfgNode, checkpoint: str | Path | None = None) -> tuple[BiEncoder | CrossEncoder | BM25, object]:
+def build_model(cfg: CfgNode, checkpoint: str | Path | None = None,
+                hub_checked: bool = False) -> tuple[BiEncoder | CrossEncoder | BM25, object]:
     """(model, tokenizer) from MODEL.PRETRAINED_MODEL_TYPE, or from a checkpoint directory
-    (`checkpoint`, else MODEL.MODEL_PATH) whose weights replace the pretrained ones."""
+    (`checkpoint`, else MODEL.MODEL_PATH) whose weights replace the pretrained ones; `hub_checked`:
+    the loader has checked the hub name already."""
     model_cfg = cfg.RETRIEVER.MODEL
     if model_cfg.BIENCODER_TYPE == "bm25":
         return build_bm25(cfg), None
     checkpoint = checkpoint or model_cfg.MODEL_PATH
     manifest = None
     if checkpoint is None:
-        if not Path(model_cfg.PRETRAINED_MODEL_TYPE).expanduser().exists():
+        if not hub_checked and not Path(model_cfg.PRETRAINED_MODEL_TYPE).expanduser().exists():
             check_hub_name(model_cfg.PRETRAINED_MODEL_TYPE)
         sources, weights = {"query": model_cfg.PRETRAINED_MODEL_TYPE}, True
         tokenizer_source = model_cfg.PRETRAINED_MODEL_TYPE
@@ -260,14 +263,7 @@ STRUCTURAL_KEYS = ("BIENCODER_TYPE", "SHARED_ENCODER", "PROJECTION_DIM", "CROSS_
 
 
 def _check_compatible(checkpoint: Path, model_cfg: CfgNode) -> None:
-    if not (checkpoint / "config.yaml").is_file():
-        raise InputError(f"{checkpoint}: not a complete HybridPQA checkpoint (no config.yaml); "
-                         "give a directory under <run>/checkpoints/")
-    try:
-        saved = CfgNode.load_cfg((checkpoint / "config.yaml").read_text(encoding="utf-8")).RETRIEVER.MODEL
-    except (ValueError, KeyError, AttributeError, UnicodeDecodeError) as err:
-        raise InputError(f"{checkpoint / 'config.yaml'}: unreadable checkpoint config ({err.__class__.__name__}); "
-                         "the checkpoint is damaged") from None
+    saved = read_config(checkpoint).RETRIEVER.MODEL
     for key in STRUCTURAL_KEYS:
         if saved.get(key, DEFAULT_MODEL[key]) != model_cfg[key]:
             raise InputError(f"{checkpoint}: saved with RETRIEVER.MODEL.{key} = {saved.get(key)!r} but the config says "

@@ -106,9 +106,9 @@ def write_card(path: Path, facts: CardFacts, config_text: str, manifest: dict,
         f"A {f.kind} retriever trained with HybridPQA (the `HybridPQA` Python package) from `{f.base}`: "
         + ("one masked-LM backbone per side gives a dense vector and a SPLADE bag of words, fused at search time."
            if f.kind == HYBRID else f"the {f.kind} head of a masked-LM backbone."), "",
-        "## Use it", "", "```python", "from HybridPQA import HybridRetriever", "",
+        "## Use it", "", "```python", "from HybridPQA import HybridRetriever, SearchIndex", "",
         f"retriever = HybridRetriever.from_pretrained({str(folder)!r})  # this folder, wherever it is",
-        'index = retriever.index({"d1": "a usb-c charging cable", "d2": "a wool sweater"})',
+        'index = SearchIndex.build(retriever, {"d1": "a usb-c charging cable", "d2": "a wool sweater"})',
         'print(index.search("does it charge over usb?", k=2))', "```", "",
         f"The encoders ({encoders}) are plain `transformers` folders (`AutoModelForMaskedLM.from_pretrained`); "
         "`hybridpqa export --format=sentence-transformers` writes sentence-transformers folders (one per head, "

@@ -33,14 +33,11 @@ def tokenize(tokenizer, texts: list[str], max_length: int, device: torch.device 
     return {k: v.to(device) for k, v in batch.items()}
 
 
-@torch.inference_mode()
-def encode(model: BiEncoder, tokenizer, side: str, texts: list[str], max_length: int, batch_size: int,
-           device: torch.device, dtype: torch.dtype | None = None, cosine: bool = False,
-           heads: tuple[str, ...] | None = None, tally: list[int] | None = None) -> Reps:
-    """Encode `texts` with the query or context encoder -> {head: stored vectors}, rows in input
-    order; unit length with `cosine`; only `heads` (default: all the model has) are computed.
-    `tally` [texts cut, texts]: counts added to it."""
-    model.eval()
+def batched(tokenizer, side: str, texts: list[str], max_length: int, batch_size: int, forward,
+            tally: list[int] | None = None) -> Reps:
+    """The one batching loop of every encoder: `texts` tokenised once, run in length-sorted batches
+    through `forward(input_ids, attention_mask) -> {head: (B, ...) tensor}` and kept as the head
+    table says, rows in input order. `tally` [texts cut, texts]: counts added to it."""
     ids = tokenizer(texts, truncation=True, max_length=max_length, return_token_type_ids=False)["input_ids"]
     lengths = [len(x) for x in ids]
     at_limit = sum(n >= max_length for n in lengths)
@@ -55,15 +52,33 @@ def encode(model: BiEncoder, tokenizer, side: str, texts: list[str], max_length:
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         batch = tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt")
-        with autocast(device, dtype):
-            reps = model.encode(side, batch["input_ids"].to(device), batch["attention_mask"].to(device), heads)
-        for head, vectors in of(reps).items():
-            vectors = HEADS[head].unit(vectors) if cosine else vectors
+        for head, vectors in of(forward(batch["input_ids"], batch["attention_mask"])).items():
             parts.setdefault(head, []).append(HEADS[head].store(vectors))
         bar.update(len(chunk))
     bar.close()
     inverse = np.argsort(order)
     return {head: HEADS[head].concat(stored, inverse) for head, stored in parts.items()}
+
+
+def torch_forward(model: BiEncoder, side: str, device: torch.device, dtype: torch.dtype | None = None,
+                  cosine: bool = False, heads: tuple[str, ...] | None = None):
+    """A PyTorch bi-encoder side as `batched`'s forward: on `device` in `dtype`, unit length with `cosine`."""
+    def forward(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Reps:
+        with autocast(device, dtype):
+            reps = model.encode(side, input_ids.to(device), attention_mask.to(device), heads)
+        return {head: HEADS[head].unit(v) if cosine else v for head, v in of(reps).items()}
+    return forward
+
+
+@torch.inference_mode()
+def encode(model: BiEncoder, tokenizer, side: str, texts: list[str], max_length: int, batch_size: int,
+           device: torch.device, dtype: torch.dtype | None = None, cosine: bool = False,
+           heads: tuple[str, ...] | None = None, tally: list[int] | None = None) -> Reps:
+    """Encode `texts` with the query or context encoder -> {head: stored vectors}, rows in input
+    order; unit length with `cosine`; only `heads` (default: all the model has) are computed."""
+    model.eval()
+    return batched(tokenizer, side, list(texts), max_length, batch_size,
+                   torch_forward(model, side, device, dtype, cosine, heads), tally)
 
 
 def pair_scores(queries: Reps, docs: Reps, q_index: np.ndarray, d_index: np.ndarray) -> dict[str, np.ndarray]:
@@ -94,11 +109,18 @@ class Encoder:
     def heads(self) -> tuple[str, ...]:
         return tuple(self.model.heads)
 
+    def forward(self, side: str, heads: tuple[str, ...] | None = None):
+        """The model as `batched`'s forward pass: (input_ids, attention_mask) -> {head: vectors}; the one
+        thing another backend (modeling.onnx_runtime) changes."""
+        self.model.eval()
+        return torch_forward(self.model, side, self.device, self.dtype, self.encoding.cosine, heads)
+
+    @torch.inference_mode()
     def encode(self, side: str, texts: list[str], batch_size: int | None = None,
                heads: tuple[str, ...] | None = None) -> Reps:
-        return encode(self.model, self.tokenizer, side, list(texts), self.encoding.max_length(side),
-                      batch_size or self.batch_sizes[side == "context"], self.device, self.dtype,
-                      self.encoding.cosine, heads, self.truncated.setdefault(side, [0, 0]))
+        return batched(self.tokenizer, side, list(texts), self.encoding.max_length(side),
+                       batch_size or self.batch_sizes[side == "context"], self.forward(side, heads),
+                       self.truncated.setdefault(side, [0, 0]))
 
     def encode_raw(self, side: str, texts: list[str], sources: list[str | None] | None = None) -> Reps:
         """Texts as a user gives them: the text options applied first, as data.build_split applies them."""

@@ -20,7 +20,6 @@ the one ONNX can express; the tiled kernel computes the same values in PyTorch.
 from __future__ import annotations
 
 import copy
-import json
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -32,9 +31,9 @@ from HybridPQA.errors import InputError
 from HybridPQA.files import file_digest
 from HybridPQA.heads import DENSE, HEADS, LATE, SPARSE
 from HybridPQA.modeling.encode import Encoder
+from HybridPQA.modeling.manifest import FILES, write_manifest
 
-MANIFEST = "hybridpqa_onnx.json"
-FORMAT = "hybridpqa-onnx"
+MANIFEST = FILES["onnx"]
 OPSET = 18
 
 
@@ -107,8 +106,8 @@ def export_onnx(encoder: Encoder, folder: str | Path, top_k: int | None = None, 
         graphs[side] = {"file": name, "outputs": graph.output_names,
                         "dims": {o: int(t.shape[-1]) for o, t in zip(graph.output_names, shapes) if o in HEADS}}
     encoder.tokenizer.save_pretrained(folder)
-    manifest = {
-        "format": FORMAT, "version": 1, "graphs": graphs,
+    return write_manifest(folder, "onnx", {
+        "version": 1, "graphs": graphs,
         "inputs": ["input_ids", "attention_mask"],
         "max_length": {"query": encoder.encoding.max_length("query"), "context": encoder.encoding.max_length("context")},
         "similarity": encoder.encoding.similarity, "sparse_top_k": top_k,
@@ -121,9 +120,7 @@ def export_onnx(encoder: Encoder, folder: str | Path, top_k: int | None = None, 
             "sparse_ids": "(batch, k) int64: token ids of the k largest sparse weights",
             "sparse_weights": "(batch, k) float32: those weights, largest first"},
         **about,
-    }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return manifest
+    })
 
 
 def quantize(path: Path) -> None:

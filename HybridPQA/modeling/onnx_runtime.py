@@ -2,7 +2,6 @@
 `OnnxEncoder(folder).encode("query" | "context", texts)` -> {head: stored vectors}, as Encoder.encode."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,31 +12,25 @@ from HybridPQA.files import digest_of, file_digest
 from HybridPQA.heads import HEADS, SPARSE
 from HybridPQA.modeling.encode import Encoder
 from HybridPQA.modeling.encoding import EncodingSettings
-from HybridPQA.modeling.onnx_export import FORMAT, MANIFEST
+from HybridPQA.modeling.manifest import has_manifest
+from HybridPQA.modeling.manifest import read_manifest as read_description
+from HybridPQA.modeling.onnx_export import MANIFEST
 
 
 def is_onnx_export(source: str | Path) -> bool:
-    return (Path(source).expanduser() / MANIFEST).is_file()
+    return has_manifest(source, "onnx")
 
 
 def read_manifest(folder: str | Path) -> dict:
     """The export's manifest, checked: its format, a graph (a plain file name in the folder, with its
     outputs) for each side, the encoding settings, the text options and each graph's sha256."""
     path = Path(folder) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{folder}: no {MANIFEST}; export one with `hybridpqa export --format=onnx`") from None
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not readable JSON ({e.__class__.__name__}); export the model again") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise InputError(f"{path}: format {found!r} is not {FORMAT!r}; export the model again")
-    missing = [k for k, kind in (("graphs", dict), ("encoding", dict), ("digests", dict), ("text", dict))
-               if not isinstance(manifest.get(k), kind)]
-    if missing:
-        raise InputError(f"{path}: no {', '.join(missing)} (or not an object); written by an older or damaged "
-                         "export: export the model again")
+    manifest = read_description(folder, "onnx", ("graphs", "encoding", "digests", "text"))
+    if manifest is None:
+        raise InputError(f"{folder}: no {MANIFEST}; export one with `hybridpqa export --format=onnx`")
+    wrong = [k for k in ("graphs", "encoding", "digests", "text") if not isinstance(manifest[k], dict)]
+    if wrong:
+        raise InputError(f"{path}: {', '.join(wrong)} not an object; the export is damaged: export the model again")
     for side in ("query", "context"):
         graph = manifest["graphs"].get(side)
         if not isinstance(graph, dict) or not isinstance(graph.get("file"), str) \
@@ -134,21 +127,9 @@ class OnnxEncoder(Encoder):
                                                 "attention_mask": attention_mask.astype(np.int64)})
         return dict(zip(self.outputs[side], values))
 
-    def encode(self, side: str, texts: list[str], batch_size: int | None = None,
-               heads: tuple[str, ...] | None = None) -> dict:
-        """{head: stored vectors} in input order (length-sorted batches, as Encoder.encode); the graph
-        gives every head in one call, `heads` picks among them."""
-        limit = self.encoding.max_length(side)
-        ids = self.tokenizer(list(texts), truncation=True, max_length=limit, return_token_type_ids=False)["input_ids"]
-        tally = self.truncated.setdefault(side, [0, 0])
-        tally[0], tally[1] = tally[0] + sum(len(x) >= limit for x in ids), tally[1] + len(ids)
-        order = np.argsort([len(x) for x in ids], kind="stable")
-        size, parts = batch_size or self.batch_sizes[side == "context"], {}
-        for start in range(0, len(order), size):
-            chunk = order[start:start + size]
-            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="np")
-            out = self.run(side, batch["input_ids"], batch["attention_mask"])
-            for head in heads or self.heads:
-                parts.setdefault(head, []).append(HEADS[head].store(torch.from_numpy(out[head])))
-        inverse = np.argsort(order)
-        return {head: HEADS[head].concat(stored, inverse) for head, stored in parts.items()}
+    def forward(self, side: str, heads: tuple[str, ...] | None = None):
+        """The side's graph as the encoder's forward pass (the graph gives every head in one call)."""
+        def forward(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+            out = self.run(side, input_ids.numpy(), attention_mask.numpy())
+            return {head: torch.from_numpy(out[head]) for head in heads or self.heads}
+        return forward

@@ -1,192 +1,158 @@
-"""The one owner of a model to load for inference: a HybridPQA checkpoint folder, or any masked LM
-(a folder or a hub name) used zero-shot. Every command and the Python API load through it, so a
-checkpoint copied anywhere is searched, evaluated and explained alike.
+"""The one loader: every kind of model folder opened for inference, by every command, the pipeline
+and the Python API, so a model copied anywhere is searched, evaluated and explained alike.
 
-    saved = SavedModel("output/run/checkpoints/step_000400")
-    cfg = saved.config(overrides=["RETRIEVER.SOLVER.TEST_BATCH_SIZE", "8"])
-    model, tokenizer, device, dtype = saved.load(cfg)
+    saved = SavedModel("output/run/checkpoints/step_000400")   # or a masked LM, a sentence encoder,
+    cfg = saved.config(overrides=["RETRIEVER.SOLVER.TEST_BATCH_SIZE", "8"])   # an ONNX export, a hub name
+    encoder = saved.encoder(cfg)        # modeling.encode.Encoder (ONNX: an OnnxEncoder)
     fusion = saved.fusion(cfg)
 
-The fusion has one rule: the checkpoint's own (hybridpqa.json, where training records the tuned
-fusion after its test), else its run's fusion.json (a checkpoint from before that record), else the
-config's.
+What it opens (`format`):
+- "checkpoint": a HybridPQA checkpoint (hybridpqa.json, config.yaml, the encoders' folders);
+- "onnx": a `hybridpqa export --format=onnx` folder (hybridpqa_onnx.json), encoded in ONNX Runtime
+  with no PyTorch model;
+- "model": any transformers model folder or hub name used zero-shot: a masked LM, or a sentence
+  encoder without an MLM head (modeling.kinds: what it was trained for sets its zero-shot defaults
+  beneath any config).
 
-A plain model says what it was trained for (`model_kind`), and that sets its zero-shot defaults
-beneath any config: a masked LM searches with its MLM head's term weights (sparse; its CLS vector
-is untrained); a sentence encoder without an MLM head (all-MiniLM-L6-v2) with its own pooled dense
-vector, pooling, max length and normalisation, read from its sentence-transformers files.
+The config has one rule (`config`): a checkpoint's or export's own config.yaml (or the user's
+`config`), a plain model's defaults with what the model says of itself; then .env and the KEY VALUE
+overrides. The fusion has one rule: the folder's own (hybridpqa.json, where training records the
+tuned fusion after its test; an export's manifest), else its run's fusion.json, else the config's.
+A hub name is checked once, here.
 """
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict
+from functools import cached_property
 from pathlib import Path
 
 from HybridPQA.config import load_config
+from HybridPQA.data import build_text_options
 from HybridPQA.errors import InputError
 from HybridPQA.files import digest_of, file_digest
-from HybridPQA.heads import DENSE, HYBRID, SPARSE, scorers
 from HybridPQA.modeling.build import build_model, check_hub_name
+from HybridPQA.modeling.encode import Encoder
 from HybridPQA.modeling.encoding import EncodingSettings, build_encoding
-from HybridPQA.modeling.saved import MANIFEST, is_checkpoint, read_manifest
+from HybridPQA.modeling.kinds import ModelKind, model_kind
+from HybridPQA.modeling.manifest import CONFIG_FILE, FILES, has_manifest, read_manifest
 from HybridPQA.precision import build_precision
 from HybridPQA.rundir import RunDir
 from HybridPQA.runtime import build_device, quiet_libraries
 from HybridPQA.scoring import Fusion, build_fusion
 
 log = logging.getLogger(__name__)
-CONFIG_FILE = "config.yaml"
-ST_POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}  # what the dense head can do
+BACKENDS = ("torch", "onnx")
 
 
-@dataclass(frozen=True)
-class ModelKind:
-    """What a model was trained for: "checkpoint" (ours), "masked-lm" or "sentence-encoder" (no MLM
-    head); `settings` the KEY VALUE pairs it implies when used zero-shot, `source` what they are."""
-
-    kind: str
-    settings: tuple[str, ...] = ()
-    source: str = ""
-
-    def default_scorer(self, heads) -> tuple[str, str]:
-        """(scorer, why): the scorer to search with when none is asked for, among the model's `heads`."""
-        given = scorers(heads)
-        wanted = {"masked-lm": SPARSE, "sentence-encoder": DENSE}.get(self.kind, given[0])
-        if wanted not in given:
-            return given[0], f"{given[0]}: the one this model's heads give"
-        return wanted, {
-            "checkpoint": "what this checkpoint was trained for" + (", with its own fusion" if wanted == HYBRID else ""),
-            "masked-lm": "a masked LM used zero-shot gives trained term weights but an untrained CLS vector",
-            "sentence-encoder": f"a sentence encoder without an MLM head, with its own {self.source}"}[self.kind]
-
-
-def _model_file(source: str, name: str) -> dict | list | None:
-    """A JSON file of a model folder (or hub model), None where it has none."""
-    path = Path(source).expanduser() / name
-    if not path.parent.is_dir():  # a hub name
-        try:
-            from huggingface_hub import hf_hub_download
-
-            path = Path(hf_hub_download(source, name))
-        except Exception:  # noqa: BLE001 - absent, or no hub: the model says nothing here
-            return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-
-
-def model_kind(source: str | Path) -> ModelKind:
-    """A checkpoint of ours, a masked LM (an *ForMaskedLM architecture), or a sentence encoder without
-    an MLM head, whose sentence-transformers files (modules.json, 1_Pooling/, sentence_bert_config.json)
-    give its pooling, max length and normalisation."""
-    if is_checkpoint(Path(source).expanduser()):
-        return ModelKind("checkpoint")
-    if not Path(source).expanduser().exists():
-        check_hub_name(str(source))
-    model_config = _model_file(str(source), "config.json")
-    model_config = model_config if isinstance(model_config, dict) else {}
-    architectures = model_config.get("architectures") or []
-    architectures = [a for a in architectures if isinstance(a, str)] if isinstance(architectures, list) else []
-    if not architectures or any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in architectures):
-        return ModelKind("masked-lm")
-    if not any(a.endswith("Model") for a in architectures):  # a task head: a classifier, a QA or token head
-        raise InputError(f"{source}: a {architectures[0]} (a task head), neither a masked LM nor a sentence encoder "
-                         "(a *Model without a head); its CLS vector was never trained for retrieval. Use it as "
-                         "RETRIEVER.MODEL.BIENCODER_TYPE cross, or give a masked LM or a sentence encoder")
-    modules = _model_file(str(source), "modules.json")
-    modules = modules if isinstance(modules, list) else ([] if modules is None else None)
-    if modules is None or not all(isinstance(m, dict) for m in modules):
-        raise InputError(f"{Path(str(source)) / 'modules.json'}: not a list of modules (sentence-transformers' "
-                         "format); fix or remove the file")
-    settings, said = ["RETRIEVER.MODEL.BIENCODER_TYPE", DENSE], []
-    pooling_dir = next((m.get("path") for m in modules if str(m.get("type", "")).endswith(".Pooling")), None)
-    if pooling_dir is not None and (not isinstance(pooling_dir, str) or ".." in Path(pooling_dir).parts
-                                    or Path(pooling_dir).is_absolute()):
-        raise InputError(f"{Path(str(source)) / 'modules.json'}: pooling path {pooling_dir!r} is not a folder inside "
-                         "the model; fix the file")
-    pooling = _model_file(str(source), f"{pooling_dir}/config.json") if pooling_dir else None
-    pooling = pooling if isinstance(pooling, dict) else None
-    if pooling is not None:
-        mode = next((ST_POOLING.get(k) for k, on in pooling.items() if on is True and k.startswith("pooling_mode")),
-                    None)
-        if mode is None:
-            log.warning("%s: its pooling (%s) is not cls or mean; the dense head uses mean pooling", source,
-                        [k for k, on in pooling.items() if on is True])
-        settings += ["RETRIEVER.MODEL.POOLING", mode or "mean"]
-        said.append(f"{mode or 'mean'} pooling")
-    st_config = _model_file(str(source), "sentence_bert_config.json")
-    length = st_config.get("max_seq_length") if isinstance(st_config, dict) else None
-    positions = model_config.get("max_position_embeddings")
-    if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < 1
-                               or (isinstance(positions, int) and length > positions)):
-        raise InputError(f"{Path(str(source)) / 'sentence_bert_config.json'}: max_seq_length {length!r} must be a whole "
-                         f"number from 1 to the model's {positions or 'maximum'} positions; fix the file")
-    if isinstance(length, int) and length > 0:
-        settings += ["RETRIEVER.MODEL.QUESTION_MAX_LENGTH", str(length), "RETRIEVER.MODEL.CONTEXT_MAX_LENGTH",
-                     str(length)]
-        said.append(f"{length} tokens")
-    if any(str(m.get("type", "")).endswith(".Normalize") for m in modules):
-        settings += ["RETRIEVER.SOLVER.FUNC", "cosine"]
-        said.append("cosine")
-    return ModelKind("sentence-encoder", tuple(settings), ", ".join(said) + " (from its sentence-transformers files)"
-                     if said else "CLS pooling")
+def build_encoder(model, tokenizer, cfg, device, dtype) -> Encoder:
+    """The model's encoder with SOLVER's test batch sizes, the encoding settings and the text options."""
+    s = cfg.RETRIEVER.SOLVER
+    return Encoder(model, tokenizer, build_encoding(cfg), device, dtype, (s.TEST_BATCH_SIZE, s.TEST_CTX_BSZ),
+                   build_text_options(cfg.RETRIEVER.DATA))
 
 
 class SavedModel:
-    """`source`: a checkpoint directory, a transformers model folder or a hub name."""
+    """`source`: a checkpoint folder, an ONNX export folder, a transformers model folder or a hub name;
+    `backend` "torch" or "onnx" says which it must be (None: whichever it is)."""
 
-    def __init__(self, source: str | Path):
+    def __init__(self, source: str | Path, backend: str | None = None):
         self.source = str(source)
         path = Path(self.source).expanduser()
+        if backend not in (None, *BACKENDS):
+            raise InputError(f"backend {backend!r}: choose {' or '.join(BACKENDS)}")
+        onnx = has_manifest(path, "onnx")
+        if backend == "torch" and onnx:
+            raise InputError(f"{self.source}: an ONNX export ({FILES['onnx']}), which has no PyTorch model; use "
+                             "--backend=onnx (or leave --backend out)")
+        if backend == "onnx" and not onnx:
+            raise InputError(f"{self.source}: no {FILES['onnx']}; export one with `hybridpqa export --format=onnx`")
         if not path.exists():
             check_hub_name(self.source)
-        self.path = path if is_checkpoint(path) else None
-        if self.path is None and path.is_dir() and not (path / "config.json").is_file():
-            raise InputError(f"{self.source}: neither a HybridPQA checkpoint ({MANIFEST}) nor a transformers model "
-                             "(config.json); give a checkpoint folder, a model folder or a hub name")
-        self.manifest = read_manifest(self.path) if self.path is not None else None
-        self.kind = model_kind(self.source)
+        self.manifest = read_manifest(path, "onnx") if onnx else read_manifest(path, "checkpoint", ("folders",))
+        self.format = "onnx" if onnx else "checkpoint" if self.manifest is not None or \
+            (path / "model.pt").is_file() else "model"
+        self.path = path if self.format != "model" else None
+        if self.format == "model" and path.is_dir() and not (path / "config.json").is_file():
+            raise InputError(f"{self.source}: neither a HybridPQA checkpoint ({FILES['checkpoint']}) nor a "
+                             "transformers model (config.json); give a checkpoint folder, a model folder or a hub name")
 
     @property
     def is_checkpoint(self) -> bool:
-        return self.path is not None
+        return self.format == "checkpoint"
+
+    @cached_property
+    def kind(self) -> ModelKind:
+        """What the model was trained for (an export records its checkpoint's)."""
+        if self.format != "onnx":
+            return model_kind(self.source)
+        try:
+            return ModelKind(**{**self.manifest["kind"], "settings": tuple(self.manifest["kind"]["settings"])})
+        except (KeyError, TypeError):
+            raise InputError(f"{self.path / FILES['onnx']}: no valid 'kind'; export the model again") from None
 
     def identity(self) -> str | None:
-        """One sha256 naming the weights: a checkpoint's recorded weight digests (hybridpqa.json), a
-        model folder's weight files; None for a hub name or a checkpoint saved before digests. An
-        index records it, so a model retrained at the same path is not searched against old vectors."""
+        """One sha256 naming the weights: a checkpoint's recorded weight digests, an export's graph
+        digests, a model folder's weight files; None for a hub name or a checkpoint saved before
+        digests. An index records it, so a model retrained at the same path is not searched against
+        old vectors."""
         if self.manifest is not None:
-            return digest_of(self.manifest["weights"]) if isinstance(self.manifest.get("weights"), dict) else None
+            recorded = self.manifest.get("digests" if self.format == "onnx" else "weights")
+            return digest_of(recorded) if isinstance(recorded, dict) else None
         folder = Path(self.source).expanduser()
         weights = sorted(f for pattern in ("*.safetensors", "*.bin") for f in folder.glob(pattern)) \
             if folder.is_dir() else []
         return digest_of({f.name: file_digest(f) for f in weights}) if weights else None
 
-    def config(self, config: str | Path | None = None, overrides: list[str] = ()):
-        """The config to load it with: a checkpoint's own config.yaml (or `config`), a plain model's
-        defaults (or `config`) with PRETRAINED_MODEL_TYPE set to it; then `overrides` (KEY VALUE)."""
-        if self.path is not None:
-            if config is None and not (self.path / CONFIG_FILE).is_file():
-                raise InputError(f"{self.path}: not a complete HybridPQA checkpoint (no {CONFIG_FILE}); give a "
-                                 "directory under <run>/checkpoints/")
-            return load_config(config or self.path / CONFIG_FILE, list(overrides), dotenv_path=None)
-        return load_config(config, ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", self.source, *overrides],
-                           dotenv_path=None, base=list(self.kind.settings))
+    def config(self, config: str | Path | None = None, overrides: list[str] = (), env: str | Path | None = None):
+        """The config to load it with: a checkpoint's or export's own config.yaml (or `config`), a plain
+        model's defaults (or `config`) with PRETRAINED_MODEL_TYPE set to it beneath what the model says
+        of itself (`kind.settings`); then .env (`env`) and `overrides` (KEY VALUE)."""
+        if self.path is None:
+            return load_config(config, ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", self.source, *overrides],
+                               dotenv_path=env, base=list(self.kind.settings))
+        own = self.path / CONFIG_FILE
+        if config is None and not own.is_file():
+            raise InputError(f"{self.path}: not a complete HybridPQA {'export' if self.format == 'onnx' else 'checkpoint'}"
+                             f" (no {CONFIG_FILE}); give a directory under <run>/checkpoints/")
+        if config is None and self.encoding is not None and build_encoding(load_config(own, dotenv_path=None)) \
+                != self.encoding:
+            raise InputError(f"{self.path}: {CONFIG_FILE} and {FILES[self.format]} give different encoding settings; "
+                             "the folder is damaged or was edited by hand")
+        cfg = load_config(config or own, list(overrides), dotenv_path=env)
+        if self.format == "onnx":
+            self._check_export(cfg)
+        return cfg
 
     @property
     def encoding(self) -> EncodingSettings | None:
-        """The encoding settings the checkpoint was trained with (hybridpqa.json), None for a plain model."""
+        """The encoding settings the folder was saved with, None for a plain model."""
         if self.manifest is None or "encoding" not in self.manifest:
             return None
-        return EncodingSettings.from_dict(self.manifest["encoding"], str(self.path / MANIFEST))
+        return EncodingSettings.from_dict(self.manifest["encoding"], str(self.path / FILES[self.format]))
+
+    def _check_export(self, cfg) -> None:
+        """The config (with its overrides) leaves the text options and encoding settings the graphs fix."""
+        from HybridPQA.data.text import TextOptions
+
+        where = self.path / FILES["onnx"]
+        try:
+            text = TextOptions(**self.manifest["text"])
+        except TypeError:
+            raise InputError(f"{where}: text {self.manifest['text']} holds options HybridPQA does not know; export "
+                             "the model again") from None
+        if build_text_options(cfg.RETRIEVER.DATA) != text:
+            raise InputError(f"{self.path}: the config or overrides change text options that the export fixes "
+                             f"({asdict(text)}); export the model again with them")
+        if build_encoding(cfg) != self.encoding:
+            raise InputError(f"{self.path}: the overrides change encoding settings that the exported graphs fix "
+                             f"({asdict(self.encoding)}); export the model again with them")
 
     def fusion(self, cfg) -> Fusion:
-        """The fusion to search with: the checkpoint's own, else its run's fusion.json, else the config's."""
+        """The fusion to search with: the folder's own, else its run's fusion.json, else the config's."""
         if self.manifest is not None and self.manifest.get("fusion"):
-            return Fusion.from_dict(self.manifest["fusion"], str(self.path / MANIFEST))
-        run = RunDir.of_checkpoint(self.path) if self.path is not None else None
+            return Fusion.from_dict(self.manifest["fusion"], str(self.path / FILES[self.format]))
+        run = RunDir.of_checkpoint(self.path) if self.is_checkpoint else None
         if run is not None and run.fusion.is_file():
             log.info("hybrid fusion from %s", run.fusion)
             return Fusion.load(run.fusion)
@@ -194,14 +160,23 @@ class SavedModel:
 
     def load(self, cfg, ranks=None):
         """(model, tokenizer, device, autocast dtype) for `cfg` (from `config`), the model on the device."""
-        if self.encoding is not None and build_encoding(load_config(self.path / CONFIG_FILE, dotenv_path=None)) \
-                != self.encoding:
-            raise InputError(f"{self.path}: {CONFIG_FILE} and {MANIFEST} give different encoding settings; the "
-                             "checkpoint is damaged or was edited by hand")
+        if self.format == "onnx":
+            raise InputError(f"{self.source}: an ONNX export has no PyTorch model; load the checkpoint it came from")
         device = build_device(cfg, ranks)
         with quiet_libraries():  # transformers' load reports and bars, in the API too
-            model, tokenizer = build_model(cfg, checkpoint=self.path)
+            model, tokenizer = build_model(cfg, checkpoint=self.path, hub_checked=True)
         dtype = build_precision(cfg, device, model)
         if hasattr(model, "to"):
             model.to(device)
         return model, tokenizer, device, dtype
+
+    def encoder(self, cfg, threads: int | None = None) -> Encoder:
+        """The model ready to encode texts: an Encoder over the PyTorch model, or over the ONNX graphs."""
+        if self.format == "onnx":
+            from HybridPQA.modeling.onnx_runtime import OnnxEncoder
+
+            s = cfg.RETRIEVER.SOLVER
+            return OnnxEncoder(self.path, (s.TEST_BATCH_SIZE, s.TEST_CTX_BSZ), build_text_options(cfg.RETRIEVER.DATA),
+                               threads)
+        model, tokenizer, device, dtype = self.load(cfg)
+        return build_encoder(model, tokenizer, cfg, device, dtype)

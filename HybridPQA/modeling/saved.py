@@ -15,7 +15,6 @@ safetensors and JSON only, and `model.pt` through torch's weights_only loader.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,12 +27,13 @@ from HybridPQA.errors import InputError
 from HybridPQA.files import disk_error, file_digest, load_torch, publish_dir, write_atomic
 from HybridPQA.modeling.card import CardFacts, write_card
 from HybridPQA.modeling.encoding import EncodingSettings
+from HybridPQA.modeling.manifest import CONFIG_FILE, FILES, write_manifest
+from HybridPQA.modeling.manifest import read_manifest as read_description
 from HybridPQA.scoring import Fusion
 
 log = logging.getLogger(__name__)
-MANIFEST = "hybridpqa.json"
+MANIFEST = FILES["checkpoint"]
 HEADS_FILE = "heads.safetensors"
-FORMAT = 2
 LEGACY_WEIGHTS = "model.pt"
 
 
@@ -43,17 +43,7 @@ def is_checkpoint(path: Path) -> bool:
 
 def read_manifest(path: Path) -> dict | None:
     """hybridpqa.json of a checkpoint, None for an old `model.pt` one."""
-    file = Path(path) / MANIFEST
-    if not file.is_file():
-        return None
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        raise InputError(f"{file}: unreadable checkpoint description ({err.__class__.__name__}); the checkpoint is "
-                         "damaged") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "folders" not in manifest:
-        raise InputError(f"{file}: not a HybridPQA checkpoint description of format {FORMAT}")
-    return manifest
+    return read_description(path, "checkpoint", ("folders",))
 
 
 def folders(model) -> dict[str, torch.nn.Module]:
@@ -104,11 +94,11 @@ class Checkpointer:
                 save_file(heads, str(tmp / HEADS_FILE))
         except OSError as err:
             raise disk_error(tmp, err) from None
-        manifest = {"format": FORMAT, "library": "HybridPQA", **self.model, "folders": list(folders(model)),
-                    "heads": sorted(getattr(model, "heads", ())), "encoding": asdict(self.encoding),
-                    "fusion": asdict(fusion or self.fusion), "weights": weight_digests(tmp)}
-        write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2))
-        write_atomic(tmp / "config.yaml", self.config_text)
+        manifest = write_manifest(tmp, "checkpoint", {
+            "library": "HybridPQA", **self.model, "folders": list(folders(model)),
+            "heads": sorted(getattr(model, "heads", ())), "encoding": asdict(self.encoding),
+            "fusion": asdict(fusion or self.fusion), "weights": weight_digests(tmp)})
+        write_atomic(tmp / CONFIG_FILE, self.config_text)
         self.encoding.save(tmp)
         write_card(tmp, self.card, self.config_text, manifest, home=path)
         publish_dir(tmp, path)
@@ -118,8 +108,7 @@ class Checkpointer:
         the configured one) and write its model card with the test results."""
         manifest = read_manifest(path)
         if manifest is not None:
-            manifest["fusion"] = asdict(fusion)
-            write_atomic(Path(path) / MANIFEST, json.dumps(manifest, indent=2))
+            manifest = write_manifest(path, "checkpoint", {**manifest, "fusion": asdict(fusion)})
             write_card(path, self.card, self.config_text, manifest, results)
 
 

@@ -15,7 +15,7 @@ from ranx import Qrels, Run, compare
 from HybridPQA.data import read_split
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import load_results
-from HybridPQA.evaluation.trec import read_trec
+from HybridPQA.data.trec import read_trec
 from HybridPQA.paper.rows import Row
 from HybridPQA.rundir import RunDir
 from HybridPQA.scoring import ranking

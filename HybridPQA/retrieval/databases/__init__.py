@@ -1,5 +1,5 @@
 """Which database an index's collection lives in, and who may be sent a key: the adapters' registry
-(`build_database`), opening an index's database (`open_database`: new, or saved and checked), the
+(HybridPQA.backends.STORES, `build_database`), opening an index's database (`open_database`: new, or saved and checked), the
 default collection name, and the credential rule.
 
 Where the database lives is INDEX.URI: empty = embedded, inside the index folder (Qdrant's local
@@ -10,20 +10,17 @@ or a checkpoint gets no key unless it is the one named (`credentials`).
 """
 from __future__ import annotations
 
-import importlib
 import os
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from HybridPQA.backends import DATABASES, STORES, load
 from HybridPQA.config.validate import COLLECTION_NAME
 from HybridPQA.errors import InputError
 from HybridPQA.outputs import final_name
-from HybridPQA.retrieval.database import VectorDatabase
+from HybridPQA.retrieval.databases.base import VectorDatabase
 
-# INDEX.ENGINE beside "memory": the adapter's module and class (a new database is one file plus one line)
-DATABASES = {"qdrant": "HybridPQA.retrieval.qdrant_db:QdrantDatabase",
-             "milvus": "HybridPQA.retrieval.milvus_db:MilvusDatabase"}
 TOKEN_ENV = {"qdrant": "QDRANT_API_KEY", "milvus": "MILVUS_TOKEN"}
 URL_ENV = {"qdrant": "QDRANT_URL", "milvus": "MILVUS_URI"}  # a server the user names in the environment
 EMBEDDED = {"qdrant": "qdrant", "milvus": "milvus.db"}  # inside the index folder when INDEX.URI is empty
@@ -35,15 +32,14 @@ def build_database(engine: str, uri: str, collection: str, folder: Path, docids:
     """The adapter of `engine`, connected: embedded in `folder` when `uri` is empty; the key sent only
     to a `named` URL (`credentials`)."""
     if engine not in DATABASES:
-        raise InputError(f"RETRIEVER.INDEX.ENGINE = {engine!r}: choose memory, {' or '.join(DATABASES)}")
+        raise InputError(f"RETRIEVER.INDEX.STORE = {engine!r}: choose memory, {' or '.join(DATABASES)}")
     if hybrid == "exact":
         hybrid = "candidates"  # a database cannot score every document: its hybrid is the candidates' union
     if not re.fullmatch(COLLECTION_NAME, collection):
         raise InputError(f"collection {collection[:60]!r}: a collection name is 1 to 255 letters, digits and "
                          "underscores, starting with a letter or underscore; choose another --collection")
     key = credentials(engine, uri, named)
-    module, name = DATABASES[engine].split(":")
-    kind = getattr(importlib.import_module(module), name)
+    kind = load(STORES[engine])
     database = kind(uri or str(Path(folder) / EMBEDDED[engine]), collection, docids, candidates, norm_sample, hybrid,
                     index_id, key)
     database.embedded = not uri
@@ -53,13 +49,13 @@ def build_database(engine: str, uri: str, collection: str, folder: Path, docids:
 def open_database(settings, folder: Path, docids: list[str], described: dict | None = None,
                   index_id: str = "") -> VectorDatabase:
     """The vector database of the index in `folder`: a new one (`index_id`: the folder's id) where
-    `settings` (EngineSettings: RETRIEVER.INDEX.ENGINE, URI, COLLECTION, ...) name it, or a saved one
+    `settings` (EngineSettings: RETRIEVER.INDEX.STORE, URI, COLLECTION, ...) name it, or a saved one
     that `described` (index.json's record) names, checked against the folder (`verify`). A saved
     index's URL must be the one the user named, if any (`settings.named_uris`)."""
     folder = Path(folder)
     if described is None:
         collection = settings.collection or default_collection(final_name(folder), index_id)
-        return build_database(settings.database, settings.uri, collection, folder, docids, settings.candidates,
+        return build_database(settings.store, settings.uri, collection, folder, docids, settings.candidates,
                               settings.norm_sample, settings.hybrid, index_id, settings.named_uris)
     where = str(folder / "index.json")
     engine, uri, collection, index_id = (described.get(k) for k in ("engine", "uri", "collection", "id"))

@@ -1,4 +1,4 @@
-"""Milvus as a corpus index (retrieval.database): `MilvusClient("<dir>/milvus.db")` embedded (Milvus
+"""Milvus as a corpus index (retrieval.databases): `MilvusClient("<dir>/milvus.db")` embedded (Milvus
 Lite), or `MilvusClient(uri=..., token=$MILVUS_TOKEN)` of a `milvus-lite server`, a standalone
 Milvus or a cluster; only the uri and the token change.
 
@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from HybridPQA.errors import InputError
 from HybridPQA.heads import DENSE, SPARSE
-from HybridPQA.retrieval.database import MARK, VectorDatabase
+from HybridPQA.retrieval.databases.base import MARK, VectorDatabase
 from HybridPQA.scoring import Fusion
 
 DOCID_LENGTH = 512  # the VARCHAR docid's limit

@@ -1,4 +1,4 @@
-"""Qdrant as a corpus index (retrieval.database): `QdrantClient(path=...)` embedded (local mode, pure
+"""Qdrant as a corpus index (retrieval.databases): `QdrantClient(path=...)` embedded (local mode, pure
 Python, for laptops and tests) or `QdrantClient(url=..., api_key=$QDRANT_API_KEY)` of a server or a
 cluster; the same calls for both.
 
@@ -23,8 +23,9 @@ import scipy.sparse as sp
 
 from HybridPQA.errors import InputError
 from HybridPQA.heads import DENSE, SPARSE
-from HybridPQA.retrieval.database import MARK, VectorDatabase, sparse_rows
+from HybridPQA.retrieval.databases.base import MARK, VectorDatabase, sparse_rows
 from HybridPQA.retrieval.index import dense_dots, sparse_dots
+from HybridPQA.retrieval.store import Hits
 from HybridPQA.scoring import Fusion
 
 
@@ -108,9 +109,9 @@ class QdrantDatabase(VectorDatabase):
         return [m.Prefetch(prefetch=base, query=sparse_q, using=SPARSE, limit=2 * k, params=exact),
                 m.Prefetch(prefetch=base, query=dense_q, using=DENSE, limit=2 * k, params=exact)]
 
-    def fuse(self, q_reps, fusion: Fusion, depth: int, width: int):
+    def fuse(self, q_reps, fusion: Fusion, depth: int, width: int, found: dict) -> Hits:
         if fusion.method == "linear" and fusion.norm == "min-max":
-            return super().fuse(q_reps, fusion, depth, width)
+            return super().fuse(q_reps, fusion, depth, width, found)
         m, k = self.models, width
         shift = self._shift(q_reps, fusion)
         requests = []
@@ -124,7 +125,7 @@ class QdrantDatabase(VectorDatabase):
                                                                     m.MultExpression(mult=[wd, "$score[1]"]), c]),
                                        defaults={"$score[0]": 0.0, "$score[1]": 0.0})
             requests.append(m.QueryRequest(prefetch=prefetch, query=query, limit=depth))
-        return self._batch(requests)
+        return Hits(*self._batch(requests))
 
     def _shift(self, q_reps, fusion: Fusion) -> list:
         """Per query ((w_dense, w_sparse), constant) of the linear fusion as one weighted sum."""

@@ -8,19 +8,18 @@
 - `vectors(rows)`: the stored vectors of some documents (for exact re-scoring);
 - `count()`, `drop()`.
 
-On top of these, `search` gives the same runs as the in-process `CorpusIndex.search`: each head
+It is a corpus store (retrieval.store.CorpusStore), so its search is every store's: each head
 from its own top-k; the hybrid as the union of each head's top k' re-scored exactly by both heads
-and fused with the model's `Fusion` (`corpus.fuse_candidates`, shared with the in-process candidate
-hybrid, with the same fixed sample of documents for z-score and min-max statistics). An adapter
-may do that inside the engine (Qdrant's formula query), and offers the engine's own fusion as
-INDEX.HYBRID "native" (Qdrant's and Milvus's RRF, Milvus's weighted ranker), whose loss against
-the exact hybrid scripts/bench_database.py measures.
+and fused with the model's `Fusion`, with the same fixed sample of documents for z-score and
+min-max statistics. An adapter may do that inside the engine (Qdrant's formula query, overriding
+`fuse`), and offers the engine's own fusion as INDEX.HYBRID "native" (Qdrant's and Milvus's RRF,
+Milvus's weighted ranker), whose loss against the exact hybrid scripts/bench_database.py measures.
 
 A collection belongs to one index: each index folder has an id (its marker, `outputs.id_of`), which
 the collection carries from its creation on (one call: Qdrant's metadata, Milvus's properties) and
 index.json records. Only a collection that carries this folder's id is ever replaced; opening an
 index checks the id and the document count (`verify`). The default collection name is the folder's
-name and its id, so two folders of one name never share a collection (retrieval.connect).
+name and its id, so two folders of one name never share a collection (retrieval.databases).
 """
 from __future__ import annotations
 
@@ -34,10 +33,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from HybridPQA.errors import InputError
-from HybridPQA.heads import DENSE, HYBRID, SPARSE
-from HybridPQA.heads import scorers as scorers_of
-from HybridPQA.retrieval.corpus import DOCIDS_FILE, Run, add_hits, fuse_candidates, union
+from HybridPQA.heads import DENSE, SPARSE
+from HybridPQA.retrieval.folder import DOCIDS_FILE
 from HybridPQA.retrieval.index import dense_dots, sparse_dots
+from HybridPQA.retrieval.store import CorpusStore
 from HybridPQA.scoring import Fusion
 
 log = logging.getLogger(__name__)
@@ -70,7 +69,7 @@ def sparse_rows(matrix: sp.csr_matrix) -> Iterator[tuple[np.ndarray, np.ndarray]
         yield matrix.indices[span], matrix.data[span]
 
 
-class VectorDatabase:
+class VectorDatabase(CorpusStore):
     """One collection in one database. Subclasses connect and implement the primitives."""
 
     name = ""
@@ -81,7 +80,7 @@ class VectorDatabase:
         self.uri, self.collection, self.docids, self.index_id = uri, collection, docids, index_id
         self.candidates, self.norm_sample, self.hybrid = candidates, norm_sample, hybrid
         self.heads = (SPARSE, DENSE)
-        self._sample: tuple[np.ndarray, sp.csr_matrix, np.ndarray] | None = None
+        self._vectors: tuple[np.ndarray, sp.csr_matrix, np.ndarray] | None = None
 
     # -- what an adapter implements ----------------------------------------------------------
     def create(self, vocab: int, dim: int) -> None:
@@ -212,20 +211,11 @@ class VectorDatabase:
         return {}  # the database's own indexes are built when documents are written
 
     def sample(self) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
-        """The fixed random documents (as CorpusIndex.sample) and their vectors, read once."""
-        if self._sample is None:
-            size = min(self.norm_sample, len(self.docids))
-            rows = np.sort(np.random.default_rng(0).choice(len(self.docids), size, replace=False))
-            self._sample = (rows, *self.vectors(rows))
-        return self._sample
-
-    def statistics_sample(self, fusion: Fusion) -> np.ndarray | None:
-        return self.sample()[0] if self.norm_sample and fusion.method == "linear" and fusion.norm != "none" else None
-
-    def statistics_rows(self, fusion: Fusion) -> np.ndarray:
-        """As CorpusIndex.statistics_rows: the fixed sample, or none."""
-        sample = self.statistics_sample(fusion)
-        return np.zeros(0, np.int64) if sample is None else sample
+        """The fixed random documents (`sample_rows`, as every store's) and their vectors, read once."""
+        if self._vectors is None:
+            rows = self.sample_rows()
+            self._vectors = (rows, *self.vectors(rows))
+        return self._vectors
 
     def exact_scores(self, q_reps: dict, rows: np.ndarray) -> dict[str, np.ndarray]:
         """(Q, C) rows (-1: none) -> {head: (Q, C)} exact scores from the stored vectors (the fixed
@@ -246,36 +236,13 @@ class VectorDatabase:
         return {h: np.broadcast_to(np.float32(v), rows.shape) if np.isscalar(v) else v for h, v in scores.items()}
 
     def search(self, q_reps: dict, qids: list[str], fusion: Fusion, depth: int,
-               scorers: tuple[str, ...] | None = None) -> dict[str, Run]:
-        """{scorer: run}, each query's top `depth`, as CorpusIndex.search gives them."""
+               scorers: tuple[str, ...] | None = None) -> dict:
         with self.errors("search"):
-            return self._search(q_reps, qids, fusion, depth, scorers)
+            return super().search(q_reps, qids, fusion, depth, scorers)
 
-    def _search(self, q_reps: dict, qids: list[str], fusion: Fusion, depth: int,
-                scorers: tuple[str, ...] | None) -> dict[str, Run]:
-        allowed = scorers_of([h for h in self.heads if h in q_reps])
-        scorers = tuple(s for s in (scorers or allowed) if s in allowed)
-        depth = min(depth, len(self.docids))
-        runs: dict[str, Run] = {}
-        width = min(max(depth, self.candidates), len(self.docids))
-        for head in (h for h in self.heads if h in scorers):
-            rows, values = self.head_search(head, q_reps[head], depth)
-            add_hits(runs.setdefault(head, {}), qids, rows, values, self.docids)
-        if HYBRID in scorers:
-            rows, values = self.native(q_reps, fusion, depth) if self.hybrid == "native" else \
-                self.fuse(q_reps, fusion, depth, width)
-            add_hits(runs.setdefault(HYBRID, {}), qids, rows, values, self.docids)
-        return {s: runs[s] for s in scorers}
-
-    def fuse(self, q_reps: dict, fusion: Fusion, depth: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """The union of the heads' top `width` re-scored exactly and fused (here; an engine that can
-        does it inside)."""
-        found = union(*(self.head_search(h, q_reps[h], width)[0] for h in (DENSE, SPARSE)))
-        return fuse_candidates(fusion, found, self.statistics_sample(fusion),
-                               lambda rows: self.exact_scores(q_reps, rows), depth)
-
-    def __len__(self) -> int:
-        return len(self.docids)
+    def hits(self, q_reps: dict, fusion: Fusion, depth: int, scorer: str, detail: bool = False):
+        with self.errors("search"):
+            return super().hits(q_reps, fusion, depth, scorer, detail)
 
 
 def push(database: VectorDatabase, batches: Iterator[tuple[np.ndarray, sp.csr_matrix, np.ndarray]],
