@@ -17,6 +17,24 @@ from pathlib import Path
 from HybridPQA.errors import InputError
 
 
+def jsonl_records(path: str | Path, again: str = "fix the file"):
+    """The one reader of JSON-lines files: each non-blank line as (line number, the parsed value, "")
+    or, where it does not parse, (line number, None, why); the caller skips or refuses it. A file
+    that is not UTF-8 is one line naming it and `again` (what to do)."""
+    path = Path(path)
+    with path.open(encoding="utf-8-sig", errors="strict") as handle:
+        try:
+            for number, raw in enumerate(handle, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    yield number, json.loads(raw), ""
+                except (json.JSONDecodeError, RecursionError) as err:
+                    yield number, None, getattr(err, "msg", "nested too deeply")
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not UTF-8 text; {again}") from None
+
+
 def write_atomic(path: str | Path, text: str) -> None:
     """Write `path` through a temporary file (named by this process, so concurrent writers never share
     one) and a rename: readers see the old file or the new one."""

@@ -76,6 +76,15 @@ def get_key(cfg: CN, key: str):
 
 def validate(cfg: CN) -> None:
     """Choices, ranges and cross-field checks; each failure names the key and what to do."""
+    _check_values(cfg)
+    for failed, message in (*_rules(cfg), *_training_rules(cfg), *_index_rules(cfg)):
+        if failed:
+            raise InputError(f"config: {message}")
+    _check_paths(cfg)
+
+
+def _check_values(cfg: CN) -> None:
+    """Each key on its own: choices, whole numbers, names, lists."""
     for key, choices in CHOICES.items():
         if get_key(cfg, key) not in choices:
             raise InputError(f"config: {key} = {get_key(cfg, key)!r} is not one of {', '.join(choices)}")
@@ -86,7 +95,7 @@ def validate(cfg: CN) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             allowed = " or None" if key in OPTIONAL_POSITIVE_INTS else ""
             raise InputError(f"config: {key} = {value!r} must be an integer >= {minimum}{allowed}")
-    m, s, d = cfg.RETRIEVER.MODEL, cfg.RETRIEVER.SOLVER, cfg.RETRIEVER.DATA
+    m = cfg.RETRIEVER.MODEL
     if not isinstance(cfg.EXP, str) or not EXP_NAME.fullmatch(cfg.EXP):
         raise InputError(f"config: EXP = {str(cfg.EXP)[:80]!r} must be one folder name of 1-200 letters, digits and "
                          "_ . = + - (not starting with . or -), since the run directory is <path_output>/<EXP>/")
@@ -101,7 +110,12 @@ def validate(cfg: CN) -> None:
     for key in ("BF16", "FP16"):
         if cfg[key] is not None and not isinstance(cfg[key], bool):
             raise InputError(f"config: {key} = {cfg[key]!r} must be True, False or None (then PRECISION decides)")
-    checks = [
+
+
+def _rules(cfg: CN) -> list[tuple[bool, str]]:
+    """(broken, what to do) of the keys that must agree: precision, the model, distillation."""
+    m, s, d = cfg.RETRIEVER.MODEL, cfg.RETRIEVER.SOLVER, cfg.RETRIEVER.DATA
+    return [
         (cfg.FP16 and cfg.BF16, "FP16 and BF16 are both True; choose one precision"),
         (cfg.PRECISION != "auto" and (cfg.FP16 is not None or cfg.BF16 is not None),
          f"PRECISION = {cfg.PRECISION!r} and BF16/FP16 both set the precision; keep PRECISION and drop BF16/FP16"),
@@ -125,27 +139,16 @@ def validate(cfg: CN) -> None:
         (d.NUM_POSITIVE_CONTEXTS > d.NUM_TOTAL_CONTEXTS,
          "RETRIEVER.DATA.NUM_POSITIVE_CONTEXTS exceeds NUM_TOTAL_CONTEXTS; lower it or raise the total"),
         (not 0.0 <= s.ALPHA <= 1.0, f"RETRIEVER.SOLVER.ALPHA = {s.ALPHA} must lie in [0, 1]"),
-        (not 0.0 < cfg.RETRIEVER.INDEX.SEISMIC.HEAP_FACTOR <= 1.0 or not 0.0 < cfg.RETRIEVER.INDEX.SEISMIC.SUMMARY_ENERGY <= 1.0
-         or not 0.0 < cfg.RETRIEVER.INDEX.SEISMIC.CENTROID_FRACTION <= 1.0,
-         "RETRIEVER.INDEX.SEISMIC.HEAP_FACTOR, SUMMARY_ENERGY and CENTROID_FRACTION must lie in (0, 1]"),
-        (cfg.RETRIEVER.INDEX.HYBRID == "native" and cfg.RETRIEVER.INDEX.STORE == "memory",
-         "RETRIEVER.INDEX.HYBRID = 'native' is a vector database's own fusion; set RETRIEVER.INDEX.STORE qdrant or milvus"),
-        (not isinstance(cfg.RETRIEVER.INDEX.URI, str) or not isinstance(cfg.RETRIEVER.INDEX.COLLECTION, str),
-         "RETRIEVER.INDEX.URI and COLLECTION must be strings ('' for the defaults)"),
-        (isinstance(cfg.RETRIEVER.INDEX.URI, str) and cfg.RETRIEVER.INDEX.URI
-         and not re.fullmatch(r"(https?|tcp|grpc)://[^\s/?#]+(/\S*)?", cfg.RETRIEVER.INDEX.URI),
-         f"RETRIEVER.INDEX.URI (--uri) = {cfg.RETRIEVER.INDEX.URI!r} is not a server's URL; give http(s)://HOST:PORT, "
-         "or leave it empty for the embedded store inside the index folder"),
-        (cfg.RETRIEVER.INDEX.STORE == "memory" and (cfg.RETRIEVER.INDEX.URI or cfg.RETRIEVER.INDEX.COLLECTION),
-         "RETRIEVER.INDEX.URI and COLLECTION (--uri, --collection) are a vector database's; with STORE 'memory' "
-         "(the default) they do not apply: set STORE qdrant or milvus (--store), or drop them"),
-        (isinstance(cfg.RETRIEVER.INDEX.COLLECTION, str) and cfg.RETRIEVER.INDEX.COLLECTION
-         and not re.fullmatch(COLLECTION_NAME, cfg.RETRIEVER.INDEX.COLLECTION),
-         f"RETRIEVER.INDEX.COLLECTION (--collection) = {cfg.RETRIEVER.INDEX.COLLECTION[:60]!r}: a collection name is "
-         "1 to 255 letters, digits and underscores, starting with a letter or underscore (Qdrant's and Milvus's rule)"),
         (m.MLM_WARMUP.STEPS > 0 and (m.BIENCODER_TYPE not in ("hybrid", "sparse") or m.CROSS_INTERACTION),
          f"RETRIEVER.MODEL.MLM_WARMUP.STEPS = {m.MLM_WARMUP.STEPS} warms up a sparse head's MLM; this "
          f"{m.BIENCODER_TYPE} model has none: set MLM_WARMUP.STEPS 0"),
+    ]
+
+
+def _training_rules(cfg: CN) -> list[tuple[bool, str]]:
+    """(broken, what to do) of the data split, the losses and the optimiser."""
+    m, s, d = cfg.RETRIEVER.MODEL, cfg.RETRIEVER.SOLVER, cfg.RETRIEVER.DATA
+    return [
         (not 0.0 <= d.VAL_FROM_TRAIN < 1.0, f"RETRIEVER.DATA.VAL_FROM_TRAIN = {d.VAL_FROM_TRAIN} must lie in [0, 1)"),
         (d.VAL_FROM_TRAIN > 0 and d.VAL_DATA_PATH is not None,
          "RETRIEVER.DATA.VAL_FROM_TRAIN > 0 carves the val split from train; set VAL_DATA_PATH None"),
@@ -189,9 +192,34 @@ def validate(cfg: CN) -> None:
         (s.OPTIMIZER.MAX_GRAD_NORM is not None and s.OPTIMIZER.MAX_GRAD_NORM <= 0,
          "RETRIEVER.SOLVER.OPTIMIZER.MAX_GRAD_NORM must be > 0 or None"),
     ]
-    for failed, message in checks:
-        if failed:
-            raise InputError(f"config: {message}")
+
+
+def _index_rules(cfg: CN) -> list[tuple[bool, str]]:
+    """(broken, what to do) of RETRIEVER.INDEX: engines' parameters, the store, its URI and collection."""
+    return [
+        (not 0.0 < cfg.RETRIEVER.INDEX.SEISMIC.HEAP_FACTOR <= 1.0 or not 0.0 < cfg.RETRIEVER.INDEX.SEISMIC.SUMMARY_ENERGY <= 1.0
+         or not 0.0 < cfg.RETRIEVER.INDEX.SEISMIC.CENTROID_FRACTION <= 1.0,
+         "RETRIEVER.INDEX.SEISMIC.HEAP_FACTOR, SUMMARY_ENERGY and CENTROID_FRACTION must lie in (0, 1]"),
+        (cfg.RETRIEVER.INDEX.HYBRID == "native" and cfg.RETRIEVER.INDEX.STORE == "memory",
+         "RETRIEVER.INDEX.HYBRID = 'native' is a vector database's own fusion; set RETRIEVER.INDEX.STORE qdrant or milvus"),
+        (not isinstance(cfg.RETRIEVER.INDEX.URI, str) or not isinstance(cfg.RETRIEVER.INDEX.COLLECTION, str),
+         "RETRIEVER.INDEX.URI and COLLECTION must be strings ('' for the defaults)"),
+        (isinstance(cfg.RETRIEVER.INDEX.URI, str) and cfg.RETRIEVER.INDEX.URI
+         and not re.fullmatch(r"(https?|tcp|grpc)://[^\s/?#]+(/\S*)?", cfg.RETRIEVER.INDEX.URI),
+         f"RETRIEVER.INDEX.URI (--uri) = {cfg.RETRIEVER.INDEX.URI!r} is not a server's URL; give http(s)://HOST:PORT, "
+         "or leave it empty for the embedded store inside the index folder"),
+        (cfg.RETRIEVER.INDEX.STORE == "memory" and (cfg.RETRIEVER.INDEX.URI or cfg.RETRIEVER.INDEX.COLLECTION),
+         "RETRIEVER.INDEX.URI and COLLECTION (--uri, --collection) are a vector database's; with STORE 'memory' "
+         "(the default) they do not apply: set STORE qdrant or milvus (--store), or drop them"),
+        (isinstance(cfg.RETRIEVER.INDEX.COLLECTION, str) and cfg.RETRIEVER.INDEX.COLLECTION
+         and not re.fullmatch(COLLECTION_NAME, cfg.RETRIEVER.INDEX.COLLECTION),
+         f"RETRIEVER.INDEX.COLLECTION (--collection) = {cfg.RETRIEVER.INDEX.COLLECTION[:60]!r}: a collection name is "
+         "1 to 255 letters, digits and underscores, starting with a letter or underscore (Qdrant's and Milvus's rule)"),
+    ]
+
+
+def _check_paths(cfg: CN) -> None:
+    m, d = cfg.RETRIEVER.MODEL, cfg.RETRIEVER.DATA
     paths = {f"RETRIEVER.DATA.{k}": d[k] for k in ("TRAIN_DATA_PATH", "VAL_DATA_PATH", "TEST_DATA_PATH", "NAME",
                                                    "HARD_NEGATIVES_RUN")}
     paths |= {"RETRIEVER.DISTILL.TEACHER_RUN": cfg.RETRIEVER.DISTILL.TEACHER_RUN,

@@ -11,11 +11,11 @@ file and line, and so is a file with no text at all.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from HybridPQA.data.ranking import check_id
 from HybridPQA.errors import InputError
+from HybridPQA.files import jsonl_records
 
 ID_KEYS = ("_id", "id", "docid", "qid")
 TEXT_KEYS = ("text", "contents", "query")
@@ -23,24 +23,18 @@ FORMATS = ".jsonl (BEIR corpus.jsonl / queries.jsonl, or {id, text} lines) or .t
 
 
 def _jsonl(path: Path):
-    with path.open(encoding="utf-8-sig") as handle:
-        for line, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except (json.JSONDecodeError, RecursionError) as err:
-                raise InputError(f"{path}:{line}: invalid JSON ({getattr(err, 'msg', 'nested too deeply')}); "
-                                 "expected one object per line") from None
-            key = next((k for k in ID_KEYS if isinstance(obj, dict) and k in obj), None)
-            if key is None:
-                raise InputError(f"{path}:{line}: no id field (one of {', '.join(ID_KEYS)}); add one")
-            wrong = [k for k in (key, "title", *TEXT_KEYS) if obj.get(k) is not None and not isinstance(obj[k], str)]
-            if wrong:
-                raise InputError(f"{path}:{line}: {wrong[0]} is a JSON {type(obj[wrong[0]]).__name__}, not a string; "
-                                 "ids, titles and texts are strings (quote it)")
-            text = " ".join(obj[k].strip() for k in ("title", *TEXT_KEYS) if obj.get(k))
-            yield line, obj[key], text
+    for line, obj, bad in jsonl_records(path):
+        if bad:
+            raise InputError(f"{path}:{line}: invalid JSON ({bad}); expected one object per line")
+        key = next((k for k in ID_KEYS if isinstance(obj, dict) and k in obj), None)
+        if key is None:
+            raise InputError(f"{path}:{line}: no id field (one of {', '.join(ID_KEYS)}); add one")
+        wrong = [k for k in (key, "title", *TEXT_KEYS) if obj.get(k) is not None and not isinstance(obj[k], str)]
+        if wrong:
+            raise InputError(f"{path}:{line}: {wrong[0]} is a JSON {type(obj[wrong[0]]).__name__}, not a string; "
+                             "ids, titles and texts are strings (quote it)")
+        text = " ".join(obj[k].strip() for k in ("title", *TEXT_KEYS) if obj.get(k))
+        yield line, obj[key], text
 
 
 def _tsv(path: Path):

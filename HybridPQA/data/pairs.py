@@ -17,11 +17,11 @@ random documents.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from HybridPQA.data.ranking import RankingData
 from HybridPQA.errors import InputError
+from HybridPQA.files import jsonl_records
 
 QUERY_KEYS, POSITIVE_KEYS, NEGATIVE_KEYS = ("query", "anchor", "question"), ("positive", "positives"), \
     ("negatives", "negative")
@@ -99,20 +99,15 @@ class PairsBuilder:
 
 def read_pairs_jsonl(path: Path, corpus: dict[str, str] | None = None) -> RankingData:
     pairs = PairsBuilder(path.stem, corpus)
-    with path.open(encoding="utf-8-sig") as handle:
-        for line, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
-            where = f"{path}:{line}"
-            try:
-                record = json.loads(raw)
-            except (json.JSONDecodeError, RecursionError):
-                pairs.data.issues.append(f"{where}: malformed JSON line; skipped")
-                continue
-            if not isinstance(record, dict):
-                pairs.data.issues.append(f"{where}: not a JSON object; skipped")
-                continue
-            pairs.add(_first(record, QUERY_KEYS), _first(record, POSITIVE_KEYS), _first(record, NEGATIVE_KEYS), where)
+    for line, record, bad in jsonl_records(path):
+        where = f"{path}:{line}"
+        if bad:
+            pairs.data.issues.append(f"{where}: malformed JSON line; skipped")
+            continue
+        if not isinstance(record, dict):
+            pairs.data.issues.append(f"{where}: not a JSON object; skipped")
+            continue
+        pairs.add(_first(record, QUERY_KEYS), _first(record, POSITIVE_KEYS), _first(record, NEGATIVE_KEYS), where)
     return pairs.build()
 
 

@@ -125,22 +125,11 @@ def evaluate_split(ranker, data: RankingData, settings: Evaluation, fusion: Fusi
     cut = (lambda runs: _drop_identical(runs, settings.depth)) if settings.ignore_identical else (lambda runs: runs)
     ranked = ranker.rank(list(data.queries), fusion, depth=depth)
     runs = cut(ranked.runs)
-    files = {}
-    if run_dir is not None:  # score what the TREC files say, so the files and the metrics agree
-        for scorer, run in runs.items():
-            path = run_dir.run_file(split, scorer)
-            write_trec(run, path, f"{settings.exp}.{scorer}")
-            runs[scorer] = read_trec(path)
-            files[run_dir.relative(path)] = file_digest(path)
-        if data.mode == "retrieve" and settings.save_index and isinstance(ranker, Ranker) and ranker.reused is None:
-            local = Path(source or "").expanduser()
-            meta = {"model": str(local.resolve()) if source and local.exists() else source, "overrides": [],
-                    "encoding": asdict(ranker.encoding), "fusion": asdict(fusion), "default_scorer": default_scorer}
-            ranker.save_indexes(run_dir, split, ranked, meta, settings.config)
+    files = _write_runs(ranker, data, ranked, runs, fusion, run_dir, split, settings, source, default_scorer) \
+        if run_dir is not None else {}
     ranked.runs = runs
     if tally is not None:  # [texts cut at the max length, texts encoded] of this split, per side
-        tally = {side: [c - tally.get(side, [0, 0])[0], n - tally.get(side, [0, 0])[1]]
-                 for side, (c, n) in encoder.truncated.items()}
+        tally = {side: [c - tally.get(side, [0, 0])[0], n - tally.get(side, [0, 0])[1]] for side, (c, n) in encoder.truncated.items()}
     judged = data.judged_qids()
     results = {
         "split": split, "dataset": settings.dataset, "mode": data.mode,
@@ -165,6 +154,24 @@ def evaluate_split(ranker, data: RankingData, settings: Evaluation, fusion: Fusi
         results_path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(results_path, json.dumps(finite(results), indent=2, allow_nan=False))
     return results
+
+
+def _write_runs(ranker, data: RankingData, ranked, runs: dict[str, Run], fusion: Fusion, run_dir: RunDir, split: str,
+                settings: Evaluation, source: str | None, default_scorer: str | None) -> dict[str, str]:
+    """runs/<split>.<scorer>.trec, read back into `runs` (the metrics score what the files say), and
+    index/<split>/ searchable with `source` -> {file: sha256}."""
+    files = {}
+    for scorer, run in runs.items():
+        path = run_dir.run_file(split, scorer)
+        write_trec(run, path, f"{settings.exp}.{scorer}")
+        runs[scorer] = read_trec(path)
+        files[run_dir.relative(path)] = file_digest(path)
+    if data.mode == "retrieve" and settings.save_index and isinstance(ranker, Ranker) and ranker.reused is None:
+        local = Path(source or "").expanduser()
+        meta = {"model": str(local.resolve()) if source and local.exists() else source, "overrides": [],
+                "encoding": asdict(ranker.encoding), "fusion": asdict(fusion), "default_scorer": default_scorer}
+        ranker.save_indexes(run_dir, split, ranked, meta, settings.config)
+    return files
 
 
 def _drop_identical(runs: dict[str, Run], depth: int) -> dict[str, Run]:

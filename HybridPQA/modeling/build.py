@@ -200,28 +200,8 @@ def build_model(cfg: CfgNode, checkpoint: str | Path | None = None,
     model_cfg = cfg.RETRIEVER.MODEL
     if model_cfg.BIENCODER_TYPE == "bm25":
         return build_bm25(cfg), None
-    checkpoint = checkpoint or model_cfg.MODEL_PATH
-    manifest = None
-    if checkpoint is None:
-        if not hub_checked and not Path(model_cfg.PRETRAINED_MODEL_TYPE).expanduser().exists():
-            check_hub_name(model_cfg.PRETRAINED_MODEL_TYPE)
-        sources, weights = {"query": model_cfg.PRETRAINED_MODEL_TYPE}, True
-        tokenizer_source = model_cfg.PRETRAINED_MODEL_TYPE
-    else:
-        checkpoint = Path(checkpoint)
-        if not is_checkpoint(checkpoint):
-            raise InputError(f"{checkpoint}: not a HybridPQA checkpoint (no hybridpqa.json or model.pt); give a "
-                             "directory under <run>/checkpoints/")
-        _check_compatible(checkpoint, model_cfg)
-        manifest = read_manifest(checkpoint)
-        if manifest is not None:
-            check_weights(checkpoint, manifest)
-        if manifest is None:  # the old format: architecture from backbone/, weights from model.pt
-            sources, weights = {"query": str(checkpoint / "backbone")}, False
-            tokenizer_source = str(checkpoint / "tokenizer")
-        else:
-            sources, weights = {name: str(checkpoint / name) for name in manifest["folders"]}, True
-            tokenizer_source = next(sources[name] for name in ("cross", "query", "context") if name in sources)
+    checkpoint = Path(checkpoint or model_cfg.MODEL_PATH) if checkpoint or model_cfg.MODEL_PATH else None
+    sources, weights, tokenizer_source, manifest = _sources(model_cfg, checkpoint, hub_checked)
     tokenizer = build_tokenizer(tokenizer_source, model_cfg.DO_LOWER_CASE)
     if model_cfg.BIENCODER_TYPE == "cross":
         model = _load_cross(sources.get("cross", sources.get("query")), model_cfg.DROPOUT, weights)
@@ -255,6 +235,25 @@ def build_model(cfg: CfgNode, checkpoint: str | Path | None = None,
     elif model_cfg.PROJECTION_DIM and model_cfg.BIENCODER_TYPE == DENSE and not model_cfg.CROSS_INTERACTION:
         log.warning("RETRIEVER.MODEL.PROJECTION_DIM is set and no checkpoint is loaded: the projection is random")
     return model, tokenizer
+
+
+def _sources(model_cfg: CfgNode, checkpoint: Path | None, hub_checked: bool) -> tuple[dict, bool, str, dict | None]:
+    """Where each encoder's weights come from -> ({folder: source}, pretrained weights to load,
+    the tokenizer's source, the checkpoint's manifest or None)."""
+    if checkpoint is None:
+        if not hub_checked and not Path(model_cfg.PRETRAINED_MODEL_TYPE).expanduser().exists():
+            check_hub_name(model_cfg.PRETRAINED_MODEL_TYPE)
+        return {"query": model_cfg.PRETRAINED_MODEL_TYPE}, True, model_cfg.PRETRAINED_MODEL_TYPE, None
+    if not is_checkpoint(checkpoint):
+        raise InputError(f"{checkpoint}: not a HybridPQA checkpoint (no hybridpqa.json or model.pt); give a "
+                         "directory under <run>/checkpoints/")
+    _check_compatible(checkpoint, model_cfg)
+    manifest = read_manifest(checkpoint)
+    if manifest is None:  # the old format: architecture from backbone/, weights from model.pt
+        return {"query": str(checkpoint / "backbone")}, False, str(checkpoint / "tokenizer"), None
+    check_weights(checkpoint, manifest)
+    sources = {name: str(checkpoint / name) for name in manifest["folders"]}
+    return sources, True, next(sources[name] for name in ("cross", "query", "context") if name in sources), manifest
 
 
 DEFAULT_MODEL = get_cfg_defaults().RETRIEVER.MODEL  # what a checkpoint saved before a key existed had

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from HybridPQA.errors import InputError
-from HybridPQA.files import write_atomic
+from HybridPQA.files import jsonl_records, write_atomic
 
 ENGINES = "engines"  # <index>/engines/: approximate engines built over it, kept
 INDEX_FILE, TEXTS_FILE, CONFIG_FILE = "index.json", "texts.jsonl", "config.yaml"  # what makes an index searchable
@@ -38,20 +38,11 @@ def read_index_texts(file: Path) -> dict[str, str]:
     """texts.jsonl of an index folder: {id: text}, each line checked (a truncated or edited file is a
     one-line error naming its line)."""
     texts = {}
-    with Path(file).open(encoding="utf-8", errors="strict") as handle:
-        try:
-            for number, raw in enumerate(handle, 1):
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    record = None
-                if not (isinstance(record, dict) and isinstance(record.get("id"), str)
-                        and isinstance(record.get("text"), str)):
-                    raise InputError(f"{file}:{number}: not an {{\"id\": ..., \"text\": ...}} line (truncated or "
-                                     "edited); index the corpus again")
-                texts[record["id"]] = record["text"]
-        except UnicodeDecodeError:
-            raise InputError(f"{file}: not UTF-8 text; index the corpus again") from None
+    for number, record, _ in jsonl_records(file, "index the corpus again"):
+        if not (isinstance(record, dict) and isinstance(record.get("id"), str) and isinstance(record.get("text"), str)):
+            raise InputError(f"{file}:{number}: not an {{\"id\": ..., \"text\": ...}} line (truncated or edited); "
+                             "index the corpus again")
+        texts[record["id"]] = record["text"]
     return texts
 
 
