@@ -33,7 +33,7 @@ from HybridPQA.engine.schedule import (
     vector_sizes,
 )
 from HybridPQA.engine.mlm_warmup import build_mlm_warmup, warm_up_mlm
-from HybridPQA.engine.tracking import Tracker
+from HybridPQA.engine.tracking import build_tracker
 from HybridPQA.engine.train import Training, do_train
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import build_evaluation, build_ranker, evaluate_split, metric_names
@@ -143,7 +143,7 @@ def build_training(cfg: CfgNode, run_dir: RunDir, model, tokenizer, train_set: T
                                       ranks.world_size if ranks else 1)
         log.info("resumed at step %d (epoch %d, batch %d)", training.state["step"], training.state["epoch"],
                  training.state["batch"])
-    training.tracker = Tracker(run_dir, cfg, enabled=main)  # metrics.jsonl and LOG.BACKENDS
+    training.tracker = build_tracker(run_dir, cfg, enabled=main)  # metrics.jsonl and LOG.BACKENDS
     return training
 
 

@@ -2,7 +2,7 @@
 
 Each is defined once here and used by training (the losses), evaluation, explain and mining:
 
-- `similarity`: dot product, cosine or MaxSim (token vectors) of queries against documents;
+- `maxsim`: MaxSim of token vectors (late interaction), the one the head table scores with;
 - `Fusion`: the hybrid score, linear (after a per-query normalisation) or reciprocal-rank fusion,
   computed over every document of a query. Normalisations follow ranx's definitions (min-max, and
   z-score = ranx's "zmuv"), so a weight tuned with `ranx.optimize_fusion` means the same here;
@@ -43,17 +43,6 @@ def maxsim(queries: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
     sims = sims.masked_fill(padding[None, :, None, :], float("-inf")).amax(-1)
     query_padding = queries.abs().sum(-1) == 0  # (Q, Lq)
     return sims.masked_fill(query_padding[:, None, :], 0.0).sum(-1)
-
-
-def similarity(queries: torch.Tensor, contexts: torch.Tensor, func: str = "dot") -> torch.Tensor:
-    """(Q, D), (N, D) -> (Q, N) dot products or cosine similarities; (Q, L, D) token vectors -> MaxSim."""
-    if queries.dim() == 3:
-        return maxsim(queries, contexts)
-    if func == "cosine":
-        import torch.nn.functional as F
-
-        queries, contexts = F.normalize(queries, dim=-1), F.normalize(contexts, dim=-1)
-    return queries @ contexts.T
 
 
 def _masked(scores: torch.Tensor, columns: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,10 +1,10 @@
-"""`hybridpqa sweep --path_cfg_sweep=FILE --path_output=DIR [--jobs=N]`: train one run per point of a
+"""`hybridpqa sweep --config=FILE --output=DIR [--jobs=N]`: train one run per point of a
 hyper-parameter grid, resumably, and rank them in a leaderboard.
 
 A sweep file (configs/sweeps/*.yaml):
 
     BASE: ../quickstart.yaml        # the experiment every point starts from (relative to this file)
-    DATA: data/product-qa           # --path_data of every point
+    DATA: data/product-qa           # --data of every point
     SET: {SOLVER.TOTAL_TRAIN_STEPS: 300}   # overrides shared by every point (optional)
     GRID:                           # every combination of these values (optional)
       SOLVER.ALPHA: [0.2, 0.5, 0.8]
@@ -82,7 +82,7 @@ def load_sweep(path: str | Path, output: Path) -> tuple[dict, list[Row]]:
     <output>/configs/<name>.yaml."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"--path_cfg_sweep={path}: no such file; give a sweep YAML (see configs/sweeps/)")
+        raise InputError(f"--config={path}: no such file; give a sweep YAML (see configs/sweeps/)")
     try:
         spec = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:

@@ -333,3 +333,46 @@ def test_api_reranks_product_qa_as_evaluate_does(splade_tiny, product_qa, tmp_pa
         ours = score_run(run, data.qrels, RERANK_METRICS)
         for metric, value in results["metrics"][scorer].items():
             assert abs(ours[metric] - value) < 1e-4, (scorer, metric)
+
+
+def test_an_index_keeps_its_own_fusion_and_leaves_the_retriever_as_it_was(splade_tiny, tmp_path):
+    """Loading an index never changes the retriever it is given: the index searches with the fusion it
+    was built with, `retriever.score` keeps the retriever's."""
+    from HybridPQA.scoring import Fusion
+
+    docs = {"a": TEXTS[0], "b": TEXTS[1], "c": TEXTS[2]}
+    built = HybridRetriever.from_pretrained(splade_tiny)
+    built.fusion = Fusion("linear", "z-score", 0.3)
+    SearchIndex.build(built, docs, tmp_path / "ix")
+    retriever = HybridRetriever.from_pretrained(splade_tiny)
+    before = retriever.fusion
+    scores = retriever.score(TEXTS[0], list(docs.values()), scorer="hybrid")
+    index = SearchIndex.load(tmp_path / "ix", retriever)
+    assert retriever.fusion == before != index.fusion == Fusion("linear", "z-score", 0.3)
+    assert np.array_equal(retriever.score(TEXTS[0], list(docs.values()), scorer="hybrid"), scores)
+    fused = index.fusion.fuse(*(retriever.score(TEXTS[0], list(docs.values()), scorer=h)[None] for h in ("dense", "sparse")))[0]
+    hits = index.search(TEXTS[0], k=3, scorer="hybrid")
+    assert [d for d, _ in hits] == [list(docs)[i] for i in np.argsort(-fused, kind="stable")]
+
+
+@pytest.mark.parametrize("hybrid", ["exact", "candidates"])
+def test_a_detailed_search_scores_the_corpus_once_and_its_split_sums_to_the_score(splade_tiny, hybrid):
+    """search_detailed gives the same ranking as search, each hit's raw head scores and its hybrid
+    parts (summing to the score), from the search's own scoring: the corpus is scored once."""
+    from HybridPQA.scoring import Fusion
+
+    retriever = HybridRetriever.from_pretrained(splade_tiny, ["RETRIEVER.INDEX.HYBRID", hybrid,
+                                                              "RETRIEVER.INDEX.CANDIDATES", "2"])
+    retriever.fusion = Fusion("linear", "min-max", 0.4)
+    index = SearchIndex.build(retriever, {f"d{i}": t for i, t in enumerate(TEXTS * 3)})
+    calls, whole = [], index.corpus.all_scores
+    index.corpus.all_scores = lambda *a, **k: calls.append(1) or whole(*a, **k)
+    found = index.search_detailed([TEXTS[1], TEXTS[2]], k=3, scorer="hybrid")
+    assert len(calls) == (1 if hybrid == "exact" else 0)
+    for i, qid in enumerate(found.qids):
+        assert found.runs[qid] == index.search([TEXTS[1], TEXTS[2]], k=3, scorer="hybrid")[i]
+        dense, sparse = found.hits.parts
+        assert np.allclose(dense[i] + sparse[i], found.hits.values[i], atol=1e-5)
+        pairs = retriever.score([TEXTS[1], TEXTS[2]][i], [dict(enumerate(TEXTS * 3))[int(d[1:])] for d, _ in found.runs[qid]],
+                                scorer="dense")
+        assert np.allclose(found.hits.raw["dense"][i], pairs, atol=1e-3)

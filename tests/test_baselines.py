@@ -49,11 +49,11 @@ def test_bm25_matches_lucene_formula_with_corpus_statistics():
 def test_bm25_row_on_product_qa_and_scifact(tmp_path, product_qa, small_beir):
     """BM25 through `evaluate`: rerank candidates (product QA) and retrieve from a corpus (SciFact)."""
     out = tmp_path / "out"
-    results = main(["evaluate", f"--path_output={out}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}",
+    results = main(["evaluate", f"--output={out}", f"--data={product_qa}", f"--config={QUICK}",
                     "--env=none", "EXP", "bm25", "MODEL.BIENCODER_TYPE", "bm25"])  # evaluate never trains
     assert 0.5 < results["test"]["metrics"]["bm25"]["mrr@5"] < 0.9
     assert results["test"]["efficiency"]["bm25"]["latency_ms_p50"] > 0
-    results = main(["evaluate", f"--path_output={out}", f"--path_data={small_beir}", f"--path_cfg_exp={ZERO_SCIFACT}",
+    results = main(["evaluate", f"--output={out}", f"--data={small_beir}", f"--config={ZERO_SCIFACT}",
                     "--split=test", "--env=none", "EXP", "bm25_scifact", "MODEL.BIENCODER_TYPE", "bm25",
                     "DO_TRAIN", "False"])
     run = (out / "bm25_scifact" / "runs" / "test.bm25.trec").read_text().splitlines()
@@ -80,7 +80,7 @@ def test_maxsim_ignores_padding_and_matches_a_loop():
 ])
 @pytest.mark.slow  # trains or evaluates end to end
 def test_cross_encoder_and_late_interaction_train_and_reload(tmp_path, splade_tiny, product_qa, kind, overrides):
-    results = main(["train", f"--path_output={tmp_path}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}",
+    results = main(["train", f"--output={tmp_path}", f"--data={product_qa}", f"--config={QUICK}",
                     "--env=none", *small(splade_tiny), "EXP", kind, *overrides])
     run = tmp_path / kind
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -89,7 +89,7 @@ def test_cross_encoder_and_late_interaction_train_and_reload(tmp_path, splade_ti
     assert set(test["metrics"]) == {kind} and 0 < test["metrics"][kind]["mrr@5"] <= 1
     assert test["efficiency"][kind]["gflops_per_pair"] > 0
     best = run / "checkpoints" / json.loads((run / "checkpoints" / "best.json").read_text())[0]["path"]
-    again = main(["evaluate", f"--path_output={tmp_path / 'again'}", f"--path_data={product_qa}",
+    again = main(["evaluate", f"--output={tmp_path / 'again'}", f"--data={product_qa}",
                   f"--checkpoint={best}", "--split=test", "--env=none"])
     assert again["test"]["metrics"][kind]["mrr@5"] == pytest.approx(test["metrics"][kind]["mrr@5"], abs=1e-6)
 
@@ -97,14 +97,14 @@ def test_cross_encoder_and_late_interaction_train_and_reload(tmp_path, splade_ti
 @pytest.mark.slow  # trains or evaluates end to end
 def test_late_interaction_reranks_a_first_stage_run(tmp_path, splade_tiny, small_beir):
     out = tmp_path / "out"
-    main(["evaluate", f"--path_output={out}", f"--path_data={small_beir}", f"--path_cfg_exp={ZERO_SCIFACT}",
+    main(["evaluate", f"--output={out}", f"--data={small_beir}", f"--config={ZERO_SCIFACT}",
           "--split=test", "--env=none", "EXP", "bm25", "MODEL.BIENCODER_TYPE", "bm25", "DO_TRAIN", "False"])
     late = ["EXP", "late", "MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny), "MODEL.BIENCODER_TYPE", "dense",
             "MODEL.CROSS_INTERACTION", "True", "SOLVER.LEVEL", "seq"]
     with pytest.raises(SystemExit):  # a corpus split without a first stage: a clear error
-        main(["evaluate", f"--path_output={out}", f"--path_data={small_beir}", f"--path_cfg_exp={ZERO_SCIFACT}",
+        main(["evaluate", f"--output={out}", f"--data={small_beir}", f"--config={ZERO_SCIFACT}",
               "--split=test", "--env=none", *late])
-    results = main(["evaluate", f"--path_output={out}", f"--path_data={small_beir}", f"--path_cfg_exp={ZERO_SCIFACT}",
+    results = main(["evaluate", f"--output={out}", f"--data={small_beir}", f"--config={ZERO_SCIFACT}",
                     "--split=test", "--env=none", "--overwrite", *late,
                     "RERANK.RUN", str(out / "bm25" / "runs" / "{split}.bm25.trec"), "RERANK.DEPTH", "20"])
     test = results["test"]
@@ -116,10 +116,10 @@ def test_late_interaction_reranks_a_first_stage_run(tmp_path, splade_tiny, small
 
 def test_mine_writes_a_training_file_without_positives(tmp_path, product_qa):
     out = tmp_path / "out"
-    main(["evaluate", f"--path_output={out}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}", "--split=dev",
+    main(["evaluate", f"--output={out}", f"--data={product_qa}", f"--config={QUICK}", "--split=dev",
           "--env=none", "EXP", "bm25", "MODEL.BIENCODER_TYPE", "bm25"])  # no DO_TRAIN False: evaluate never trains
     target = tmp_path / "mined.json"
-    args = ["mine", f"--run={out / 'bm25' / 'runs' / 'dev.bm25.trec'}", f"--path_data={product_qa}", "--split=dev",
+    args = ["mine", f"--run={out / 'bm25' / 'runs' / 'dev.bm25.trec'}", f"--data={product_qa}", "--split=dev",
             f"--output={target}", "--depth=3"]
     counts = main(args)
     mined = read_split(target)
@@ -144,9 +144,9 @@ def test_missing_teacher_or_first_stage_run_is_a_clear_error(tmp_path, splade_ti
 @pytest.mark.slow  # trains or evaluates end to end
 def test_distillation_from_a_teacher_run_and_self_distillation(tmp_path, splade_tiny, product_qa):
     out = tmp_path / "out"
-    main(["evaluate", f"--path_output={out}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}", "--split=train",
+    main(["evaluate", f"--output={out}", f"--data={product_qa}", f"--config={QUICK}", "--split=train",
           "--env=none", "EXP", "teacher", "MODEL.BIENCODER_TYPE", "bm25", "DO_TRAIN", "False", "DATA.COUNT", "24"])
-    main(["train", f"--path_output={out}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}", "--env=none",
+    main(["train", f"--output={out}", f"--data={product_qa}", f"--config={QUICK}", "--env=none",
           *small(splade_tiny, steps=3), "EXP", "student", "DISTILL.LOSS", "kl",
           "DISTILL.TEACHER_RUN", str(out / "teacher" / "runs" / "train.bm25.trec"),
           "DISTILL.SELF_WEIGHT", "1.0", "DISTILL.SELF_START_STEP", "1"])
@@ -205,14 +205,14 @@ def test_claims_and_expectations_give_ok_and_fail_lines():
 
 
 def test_explain_contributions_add_up_to_the_ranked_scores(tmp_path, splade_tiny, product_qa, capsys):
-    main(["train", f"--path_output={tmp_path}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}", "--env=none",
+    main(["train", f"--output={tmp_path}", f"--data={product_qa}", f"--config={QUICK}", "--env=none",
           *small(splade_tiny), "EXP", "hybrid", "DO_TEST", "False"])
     best = tmp_path / "hybrid" / "checkpoints" / "last"
     data = read_split(product_qa / "test.json")
     qid = data.judged_qids()[0]
     page = tmp_path / "page.html"
-    main(["explain", f"--checkpoint={best}", f"--path_data={product_qa}", "--split=test", f"--qid={qid}",
-          f"--html={page}", "--top=5"])
+    main(["explain", f"--checkpoint={best}", f"--data={product_qa}", "--split=test", f"--qid={qid}",
+          f"--output={page}", "--top=5"])
     text = capsys.readouterr().out
     assert "matching term" in text and "hybrid =" in text and f"question {qid}" in text and "rank 1 of " in text
     html = page.read_text()
@@ -233,7 +233,7 @@ def test_explain_contributions_add_up_to_the_ranked_scores(tmp_path, splade_tiny
     assert e.scores["hybrid"] == pytest.approx(0.5 * e.scores["dense"] + 0.5 * e.scores["sparse"], rel=1e-5)
     assert sum(e.shares().values()) == pytest.approx(1.0)
     with pytest.raises(SystemExit):
-        main(["explain", f"--checkpoint={best}", f"--path_data={product_qa}", "--split=test", "--qid=nope"])
+        main(["explain", f"--checkpoint={best}", f"--data={product_qa}", "--split=test", "--qid=nope"])
 
 
 @pytest.mark.parametrize("row, message", [

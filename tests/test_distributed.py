@@ -48,8 +48,8 @@ def test_two_processes_match_one_on_the_combined_batch(tmp_path, splade_tiny, pr
 
 @pytest.mark.slow  # end to end; `pytest -m 'not slow'` leaves it out
 def test_short_distributed_run_completes(tmp_path, splade_tiny, product_qa):
-    torchrun("-m", "HybridPQA.cli", "train", f"--path_output={tmp_path}", f"--path_data={product_qa}",
-             f"--path_cfg_exp={REPO / 'configs' / 'quickstart.yaml'}", "--env=none", "DISTRIBUTED", "True",
+    torchrun("-m", "HybridPQA.cli", "train", f"--output={tmp_path}", f"--data={product_qa}",
+             f"--config={REPO / 'configs' / 'quickstart.yaml'}", "--env=none", "DISTRIBUTED", "True",
              "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny), "SOLVER.TOTAL_TRAIN_STEPS", "4",
              "SOLVER.NUM_STEP_PER_EVAL", "2", "SOLVER.LOG_STEPS", "1", "DATA.COUNT", "24", "NUM_THREADS", "1",
              "SOLVER.TRAIN_BATCH_SIZE", "4", "SOLVER.OPTIMIZER.WARMUP_STEPS", "1", "RETRIEVER.COMPUTE_FLOPS", "False",

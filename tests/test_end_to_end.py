@@ -25,7 +25,7 @@ def small(model: Path, steps: int = 4) -> list[str]:
 
 @pytest.mark.slow  # end to end; `pytest -m 'not slow'` leaves it out
 def test_train_writes_a_self_describing_run_directory(tmp_path, splade_tiny, product_qa):
-    results = main(["train", f"--path_output={tmp_path}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}",
+    results = main(["train", f"--output={tmp_path}", f"--data={product_qa}", f"--config={QUICK}",
                     "--env=none", *small(splade_tiny), "RETRIEVER.VISUALIZE", "True"])
     run = tmp_path / "quickstart"
     for name in ("config.yaml", "log.txt", "metrics.jsonl", "checkpoints/last/hybridpqa.json", "checkpoints/last/query/model.safetensors", "checkpoints/best.json",
@@ -59,7 +59,7 @@ def test_train_writes_a_self_describing_run_directory(tmp_path, splade_tiny, pro
     assert results["test"]["metrics"] == saved["metrics"]
     # the best checkpoint, evaluated again with its own config, gives the same test metrics
     best = run / "checkpoints" / json.loads((run / "checkpoints" / "best.json").read_text())[0]["path"]
-    again = main(["evaluate", f"--path_output={tmp_path}", f"--path_data={product_qa}", f"--checkpoint={best}",
+    again = main(["evaluate", f"--output={tmp_path}", f"--data={product_qa}", f"--checkpoint={best}",
                   "--split=test", "--overwrite", "--env=none"])
     assert again["test"]["metrics"] == saved["metrics"]
 
@@ -68,20 +68,20 @@ def test_refuses_non_empty_run_dir(tmp_path, capsys):
     (tmp_path / "quickstart").mkdir()
     (tmp_path / "quickstart" / "old.txt").write_text("x")
     with pytest.raises(SystemExit) as exit_:
-        main(["train", f"--path_output={tmp_path}", f"--path_data={tmp_path}", f"--path_cfg_exp={QUICK}", "--env=none"])
+        main(["train", f"--output={tmp_path}", f"--data={tmp_path}", f"--config={QUICK}", "--env=none"])
     assert exit_.value.code == 2
     assert "is not empty; pass --overwrite" in capsys.readouterr().err
 
 
 def test_print_config_loads_no_model(capsys):
-    main(["train", "--path_output=x", "--path_data=x", f"--path_cfg_exp={QUICK}", "--print-config", "--env=none",
+    main(["train", "--output=x", "--data=x", f"--config={QUICK}", "--print-config", "--env=none",
           "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", "/no/such/model"])
     assert "PRETRAINED_MODEL_TYPE: /no/such/model" in capsys.readouterr().out
 
 
 def test_unreachable_model_is_a_clear_error(tmp_path, product_qa, capsys):
     with pytest.raises(SystemExit):
-        main(["evaluate", f"--path_output={tmp_path}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}",
+        main(["evaluate", f"--output={tmp_path}", f"--data={product_qa}", f"--config={QUICK}",
               "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", "no-such-org/no-such-model"])
     assert "no-such-org/no-such-model" in capsys.readouterr().err
 
@@ -106,7 +106,7 @@ def test_resume_is_exact(tmp_path, splade_tiny, product_qa):
 
 @pytest.mark.slow  # trains or evaluates end to end
 def test_evaluate_zero_shot_corpus_retrieval_and_checkpoint(tmp_path, splade_tiny, small_beir):
-    args = ["evaluate", f"--path_output={tmp_path}", f"--path_data={small_beir}", f"--path_cfg_exp={QUICK}",
+    args = ["evaluate", f"--output={tmp_path}", f"--data={small_beir}", f"--config={QUICK}",
             "--split=test", "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny),
             "RETRIEVER.DATA.NAME", "scifact-slice", "RETRIEVER.MODEL.CONTEXT_MAX_LENGTH", "256"]
     results = main(args)["test"]

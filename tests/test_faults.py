@@ -36,8 +36,8 @@ def small(model: Path, steps: int) -> list[str]:
 
 
 def _train_command(out: Path, data: Path, model: Path, name: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "HybridPQA.cli", "train", f"--path_output={out}", f"--path_data={data}",
-            f"--path_cfg_exp={QUICK}", "--env=none", *extra, *small(model, 10), "EXP", name]
+    return [sys.executable, "-m", "HybridPQA.cli", "train", f"--output={out}", f"--data={data}",
+            f"--config={QUICK}", "--env=none", *extra, *small(model, 10), "EXP", name]
 
 
 @pytest.mark.slow  # end to end; `pytest -m 'not slow'` leaves it out

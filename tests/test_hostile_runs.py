@@ -1,4 +1,4 @@
-"""Hostile runs (issue 13, defects 1-5, 10, 12, 13): run directories stay inside --path_output,
+"""Hostile runs (issue 13, defects 1-5, 10, 12, 13): run directories stay inside --output,
 files never run code, one process per run directory, an evaluation is published whole or not at
 all, ids never choose file names, every bad output path is a one-line error before the work."""
 from __future__ import annotations
@@ -65,7 +65,7 @@ def tiny_beir(small_beir, tmp_path_factory) -> Path:
 
 
 def evaluate_argv(out: Path, data: Path, model: Path, *extra: str) -> list[str]:
-    return ["evaluate", f"--path_output={out}", f"--path_data={data}", f"--path_cfg_exp={ZERO_SHOT}", "--split=test",
+    return ["evaluate", f"--output={out}", f"--data={data}", f"--config={ZERO_SHOT}", "--split=test",
             "--env=none", "--overwrite", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(model),
             "RETRIEVER.COMPUTE_FLOPS", "False", "NUM_THREADS", "1", *extra]
 
@@ -106,7 +106,7 @@ def test_checkpoint_config_cannot_send_writes_outside(tmp_path, capsys):
     checkpoint.mkdir()
     (checkpoint / "config.yaml").write_text("EXP: ../../../escaped\n")
     (checkpoint / "model.pt").write_bytes(b"")
-    err = error_of(["evaluate", f"--path_output={tmp_path / 'out'}", f"--path_data={tmp_path}",
+    err = error_of(["evaluate", f"--output={tmp_path / 'out'}", f"--data={tmp_path}",
                     f"--checkpoint={checkpoint}", "--env=none"], capsys)
     assert "EXP = '../../../escaped' must be one folder name" in err
     assert not list(tmp_path.parent.parent.glob("escaped*"))
@@ -132,7 +132,7 @@ def test_planted_trainer_pickle_is_refused_not_run(tmp_path, capsys, splade_tiny
     assert not marker.exists()
     cfg = load_config(QUICK, ["RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny)], dotenv_path=None)
     (last.parent.parent / "config.yaml").write_text(cfg.dump())
-    err = error_of(["train", f"--path_output={tmp_path / 'out'}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}",
+    err = error_of(["train", f"--output={tmp_path / 'out'}", f"--data={product_qa}", f"--config={QUICK}",
                     "--resume", "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny)], capsys)
     assert "trainer.pt: refused: it holds Python objects" in err
     assert not marker.exists()
@@ -156,7 +156,7 @@ def test_a_locked_run_directory_is_refused_and_skipped(tmp_path, capsys, splade_
         import os
 
         assert run_dir.holder() == str(os.getpid())
-        err = error_of(["train", f"--path_output={tmp_path}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}",
+        err = error_of(["train", f"--output={tmp_path}", f"--data={product_qa}", f"--config={QUICK}",
                         "--overwrite", "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny)], capsys)
         assert f"is in use by process {os.getpid()}" in err
         row = type("Row", (), {"name": "quickstart"})()
@@ -281,7 +281,7 @@ def test_outputs_that_are_directories_or_damaged_inputs(tmp_path, capsys, splade
     run_dir = out / "zero_shot_scifact"
     runs = f"{run_dir}/runs/test.dense.trec,{run_dir}/runs/test.sparse.trec"
     assert "is a directory" in error_of(["fuse", f"--runs={runs}", f"--output={tmp_path}"], capsys)
-    assert "is a directory" in error_of(["mine", f"--run={run_dir}/runs/test.sparse.trec", f"--path_data={tiny_beir}",
+    assert "is a directory" in error_of(["mine", f"--run={run_dir}/runs/test.sparse.trec", f"--data={tiny_beir}",
                                          "--split=test", f"--output={tmp_path}"], capsys)
     (tmp_path / "afile").write_text("x")
     assert "is a file" in error_of(["export", f"--index={run_dir}/index/test/sparse",
@@ -295,15 +295,15 @@ def test_outputs_that_are_directories_or_damaged_inputs(tmp_path, capsys, splade
     bare = tmp_path / "bare-checkpoint"
     bare.mkdir()
     (bare / "model.pt").write_bytes(b"")
-    err = error_of(["evaluate", f"--path_output={tmp_path / 'o2'}", f"--path_data={tiny_beir}", f"--checkpoint={bare}",
-                    f"--path_cfg_exp={ZERO_SHOT}", "--split=test", "--env=none"], capsys)
+    err = error_of(["evaluate", f"--output={tmp_path / 'o2'}", f"--data={tiny_beir}", f"--checkpoint={bare}",
+                    f"--config={ZERO_SHOT}", "--split=test", "--env=none"], capsys)
     assert "no config.yaml" in err
 
 
 # 12. What can be known before the first step is checked before it --------------------------------------
 
 def test_select_metric_the_val_split_lacks_fails_before_training(tmp_path, capsys, splade_tiny, product_qa):
-    err = error_of(["train", f"--path_output={tmp_path}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}",
+    err = error_of(["train", f"--output={tmp_path}", f"--data={product_qa}", f"--config={QUICK}",
                     "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny),
                     "SOLVER.SELECT_METRIC", "recall@100", "DATA.COUNT", "8"], capsys)
     assert "SELECT_METRIC = 'recall@100' is not computed on the val split" in err
@@ -318,7 +318,7 @@ def test_ctrl_c_is_one_line(tmp_path, capsys, splade_tiny, product_qa, monkeypat
 
     monkeypatch.setattr(pipeline, "train_and_test", interrupted)
     with pytest.raises(SystemExit) as stop:
-        main(["train", f"--path_output={tmp_path}", f"--path_data={product_qa}", f"--path_cfg_exp={QUICK}",
+        main(["train", f"--output={tmp_path}", f"--data={product_qa}", f"--config={QUICK}",
               "--env=none", "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny)])
     assert stop.value.code == 130
     lines = capsys.readouterr().err.strip().splitlines()

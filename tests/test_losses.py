@@ -6,7 +6,7 @@ import torch
 
 from HybridPQA.losses.parts import Contrastive, Distillation, Flops, SelfDistillation
 from HybridPQA.losses import HybridLoss, contrastive_loss, flops, lambda_at
-from HybridPQA.scoring import Fusion, similarity
+from HybridPQA.scoring import Fusion
 
 # 2 questions x 2 contexts; each question's first own context is its positive
 SCORES = torch.tensor([[2.0, 0.0, 1.0, 0.0],
@@ -50,12 +50,6 @@ def test_lambda_warmup_is_quadratic_in_steps():
     assert lambda_at(0, 1e-3, 100) == 0.0
     assert math.isclose(lambda_at(50, 1e-3, 100), 0.25e-3)
     assert lambda_at(100, 1e-3, 100) == lambda_at(500, 1e-3, 100) == 1e-3
-
-
-def test_cosine_similarity():
-    q, c = torch.tensor([[3.0, 4.0]]), torch.tensor([[3.0, 4.0], [4.0, -3.0]])
-    assert torch.allclose(similarity(q, c, "cosine"), torch.tensor([[1.0, 0.0]]))
-    assert torch.allclose(similarity(q, c, "dot"), torch.tensor([[25.0, 0.0]]))
 
 
 def test_hybrid_loss_parts_and_fused_term():

@@ -221,3 +221,15 @@ def test_an_export_refuses_torch_and_changed_text_options(exported, tmp_path, ca
             main(["index", f"--model={exported}", f"--corpus={tmp_path / 'corpus.tsv'}", f"--output={tmp_path / 'i'}",
                   *extra])
         assert needle in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_export_leaves_the_callers_model_as_it_was(checkpoints, tmp_path):
+    """export_onnx works on a copy: the caller's model keeps its mode, precision and weights."""
+    retriever = HybridRetriever.from_pretrained(checkpoints["hybrid"], ["PRECISION", "fp32"])
+    model = retriever.encoder.model.train().to(torch.bfloat16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    retriever.export_onnx(tmp_path / "onnx")
+    after = model.state_dict()
+    assert model.training and all(v.dtype == torch.bfloat16 for v in after.values() if v.is_floating_point())
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -265,8 +265,8 @@ def test_any_beir_folder_evaluates_exports_and_explains(tmp_path, splade_tiny, c
     shutil.rmtree(tmp_path / "beir", ignore_errors=True)
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
     data = _tiny_beir(tmp_path / "beir", corpus, queries, qrels)
-    argv = ["evaluate", f"--path_output={tmp_path / 'out'}", f"--path_data={data}", "--split=test", "--env=none",
-            f"--path_cfg_exp={Path(__file__).parents[1] / 'configs' / 'zero_shot_scifact.yaml'}",
+    argv = ["evaluate", f"--output={tmp_path / 'out'}", f"--data={data}", "--split=test", "--env=none",
+            f"--config={Path(__file__).parents[1] / 'configs' / 'zero_shot_scifact.yaml'}",
             "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny), "RETRIEVER.COMPUTE_FLOPS", "False"]
     try:
         main(argv)

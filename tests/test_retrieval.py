@@ -123,8 +123,8 @@ def test_evaluate_tune_fuse_and_export_agree(tmp_path, splade_tiny, small_beir):
     sparse runs (ranx, every document of each query kept), and the efficiency block and the
     saved index are complete."""
     out = tmp_path / "out"
-    results = main(["evaluate", f"--path_output={out}", f"--path_data={small_beir}", "--split=test", "--env=none",
-                    f"--path_cfg_exp={REPO / 'configs' / 'zero_shot_scifact.yaml'}",
+    results = main(["evaluate", f"--output={out}", f"--data={small_beir}", "--split=test", "--env=none",
+                    f"--config={REPO / 'configs' / 'zero_shot_scifact.yaml'}",
                     "RETRIEVER.MODEL.PRETRAINED_MODEL_TYPE", str(splade_tiny), "RETRIEVER.MODEL.BIENCODER_TYPE",
                     "hybrid", "RETRIEVER.SOLVER.FUNC", "cosine", "FUSION.NORM", "z-score", "SOLVER.ALPHA", "0.2",
                     "SOLVER.TOP_RETRIEVE_COUNT", "1000", "RETRIEVER.COMPUTE_FLOPS", "False"])["test"]

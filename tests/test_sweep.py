@@ -42,10 +42,10 @@ def test_sweep_runs_resumes_and_ranks(tmp_path, splade_tiny, product_qa, capsys)
     sweep = write_sweep(tmp_path, splade_tiny, product_qa, GRID={"SOLVER.LAMBDA_QUERY": [0.0, 0.01]},
                         POINTS=[["SOLVER.ALPHA", 0.8]])
     out = tmp_path / "out"
-    main(["sweep", f"--path_cfg_sweep={sweep}", f"--path_output={out}", "--dry-run"])
+    main(["sweep", f"--config={sweep}", f"--output={out}", "--dry-run"])
     listed = capsys.readouterr().out
     assert listed.count("would run") == 3 and "lambda_query=0.01" in listed and "alpha=0.8" in listed
-    report = main(["sweep", f"--path_cfg_sweep={sweep}", f"--path_output={out}", "--jobs=2"])
+    report = main(["sweep", f"--config={sweep}", f"--output={out}", "--jobs=2"])
     assert len(report["finished"]) == 3 and not report["failures"]
     rows = list(csv.DictReader((out / "leaderboard.csv").open()))
     assert [r["rank"] for r in rows] == ["1", "2", "3"]
@@ -60,10 +60,10 @@ def test_sweep_runs_resumes_and_ranks(tmp_path, splade_tiny, product_qa, capsys)
     for child in ("checkpoints", "results", "metrics.jsonl"):
         path = crashed / child
         __import__("shutil").rmtree(path) if path.is_dir() else path.unlink()
-    main(["sweep", f"--path_cfg_sweep={sweep}", f"--path_output={out}", "--dry-run"])
+    main(["sweep", f"--config={sweep}", f"--output={out}", "--dry-run"])
     listed = capsys.readouterr().out
     assert "finished, reused" in listed and "interrupted, would resume" in listed and "would run" in listed
-    report = main(["sweep", f"--path_cfg_sweep={sweep}", f"--path_output={out}", "--jobs=2"])
+    report = main(["sweep", f"--config={sweep}", f"--output={out}", "--jobs=2"])
     assert len(report["finished"]) == 3
     assert (out / rows[0]["point"] / "results" / "test.json").stat().st_mtime == first  # finished: skipped
     assert "resumed at step 4" in (out / "lambda_query=0.01" / "log.txt").read_text()
