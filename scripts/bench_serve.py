@@ -33,7 +33,8 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def load(base: str, queries: list[str], clients: int, seconds: float, k: int, detail: bool = False) -> dict:
+def load(base: str, queries: list[str], clients: int, seconds: float, k: int, detail: bool = False,
+         scorer: str | None = None) -> dict:
     latencies, errors, stop = [], [], time.perf_counter() + seconds
 
     def client(n: int) -> None:
@@ -43,7 +44,7 @@ def load(base: str, queries: list[str], clients: int, seconds: float, k: int, de
                 started = time.perf_counter()
                 try:
                     answer = http.post("/search", json={"query": queries[i % len(queries)], "k": k,
-                                                           "detail": detail})
+                                                           "detail": detail, "scorer": scorer})
                     ok = answer.status_code == 200 and len(answer.json()["hits"]) == k
                 except httpx.HTTPError:
                     ok = False
@@ -71,16 +72,17 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--scorer", help="hybrid, dense or sparse (default: the index's)")
     parser.add_argument("--output", help="a JSON file for the numbers")
     args = parser.parse_args()
     queries = list(read_texts(args.queries, "query").values())
 
     index = SearchIndex.load(args.index)  # the baseline: the same searches in this process, one at a time
-    index.search(queries[0], k=args.k)
+    index.search(queries[0], k=args.k, scorer=args.scorer)
     times, stop, i = [], time.perf_counter() + min(args.seconds, 15), 0
     while time.perf_counter() < stop:
         started = time.perf_counter()
-        index.search(queries[i % len(queries)], k=args.k)
+        index.search(queries[i % len(queries)], k=args.k, scorer=args.scorer)
         times.append(time.perf_counter() - started)
         i += 1
     ms = 1000 * np.array(times)
@@ -90,16 +92,19 @@ def main() -> None:
 
     with running_server([args.index]) as (base, server):
         before = rss_mb(server.pid)
-        load(base, queries, 1, 3, args.k)  # warm-up
-        one = load(base, queries, 1, min(args.seconds, 15), args.k)
-        many = load(base, queries, args.clients, args.seconds, args.k)
-        detailed = load(base, queries, args.clients, args.seconds, args.k, detail=True)
+        load(base, queries, 1, 3, args.k, scorer=args.scorer)  # warm-up
+        one = load(base, queries, 1, min(args.seconds, 15), args.k, scorer=args.scorer)
+        many = load(base, queries, args.clients, args.seconds, args.k, scorer=args.scorer)
+        detailed_one = load(base, queries, 1, min(args.seconds, 15), args.k, detail=True, scorer=args.scorer)
+        detailed = load(base, queries, args.clients, args.seconds, args.k, detail=True, scorer=args.scorer)
         after = rss_mb(server.pid)
-    report = {"in_process": in_process, "served_1_client": one, "served": many, "served_detailed": detailed,
+    report = {"in_process": in_process, "served_1_client": one, "served": many, "served_detailed_1_client": detailed_one,
+              "served_detailed": detailed,
               "server_rss_mb": [before, after]}
     print(json.dumps(report, indent=2))
     print(f"\nin-process, one at a time: {in_process['qps']:.1f} q/s, p50 {in_process['p50_ms']:.1f} ms")
     for name, r in (("served, 1 client", one), (f"served, {args.clients} clients", many),
+                    ("served with the score split and terms, 1 client", detailed_one),
                     (f"served with the score split and terms, {args.clients} clients", detailed)):
         print(f"{name}: {r['qps']:.1f} q/s ({r['qps'] / in_process['qps']:.2f}x in-process), p50 {r['p50_ms']:.1f} ms, "
               f"p99 {r['p99_ms']:.1f} ms, {r['errors']} errors of {r['requests']}")
