@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -183,8 +184,13 @@ def test_a_write_killed_midway_keeps_the_old_output_and_a_rerun_completes(kind, 
     corpus, out, ix = tmp_path / "corpus.jsonl", tmp_path / "out", tmp_path / "ix"
     corpus.write_text("\n".join((small_beir / "corpus.jsonl").read_text().splitlines()[:64]) + "\n")
     index = ["index", f"--model={checkpoint}", f"--corpus={corpus}", "--shard-size=16", "NUM_THREADS", "1"]
-    if kind == "export-pyserini":
-        subprocess.run(_cli(*index, f"--output={ix}"), check=True, capture_output=True, timeout=600)
+    if kind == "export-pyserini":  # 30,000 random documents: writing them outlasts the wait for the building folder
+        import scipy.sparse as sp
+
+        from HybridPQA.retrieval.index import SparseIndex
+
+        docs = sp.random(30_000, 2_000, density=0.02, format="csr", random_state=0, dtype=np.float32)
+        SparseIndex.build(docs, [f"d{i}" for i in range(30_000)], [f"t{j}" for j in range(2_000)]).save(ix / "sparse")
     argv = {"index": [*index, f"--output={out}"],
             "export-st": ["export", f"--checkpoint={checkpoint}", f"--output={out}"],
             "export-pyserini": ["export", f"--index={ix / 'sparse'}", f"--output={out}"]}[kind]
