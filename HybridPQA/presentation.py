@@ -51,15 +51,18 @@ def _bar_rows(rows: list[tuple[str, float]], color: str) -> str:
                    f"{100 * abs(w) / top:.0f}%;background:{color}'></span></td></tr>" for t, w in rows)
 
 
-def highlighted(text: str, tokenizer, matches: list[tuple[str, float, float, float]], encoded=None) -> str:
+def highlighted(text: str, tokenizer, matches: list[tuple[str, float, float, float]], encoded=None,
+                vocabulary: list[str] | None = None) -> str:
     """The document's own text, each word piece that matches a query term shaded by its contribution
     to the sparse score (its q*d in the tooltip); spans from the tokenizer's offsets (`encoded`: the
-    text's encoding with offsets, when already at hand)."""
+    text's encoding with offsets, when already at hand; `vocabulary`: the tokenizer's pieces by id,
+    a list lookup instead of a tokenizer call per text)."""
     weight = {t: p for t, _, _, p in matches}
     top = max(list(weight.values()) + [1e-9])
     if encoded is None:
         encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False, truncation=False)
-    pieces = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
+    pieces = [vocabulary[i] for i in encoded["input_ids"]] if vocabulary is not None \
+        else tokenizer.convert_ids_to_tokens(encoded["input_ids"])
     out, at = [], 0
     for piece, (start, end) in zip(pieces, encoded["offset_mapping"]):
         if piece not in weight or start < at:

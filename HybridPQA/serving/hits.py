@@ -53,4 +53,4 @@ def _add_terms(index: SearchIndex, hits: list[dict], rows, query_row) -> None:
         hit["terms"] = [{"term": terms[t], "weight": round(p, 5), "expansion": t not in own}
                         for t, _, _, p in matched[:TERMS_SHOWN]]
         shaded = [(terms[t], q, d, p) for t, q, d, p in matched]
-        hit["html"] = highlighted(hit["text"], tokenizer, shaded, encoded) if hit["text"] else html.escape(hit["id"])
+        hit["html"] = highlighted(hit["text"], tokenizer, shaded, encoded, terms) if hit["text"] else html.escape(hit["id"])
