@@ -199,3 +199,13 @@ def test_a_mistyped_key_is_reported_before_torch_is_imported(argv, tmp_path):
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert "unknown config key NOPE.KEY" in done.stderr
     assert done.stdout.split() == ["code", "2", "False", "False"], done.stdout + done.stderr[-500:]
+
+
+def test_the_old_name_of_the_store_key_is_still_taken():
+    """RETRIEVER.INDEX.ENGINE (where the vectors live) is now STORE: the old key is moved there, and
+    the two naming different stores is one line."""
+    from HybridPQA.config import load_config
+
+    assert load_config(None, ["RETRIEVER.INDEX.ENGINE", "qdrant"], dotenv_path=None).RETRIEVER.INDEX.STORE == "qdrant"
+    with pytest.raises(InputError, match="the old name of STORE"):
+        load_config(None, ["RETRIEVER.INDEX.ENGINE", "qdrant", "RETRIEVER.INDEX.STORE", "milvus"], dotenv_path=None)

@@ -59,9 +59,14 @@ class Ranker:
 
     def __init__(self, encoder: Encoder, *, depth: int = 100, engines: EngineSettings | None = None):
         self.encoder, self.depth, self.engines = encoder, depth, engines
-        self.model, self.tokenizer, self.device, self.dtype = encoder.model, encoder.tokenizer, encoder.device, encoder.dtype
-        self.encoding = encoder.encoding
         self.reused: CorpusIndex | None = None
+
+    # what the evaluation reads of the model, the encoder's own (never copied)
+    model = property(lambda self: self.encoder.model)
+    tokenizer = property(lambda self: self.encoder.tokenizer)
+    device = property(lambda self: self.encoder.device)
+    dtype = property(lambda self: self.encoder.dtype)
+    encoding = property(lambda self: self.encoder.encoding)
 
     def use_index(self, corpus: CorpusIndex) -> None:
         """Rank the next split's documents from this saved index (retrieval.corpus.open_index checked

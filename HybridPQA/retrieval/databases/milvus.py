@@ -45,7 +45,7 @@ def _client(uri: str, key: str | None):
     try:
         from pymilvus import MilvusClient
     except ImportError:
-        raise InputError("RETRIEVER.INDEX.ENGINE = 'milvus' needs pymilvus and milvus-lite: "
+        raise InputError("RETRIEVER.INDEX.STORE = 'milvus' needs pymilvus and milvus-lite: "
                          "pip install 'HybridPQA[databases]'") from None
     if "://" not in uri:  # Milvus Lite's file: its folder must exist
         Path(uri).parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ def _client(uri: str, key: str | None):
     try:
         from qdrant_client import QdrantClient
     except ImportError:
-        raise InputError("RETRIEVER.INDEX.ENGINE = 'qdrant' needs qdrant-client: pip install 'HybridPQA[databases]'") from None
+        raise InputError("RETRIEVER.INDEX.STORE = 'qdrant' needs qdrant-client: pip install 'HybridPQA[databases]'") from None
     if "://" in uri:
         try:
             return QdrantClient(url=uri, api_key=key)
