@@ -208,9 +208,10 @@ def test_a_damaged_or_swapped_export_is_refused_with_one_line(exported, tmp_path
     folder = tmp_path / "onnx"
     shutil.copytree(exported, folder)
     damage(folder)
-    with pytest.raises(InputError) as raised:
-        OnnxEncoder(folder)
-    assert message in str(raised.value) and "\n" not in str(raised.value)
+    for load in (OnnxEncoder, HybridRetriever.from_pretrained):  # the encoder alone, and through the one loader
+        with pytest.raises(InputError) as raised:
+            load(folder)
+        assert message in str(raised.value) and "\n" not in str(raised.value), load
 
 
 def test_an_export_refuses_torch_and_changed_text_options(exported, tmp_path, capsys):

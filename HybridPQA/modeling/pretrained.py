@@ -69,7 +69,12 @@ class SavedModel:
             raise InputError(f"{self.source}: no {FILES['onnx']}; export one with `hybridpqa export --format=onnx`")
         if not path.exists():
             check_hub_name(self.source)
-        self.manifest = read_manifest(path, "onnx") if onnx else read_manifest(path, "checkpoint", ("folders",))
+        if onnx:  # checked whole (graphs, encoding, digests, text) before anything reads it
+            from HybridPQA.modeling.onnx_runtime import read_manifest as read_export
+
+            self.manifest = read_export(path)
+        else:
+            self.manifest = read_manifest(path, "checkpoint", ("folders",))
         self.format = "onnx" if onnx else "checkpoint" if self.manifest is not None or \
             (path / "model.pt").is_file() else "model"
         self.path = path if self.format != "model" else None
