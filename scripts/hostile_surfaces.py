@@ -302,7 +302,7 @@ def surface_cases(model: Path, ck: str, step2: str, shared: dict) -> list[Case]:
                                          "http://127.0.0.1:1"], risk="silent",
              setup=cli("index", f"--model={model}", *corpus, "--output=qx", "--engine=qdrant")),
         Case("from-index-without-engine", ["index", "--from-index=ix", "--output=iy"], setup=cli(*index),
-             check=lambda s, c, o: "--engine" in o and "usage:" not in o, risk="silent"),
+             check=lambda s, c, o: ("--engine" in o or "--store" in o) and "usage:" not in o, risk="silent"),
         # what an index was built with
         Case("index-model-retrained", ["search", "--index=ix", "--query=vitamin d"], risk="silent",
              setup=then(lambda s: shutil.copytree(s / step2, s / "ck"),
