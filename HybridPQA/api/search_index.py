@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from HybridPQA.data.corpus import read_texts
+from HybridPQA.data.corpus import check_texts, read_texts
 from HybridPQA.errors import InputError
 from HybridPQA.files import publish_dir
 from HybridPQA.heads import scorers
@@ -128,8 +128,6 @@ class SearchIndex:
         into the index and returns it (the others return None). With RETRIEVER.INDEX.STORE a vector
         database, the shards are written into the collection of this index folder's id (connected,
         and its name and owner checked, before anything is encoded)."""
-        from HybridPQA.data.corpus import check_texts
-
         corpus = read_texts(corpus) if isinstance(corpus, (str, Path)) else check_texts(corpus, "document", "index")
         docids, texts = list(corpus), list(corpus.values())
         store = retriever.engines.store

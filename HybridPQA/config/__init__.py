@@ -222,6 +222,15 @@ def load_config(path_yaml: str | Path | None = None, overrides: list[str] = (),
         _set(cfg, resolve_key(cfg, key, "the model"), value, "the model")
     if path_yaml is not None:
         _merge_dict(cfg, read_yaml(path_yaml), str(path_yaml))
+    return with_overrides(cfg, overrides, freeze, dotenv_path)
+
+
+def with_overrides(cfg: CN, overrides: list[str] = (), freeze: bool = True,
+                   dotenv_path: str | Path | None = None) -> CN:
+    """A copy of `cfg` with .env's keys (`dotenv_path`) and then the KEY VALUE `overrides` set,
+    validated (and frozen): a file's config read once and then overridden."""
+    cfg = cfg.clone()
+    cfg.defrost()
     for key, value, source in env_overrides(dotenv_path):
         _set(cfg, resolve_key(cfg, key, source), value, source)
     check_overrides(overrides)

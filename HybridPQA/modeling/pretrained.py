@@ -27,7 +27,7 @@ from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 
-from HybridPQA.config import load_config
+from HybridPQA.config import load_config, with_overrides
 from HybridPQA.data import build_text_options
 from HybridPQA.errors import InputError
 from HybridPQA.files import digest_of, file_digest
@@ -120,11 +120,11 @@ class SavedModel:
         if config is None and not own.is_file():
             raise InputError(f"{self.path}: not a complete HybridPQA {'export' if self.format == 'onnx' else 'checkpoint'}"
                              f" (no {CONFIG_FILE}); give a directory under <run>/checkpoints/")
-        if config is None and self.encoding is not None and build_encoding(load_config(own, dotenv_path=None)) \
-                != self.encoding:
+        cfg = load_config(config or own, dotenv_path=None, freeze=False)  # the file alone, read once
+        if config is None and self.encoding is not None and build_encoding(cfg) != self.encoding:
             raise InputError(f"{self.path}: {CONFIG_FILE} and {FILES[self.format]} give different encoding settings; "
                              "the folder is damaged or was edited by hand")
-        cfg = load_config(config or own, list(overrides), dotenv_path=env)
+        cfg = with_overrides(cfg, list(overrides), dotenv_path=env)
         if self.format == "onnx":
             self._check_export(cfg)
         return cfg
