@@ -94,7 +94,15 @@ def staging(output: Path, kind: str, fresh: bool = True) -> Path:
             raise InputError(f"{built}: exists and is not a HybridPQA {kind} being built; move it away, then retry")
         if fresh:
             shutil.rmtree(built)
-    mark(built, kind, id_of(output) if kind_of(output) == kind else None)
+    given = id_of(output) if kind_of(output) == kind else None
+    if not built.exists():  # made whole beside it, then renamed in: a kill never leaves it without its marker
+        tmp = built.with_name(f"{built.name}.{os.getpid()}.tmp")
+        mark(tmp, kind, given)
+        try:
+            tmp.rename(built)
+        except OSError:  # another process of the job made it first
+            shutil.rmtree(tmp, ignore_errors=True)  # this call's own, just made
+    mark(built, kind, given)
     return built
 
 

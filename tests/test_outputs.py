@@ -333,3 +333,19 @@ def test_every_message_of_the_output_rule_says_what_and_what_to_do(tmp_path):
         message = str(raised.value)
         assert all(w in message for w in words) and "\n" not in message, message
     assert (theirs / "notes.txt").is_file() and (tmp_path / f".busy{BUILDING}" / "notes.txt").is_file()
+
+
+def test_a_build_folder_never_exists_without_its_marker(tmp_path, monkeypatch):
+    """A kill while the build folder is being made (here: its marker's write fails) leaves no
+    unmarked `.NAME.building` that the next run would have to refuse; the next run builds."""
+    from HybridPQA import outputs
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(outputs, "write_atomic", killed)
+    with pytest.raises(KeyboardInterrupt):
+        outputs.staging(tmp_path / "out", "export")
+    assert not (tmp_path / ".out.building").exists()
+    monkeypatch.undo()
+    assert outputs.kind_of(outputs.staging(tmp_path / "out", "export")) == "export"
