@@ -15,7 +15,7 @@ from HybridPQA.config import load_config
 from HybridPQA.data.readers import read_split
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import finite
-from HybridPQA.sweep import load_sweep
+from HybridPQA.sweeps.grid import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 HEADER = "qid\tASIN\tqa_pair_id\tquestion\tcandidate\tlabel\tsource\tconfidence\n"

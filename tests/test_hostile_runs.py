@@ -29,7 +29,7 @@ from HybridPQA.evaluation.metrics import score_run
 from HybridPQA.data.trec import read_qrels, read_trec
 from HybridPQA.files import safe_filename
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex
-from HybridPQA.sweep import _run_point
+from HybridPQA.sweeps.grid import _run_point
 
 REPO = Path(__file__).resolve().parents[1]
 ZERO_SHOT = str(REPO / "configs" / "zero_shot_scifact.yaml")

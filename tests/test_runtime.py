@@ -13,7 +13,7 @@ import torch
 from HybridPQA.config import load_config
 from HybridPQA import precision, runtime
 from HybridPQA.errors import InputError
-from HybridPQA.sweep import core_shares
+from HybridPQA.sweeps.process import core_shares
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

@@ -7,7 +7,7 @@ import yaml
 
 from HybridPQA.cli import main
 from HybridPQA.errors import InputError
-from HybridPQA.sweep import load_sweep, point_name
+from HybridPQA.sweeps.grid import load_sweep, point_name
 
 REPO = Path(__file__).resolve().parents[1]
 

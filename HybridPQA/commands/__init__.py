@@ -18,7 +18,8 @@ Commands:
   explain    why a model scored a document as it did (terms, matches, hybrid parts)
   export     a checkpoint as sentence-transformers folders, or an index as a Pyserini collection
   reproduce  run a paper table: every row trained, evaluated and checked
-  sweep      train a grid of configs and rank them in a leaderboard
+  sweep      search hyper-parameters (grid, random, TPE; pruned; many workers) and rank the trials
+  compare    compare runs from any system: metrics, paired tests, per-query wins and losses
 
 `hybridpqa <command> --help` prints that command's usage, options and examples. Every command
 reads --data / --config / --checkpoint / --runs and writes --output (the old spellings
@@ -38,7 +39,7 @@ from HybridPQA.commands.common import package_version
 from HybridPQA.errors import InputError
 
 COMMANDS = ("prepare", "train", "evaluate", "index", "search", "serve", "benchmark", "fuse", "mine", "explain", "export",
-            "reproduce", "sweep")
+            "reproduce", "sweep", "compare")
 
 
 def run_command(argv: list[str]):

@@ -155,14 +155,17 @@ def do_train(t: Training, run_dir: RunDir, device: torch.device, dtype: torch.dt
         done = state["step"] == s.total_steps
         if state["step"] % s.eval_steps == 0 or done or stop_at_step is not None and state["step"] >= stop_at_step:
             health.check(run_dir, {k: float(v) for k, v in pending.items()})  # never save a non-finite state
+            validated = None
             if t.validate is not None and main and (state["step"] % s.eval_steps == 0 or done):
                 value, metrics = t.validate(model)
-                t.tracker.log({"step": state["step"], "split": "val",
-                               **{f"{scorer}/{k}": v for scorer, ms in metrics.items() for k, v in ms.items()}})
+                validated = {"step": state["step"], "split": "val",
+                             **{f"{scorer}/{k}": v for scorer, ms in metrics.items() for k, v in ms.items()}}
                 log.info("step %d: val %s = %.4f", state["step"], s.select_metric, value)
                 state["kept"] = ckpt.keep_best(run_dir, t.checkpointer, model, state["kept"], state["step"], value,
                                                s.save_limit)
             _save_last(t, run_dir, scaler, ranks)
+            if validated is not None:  # after checkpoints/last: a sweep may stop the run on reading it
+                t.tracker.log(validated)
             if stop_at_step is not None and state["step"] >= stop_at_step and not done:
                 break
     bar.close()

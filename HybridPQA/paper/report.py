@@ -10,18 +10,15 @@ import math
 import textwrap
 from pathlib import Path
 
-from ranx import Qrels, Run, compare
-
 from HybridPQA.data import read_split
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import load_results
+from HybridPQA.evaluation.significance import ALPHA, judged, paired_tests, per_query
 from HybridPQA.data.trec import read_trec
 from HybridPQA.paper.rows import Row
 from HybridPQA.rundir import RunDir
-from HybridPQA.scoring import ranking
 
 COST = {"gflops_per_query": "GFLOPs/query", "gflops_per_pair": "GFLOPs/pair", "latency_ms_p50": "latency ms"}
-ALPHA = 0.05  # family-wise significance level
 
 
 def collect(rows: list[Row], output: Path) -> dict[str, dict]:
@@ -40,34 +37,19 @@ def collect(rows: list[Row], output: Path) -> dict[str, dict]:
     return table
 
 
-def _ranked(run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Scores replaced by descending ranks, in the one ranking order every metric we report reads."""
-    out = {}
-    for qid, docs in run.items():
-        ranked = ranking(docs)
-        out[qid] = {d: float(len(ranked) - i) for i, (d, _) in enumerate(ranked)}
-    return out
-
-
 def significance(rows: list[Row], output: Path, reference: str, metrics: list[str],
                  pairs: list[list[str]] = ()) -> dict[str, dict]:
     """{row: {metric: {"p": corrected p-value, "significant": bool}}} against the reference row, and
     {"ROW vs OVER": ...} for each of `pairs` (table.yaml PAIRS); Bonferroni over all those tests."""
     ref = next(r for r in rows if r.name == reference)
-    data = read_split(ref.path_data / ref.cfg.RETRIEVER.DATA.TEST_DATA_PATH)
-    qrels = {q: {d: r for d, r in docs.items() if r > 0} for q, docs in data.qrels.items()}
-    qrels = Qrels({q: docs for q, docs in qrels.items() if docs})
-    runs = [Run(_ranked(read_trec(RunDir(output / r.name).run_file("test", r.scorer))), name=r.name) for r in rows]
-    report = compare(qrels, runs, metrics, stat_test="student", max_p=ALPHA, make_comparable=True)
-    compared = {row.name: (reference, row.name) for row in rows if row.name != reference}
-    compared |= {f"{a} vs {b}": (b, a) for a, b in pairs}
-    tests = len(compared)  # Bonferroni: one comparison per other row and per pair, per metric
-    out = {}
-    for key, (a, b) in compared.items():
-        pair = report.comparisons[(a, b)] if (a, b) in report.comparisons else report.comparisons[(b, a)]
-        out[key] = {m: {"p": min(1.0, float(pair[m]["p_value"]) * tests),
-                        "significant": float(pair[m]["p_value"]) * tests < ALPHA} for m in metrics}
-    return out
+    qrels = judged(read_split(ref.path_data / ref.cfg.RETRIEVER.DATA.TEST_DATA_PATH).qrels)
+    scores = per_query(qrels, {r.name: read_trec(RunDir(output / r.name).run_file("test", r.scorer)) for r in rows},
+                       metrics)
+    compared = {row.name: (row.name, reference) for row in rows if row.name != reference}
+    compared |= {f"{a} vs {b}": (a, b) for a, b in pairs}
+    tests = paired_tests(scores, list(dict.fromkeys(compared.values())), metrics, "bonferroni")
+    return {key: {m: {"p": tests[pair][m].p, "significant": tests[pair][m].significant} for m in metrics}
+            for key, pair in compared.items()}
 
 
 def _cell(value, digits: int = 4) -> str:

@@ -1,61 +1,34 @@
-"""`hybridpqa sweep --config=FILE --output=DIR [--jobs=N]`: train one run per point of a
-hyper-parameter grid, resumably, and rank them in a leaderboard.
-
-A sweep file (configs/sweeps/*.yaml):
-
-    BASE: ../quickstart.yaml        # the experiment every point starts from (relative to this file)
-    DATA: data/product-qa           # --data of every point
-    SET: {SOLVER.TOTAL_TRAIN_STEPS: 300}   # overrides shared by every point (optional)
-    GRID:                           # every combination of these values (optional)
-      SOLVER.ALPHA: [0.2, 0.5, 0.8]
-    POINTS:                         # and/or explicit points: {KEY: VALUE} or [KEY, VALUE, ...] (optional)
-      - {SOLVER.LAMBDA_QUERY: 0.0, SOLVER.LAMBDA_CONTEXT: 0.0}
-    SCORER: hybrid                  # whose metrics rank the points (default: the model's first scorer)
-    METRICS: [mrr@5, ndcg@5, map]   # the first one ranks (on dev when the runs have it, else test)
+"""A grid run (GRID and/or POINTS, no SEARCH): every point trained to the end, resumably, `--jobs`
+at a time, and ranked in a leaderboard.
 
 With `--jobs=N`, the cores this process may use are split evenly between the N points running
 at once (each point's process is pinned to its share, and NUM_THREADS 0 uses exactly that share).
-Keys are config keys or unique suffixes of them, as on the command line. Every point is a run
-directory <path_output>/<name>/, its name built from the point's values (`lambda_query=0.001`).
-Rerunning the command skips finished points, resumes interrupted ones from checkpoints/last and
-reruns crashed ones; then it writes leaderboard.{csv,md}: every point's dev and test metrics, its
-cost, and a paired t-test (ranx, Bonferroni-corrected) of its test run against the best point's.
+Every point is a run directory <path_output>/<name>/, its name built from the point's values
+(`lambda_query=0.001`). Rerunning the command skips finished points, resumes interrupted ones from
+checkpoints/last and reruns crashed ones; then it writes leaderboard.{csv,md}: every point's dev and
+test metrics, its cost, and a paired t-test of its test run against the best point's.
 """
 from __future__ import annotations
 
 import csv
-import itertools
 import logging
-import os
 import queue
-import subprocess
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-import yaml
-
-from HybridPQA.config import get_cfg_defaults, get_key, load_config, read_yaml, resolve_key
+from HybridPQA.config import get_key
 from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import load_results
-from HybridPQA.evaluation.metrics import RETRIEVE_METRICS
 from HybridPQA.paper.report import significance
 from HybridPQA.paper.rows import Row, commands
 from HybridPQA.rundir import RunDir
 from HybridPQA.runtime import progress
+from HybridPQA.sweeps.process import core_shares, launch
+from HybridPQA.sweeps.spec import read_sweep
 
 log = logging.getLogger(__name__)
-SWEEP_KEYS = {"BASE", "DATA", "SET", "GRID", "POINTS", "SCORER", "METRICS"}
 COST = ("gflops_per_query", "avg_active_dims_query", "avg_active_dims_document", "expected_flops_per_pair",
         "latency_ms_p50")
-
-
-def _pairs(entry, where: str) -> dict:
-    """A point as {KEY: VALUE}, from a mapping or a flat [KEY, VALUE, ...] list."""
-    if isinstance(entry, dict):
-        return dict(entry)
-    if isinstance(entry, list) and len(entry) % 2 == 0 and all(isinstance(k, str) for k in entry[::2]):
-        return dict(zip(entry[::2], entry[1::2]))
-    raise InputError(f"{where}: a point is a mapping {{KEY: VALUE}} or a list [KEY, VALUE, ...], got {entry!r}")
 
 
 def _fmt(value) -> str:
@@ -80,71 +53,21 @@ def point_name(point: dict[str, object], keys: list[str]) -> str:
 def load_sweep(path: str | Path, output: Path) -> tuple[dict, list[Row]]:
     """(settings, one Row per point), every point's config merged, validated and written to
     <output>/configs/<name>.yaml."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"--config={path}: no such file; give a sweep YAML (see configs/sweeps/)")
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise InputError(f"{path}: invalid YAML ({getattr(err, 'problem', err)}); fix the syntax") from None
-    if not isinstance(spec, dict) or "BASE" not in spec or "DATA" not in spec:
-        raise InputError(f"{path}: a sweep file is a mapping with at least BASE (experiment YAML) and DATA")
-    unknown = set(spec) - SWEEP_KEYS
-    if unknown:
-        raise InputError(f"{path}: unknown sweep key(s) {', '.join(sorted(unknown))}; use {', '.join(sorted(SWEEP_KEYS))}")
-    grid = spec.get("GRID") or {}
-    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
-        raise InputError(f"{path}: GRID maps each key to a non-empty list of values, got {grid!r}")
-    if not isinstance(spec.get("POINTS") or [], list):
-        raise InputError(f"{path}: POINTS is a list of points, got {spec['POINTS']!r}")
-    defaults = get_cfg_defaults()
-
-    def full(point: dict, where: str) -> dict:  # suffixes like SOLVER.ALPHA become full keys
-        return {resolve_key(defaults, str(k), where): v for k, v in point.items()}
-
-    shared = full(_pairs(spec.get("SET") or {}, f"{path}: SET"), f"{path}: SET")
-    points = [full(dict(zip(grid, values)), f"{path}: GRID") for values in itertools.product(*grid.values())] if grid else []
-    points += [full(_pairs(p, f"{path}: POINTS[{i}]"), f"{path}: POINTS[{i}]")
-               for i, p in enumerate(spec.get("POINTS") or [])]
-    if not points:
-        raise InputError(f"{path}: no points; give a GRID, POINTS, or both")
-    base = path.parent / spec["BASE"]
-    read_yaml(base)  # a missing or broken base fails here, naming the file
-    keys = list(dict.fromkeys(k for p in points for k in p))
-    names = [point_name(p, keys) for p in points]
+    sweep = read_sweep(path)
+    if sweep.search:
+        raise InputError(f"{path}: a SEARCH runs as a study (hybridpqa sweep runs it; this is the grid runner)")
+    keys = list(dict.fromkeys(k for p in sweep.points for k in p))
     rows, output = [], Path(output)
     (output / "configs").mkdir(parents=True, exist_ok=True)
-    for i, (point, name) in enumerate(zip(points, names)):
-        where = f"{path}: point {i + 1} ({name})"
-        overrides = [str(x) for k, v in {**shared, **point, "EXP": name}.items() for x in (k, v)]
-        try:
-            cfg = load_config(base, overrides, dotenv_path=".env")
-        except InputError as err:
-            raise InputError(f"{where}: {err}") from None
+    for i, point in enumerate(sweep.points):
+        name = point_name(point, keys)
+        cfg = sweep.config(point, name, f"{path}: point {i + 1} ({name})")
         if any(r.name == name for r in rows):
-            raise InputError(f"{where}: two points share the name {name}; make them differ in a swept key")
-        config_file = output / "configs" / f"{name}.yaml"
-        config_file.write_text(cfg.dump())
-        scorer = spec.get("SCORER") or {"hybrid": "hybrid"}.get(cfg.RETRIEVER.MODEL.BIENCODER_TYPE,
-                                                                 cfg.RETRIEVER.MODEL.BIENCODER_TYPE)
-        rows.append(Row(name, name, scorer, Path(spec["DATA"]), point, path, cfg=cfg))
-    metrics = spec.get("METRICS") or [rows[0].cfg.RETRIEVER.SOLVER.SELECT_METRIC]
-    if not isinstance(metrics, list) or any(m not in RETRIEVE_METRICS for m in metrics):
-        raise InputError(f"{path}: METRICS = {metrics!r}; each must be one of the metrics runs report: "
-                         f"{', '.join(RETRIEVE_METRICS)}")
-    settings = {"METRICS": list(metrics), "KEYS": keys}
-    return settings, rows
-
-
-def core_shares(jobs: int) -> list[set[int]]:
-    """The process's cores split into `jobs` near-equal sets (sets are shared when cores are fewer)."""
-    try:
-        cores = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux: no pinning
-        return [set()] * jobs
-    if jobs >= len(cores):
-        return [{cores[i % len(cores)]} for i in range(jobs)]
-    return [set(cores[i * len(cores) // jobs:(i + 1) * len(cores) // jobs]) for i in range(jobs)]
+            raise InputError(f"{path}: point {i + 1} ({name}): two points share the name {name}; make them differ "
+                             "in a swept key")
+        (output / "configs" / f"{name}.yaml").write_text(cfg.dump())
+        rows.append(Row(name, name, sweep.scorer_of(cfg), sweep.data, point, sweep.path, cfg=cfg))
+    return {"METRICS": sweep.metrics, "KEYS": keys}, rows
 
 
 def _run_point(row: Row, output: Path, overwrite: bool, cores: set[int] | None = None) -> str | None:
@@ -160,14 +83,7 @@ def _run_point(row: Row, output: Path, overwrite: bool, cores: set[int] | None =
     logs.mkdir(exist_ok=True)
     for command in todo:
         log.info("point %s: %s", row.name, " ".join(command[1:]))
-        with (logs / f"{row.name}.log").open("a") as handle:
-            child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
-            if cores:  # before the child has imported torch, so its threads inherit the set
-                try:
-                    os.sched_setaffinity(child.pid, cores)
-                except OSError:
-                    pass  # it exited already
-            returncode = child.wait()
+        returncode = launch(command, logs / f"{row.name}.log", cores).wait()
         if returncode != 0:
             return f"point {row.name} failed with exit code {returncode}; see {logs / (row.name + '.log')}"
     return None
@@ -235,8 +151,8 @@ def _value(value) -> str:
     return str(value)
 
 
-def sweep(path_cfg: str | Path, path_output: str | Path, jobs: int = 1, dry_run: bool = False,
-          overwrite: bool = False) -> dict:
+def run_grid(path_cfg: str | Path, path_output: str | Path, jobs: int = 1, dry_run: bool = False,
+             overwrite: bool = False) -> dict:
     """Run (or reuse) every point, `jobs` at a time, then write the leaderboard."""
     output = Path(path_output)
     settings, rows = load_sweep(path_cfg, output)
