@@ -196,6 +196,9 @@ def read_sweep(path: str | Path, trials: int | None = None) -> Sweep:
                              f"{ranges[0]} is a range")
     if not points and not search:
         raise InputError(f"{path}: no points; give a GRID, POINTS, or a SEARCH with its SPACE")
+    if not Path(spec["DATA"]).is_dir():
+        raise InputError(f"{path}: DATA {spec['DATA']} is not a directory (from {Path.cwd()}); run `hybridpqa prepare` "
+                         "or give the data folder's path")
     base = path.parent / spec["BASE"]
     read_yaml(base)  # a missing or broken base fails here, naming the file
     metrics = spec.get("METRICS")

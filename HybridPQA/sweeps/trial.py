@@ -133,7 +133,7 @@ def run_trial(study, trial, sweep: Sweep, output: Path, cores: set[int] | None) 
         if pruned:
             child.kill()
             child.wait()
-        trial.set_user_attr("steps", max(reported, default=0) if pruned else last_step)
+        trial.set_user_attr("steps", last_step if child.returncode == 0 else max(reported, default=0))
         trial.set_user_attr("seconds", round(time.perf_counter() - start, 1))
         if pruned:
             raise optuna.TrialPruned(f"pruned at step {max(reported)}: {metric} {reported[max(reported)]:.4f}")
