@@ -8,6 +8,7 @@ import yaml
 from HybridPQA.cli import main
 from HybridPQA.errors import InputError
 from HybridPQA.sweeps.grid import load_sweep, point_name
+from HybridPQA.sweeps.spec import read_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,8 +25,14 @@ def write_sweep(tmp_path: Path, splade_tiny: Path, product_qa: Path, **spec) -> 
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_sweeps_load(path, tmp_path):
-    settings, rows = load_sweep(path, tmp_path)
+def test_shipped_sweeps_load(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # DATA is read from the current folder
+    (tmp_path / "data" / "product-qa").mkdir(parents=True)
+    sweep = read_sweep(path)
+    if sweep.search:  # a study: every range's ends and every choice made a valid config when it was read
+        assert len(sweep.space) >= 4 and sweep.metrics[0] == "mrr@5"
+        return
+    settings, rows = load_sweep(path, tmp_path / "out")
     assert len(rows) >= 4 and len({r.name for r in rows}) == len(rows)
     assert all(r.cfg.is_frozen() for r in rows)
 
@@ -77,8 +84,26 @@ def test_sweep_runs_resumes_and_ranks(tmp_path, splade_tiny, product_qa, capsys)
     ({"POINTS": [{"SOLVER.ALPHA": 0.5}, {"ALPHA": 0.5}]}, "two points share the name alpha=0.5"),
     ({"GRIDS": {}}, "unknown sweep key"),
     ({}, "no points"),
+    ({"SEARCH": {"METHOD": "tpe", "TRIALS": 2}}, "SEARCH needs a SPACE"),
+    ({"SEARCH": {"METHOD": "tpe", "TRIALS": 2, "PRUNE": "median"}, "SPACE": {"ALPHA": [0.2]}}, "unknown SEARCH key"),
+    ({"SEARCH": {"METHOD": "cmaes", "TRIALS": 2}, "SPACE": {"ALPHA": [0.2]}}, "SEARCH.METHOD 'cmaes'"),
+    ({"SEARCH": {"METHOD": "tpe"}, "SPACE": {"ALPHA": [0.2]}}, "SEARCH.TRIALS is missing"),
+    ({"SEARCH": {"METHOD": "tpe", "TRIALS": 0}, "SPACE": {"ALPHA": [0.2]}}, "TRIALS = 0 must be a positive"),
+    ({"SEARCH": {"METHOD": "tpe", "TRIALS": 2}, "SPACE": {"ALPHA": {"LOW": 0.5, "HIGH": 0.5}}}, "SPACE.ALPHA: the range is empty"),
+    ({"SEARCH": {"METHOD": "tpe", "TRIALS": 2}, "SPACE": {"BASE_LR": {"LOW": 0.0, "HIGH": 1e-3, "LOG": True}}},
+     "SPACE.BASE_LR: a LOG range must lie above 0"),
+    ({"SEARCH": {"METHOD": "tpe", "TRIALS": 2}, "SPACE": {"ALPHA": {"LOW": 0.1, "HIGH": 0.9, "STEPS": 2}}},
+     r"SPACE.ALPHA: unknown key\(s\) STEPS"),
+    ({"SEARCH": {"METHOD": "tpe", "TRIALS": 2}, "SPACE": {"ALPHA": {"LOW": 0.1, "HIGH": 2.0}}},
+     r"SPACE.RETRIEVER.SOLVER.ALPHA = 2.0: config: RETRIEVER.SOLVER.ALPHA = 2.0 must lie"),
+    ({"SEARCH": {"METHOD": "tpe", "TRIALS": 2}, "SPACE": {"SOLVER.NO_SUCH": [1, 2]}}, "unknown config key SOLVER.NO_SUCH"),
+    ({"SEARCH": {"METHOD": "grid"}, "SPACE": {"ALPHA": {"LOW": 0.1, "HIGH": 0.9}}}, "METHOD grid needs choices"),
+    ({"SEARCH": {"METHOD": "tpe", "TRIALS": 2}, "SPACE": {"ALPHA": []}}, "SPACE.ALPHA lists choices"),
+    ({"SPACE": {"ALPHA": [0.2]}}, "SPACE needs a SEARCH"),
+    ({"SEARCH": {"METHOD": "tpe", "TRIALS": 2}, "SPACE": {"ALPHA": [0.2]}, "GRID": {"ALPHA": [0.3]}},
+     "GRID is a grid run of its own"),
 ])
 def test_bad_sweep_files_name_the_problem(tmp_path, spec, message):
-    sweep = write_sweep(tmp_path, Path("m"), Path("d"), **spec)
+    sweep = write_sweep(tmp_path, Path("m"), tmp_path, **spec)
     with pytest.raises(InputError, match=message):
-        load_sweep(sweep, tmp_path / "out")
+        read_sweep(sweep) if "SEARCH" in spec or "SPACE" in spec else load_sweep(sweep, tmp_path / "out")

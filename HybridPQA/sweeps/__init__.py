@@ -32,14 +32,20 @@ def sweep(path_cfg: str | Path, path_output: str | Path, jobs: int = 1, dry_run:
     output.mkdir(parents=True, exist_ok=True)
     name = study_name or Path(path_cfg).stem
     url = storage or f"sqlite:///{(output / 'study.db').resolve()}"
-    study = studies.open_study(spec, studies.open_storage(url, output, grace), name, url)
-    total = studies.budget(spec)
-    if dry_run:
-        print(f"study {name} in {studies.shown(url)}: budget {total} trials, {spec.search}")
+    storage, total = studies.open_storage(url, output, grace), studies.budget(spec)
+    if dry_run:  # nothing is created
+        import optuna
+
+        exists = name in optuna.study.get_all_study_names(storage)
+        study = studies.open_study(spec, storage, name, url) if exists else None
+        print(f"study {name} in {studies.shown(url)}: {'exists' if exists else 'would be created'}; budget {total} "
+              f"trials, {spec.search}")
         for key, distribution in spec.space.items():
             print(f"  {key}: {distribution}")
-        print(f"  trials so far: {studies.counts(study) or 'none'}")
-        return {"study": name, "budget": total, "trials": studies.counts(study)}
+        trials = studies.counts(study) if study is not None else {}
+        print(f"  trials so far: {trials or 'none'}")
+        return {"study": name, "budget": total, "trials": trials}
+    study = studies.open_study(spec, storage, name, url)
     lock, ran, errors = threading.Lock(), [], []
 
     def worker(cores):

@@ -67,7 +67,7 @@ def open_storage(url: str | None, output: Path, grace: int):
         raise
     except (ImportError, ModuleNotFoundError) as err:
         raise InputError(f"--storage={shown(url)}: its driver is not installed ({err}); install it "
-                         "(PostgreSQL: pip install psycopg2-binary)") from None
+                         "(PostgreSQL: pip install 'psycopg[binary]')") from None
     except Exception as err:  # noqa: BLE001 - sqlalchemy's and redis' connection errors
         reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise InputError(f"--storage={shown(url)}: cannot open it ({reason})") from None
@@ -118,6 +118,7 @@ def open_study(sweep: Sweep, storage, name: str, url: str):
                                 sampler=_sampler(sweep, seed), pruner=_pruner(sweep))
     mark = study.user_attrs.get("hybridpqa")
     if mark is None:
+        study.set_metric_names([f"dev {sweep.metrics[0]}"])
         study.set_user_attr("hybridpqa", {"fingerprint": sweep.fingerprint(), "sweep": str(sweep.path),
                                           "metric": sweep.metrics[0], "budget": budget(sweep),
                                           "space": {k: repr(v) for k, v in sweep.space.items()}})
