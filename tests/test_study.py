@@ -85,12 +85,12 @@ def test_two_workers_share_one_study(kind, tmp_path, splade_tiny, product_qa, re
     storage = (request.getfixturevalue("postgres") if kind == "postgresql"
                else f"sqlite:///{tmp_path / 'shared' / 'study.db'}")
     (tmp_path / "shared").mkdir()
-    sweep = write_search(tmp_path, splade_tiny, product_qa, {"METHOD": "random", "TRIALS": 4, "PRUNER": "none"})
+    sweep = write_search(tmp_path, splade_tiny, product_qa, {"METHOD": "random", "TRIALS": 3, "PRUNER": "none"})
     a, b = (worker(sweep, tmp_path / name, storage) for name in ("a", "b"))
     out_a, out_b = finish(a), finish(b)
     study = optuna.load_study(study_name="s", storage=storage)
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    assert len(done) == 4, [t.state for t in study.trials]
+    assert len(done) == 3, [t.state for t in study.trials]
     assert all(t.user_attrs.get("error", "").startswith("over budget") for t in study.trials if t not in done)
     workers = {t.user_attrs["worker"] for t in done}
     assert len(workers) == 2  # both contributed
@@ -100,7 +100,7 @@ def test_two_workers_share_one_study(kind, tmp_path, splade_tiny, product_qa, re
         assert set(trial.params) == {"RETRIEVER.SOLVER.OPTIMIZER.BASE_LR", "RETRIEVER.SOLVER.TEMPERATURE",
                                      "RETRIEVER.SOLVER.ALPHA"}
     rows = list(csv.DictReader((tmp_path / "b" / "leaderboard.csv").open()))
-    assert len(rows) == 4 and {r["worker"] for r in rows} == workers and {r["state"] for r in rows} == {"complete"}
+    assert len(rows) == len(study.trials) and {r["worker"] for r in rows} == workers and [r["state"] for r in rows][:3] == ["complete"] * 3
     assert "optuna-dashboard" in out_a + out_b
     # the same study name with another space is refused, in one line
     other = write_search(tmp_path, splade_tiny, product_qa, {"METHOD": "random", "TRIALS": 4, "PRUNER": "none"},

@@ -51,8 +51,8 @@ def sweep(path_cfg: str | Path, path_output: str | Path, jobs: int = 1, dry_run:
     def worker(cores):
         try:
             ran.append(studies.work(study, spec, output, cores, lock))
-        except InputError as err:
-            errors.append(str(err))
+        except Exception as err:  # noqa: BLE001 - raised below, after the leaderboard of what finished
+            errors.append(err)
 
     threads = [threading.Thread(target=worker, args=(share,)) for share in (core_shares(jobs) if jobs > 1 else [None])]
     for thread in threads:
@@ -65,5 +65,5 @@ def sweep(path_cfg: str | Path, path_output: str | Path, jobs: int = 1, dry_run:
     print(f"\nwrote {output / 'leaderboard.md'}, {output / 'leaderboard.csv'} and {', '.join(p.name for p in written)}")
     print(f"browse it: optuna-dashboard {url if not url.startswith('journal:') else url[len('journal:'):]}")
     if errors:
-        raise InputError(errors[0])
+        raise errors[0]
     return {"study": name, "budget": total, "trials": studies.counts(study), "ran": sum(ran)}

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from HybridPQA.errors import InputError
 from HybridPQA.sweeps.spec import Sweep
+from HybridPQA.sweeps.trial import TrialFailed, run_trial
 
 log = logging.getLogger(__name__)
 FINISHED = ("COMPLETE", "PRUNED")
@@ -138,10 +139,6 @@ def counts(study) -> dict[str, int]:
     return out
 
 
-class TrialFailed(Exception):
-    """The trial's process failed; the message says where its log is."""
-
-
 class Heartbeat:
     """The trial's heartbeat in an RDB storage, every interval, until stopped (as Study.optimize keeps it)."""
 
@@ -173,8 +170,6 @@ def _budget_taken(study, trial, total: int) -> bool:
 def _run(study, trial, sweep: Sweep, output: Path, cores: set[int] | None) -> bool:
     """Run one asked trial and tell the study how it ended; -> whether it failed."""
     import optuna
-
-    from HybridPQA.sweeps.trial import run_trial
 
     heartbeat = Heartbeat(study, trial)
     try:

@@ -23,6 +23,10 @@ COST = ("gflops_per_query", "avg_active_dims_query", "avg_active_dims_document",
 POLL_S = 0.5
 
 
+class TrialFailed(Exception):
+    """The trial's process failed; the message says why (its log's last line)."""
+
+
 def suggest(trial, key: str, distribution):
     """The trial's value for `key` (a fixed one for enqueued points and retries)."""
     if hasattr(distribution, "choices"):
@@ -100,8 +104,6 @@ def _tail(path: Path) -> str:
 def run_trial(study, trial, sweep: Sweep, output: Path, cores: set[int] | None) -> float:
     """Train the trial; -> its dev metric. Raises optuna.TrialPruned, or TrialFailed with the log's last line."""
     import optuna
-
-    from HybridPQA.sweeps.study import TrialFailed
 
     params = {key: suggest(trial, key, d) for key, d in sweep.space.items()}
     name = run_name(study, trial)
