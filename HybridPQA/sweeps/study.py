@@ -88,13 +88,15 @@ def _sampler(sweep: Sweep, seed: int):
 
 
 def _pruner(sweep: Sweep):
+    """The pruner; its resource is the training step each report is made at."""
     import optuna
 
     pruner, startup = sweep.search["PRUNER"], sweep.search["STARTUP"]
     if pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0)
     if pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+        first = sweep.config({}, "check", str(sweep.path)).RETRIEVER.SOLVER.NUM_STEP_PER_EVAL
+        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource="auto", reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 
