@@ -14,12 +14,11 @@ from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import load_results
 from HybridPQA.paper.rows import Row, commands
 from HybridPQA.rundir import RunDir
+from HybridPQA.sweeps.grid import COST
 from HybridPQA.sweeps.process import launch
 from HybridPQA.sweeps.spec import Sweep
 
 log = logging.getLogger(__name__)
-COST = ("gflops_per_query", "avg_active_dims_query", "avg_active_dims_document", "expected_flops_per_pair",
-        "latency_ms_p50")
 POLL_S = 0.5
 
 
