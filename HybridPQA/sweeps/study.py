@@ -45,7 +45,7 @@ def shown(url: str) -> str:
 def open_storage(url: str | None, output: Path, grace: int):
     """The Optuna storage `url` names (default: the SQLite file in `output`); heartbeats on RDB storages."""
     import optuna
-    from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
     from optuna.storages.journal import JournalFileBackend
 
     url = url or f"sqlite:///{(output / 'study.db').resolve()}"
@@ -62,8 +62,7 @@ def open_storage(url: str | None, output: Path, grace: int):
         if "://" not in url:
             raise InputError(f"--storage={url}: give a database URL (sqlite:///FILE, postgresql://USER@HOST/DB), "
                              "journal:FILE or redis://HOST:PORT")
-        return RDBStorage(url, heartbeat_interval=max(1, grace // 4), grace_period=grace,
-                          failed_trial_callback=RetryFailedTrialCallback(max_retry=RETRIES))
+        return _rdb(RDBStorage, url, grace, RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
     except InputError:
         raise
     except (ImportError, ModuleNotFoundError) as err:
@@ -74,6 +73,22 @@ def open_storage(url: str | None, output: Path, grace: int):
         raise InputError(f"--storage={shown(url)}: cannot open it ({reason})") from None
     finally:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _rdb(RDBStorage, url: str, grace: int, retry, tries: int = 5):
+    """An RDB storage; workers starting at once on a new database race to create Optuna's tables
+    (the loser sees a unique-key violation), so a failed first open is retried after the winner's."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(tries):
+        try:
+            return RDBStorage(url, heartbeat_interval=max(1, grace // 4), grace_period=grace,
+                              heartbeat_stale_trial_callback=retry)
+        except (IntegrityError, OperationalError, ProgrammingError) as err:
+            raced = isinstance(err, IntegrityError) or "already exists" in str(err)
+            if not raced or attempt == tries - 1:
+                raise
+            time.sleep(1 + attempt)
 
 
 def _sampler(sweep: Sweep, seed: int):

@@ -37,10 +37,10 @@ def suggest(trial, key: str, distribution):
 
 def run_name(study, trial) -> str:
     """<study>-NNNN, NNNN the first trial of a retry series (a retry resumes the same run directory)."""
-    from optuna.storages import RetryFailedTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
-    return f"{study.study_name}-{(RetryFailedTrialCallback.retry_history(frozen) or [trial.number])[0]:04d}"
+    return f"{study.study_name}-{(RetryHeartbeatStaleTrialCallback.retry_history(frozen) or [trial.number])[0]:04d}"
 
 
 def _val_records(path: Path, offset: int) -> tuple[list[dict], int]:
