@@ -27,9 +27,11 @@ class Engine(NamedTuple):
 
 ENGINES = {"exact": Engine("sparse", False, "HybridPQA.retrieval.engines.exact:ExactEngine"),
            "seismic": Engine("sparse", True, "HybridPQA.retrieval.engines.seismic:SeismicEngine", "seismic"),
+           "bmp": Engine("sparse", True, "HybridPQA.retrieval.engines.bmp:BmpEngine", "bmp"),
            "torch": Engine("dense", False, "HybridPQA.retrieval.engines.exact:ExactEngine"),
            "faiss": Engine("dense", False, "HybridPQA.retrieval.engines.faiss:FlatEngine"),
            "hnsw": Engine("dense", True, "HybridPQA.retrieval.engines.faiss:HnswEngine", "hnsw"),
+           "hnsw-sq8": Engine("dense", True, "HybridPQA.retrieval.engines.faiss:HnswSqEngine", "hnsw"),
            "ivf-pq": Engine("dense", True, "HybridPQA.retrieval.engines.faiss:IvfPqEngine", "ivf")}
 DATABASES = tuple(name for name in STORES if name != MEMORY)
 

@@ -30,6 +30,24 @@ def matmul_peak(dtype: torch.dtype, size: int = 4096, repeats: int = 5, device: 
     return 2 * size ** 3 * repeats / (time.perf_counter() - start)
 
 
+BF16_USABLE = 0.5  # bf16 at least half fp32's speed in the probe: the CPU has bf16 kernels (AVX2-only: ~0.01)
+
+
+def matmul_peaks(precisions, device: torch.device | str = "cpu", model=None) -> dict[str, float]:
+    """{precision: FLOP/s of a large matmul} for each of `precisions` ("fp32", "bf16") this device runs:
+    bf16 is measured on a CPU only where the probe finds bf16 kernels (an AVX2-only CPU runs a 4096^3
+    bf16 matmul at ~1 GFLOP/s, minutes per repeat), else left out with a line saying why."""
+    device, peaks = torch.device(device), {}
+    for precision in precisions:
+        if precision == "bf16" and device.type == "cpu":
+            probe = probe_bf16(*(projection_shape(model) if model is not None else (768, 30522)))
+            if probe.ratio < BF16_USABLE:
+                print(f"bf16 left out: this CPU has no fast bf16 kernels ({probe.describe()})")
+                continue
+        peaks[precision] = matmul_peak({"fp32": torch.float32, "bf16": torch.bfloat16}[precision], device=device)
+    return peaks
+
+
 def auto_precision(model, device: torch.device) -> dict:
     """What PRECISION auto picks for `model` on `device` (printed), with the CPU probe's numbers."""
     dtype = resolve_precision("auto", "PRECISION: auto", torch.device(device), model)

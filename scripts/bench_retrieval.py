@@ -46,7 +46,7 @@ import scipy.sparse as sp
 import torch
 from docopt import docopt
 
-from HybridPQA.bench import auto_precision, machine, matmul_peak, median_time
+from HybridPQA.bench import auto_precision, machine, matmul_peaks, median_time
 from HybridPQA.config import load_config
 from HybridPQA.data.readers import read_beir
 from HybridPQA.modeling.encode import encode
@@ -180,7 +180,8 @@ def main(argv=None) -> dict:
     model, tokenizer = build_model(cfg)
     mlm, pooling = model.query_encoder.mlm.eval(), cfg.RETRIEVER.MODEL.POOLING
     flops = encoder_flops(mlm, tokenizer, texts, length, head)
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    peaks = matmul_peaks(("fp32", "bf16"), model=model)
+    skip |= {f"ours-{p}" for p in ("fp32", "bf16") if p not in peaks}
     report = {"machine": machine(), "versions": versions(), "model": args["--model"], "head": head,
               "parameters": sum(p.numel() for p in mlm.parameters()), "pooling": pooling,
               "documents": len(texts), "length": length, "batch": batch, "repeats": repeats,

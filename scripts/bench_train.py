@@ -39,7 +39,7 @@ from calflops import calculate_flops
 from docopt import docopt
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-from HybridPQA.bench import auto_precision, finish, machine, matmul_peak
+from HybridPQA.bench import auto_precision, finish, machine, matmul_peaks
 from HybridPQA.config import load_config
 from HybridPQA.data import build_split
 from HybridPQA.data.training import TrainingSet
@@ -180,8 +180,12 @@ def bench_setup(name: str, source: str, args: dict, device: torch.device, report
         label = "st " + ("hybrid" if len(names) == 2 else names[0])
         ways[label] = lambda dtype, names=names: measure_st(setups, names, cfg, batches, length, device, dtype, steps)
     for precision in args["--precisions"].split(","):
+        if precision not in report["peak_tflops"]:
+            report["peak_tflops"] |= {p: v / 1e12 for p, v in matmul_peaks((precision,), device, model).items()}
+        if precision not in report["peak_tflops"]:
+            continue  # no fast kernels for it here (said above)
         dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
-        peak = report["peak_tflops"].setdefault(precision, matmul_peak(dtype or torch.float32, device=device) / 1e12)
+        peak = report["peak_tflops"][precision]
         for way, run in ways.items():
             rate = statistics.median(run(dtype) for _ in range(repeats))
             key = f"{precision} {way}"

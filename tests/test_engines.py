@@ -33,7 +33,7 @@ def corpus(settings: EngineSettings, seed: int = 0) -> tuple[CorpusIndex, dict]:
 
 
 def settings(**kw) -> EngineSettings:
-    return EngineSettings(**{**{f: getattr(DEFAULTS, f) for f in ("seismic", "hnsw", "ivf")}, **kw})
+    return EngineSettings(**{**{f: getattr(DEFAULTS, f) for f in ("seismic", "bmp", "hnsw", "ivf")}, **kw})
 
 
 def test_candidate_scores_are_exact():
@@ -116,9 +116,68 @@ def test_seismic_without_pruning_finds_the_exact_top_10():
     assert engine.nbytes > 0 and engine.build_seconds > 0
 
 
+def test_bmp_exact_finds_the_exact_top_10_and_pruned_stays_close(tmp_path):
+    """BMP at ALPHA = BETA = 1 finds the exact top-10 but for ties of its 8-bit impacts, each hit
+    re-scored exactly; pruned, it still finds most of it. Saved and loaded, it searches the same index."""
+    pytest.importorskip("bmp")
+    index, q = corpus(EngineSettings())
+    want, _ = index.indexes["sparse"].search(q["sparse"], 10)
+    engine = build_engine("sparse", index.indexes["sparse"], settings(sparse="bmp", bmp={**DEFAULTS.bmp, "bsize": 8}))
+    got, values = engine.search(q["sparse"], 10)
+    full = index.indexes["sparse"].scores(q["sparse"])
+    assert np.allclose(values, np.take_along_axis(full, got, 1), atol=1e-5) and engine.nbytes > 0
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want)]) >= 0.95
+    engine.save(tmp_path)
+    loaded = type(engine)(index.indexes["sparse"], settings(sparse="bmp", bmp={**DEFAULTS.bmp, "alpha": 0.7, "beta": 0.7}),
+                          tmp_path)
+    pruned, _ = loaded.search(q["sparse"], 10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(pruned, want)]) >= 0.5
+
+
+def test_query_term_pruning_searches_each_querys_largest_terms():
+    from HybridPQA.retrieval.engines import prune_queries
+
+    q = sp.csr_matrix(np.array([[0.1, 0.9, 0.0, 0.5, 0.3], [0.0, 0.0, 0.0, 0.0, 0.0], [0.2, 0.0, 0.0, 0.0, 0.0]],
+                               dtype=np.float32))
+    kept = prune_queries(q, 2).toarray()
+    assert kept.tolist() == np.array([[0, 0.9, 0, 0.5, 0], [0] * 5, [0.2, 0, 0, 0, 0]], dtype=np.float32).tolist()
+    exact, queries = corpus(EngineSettings())
+    pruned = CorpusIndex(exact.indexes, EngineSettings(query_terms=3))
+    assert not pruned.exact_head("sparse") and exact.exact_head("sparse")
+    rows, _ = pruned.head_search("sparse", queries["sparse"], 10)
+    want, _ = exact.indexes["sparse"].search(prune_queries(queries["sparse"], 3), 10)
+    assert (rows == want).all()
+
+
+def test_each_head_gives_the_candidate_hybrid_its_own_k():
+    """k' per head: with every document from the dense head, the union is the corpus whatever the
+    sparse head's k', so the hybrid is exact."""
+    exact, q = corpus(EngineSettings())
+    fusion, qids = Fusion("linear", "none", 0.4), [f"q{i}" for i in range(6)]
+    want = exact.search(q, qids, fusion, 10, ("hybrid",))
+    one_sided = CorpusIndex(exact.indexes, EngineSettings(hybrid="candidates", candidates=5, dense_candidates=N))
+    assert one_sided.width("sparse") == 5 and one_sided.width("dense") == N
+    got = one_sided.search(q, qids, fusion, 10, ("hybrid",))
+    for qid in qids:
+        assert list(got["hybrid"][qid]) == list(want["hybrid"][qid])
+        assert np.allclose(list(got["hybrid"][qid].values()), list(want["hybrid"][qid].values()), atol=1e-5)
+
+
+def test_hnsw_sq8_rescores_its_hits_exactly():
+    index, q = corpus(EngineSettings())
+    engine = build_engine("dense", index.indexes["dense"], settings(dense="hnsw-sq8"))
+    got, values = engine.search(q["dense"], 10)
+    full = index.indexes["dense"].scores(q["dense"])
+    assert np.allclose(values, np.take_along_axis(full, got, 1), atol=1e-5)
+    assert (np.diff(values, axis=1) <= 0).all()
+    want, _ = index.indexes["dense"].search(q["dense"], 10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want)]) >= 0.9
+
+
 def test_engine_settings_are_checked():
     for key, value in (("RETRIEVER.INDEX.SPARSE", "hnsw"), ("RETRIEVER.INDEX.HYBRID", "union"),
-                       ("RETRIEVER.INDEX.CANDIDATES", "0"), ("RETRIEVER.INDEX.SEISMIC.HEAP_FACTOR", "1.5")):
+                       ("RETRIEVER.INDEX.CANDIDATES", "0"), ("RETRIEVER.INDEX.SEISMIC.HEAP_FACTOR", "1.5"),
+                       ("RETRIEVER.INDEX.BMP.ALPHA", "0.0"), ("RETRIEVER.INDEX.QUERY_TERMS", "-1")):
         with pytest.raises(InputError, match=key.split(".")[-1]):
             load_config(None, [key, value], dotenv_path=None)
     index, _ = corpus(EngineSettings())

@@ -231,10 +231,15 @@ _C.RETRIEVER.RERANK.DEPTH = 100
 # -----------------------------------------------------------------------------
 _C.RETRIEVER.INDEX = CN()
 # Each head's top-k comes from an engine (retrieval.engines). Exact: "torch" (matmul) | "faiss"
-# (IndexFlatIP); approximate: "hnsw" (faiss IndexHNSWFlat) | "ivf-pq" (faiss IndexIVFPQ).
+# (IndexFlatIP); approximate: "hnsw" (faiss IndexHNSWFlat) | "hnsw-sq8" (faiss IndexHNSWSQ, 8-bit codes,
+# hits re-scored exactly) | "ivf-pq" (faiss IndexIVFPQ). Settings per corpus size: configs/search/.
 _C.RETRIEVER.INDEX.DENSE = "torch"
-# exact: "exact" (the numba inverted index); approximate: "seismic" (pyseismic-lsr, TusKANNy/seismic)
+# exact: "exact" (the numba inverted index); approximate: "seismic" (pyseismic-lsr, TusKANNy/seismic) |
+# "bmp" (block-max pruning, pisa-engine/BMP)
 _C.RETRIEVER.INDEX.SPARSE = "exact"
+# query-term pruning for any sparse engine: each query's QUERY_TERMS largest terms are searched (0 = all);
+# the candidate hybrid still scores its candidates with every term
+_C.RETRIEVER.INDEX.QUERY_TERMS = 0
 # the hybrid: "exact" fuses every document's two scores; "candidates" takes each head's top CANDIDATES
 # from its engine, re-scores their union exactly with both heads, and fuses over the union (the
 # normalisation statistics are the union's); the one that scales past memory
@@ -244,6 +249,8 @@ _C.RETRIEVER.INDEX.CANDIDATES = 200  # k': per head, under HYBRID candidates (at
 # (min-max: its min, with the candidates' max) under HYBRID candidates; 0 = the union of the
 # candidates alone, a top-heavy sample that skews the fusion (docs/benchmarks.md)
 _C.RETRIEVER.INDEX.NORM_SAMPLE = 1000
+_C.RETRIEVER.INDEX.SPARSE_CANDIDATES = 0  # k' of the sparse head alone (0 = CANDIDATES)
+_C.RETRIEVER.INDEX.DENSE_CANDIDATES = 0  # k' of the dense head alone (0 = CANDIDATES)
 # where the documents' vectors live (HybridPQA.backends.STORES): "memory" (this process, the engines
 # above) or a vector database, "qdrant" | "milvus" (retrieval.databases), whose hybrid is the union
 # of each head's top CANDIDATES, re-scored exactly and fused with the model's fusion
@@ -268,6 +275,13 @@ _C.RETRIEVER.INDEX.SEISMIC.MAX_FRACTION = 1.5
 _C.RETRIEVER.INDEX.SEISMIC.DOC_CUT = 15
 _C.RETRIEVER.INDEX.SEISMIC.QUERY_CUT = 20  # a query's largest terms searched
 _C.RETRIEVER.INDEX.SEISMIC.HEAP_FACTOR = 0.7  # a block is skipped when its summary score < heap_factor * k-th best
+# Block-max pruning: BSIZE documents per block (built), ALPHA stops when no block left can beat ALPHA x
+# the k-th best (1 = exact), BETA keeps the query terms holding that share of its weight (1 = all)
+_C.RETRIEVER.INDEX.BMP = CN()
+_C.RETRIEVER.INDEX.BMP.BSIZE = 32
+_C.RETRIEVER.INDEX.BMP.COMPRESS_RANGE = False
+_C.RETRIEVER.INDEX.BMP.ALPHA = 1.0
+_C.RETRIEVER.INDEX.BMP.BETA = 1.0
 _C.RETRIEVER.INDEX.HNSW = CN()
 _C.RETRIEVER.INDEX.HNSW.M = 32  # neighbours per node
 _C.RETRIEVER.INDEX.HNSW.EF_CONSTRUCTION = 80

@@ -16,7 +16,7 @@ import numpy as np
 
 from HybridPQA.errors import InputError
 from HybridPQA.heads import DENSE, HYBRID, SPARSE
-from HybridPQA.retrieval.engines import EngineSettings, build_engine
+from HybridPQA.retrieval.engines import EngineSettings, build_engine, prune_queries
 from HybridPQA.retrieval.folder import ENGINES, read_index_meta
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex
 from HybridPQA.retrieval.store import CorpusStore
@@ -78,12 +78,17 @@ class CorpusIndex(CorpusStore):
 
     # -- the store's primitives ------------------------------------------------------------------
     def exact_head(self, head: str) -> bool:
-        return self.settings.engine(head) in ("exact", "torch")
+        return self.settings.exact_head(head)
+
+    def width(self, head: str) -> int:
+        return self.settings.width(head)
 
     def whole(self, scorers: tuple[str, ...]) -> bool:
         return self.settings.exact or super().whole(scorers)
 
     def head_search(self, head: str, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if head == SPARSE and self.settings.query_terms:
+            queries = prune_queries(queries, self.settings.query_terms)
         return self.engine(head).search(queries, k)
 
     def all_scores(self, q_reps: dict, rows: slice | None = None) -> dict[str, np.ndarray]:

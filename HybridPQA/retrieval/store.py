@@ -83,6 +83,10 @@ class CorpusStore:
 
     wide_heads = False  # each head's engine is asked for k' documents even for its own run (the in-process engines)
 
+    def width(self, head: str) -> int:
+        """k': how many documents `head` gives the candidate hybrid."""
+        return self.candidates
+
     def exact_head(self, head: str) -> bool:
         """Whether this head's top-k is exact (then taken from every document's scores when they are there)."""
         return False
@@ -141,14 +145,14 @@ class CorpusStore:
         depth = min(depth, len(self.docids))
         heads = [h for h in self.heads if h in q]
         full = self.all_scores({h: q[h] for h in heads}) if self.whole(scorers) else None
-        width = min(max(depth, self.candidates), len(self.docids))
+        width = {h: min(max(depth, self.width(h)), len(self.docids)) for h in heads}
         union_of = HYBRID in scorers and self.hybrid == "candidates"
         found = {}
         for head in heads:
             if full is not None and self.exact_head(head):
                 found[head] = Hits(*top_k(full[head], depth))
             elif head in scorers or union_of and self.wide_heads:
-                found[head] = Hits(*self.head_search(head, q[head], width if self.wide_heads else depth))
+                found[head] = Hits(*self.head_search(head, q[head], width[head] if self.wide_heads else depth))
         out = {h: Hits(f.rows[:, :depth], f.values[:, :depth]) for h, f in found.items() if h in scorers}
         if HYBRID in scorers:
             if full is not None:
@@ -163,10 +167,10 @@ class CorpusStore:
             out = {s: self._detail(q, fusion, hits, full, s) for s, hits in out.items()}
         return out
 
-    def fuse(self, q: dict, fusion, depth: int, width: int, found: dict[str, Hits]) -> Hits:
-        """The candidate hybrid: the union of each head's top `width` (`found` holds them where the
+    def fuse(self, q: dict, fusion, depth: int, width: dict[str, int], found: dict[str, Hits]) -> Hits:
+        """The candidate hybrid: the union of each head's top `width[head]` (`found` holds them where the
         store searched its heads that wide) re-scored exactly and fused (an engine that can does it inside)."""
-        candidates = union(*(found[h].rows if self.wide_heads else self.head_search(h, q[h], width)[0]
+        candidates = union(*(found[h].rows if self.wide_heads else self.head_search(h, q[h], width[h])[0]
                              for h in (DENSE, SPARSE)))
         return fuse_candidates(fusion, candidates, self.fusion_sample(fusion),
                                lambda rows: self.exact_scores(q, rows), depth)

@@ -109,10 +109,10 @@ class QdrantDatabase(VectorDatabase):
         return [m.Prefetch(prefetch=base, query=sparse_q, using=SPARSE, limit=2 * k, params=exact),
                 m.Prefetch(prefetch=base, query=dense_q, using=DENSE, limit=2 * k, params=exact)]
 
-    def fuse(self, q_reps, fusion: Fusion, depth: int, width: int, found: dict) -> Hits:
+    def fuse(self, q_reps, fusion: Fusion, depth: int, width: dict, found: dict) -> Hits:
         if fusion.method == "linear" and fusion.norm == "min-max":
             return super().fuse(q_reps, fusion, depth, width, found)
-        m, k = self.models, width
+        m, k = self.models, max(width.values())
         shift = self._shift(q_reps, fusion)
         requests = []
         for i, (sq, dq) in enumerate(zip(self._query(SPARSE, q_reps[SPARSE]), self._query(DENSE, q_reps[DENSE]))):

@@ -2,9 +2,12 @@
 (RETRIEVER.INDEX.SPARSE / DENSE) from the registry (HybridPQA.backends.ENGINES: one file and one
 line each):
 
-- sparse: "exact" (the numba inverted index, retrieval.index) or "seismic" (engines.seismic);
-- dense: "torch" (exact matmul), "faiss" (exact IndexFlatIP), "hnsw" (IndexHNSWFlat) or
-  "ivf-pq" (IndexIVFPQ), all inner product (engines.faiss).
+- sparse: "exact" (the numba inverted index, retrieval.index), "seismic" (engines.seismic) or
+  "bmp" (block-max pruning, engines.bmp); any of them may search each query's QUERY_TERMS largest
+  terms only (query-term pruning, `prune_queries`);
+- dense: "torch" (exact matmul), "faiss" (exact IndexFlatIP), "hnsw" (IndexHNSWFlat), "hnsw-sq8"
+  (IndexHNSWSQ over 8-bit codes, re-scored exactly) or "ivf-pq" (IndexIVFPQ), all inner product
+  (engines.faiss).
 
 An engine is built from an exact index's own arrays and answers `search(queries, k)` with (Q, k)
 row numbers (-1 where it found fewer) and their scores. It only has to *find* documents: hybrid
@@ -20,6 +23,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import scipy.sparse as sp
+
 from HybridPQA.backends import ENGINES, MEMORY, load
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex
 
@@ -33,7 +39,8 @@ class EngineSettings:
     """Which engine serves each head, its parameters, and how the hybrid is retrieved.
 
     hybrid "exact": fuse every document's two scores; "candidates": each head's top `candidates`
-    (k') documents, their union re-scored exactly by both heads and fused, a linear fusion's
+    (k') documents (`sparse_candidates` / `dense_candidates` where set: one k' per head), their union
+    re-scored exactly by both heads and fused, a linear fusion's
     normalisation statistics taken from the exact scores of `norm_sample` random documents
     (z-score: their mean and std; min-max: their min and the candidates' max), or with 0 from the
     union itself."""
@@ -44,6 +51,7 @@ class EngineSettings:
     candidates: int = 200
     norm_sample: int = 1000  # documents whose scores give the candidate hybrid's normalisation statistics
     seismic: dict = field(default_factory=dict)  # n_postings, centroid_fraction, ..., query_cut, heap_factor
+    bmp: dict = field(default_factory=dict)  # bsize, compress_range, alpha, beta
     hnsw: dict = field(default_factory=dict)  # m, ef_construction, ef_search
     ivf: dict = field(default_factory=dict)  # nlist (0: 4 sqrt(N)), nprobe, pq_m, pq_bits
     store: str = MEMORY  # INDEX.STORE: or a vector database (retrieval.databases): "qdrant" | "milvus"
@@ -51,6 +59,9 @@ class EngineSettings:
     collection: str = ""  # "" = the index folder's name
     batch: int = 256  # documents per write request
     named_uris: tuple[str, ...] = ()  # database URLs the user named (not read from a folder): only they get a key
+    query_terms: int = 0  # a sparse engine searches each query's largest QUERY_TERMS terms only (0: all)
+    sparse_candidates: int = 0  # k' of the sparse head (0: candidates)
+    dense_candidates: int = 0  # k' of the dense head (0: candidates)
 
     def engine(self, head: str) -> str:
         return getattr(self, head)  # the field named by the head: sparse or dense
@@ -59,13 +70,22 @@ class EngineSettings:
         section = ENGINES[self.engine(head)].params
         return getattr(self, section) if section else {}
 
+    def exact_head(self, head: str) -> bool:
+        """This head's engine ranks every document by its exact score."""
+        return not ENGINES[self.engine(head)].approximate and not (head == "sparse" and self.query_terms)
+
     @property
     def exact(self) -> bool:
         """Every run comes from every document's exact scores (no engine is asked for a top-k)."""
-        return self.hybrid == "exact" and self.sparse == "exact" and self.dense == "torch"
+        return self.hybrid == "exact" and self.sparse == "exact" and self.dense == "torch" and not self.query_terms
+
+    def width(self, head: str) -> int:
+        """k' of `head` under the candidate hybrid."""
+        return getattr(self, f"{head}_candidates") or self.candidates
 
     def describe(self, head: str) -> str:
-        return self.engine(head) + "".join(f" {k}={v}" for k, v in self.params(head).items())
+        pruned = f" query_terms={self.query_terms}" if head == "sparse" and self.query_terms else ""
+        return self.engine(head) + "".join(f" {k}={v}" for k, v in self.params(head).items()) + pruned
 
 
 def build_engine_settings(cfg) -> EngineSettings:
@@ -73,7 +93,24 @@ def build_engine_settings(cfg) -> EngineSettings:
     ix = cfg.RETRIEVER.INDEX
     lower = lambda node: {k.lower(): v for k, v in node.items()}  # noqa: E731
     return EngineSettings(ix.SPARSE, ix.DENSE, ix.HYBRID, int(ix.CANDIDATES), int(ix.NORM_SAMPLE), lower(ix.SEISMIC),
-                          lower(ix.HNSW), lower(ix.IVF), ix.STORE, ix.URI, ix.COLLECTION, int(ix.BATCH))
+                          lower(ix.BMP), lower(ix.HNSW), lower(ix.IVF), ix.STORE, ix.URI, ix.COLLECTION, int(ix.BATCH),
+                          query_terms=int(ix.QUERY_TERMS), sparse_candidates=int(ix.SPARSE_CANDIDATES),
+                          dense_candidates=int(ix.DENSE_CANDIDATES))
+
+
+def prune_queries(queries: sp.csr_matrix, keep: int) -> sp.csr_matrix:
+    """Each query's `keep` largest weights (query-term pruning; 0 or more than a query has: all)."""
+    q = sp.csr_matrix(queries, dtype=np.float32)
+    lengths = np.diff(q.indptr)
+    if not keep or lengths.max(initial=0) <= keep:
+        return q
+    rank = np.empty(q.nnz, dtype=np.int64)
+    for i, (lo, hi) in enumerate(zip(q.indptr[:-1], q.indptr[1:])):  # a query's terms by weight, largest first
+        rank[lo + np.argsort(-q.data[lo:hi], kind="stable")] = np.arange(hi - lo)
+    kept = rank < keep
+    counts = np.bincount(np.repeat(np.arange(q.shape[0]), lengths)[kept], minlength=q.shape[0])
+    indptr = np.r_[0, np.cumsum(counts)]
+    return sp.csr_matrix((q.data[kept], q.indices[kept], indptr), shape=q.shape)
 
 
 def build_engine(head: str, index: SparseIndex | DenseIndex, settings: EngineSettings, keep: Path | None = None,

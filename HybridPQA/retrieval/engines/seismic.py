@@ -34,7 +34,7 @@ class SeismicEngine:
             from seismic import SeismicDataset, SeismicIndex, get_seismic_string
         except ImportError:
             raise InputError("RETRIEVER.INDEX.SPARSE = 'seismic' needs pyseismic-lsr: pip install pyseismic-lsr") from None
-        self.query_cut, self.heap_factor = int(params["query_cut"]), float(params["heap_factor"])
+        self.configure(settings)
         self.text_dtype = get_seismic_string()
         started = time.perf_counter()
         if saved is not None:
@@ -51,6 +51,10 @@ class SeismicEngine:
                                                              **{k: params[k] for k in self.BUILD if k in params})
         self.build_seconds = time.perf_counter() - started
         self.nbytes = _seismic_bytes(self.index)
+
+    def configure(self, settings) -> None:
+        """Search-time parameters (not part of what is built)."""
+        self.query_cut, self.heap_factor = int(settings.seismic["query_cut"]), float(settings.seismic["heap_factor"])
 
     def save(self, folder: Path) -> None:
         with _native_output():
