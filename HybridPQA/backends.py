@@ -28,6 +28,7 @@ class Engine(NamedTuple):
 ENGINES = {"exact": Engine("sparse", False, "HybridPQA.retrieval.engines.exact:ExactEngine"),
            "seismic": Engine("sparse", True, "HybridPQA.retrieval.engines.seismic:SeismicEngine", "seismic"),
            "bmp": Engine("sparse", True, "HybridPQA.retrieval.engines.bmp:BmpEngine", "bmp"),
+           "pruned": Engine("sparse", True, "HybridPQA.retrieval.engines.pruned:PrunedEngine", "pruned"),
            "torch": Engine("dense", False, "HybridPQA.retrieval.engines.exact:ExactEngine"),
            "faiss": Engine("dense", False, "HybridPQA.retrieval.engines.faiss:FlatEngine"),
            "hnsw": Engine("dense", True, "HybridPQA.retrieval.engines.faiss:HnswEngine", "hnsw"),

@@ -35,10 +35,22 @@ def default_threads() -> int:
     return max(1, available_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
+KERNEL_CACHE = 32  # oneDNN (ideep) kernels kept per process; its default, 1024, grows a server's memory
+
+
+def bound_kernel_cache() -> None:
+    """Keep at most KERNEL_CACHE of oneDNN's compiled bf16 kernels (ideep's LRU_CACHE_CAPACITY, read at
+    the first bf16 matmul; a value in the environment wins). Each new input shape adds one, with its
+    buffers: with the default 1024, a server encoding queries of every batch size and length grew
+    ~500 MB over its first 10,000 queries; with 32 it stays flat after warm-up (docs/benchmarks.md)."""
+    os.environ.setdefault("LRU_CACHE_CAPACITY", str(KERNEL_CACHE))
+
+
 def configure_threads(num_threads: int = 0) -> int:
     """Set torch's intra-op threads (0 = `default_threads()`), and keep the Rust tokenizers from
     spawning their own pool on the same cores. Returns the thread count."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    bound_kernel_cache()
     threads = num_threads or default_threads()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)

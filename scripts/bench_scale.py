@@ -1,41 +1,57 @@
-"""How retrieval's costs grow with the corpus: latency, memory, index size and build time of the exact
-sparse index, Seismic, FAISS flat and FAISS HNSW, and of the hybrid (exact over every document, and
-the candidate hybrid over Seismic + HNSW), from 10 k to 1 M+ documents, with each approximate
-index's recall of the exact top-10 and its speed-up over exact, all measured in one run.
+"""Search at scale: latency against recall of the exact hybrid's top-10, from 100 k to 1 M+ documents,
+for every engine setting of a grid (sparse: exact, pruned documents, Seismic, BMP, with query-term
+pruning; dense: HNSW, HNSW over 8-bit codes; a k' per head), with the Pareto front of each size measured end
+to end against the exact hybrid in the same run.
 
-The corpus: the real splade-tiny vectors of the indexes given (`hybridpqa index` folders: SciFact,
-Cranfield, TREC-DL19 passages), then documents synthesised from them (`synthesise`): each copies a
-random real document's length and weights, and keeps each of its terms with probability KEEP, the
-rest replaced by terms drawn in proportion to their document frequency in the real corpus, so that
-document lengths and posting-list lengths stay those of real documents; its dense vector is the real
-one plus Gaussian noise of NOISE times each dimension's spread, at the real vector's norm. Queries
-are the real queries of the folders, encoded by the index's model.
+The corpus: the real vectors of the indexes given (`hybridpqa index` folders), then documents
+synthesised from them (`synthesise`): each copies a random real document's length and weights, and
+keeps each of its terms with probability KEEP, the rest replaced by terms drawn in proportion to
+their document frequency in the real corpus, so that document lengths and posting-list lengths stay
+those of real documents; its dense vector is the real one plus Gaussian noise of NOISE times each
+dimension's spread, at the real vector's norm. Queries are the real queries of a queries file,
+encoded by the index's model.
 
-    python scripts/bench_scale.py --index=output/ix-scifact,output/ix-cranfield,output/ix-dl19 \\
-        --queries=data/raw/scifact/queries.jsonl --sizes=10000,100000,1000000 --output=docs/scale
+How: each head's engine settings are timed one query at a time at each k' (p50), and their
+candidates kept; every pair of a sparse and a dense point is fused exactly from those candidates
+(its recall, no timing) and its latency estimated as the sum of the two heads' plus the fusion's;
+the pairs on the estimated front are then searched end to end, one query at a time, through the
+same `CorpusIndex.search` a user calls, and the measured front is reported.
+
+    python scripts/bench_scale.py --index=output/qx-scifact,output/qx-trec-dl19-subset \\
+        --queries=data/raw/scifact/queries.jsonl --sizes=100000,300000,1000000 --output=docs/scale
 """
 from __future__ import annotations
 
 import argparse
 import gc
 import json
-import resource
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 from bench_engines import latency, load_index
 
+from HybridPQA.backends import ENGINES, load
+from HybridPQA.bench import machine
+from HybridPQA.config import load_config
 from HybridPQA.data.corpus import read_texts
 from HybridPQA.retrieval.corpus import CorpusIndex
 from HybridPQA.retrieval.engines import EngineSettings, build_engine_settings
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex
-from HybridPQA.config import load_config
+from HybridPQA.retrieval.store import fuse_candidates, union
 
 KEEP, NOISE, CHUNK = 0.5, 0.5, 50_000
+WIDTHS = (10, 25, 50, 100, 200)  # k' per head
+# search-time settings per engine (its build parameters are the config's)
+SPARSE = {"exact": [{"query_terms": t} for t in (0, 16, 8)],
+          "pruned": [{"pruned": {"doc_terms": d}, "query_terms": t} for d, t in ((64, 16), (64, 8), (64, 4), (32, 16),
+                                                                                  (32, 8))],
+          "seismic": [{"seismic": {"query_cut": 10, "heap_factor": 0.9}}],
+          "bmp": [{"bmp": {"alpha": 0.8, "beta": 1.0}, "query_terms": 8}]}
+DENSE = {"hnsw": [{"hnsw": {"ef_search": e}} for e in (32, 64, 128)],
+         "hnsw-sq8": [{"hnsw": {"ef_search": e}} for e in (64, 128)]}
 
 
 def synthesise(real_sparse: sp.csr_matrix, real_dense: np.ndarray, n: int, seed: int = 0):
@@ -62,53 +78,116 @@ def synthesise(real_sparse: sp.csr_matrix, real_dense: np.ndarray, n: int, seed:
 
 
 def recall(got: np.ndarray, want: np.ndarray, k: int = 10) -> float:
-    return float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(got, want)]))
+    return float(np.mean([len(set(a[:k]) & set(b[:k]) - {-1}) / k for a, b in zip(got, want)]))
 
 
-def _nbytes(m: sp.csr_matrix) -> int:
-    return int(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes)
+def settings_name(engine: str, point: dict) -> str:
+    flat = {**{k: v for k, v in point.items() if not isinstance(v, dict) and v}, **{k: v for d in point.values()
+                                                                                     if isinstance(d, dict) for k, v in d.items()}}
+    return engine + "".join(f" {k}={v}" for k, v in flat.items())
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def with_point(base: EngineSettings, head: str, engine: str, point: dict) -> EngineSettings:
+    """`base` with `engine` on `head` and the point's search-time parameters merged into their sections."""
+    merged = {k: ({**getattr(base, k), **v} if isinstance(v, dict) else v) for k, v in point.items()}
+    return replace(base, **{head: engine}, **merged)
 
 
-def measure(size: int, sparse: sp.csr_matrix, dense: np.ndarray, q: dict, settings: EngineSettings,
-            fusion, count: int) -> list[dict]:
-    """One corpus size: a row per index (exact sparse, seismic, flat, faiss flat, hnsw, the two hybrids)."""
-    rows, docids = [], [str(i) for i in range(size)]
+def head_points(head: str, index, base: EngineSettings, q: dict, count: int, grid: dict, built: dict) -> list[dict]:
+    """Each engine setting of `grid` on `head` at each k' (WIDTHS): candidates, p50 ms; engines built once
+    (kept in `built`, {engine: built engine})."""
+    points = []
+    for engine, settings_list in grid.items():
+        for point in settings_list:
+            settings = with_point(base, head, engine, point)
+            store = CorpusIndex({head: index}, settings)
+            key = build_key(settings, head)
+            if key in built:
+                store.engines[head] = configured(built[key], settings)
+            engine_obj = built[key] = store.engine(head)
+            for width in WIDTHS:
+                rows, _ = store.head_search(head, q[head], width)
+                p50, _ = latency(lambda i: store.head_search(head, q[head][i:i + 1], width), count)
+                points.append({"head": head, "engine": engine, "key": key, "point": point, "width": width, "rows": rows,
+                               "p50_ms": p50, "name": f"{settings_name(engine, point)} k'={width}",
+                               "build_s": engine_obj.build_seconds, "index_mb": engine_obj.nbytes / 2 ** 20})
+            print(f"    {head} {settings_name(engine, point):<44} p50 at k'={WIDTHS}: "
+                  + ", ".join(f"{p['p50_ms']:.2f}" for p in points[-len(WIDTHS):]) + " ms", flush=True)
+    return points
+
+
+def build_key(settings: EngineSettings, head: str) -> str:
+    """An engine and the parameters it is built with (one build each)."""
+    name = settings.engine(head)
+    built_with = getattr(load(ENGINES[name].code), "BUILD", ())
+    return json.dumps([name, {k: v for k, v in settings.params(head).items() if k in built_with}], sort_keys=True)
+
+
+def configured(engine, settings: EngineSettings):
+    """A built engine with `settings`' search-time parameters."""
+    if hasattr(engine, "configure"):
+        engine.configure(settings)
+    return engine
+
+
+def front(rows: list[dict], key: str) -> list[dict]:
+    """The rows no other row beats on both `key` (lower) and recall (higher)."""
+    best, out = -1.0, []
+    for row in sorted(rows, key=lambda r: (r[key], -r["recall@10"])):
+        if row["recall@10"] > best:
+            out.append(row)
+            best = row["recall@10"]
+    return out
+
+
+def measure(size: int, sparse: sp.csr_matrix, dense: np.ndarray, q: dict, base: EngineSettings, fusion,
+            count: int) -> list[dict]:
+    """One corpus size: the exact hybrid, each head's points, and the hybrid's measured front."""
+    docids, qids = [str(i) for i in range(size)], [str(i) for i in range(q["dense"].shape[0])]
     started = time.perf_counter()
-    exact_sparse = SparseIndex.build(sparse, docids)
-    sparse_build = time.perf_counter() - started
-    exact_dense = DenseIndex(dense, docids)
-    one = lambda head, i: q[head][i:i + 1]  # noqa: E731
-    want = {"sparse": exact_sparse.search(q["sparse"], 10)[0], "dense": exact_dense.search(q["dense"], 10)[0]}
-    engines = {}
-    for head, name, index in (("sparse", "exact", exact_sparse), ("sparse", "seismic", exact_sparse),
-                              ("dense", "torch", exact_dense), ("dense", "faiss", exact_dense),
-                              ("dense", "hnsw", exact_dense)):
-        engine = engines[name] = CorpusIndex({head: index}, replace(settings, **{head: name})).engine(head)
-        build = sparse_build if name == "exact" else engine.build_seconds
-        got = engine.search(q[head], 10)[0]
-        p50, p95 = latency(lambda i: engine.search(one(head, i), 10), count)
-        rows.append({"documents": size, "index": f"{head} {name}", "build_s": build, "index_mb": engine.nbytes / 2 ** 20,
-                     "p50_ms": p50, "p95_ms": p95, "recall@10": recall(got, want[head]), "peak_rss_mb": rss_mb()})
-    both = {"sparse": exact_sparse, "dense": exact_dense}
-    qids = [str(i) for i in range(q["dense"].shape[0])]
-    exact_hybrid = CorpusIndex(both).search(q, qids, fusion, 10, ("hybrid",))["hybrid"]
-    candidate = CorpusIndex(both, replace(settings, sparse="seismic", dense="hnsw", hybrid="candidates"))
-    candidate.engines = {"sparse": engines["seismic"], "dense": engines["hnsw"]}
-    for name, hybrid in (("hybrid exact", CorpusIndex(both)),
-                         (f"hybrid candidates k'={settings.candidates} (seismic + hnsw)", candidate)):
-        run = hybrid.search(q, qids, fusion, 10, ("hybrid",))["hybrid"]
-        p50, p95 = latency(lambda i: hybrid.search({h: one(h, i) for h in q}, [qids[i]], fusion, 10, ("hybrid",)), count)
-        share = np.mean([len(set(run[x]) & set(exact_hybrid[x])) / 10 for x in qids])
-        built = hybrid.engines.values()  # the candidate hybrid also keeps the forward index and the vectors
-        index_bytes = sum(e.nbytes for e in built) + _nbytes(exact_sparse.by_doc) if built else exact_sparse.nbytes
-        rows.append({"documents": size, "index": name, "build_s": sum(e.build_seconds for e in built) if built else
-                     sparse_build, "index_mb": (index_bytes + exact_dense.nbytes) / 2 ** 20,
-                     "p50_ms": p50, "p95_ms": p95, "recall@10": float(share), "peak_rss_mb": rss_mb()})
-    return rows
+    indexes = {"sparse": SparseIndex.build(sparse, docids), "dense": DenseIndex(dense, docids)}
+    exact_build = time.perf_counter() - started
+    exact = CorpusIndex(indexes)
+    want = exact.hits(q, fusion, 10, "hybrid").rows
+    one = lambda i: {h: v[i:i + 1] for h, v in q.items()}  # noqa: E731
+    p50, p95 = latency(lambda i: exact.hits(one(i), fusion, 10, "hybrid"), count)
+    base_mb = (indexes["sparse"].nbytes + indexes["dense"].nbytes) / 2 ** 20
+    rows = [{"documents": size, "setting": "exact hybrid (every document)", "p50_ms": p50, "p95_ms": p95,
+             "recall@10": 1.0, "index_mb": base_mb, "build_s": exact_build, "front": False}]
+    print(f"  exact hybrid: p50 {p50:.2f} ms, p95 {p95:.2f} ms", flush=True)
+    built = {"sparse": {}, "dense": {}}
+    heads = {h: head_points(h, indexes[h], base, q, count, grid, built[h]) for h, grid in (("sparse", SPARSE),
+                                                                                         ("dense", DENSE))}
+    candidate = CorpusIndex(indexes, replace(base, hybrid="candidates"))
+    sample = candidate.fusion_sample(fusion)
+    pairs = []
+    for s in heads["sparse"]:
+        for d in heads["dense"]:
+            found = fuse_candidates(fusion, union(d["rows"], s["rows"]), sample,
+                                    lambda r: candidate.exact_scores(q, r), 10)
+            pairs.append({"s": s, "d": d, "recall@10": recall(found.rows, want), "estimate_ms": s["p50_ms"] + d["p50_ms"]})
+    for pair in front(pairs, "estimate_ms"):
+        s, d = pair["s"], pair["d"]
+        settings = with_point(with_point(replace(base, hybrid="candidates", sparse_candidates=s["width"],
+                                                 dense_candidates=d["width"]), "sparse", s["engine"], s["point"]),
+                              "dense", d["engine"], d["point"])
+        store = CorpusIndex(indexes, settings)
+        store.engines = {h: configured(built[h][p["key"]], settings) for h, p in (("sparse", s), ("dense", d))}
+        got = store.hits(q, fusion, 10, "hybrid").rows
+        p50, p95 = latency(lambda i: store.hits(one(i), fusion, 10, "hybrid"), count)
+        engines = [e for e in store.engines.values() if e.approximate]
+        rows.append({"documents": size, "setting": f"{s['name']} + {d['name']}", "p50_ms": p50, "p95_ms": p95,
+                     "recall@10": recall(got, want), "estimate_ms": pair["estimate_ms"],
+                     "index_mb": base_mb + sum(e.nbytes for e in engines) / 2 ** 20,
+                     "build_s": exact_build + sum(e.build_seconds for e in engines)})
+        print(f"  {rows[-1]['setting']:<90} p50 {p50:6.2f} ms (estimate {pair['estimate_ms']:6.2f}) p95 {p95:6.2f} "
+              f"recall {rows[-1]['recall@10']:.3f}", flush=True)
+    measured = front([r for r in rows[1:]], "p50_ms")
+    for row in rows[1:]:
+        row["front"] = row in measured
+    heads_rows = [{"documents": size, "setting": f"{p['head']} {p['name']}", "p50_ms": p["p50_ms"],
+                   "build_s": p["build_s"], "index_mb": p["index_mb"]} for h in heads.values() for p in h]
+    return rows, heads_rows
 
 
 def main() -> None:
@@ -116,12 +195,11 @@ def main() -> None:
     parser.add_argument("--index", required=True, help="comma-separated `hybridpqa index` folders (real vectors)")
     parser.add_argument("--model", help="the checkpoint of the first folder when it is an evaluation's <run>/index/<split>")
     parser.add_argument("--queries", required=True, help="queries file searched (BEIR queries.jsonl, ...)")
-    parser.add_argument("--sizes", default="10000,30000,100000,300000,1000000")
-    parser.add_argument("--queries-count", type=int, default=100, help="queries timed one at a time per index")
-    parser.add_argument("--output", default="docs/scale", help="folder for scale.json, scale.md and scale.png")
-    parser.add_argument("overrides", nargs="*", help="KEY VALUE config overrides (RETRIEVER.INDEX.SEISMIC.*, HNSW.*, ...)")
+    parser.add_argument("--sizes", default="100000,300000,1000000")
+    parser.add_argument("--queries-count", type=int, default=100, help="queries timed one at a time per setting")
+    parser.add_argument("--output", default="docs/scale", help="folder for scale.json and scale.md")
+    parser.add_argument("overrides", nargs="*", help="KEY VALUE config overrides (build parameters: HNSW.M, BMP.BSIZE, ...)")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     folders = args.index.split(",")
     loaded = load_index(folders[0], args.model, [])
     real = [CorpusIndex.load(f) for f in folders]
@@ -129,67 +207,41 @@ def main() -> None:
     real_dense = np.concatenate([np.asarray(r.indexes["dense"].vectors) for r in real])
     texts = list(read_texts(args.queries, "query").values())[:args.queries_count]
     q = loaded.retriever.encode_queries(texts).reps
-    settings = build_engine_settings(load_config(None, args.overrides, dotenv_path=None))
-    print(f"engines: {replace(settings, sparse='seismic').describe('sparse')}; "
-          f"{replace(settings, dense='hnsw').describe('dense')}; k'={settings.candidates}")
-    print(f"{real_sparse.shape[0]} real documents ({real_sparse.nnz / real_sparse.shape[0]:.0f} terms each), "
-          f"{len(texts)} queries; fusion {loaded.retriever.fusion.describe()}; threads {torch.get_num_threads()}")
-    rows = []
+    base = build_engine_settings(load_config(None, args.overrides, dotenv_path=None))
+    info = machine()
+    print(f"{info['cpu']}, {info['threads']} threads; {real_sparse.shape[0]} real documents "
+          f"({real_sparse.nnz / real_sparse.shape[0]:.0f} terms each), {len(texts)} queries "
+          f"({q['sparse'].nnz / len(texts):.0f} terms each); fusion {loaded.retriever.fusion.describe()}")
+    hybrid, heads = [], []
     for size in [int(s) for s in args.sizes.split(",")]:
-        started = time.perf_counter()
         extra = max(0, size - real_sparse.shape[0])
         synth_sparse, synth_dense = synthesise(real_sparse, real_dense, extra) if extra else (None, None)
         sparse = sp.vstack([real_sparse, synth_sparse]).tocsr()[:size] if extra else real_sparse[:size]
         dense = np.concatenate([real_dense, synth_dense])[:size] if extra else real_dense[:size]
-        print(f"\n{size:,} documents ({extra:,} synthesised in {time.perf_counter() - started:.0f} s, "
-              f"{sparse.nnz / size:.0f} terms each)")
-        for row in measure(size, sparse, dense, q, settings, loaded.retriever.fusion, len(texts)):
-            rows.append(row)
-            print(f"  {row['index']:<52} build {row['build_s']:8.1f} s  {row['index_mb']:9.1f} MB  "
-                  f"p50 {row['p50_ms']:8.2f} ms  p95 {row['p95_ms']:8.2f} ms  recall@10 {row['recall@10']:.3f}")
+        print(f"\n{size:,} documents ({sparse.nnz / size:.0f} terms each)", flush=True)
+        found, per_head = measure(size, sparse, dense, q, base, loaded.retriever.fusion, len(texts))
+        hybrid += found
+        heads += per_head
         del sparse, dense, synth_sparse, synth_dense
         gc.collect()
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scale.json").write_text(json.dumps(rows, indent=2))
-    write_report(rows, out)
+    (out / "scale.json").write_text(json.dumps({"machine": info, "hybrid": hybrid, "heads": heads}, indent=2))
+    write_report(hybrid, info, out)
 
 
-def write_report(rows: list[dict], out: Path) -> None:
-    """scale.md (the table, with speed-ups over the exact index of the same head) and scale.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    base = {(r["documents"], r["index"].split()[0]): r["p50_ms"] for r in rows if r["index"] in
-            ("sparse exact", "dense torch", "hybrid exact")}
-    lines = ["| documents | index | build s | index MB | p50 ms | p95 ms | speed-up over exact | recall of exact top-10 |",
-             "|---|---|---|---|---|---|---|---|"]
+def write_report(rows: list[dict], info: dict, out: Path) -> None:
+    """scale.md: per size, the exact hybrid and the measured front, speed-ups over the exact hybrid."""
+    lines = [f"Measured on {info['cpu']}, {info['threads']} threads.", "",
+             "| documents | setting | p50 ms | p95 ms | speed-up over exact | recall of exact hybrid top-10 | "
+             "index MB | build s |", "|---|---|---|---|---|---|---|---|"]
+    exact = {r["documents"]: r["p50_ms"] for r in rows if r["setting"].startswith("exact")}
     for r in rows:
-        speed = base[(r["documents"], r["index"].split()[0])] / max(r["p50_ms"], 1e-9)
-        lines.append(f"| {r['documents']:,} | {r['index']} | {r['build_s']:.1f} | {r['index_mb']:.1f} | "
-                     f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {speed:.1f}x | {r['recall@10']:.3f} |")
+        if r["setting"].startswith("exact") or r["front"]:
+            lines.append(f"| {r['documents']:,} | {r['setting']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
+                         f"{exact[r['documents']] / r['p50_ms']:.1f}x | {r['recall@10']:.3f} | {r['index_mb']:.0f} | "
+                         f"{r['build_s']:.0f} |")
     (out / "scale.md").write_text("\n".join(lines) + "\n")
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
-    for name in dict.fromkeys(r["index"] for r in rows):
-        mine = [r for r in rows if r["index"] == name]
-        x = [r["documents"] for r in mine]
-        for ax, key in zip(axes, ("p50_ms", "index_mb", "build_s", "recall@10")):
-            shown = [(d, r[key]) for d, r in zip(x, mine) if key != "build_s" or r[key] > 0]  # exact indexes: no build
-            if shown:
-                ax.plot(*zip(*shown), marker="o", label=name)
-    for ax, title in zip(axes, ("latency p50 (ms, one query)", "index size (MB)", "build time (s; exact: none)",
-                                "recall of exact top-10")):
-        ax.set_xscale("log")
-        ax.set_yscale("log" if "recall" not in title else "linear")
-        ax.set_title(title)
-        ax.set_xlabel("documents")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "scale.png", dpi=90)
 
 
 if __name__ == "__main__":

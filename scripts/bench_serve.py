@@ -65,6 +65,29 @@ def load(base: str, queries: list[str], clients: int, seconds: float, k: int, de
             "p99_ms": float(np.percentile(ms, 99)), "errors": len(errors)}
 
 
+def soak(base: str, pid: int, queries: list[str], clients: int, seconds: float, warmup: float, k: int,
+         detail: bool) -> dict:
+    """`clients` posting /search for `seconds` while the server's resident memory is sampled every second:
+    MB at the start, after `warmup` seconds and at the end, and the slope after warm-up (MB/min, least squares)."""
+    samples, done = [], threading.Event()
+
+    def sample() -> None:
+        started = time.perf_counter()
+        while not done.wait(1.0):
+            samples.append((time.perf_counter() - started, rss_mb(pid)))
+
+    start_mb, sampler = rss_mb(pid), threading.Thread(target=sample)
+    sampler.start()
+    result = load(base, queries, clients, seconds, k, detail=detail)
+    done.set()
+    sampler.join()
+    t, mb = (np.array(v) for v in zip(*samples))
+    after = t >= warmup
+    slope = float(np.polyfit(t[after] / 60, mb[after], 1)[0]) if after.sum() > 2 else float("nan")
+    return {**result, "rss_mb_start": start_mb, "rss_mb_after_warmup": float(mb[after][0]), "rss_mb_end": float(mb[-1]),
+            "rss_mb_per_min_after_warmup": slope, "samples": [[round(a, 1), round(b, 1)] for a, b in samples]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", required=True, help="a `hybridpqa index` folder")
@@ -74,8 +97,21 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--scorer", help="hybrid, dense or sparse (default: the index's)")
     parser.add_argument("--output", help="a JSON file for the numbers")
+    parser.add_argument("--soak", type=float, default=0, help="instead: a memory soak of this many seconds at --clients "
+                        "(with detail), the server's memory sampled every second")
+    parser.add_argument("--warmup", type=float, default=30, help="seconds of the soak before its slope is measured")
     args = parser.parse_args()
     queries = list(read_texts(args.queries, "query").values())
+    if args.soak:
+        with running_server([args.index]) as (base, server):
+            report = soak(base, server.pid, queries, args.clients, args.soak, args.warmup, args.k, True)
+        print(f"soak, {args.clients} clients, {args.soak:.0f} s with detail: {report['qps']:.1f} q/s; server memory "
+              f"{report['rss_mb_start']:.0f} MB at start, {report['rss_mb_after_warmup']:.0f} MB after "
+              f"{args.warmup:.0f} s, {report['rss_mb_end']:.0f} MB at the end; "
+              f"{report['rss_mb_per_min_after_warmup']:+.1f} MB/min after warm-up; {report['errors']} errors")
+        if args.output:
+            Path(args.output).write_text(json.dumps(report, indent=2))
+        return
 
     index = SearchIndex.load(args.index)  # the baseline: the same searches in this process, one at a time
     index.search(queries[0], k=args.k, scorer=args.scorer)

@@ -33,7 +33,7 @@ def corpus(settings: EngineSettings, seed: int = 0) -> tuple[CorpusIndex, dict]:
 
 
 def settings(**kw) -> EngineSettings:
-    return EngineSettings(**{**{f: getattr(DEFAULTS, f) for f in ("seismic", "bmp", "hnsw", "ivf")}, **kw})
+    return EngineSettings(**{**{f: getattr(DEFAULTS, f) for f in ("seismic", "bmp", "pruned", "hnsw", "ivf")}, **kw})
 
 
 def test_candidate_scores_are_exact():
@@ -135,7 +135,7 @@ def test_bmp_exact_finds_the_exact_top_10_and_pruned_stays_close(tmp_path):
 
 
 def test_query_term_pruning_searches_each_querys_largest_terms():
-    from HybridPQA.retrieval.engines import prune_queries
+    from HybridPQA.retrieval.index import keep_largest as prune_queries
 
     q = sp.csr_matrix(np.array([[0.1, 0.9, 0.0, 0.5, 0.3], [0.0, 0.0, 0.0, 0.0, 0.0], [0.2, 0.0, 0.0, 0.0, 0.0]],
                                dtype=np.float32))
@@ -161,6 +161,25 @@ def test_each_head_gives_the_candidate_hybrid_its_own_k():
     for qid in qids:
         assert list(got["hybrid"][qid]) == list(want["hybrid"][qid])
         assert np.allclose(list(got["hybrid"][qid].values()), list(want["hybrid"][qid].values()), atol=1e-5)
+
+
+def test_pruned_documents_find_the_top_10_and_rescore_it_exactly(tmp_path):
+    """The inverted index of each document's largest weights: with every weight kept it is the exact
+    index; with few kept, its hits still carry their exact (full-vector) scores."""
+    index, q = corpus(EngineSettings())
+    full = index.indexes["sparse"].scores(q["sparse"])
+    want, want_values = index.indexes["sparse"].search(q["sparse"], 10)
+    whole = build_engine("sparse", index.indexes["sparse"], settings(sparse="pruned", pruned={"doc_terms": V}))
+    got, values = whole.search(q["sparse"], 10)
+    assert (got == want).all() and np.allclose(values, want_values)
+    few = build_engine("sparse", index.indexes["sparse"], settings(sparse="pruned", pruned={"doc_terms": 8}),
+                       tmp_path, "f")
+    got, values = few.search(q["sparse"], 10)
+    assert np.allclose(values, np.take_along_axis(full, got, 1), atol=1e-5) and few.nbytes < whole.nbytes
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want)]) >= 0.5
+    again = build_engine("sparse", index.indexes["sparse"], settings(sparse="pruned", pruned={"doc_terms": 8}),
+                         tmp_path, "f")
+    assert (again.search(q["sparse"], 10)[0] == got).all() and again.load_seconds >= 0
 
 
 def test_hnsw_sq8_rescores_its_hits_exactly():

@@ -1,7 +1,7 @@
 """Search a saved index (`hybridpqa index`) and write a TREC run, or print the top hits.
 
 Usage:
-  hybridpqa search --index=DIR (--queries=FILE | --query=TEXT) [--output=RUN] [--k=K] [--scorer=NAME] [--overwrite] [<KEY_VALUE>...]
+  hybridpqa search --index=DIR (--queries=FILE | --query=TEXT) [--output=RUN] [--k=K] [--scorer=NAME] [--settings=FILE] [--overwrite] [<KEY_VALUE>...]
   hybridpqa search -h | --help
 
 Options:
@@ -12,6 +12,8 @@ Options:
   --k=K            documents per query [default: 100]
   --scorer=NAME    hybrid | dense | sparse; default: what the model was trained for (a trained hybrid's
                    fusion; sparse for a masked LM zero-shot; dense for a sentence encoder), logged
+  --settings=FILE  search settings (RETRIEVER.INDEX keys: engines, their parameters, k' per head) from a
+                   YAML file, e.g. configs/search/1m.yaml; KEY VALUE pairs win over it
   --overwrite      replace an existing run file
 
 KEY VALUE pairs override the index's config, e.g. the engines: RETRIEVER.INDEX.SPARSE seismic,
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 
 from HybridPQA.commands.common import parse, positive_int
+from HybridPQA.config import search_settings
 from HybridPQA.errors import InputError
 
 
@@ -81,5 +84,6 @@ def search(index: str | Path, queries: str | Path | None = None, query: str | No
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse(__doc__, argv, "search")
+    settings = search_settings(args["--settings"]) if args["--settings"] else []
     return search(args["--index"], args["--queries"], args["--query"], args["--output"],
-                  positive_int(args["--k"], "--k"), args["--scorer"], args["--overwrite"], args["<KEY_VALUE>"])
+                  positive_int(args["--k"], "--k"), args["--scorer"], args["--overwrite"], [*settings, *args["<KEY_VALUE>"]])

@@ -2,7 +2,7 @@
 /health), with uvicorn.
 
 Usage:
-  hybridpqa serve --index=DIR... [--host=HOST] [--port=PORT] [--allow-host=NAME]... [--max-k=K] [--max-body=BYTES] [<KEY_VALUE>...]
+  hybridpqa serve --index=DIR... [--host=HOST] [--port=PORT] [--allow-host=NAME]... [--max-k=K] [--max-body=BYTES] [--settings=FILE] [<KEY_VALUE>...]
   hybridpqa serve -h | --help
 
 Options:
@@ -15,6 +15,7 @@ Options:
                     rebinds its own DNS name to this machine from reading the corpus
   --max-k=K         the most hits one request may ask for [default: 100]
   --max-body=BYTES  the largest request body accepted [default: 65536]
+  --settings=FILE   search settings (RETRIEVER.INDEX keys) from a YAML file, as in `search`
 
 KEY VALUE pairs override each index's config, as in `search` (e.g. RETRIEVER.INDEX.HYBRID candidates).
 The port is checked first, then each index is loaded and checked before the server starts: a port in
@@ -32,6 +33,7 @@ import logging
 from pathlib import Path
 
 from HybridPQA.commands.common import parse, positive_int
+from HybridPQA.config import search_settings
 from HybridPQA.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -62,8 +64,9 @@ def serve(folders: list[str], host: str = "127.0.0.1", port: int = 8000, max_k: 
         from HybridPQA.serving.app import LOCAL_HOSTS, build_app
     except ImportError:
         raise InputError("hybridpqa serve needs fastapi and uvicorn: pip install 'HybridPQA[serve]'") from None
-    from HybridPQA.runtime import setup_logging
+    from HybridPQA.runtime import bound_kernel_cache, setup_logging
 
+    bound_kernel_cache()  # before any bf16 kernel is built
     setup_logging(None)
     check_port(host, port)  # before minutes of loading
     indexes = load_indexes(folders, overrides)
@@ -104,4 +107,5 @@ def main(argv: list[str] | None = None) -> None:
     if port > 65535:
         raise InputError(f"--port={port}: give a port from 1 to 65535")
     serve(args["--index"], args["--host"], port, positive_int(args["--max-k"], "--max-k"),
-          positive_int(args["--max-body"], "--max-body"), args["<KEY_VALUE>"], args["--allow-host"])
+          positive_int(args["--max-body"], "--max-body"),
+          [*(search_settings(args["--settings"]) if args["--settings"] else []), *args["<KEY_VALUE>"]], args["--allow-host"])

@@ -21,7 +21,7 @@ from HybridPQA.config.defaults import get_cfg_defaults
 from HybridPQA.config.validate import LOG_BACKENDS, METRICS, OPTIONAL_POSITIVE_INTS, get_key, validate
 from HybridPQA.errors import InputError
 
-__all__ = ["LOG_BACKENDS", "METRICS", "get_cfg_defaults", "get_key", "load_config", "read_yaml", "resolve_key",
+__all__ = ["LOG_BACKENDS", "METRICS", "get_cfg_defaults", "get_key", "load_config", "read_yaml", "resolve_key", "search_settings",
            "validate"]
 
 ENV_PREFIX = "HPQA__"
@@ -241,3 +241,26 @@ def with_overrides(cfg: CN, overrides: list[str] = (), freeze: bool = True,
     if freeze:
         cfg.freeze()
     return cfg
+
+
+SEARCH_SETTINGS = "RETRIEVER.INDEX"  # what a search-settings file (`search --settings`, `serve --settings`) may set
+
+
+def search_settings(path: str | Path) -> list[str]:
+    """A search-settings YAML (e.g. configs/search/1m.yaml: engines, their parameters, k' per head) as
+    KEY VALUE overrides; any key outside RETRIEVER.INDEX is refused, naming the file and the key."""
+    flat: list[str] = []
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, dict):
+                walk(value, name)
+            elif not name.startswith(SEARCH_SETTINGS + "."):
+                raise InputError(f"{path}: {name}: a search-settings file sets {SEARCH_SETTINGS} keys only; "
+                                 "put the rest in the experiment config")
+            else:
+                flat.extend([name, str(value)])
+
+    walk(read_yaml(path), "")
+    return flat

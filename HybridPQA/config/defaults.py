@@ -235,7 +235,8 @@ _C.RETRIEVER.INDEX = CN()
 # hits re-scored exactly) | "ivf-pq" (faiss IndexIVFPQ). Settings per corpus size: configs/search/.
 _C.RETRIEVER.INDEX.DENSE = "torch"
 # exact: "exact" (the numba inverted index); approximate: "seismic" (pyseismic-lsr, TusKANNy/seismic) |
-# "bmp" (block-max pruning, pisa-engine/BMP)
+# "bmp" (block-max pruning, pisa-engine/BMP) | "pruned" (the inverted index of each document's PRUNED.DOC_TERMS
+# largest weights, hits re-scored exactly)
 _C.RETRIEVER.INDEX.SPARSE = "exact"
 # query-term pruning for any sparse engine: each query's QUERY_TERMS largest terms are searched (0 = all);
 # the candidate hybrid still scores its candidates with every term
@@ -282,6 +283,8 @@ _C.RETRIEVER.INDEX.BMP.BSIZE = 32
 _C.RETRIEVER.INDEX.BMP.COMPRESS_RANGE = False
 _C.RETRIEVER.INDEX.BMP.ALPHA = 1.0
 _C.RETRIEVER.INDEX.BMP.BETA = 1.0
+_C.RETRIEVER.INDEX.PRUNED = CN()
+_C.RETRIEVER.INDEX.PRUNED.DOC_TERMS = 64  # a document's largest weights kept in the pruned inverted index
 _C.RETRIEVER.INDEX.HNSW = CN()
 _C.RETRIEVER.INDEX.HNSW.M = 32  # neighbours per node
 _C.RETRIEVER.INDEX.HNSW.EF_CONSTRUCTION = 80

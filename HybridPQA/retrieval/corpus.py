@@ -16,9 +16,9 @@ import numpy as np
 
 from HybridPQA.errors import InputError
 from HybridPQA.heads import DENSE, HYBRID, SPARSE
-from HybridPQA.retrieval.engines import EngineSettings, build_engine, prune_queries
+from HybridPQA.retrieval.engines import EngineSettings, build_engine
 from HybridPQA.retrieval.folder import ENGINES, read_index_meta
-from HybridPQA.retrieval.index import DenseIndex, SparseIndex
+from HybridPQA.retrieval.index import DenseIndex, SparseIndex, keep_largest
 from HybridPQA.retrieval.store import CorpusStore
 
 INDEXES = {SPARSE: SparseIndex, DENSE: DenseIndex}  # the corpus index that serves each indexed head (heads.HEADS)
@@ -88,7 +88,7 @@ class CorpusIndex(CorpusStore):
 
     def head_search(self, head: str, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
         if head == SPARSE and self.settings.query_terms:
-            queries = prune_queries(queries, self.settings.query_terms)
+            queries = keep_largest(queries, self.settings.query_terms)
         return self.engine(head).search(queries, k)
 
     def all_scores(self, q_reps: dict, rows: slice | None = None) -> dict[str, np.ndarray]:

@@ -1,6 +1,7 @@
-"""Qdrant as a corpus index (retrieval.databases): `QdrantClient(path=...)` embedded (local mode, pure
-Python, for laptops and tests) or `QdrantClient(url=..., api_key=$QDRANT_API_KEY)` of a server or a
-cluster; the same calls for both.
+"""Qdrant as a corpus index (retrieval.databases): embedded, Qdrant's Rust engine in this process
+(Qdrant Edge, databases.qdrant_edge; an index folder written by qdrant-client's pure-Python local mode
+keeps that mode), or `QdrantClient(url=..., api_key=$QDRANT_API_KEY)` of a server or a cluster; the
+same requests for both.
 
 Points: id = row number, payload {"docid"}, vectors named by head ("dense": dot product, "sparse"). The hybrid
 runs inside the engine, in one request per query: a base of the sparse top k' and the dense top k'
@@ -18,16 +19,22 @@ INDEX.HYBRID "native" is Qdrant's own RRF over the two heads' top k' (k = RRF_K,
 """
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import scipy.sparse as sp
 
 from HybridPQA.errors import InputError
 from HybridPQA.heads import DENSE, SPARSE
 from HybridPQA.retrieval.databases.base import MARK, VectorDatabase, sparse_rows
+from HybridPQA.retrieval.databases.qdrant_edge import EdgeClient
 from HybridPQA.retrieval.index import dense_dots, sparse_dots
 from HybridPQA.retrieval.store import Hits
 from HybridPQA.scoring import Fusion
 
+log = logging.getLogger(__name__)
+LOCAL_MODE = "meta.json"  # what qdrant-client's local mode writes at the top of its folder
 
 
 def _client(uri: str, key: str | None):
@@ -41,6 +48,11 @@ def _client(uri: str, key: str | None):
         except Exception as err:  # noqa: BLE001 - a malformed URL, a refused option
             raise InputError(f"{uri}: not a Qdrant URL qdrant-client accepts ({str(err)[:120]}); "
                              "give http(s)://HOST:PORT") from None
+    if not (Path(uri) / LOCAL_MODE).is_file():  # not a folder of the local mode: Qdrant Edge
+        try:
+            return EdgeClient(uri)
+        except InputError as err:
+            log.warning("%s; using qdrant-client's local mode (pure Python, ~100x slower searches)", err)
     try:
         return QdrantClient(path=uri)
     except (RuntimeError, BlockingIOError) as err:  # local mode locks its folder
@@ -165,6 +177,10 @@ class QdrantDatabase(VectorDatabase):
 
     def count(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)
+
+    def finish(self) -> None:
+        if isinstance(self.client, EdgeClient):  # the embedded engine builds its indexes now
+            self.client.optimize(self.collection)
 
     def close(self) -> None:
         self.client.close()

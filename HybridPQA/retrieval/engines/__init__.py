@@ -3,8 +3,9 @@
 line each):
 
 - sparse: "exact" (the numba inverted index, retrieval.index), "seismic" (engines.seismic) or
-  "bmp" (block-max pruning, engines.bmp); any of them may search each query's QUERY_TERMS largest
-  terms only (query-term pruning, `prune_queries`);
+  "bmp" (block-max pruning, engines.bmp) or "pruned" (the inverted index of each document's largest
+  weights, engines.pruned); any of them may search each query's QUERY_TERMS largest
+  terms only (query-term pruning, `retrieval.index.keep_largest`);
 - dense: "torch" (exact matmul), "faiss" (exact IndexFlatIP), "hnsw" (IndexHNSWFlat), "hnsw-sq8"
   (IndexHNSWSQ over 8-bit codes, re-scored exactly) or "ivf-pq" (IndexIVFPQ), all inner product
   (engines.faiss).
@@ -23,8 +24,6 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import scipy.sparse as sp
 
 from HybridPQA.backends import ENGINES, MEMORY, load
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex
@@ -52,6 +51,7 @@ class EngineSettings:
     norm_sample: int = 1000  # documents whose scores give the candidate hybrid's normalisation statistics
     seismic: dict = field(default_factory=dict)  # n_postings, centroid_fraction, ..., query_cut, heap_factor
     bmp: dict = field(default_factory=dict)  # bsize, compress_range, alpha, beta
+    pruned: dict = field(default_factory=dict)  # doc_terms
     hnsw: dict = field(default_factory=dict)  # m, ef_construction, ef_search
     ivf: dict = field(default_factory=dict)  # nlist (0: 4 sqrt(N)), nprobe, pq_m, pq_bits
     store: str = MEMORY  # INDEX.STORE: or a vector database (retrieval.databases): "qdrant" | "milvus"
@@ -92,25 +92,11 @@ def build_engine_settings(cfg) -> EngineSettings:
     """RETRIEVER.INDEX."""
     ix = cfg.RETRIEVER.INDEX
     lower = lambda node: {k.lower(): v for k, v in node.items()}  # noqa: E731
-    return EngineSettings(ix.SPARSE, ix.DENSE, ix.HYBRID, int(ix.CANDIDATES), int(ix.NORM_SAMPLE), lower(ix.SEISMIC),
-                          lower(ix.BMP), lower(ix.HNSW), lower(ix.IVF), ix.STORE, ix.URI, ix.COLLECTION, int(ix.BATCH),
+    return EngineSettings(ix.SPARSE, ix.DENSE, ix.HYBRID, int(ix.CANDIDATES), int(ix.NORM_SAMPLE),
+                          seismic=lower(ix.SEISMIC), bmp=lower(ix.BMP), pruned=lower(ix.PRUNED), hnsw=lower(ix.HNSW),
+                          ivf=lower(ix.IVF), store=ix.STORE, uri=ix.URI, collection=ix.COLLECTION, batch=int(ix.BATCH),
                           query_terms=int(ix.QUERY_TERMS), sparse_candidates=int(ix.SPARSE_CANDIDATES),
                           dense_candidates=int(ix.DENSE_CANDIDATES))
-
-
-def prune_queries(queries: sp.csr_matrix, keep: int) -> sp.csr_matrix:
-    """Each query's `keep` largest weights (query-term pruning; 0 or more than a query has: all)."""
-    q = sp.csr_matrix(queries, dtype=np.float32)
-    lengths = np.diff(q.indptr)
-    if not keep or lengths.max(initial=0) <= keep:
-        return q
-    rank = np.empty(q.nnz, dtype=np.int64)
-    for i, (lo, hi) in enumerate(zip(q.indptr[:-1], q.indptr[1:])):  # a query's terms by weight, largest first
-        rank[lo + np.argsort(-q.data[lo:hi], kind="stable")] = np.arange(hi - lo)
-    kept = rank < keep
-    counts = np.bincount(np.repeat(np.arange(q.shape[0]), lengths)[kept], minlength=q.shape[0])
-    indptr = np.r_[0, np.cumsum(counts)]
-    return sp.csr_matrix((q.data[kept], q.indices[kept], indptr), shape=q.shape)
 
 
 def build_engine(head: str, index: SparseIndex | DenseIndex, settings: EngineSettings, keep: Path | None = None,
