@@ -21,7 +21,7 @@ setup(
     extras_require={"test": ["pytest>=8"],
                     "export": ["sentence-transformers>=5.0"],  # hybridpqa export --format=sentence-transformers
                     "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],  # hybridpqa export --format=onnx, OnnxEncoder
-                    "databases": ["qdrant-client>=1.14", "pymilvus>=2.5", "milvus-lite>=2.5"],  # INDEX.ENGINE
+                    "databases": ["qdrant-client>=1.14", "qdrant-edge-py>=0.9", "pymilvus>=2.5", "milvus-lite>=2.5"],  # INDEX.STORE
                     "serve": ["fastapi>=0.110", "uvicorn>=0.29"],  # hybridpqa serve
                     "tracking": ["tensorboard>=2.14", "wandb>=0.17"],  # LOG.BACKENDS
                     "datasets": ["datasets>=2.19"]},  # training pairs from a saved Hugging Face dataset

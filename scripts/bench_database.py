@@ -1,6 +1,7 @@
 """Vector databases against the exact in-process hybrid, on real vectors and at scale.
 
-For each database (Qdrant's local mode, Milvus Lite) and hybrid mode (the model's fusion over the
+For each database (Qdrant embedded: Qdrant Edge, or `qdrant-local`, qdrant-client's pure-Python local
+mode; Milvus Lite) and hybrid mode (the model's fusion over the
 union of each head's top k', re-scored exactly; the engine's native fusion), in one run and on the
 same queries: recall of the exact hybrid's top-10 and top-100, nDCG@10 against the exact hybrid's
 (with --qrels), latency p50 / p95 (one query at a time, encoding excluded), insert time and the
@@ -30,10 +31,13 @@ from HybridPQA.data.corpus import read_texts
 from HybridPQA.evaluation.metrics import score_run
 from HybridPQA.data.trec import read_qrels
 from HybridPQA.retrieval.corpus import CorpusIndex
-from HybridPQA.retrieval.databases import build_database
+from HybridPQA.retrieval.databases import EMBEDDED, build_database
 from HybridPQA.retrieval.databases.base import corpus_batches, push
 from HybridPQA.retrieval.engines import EngineSettings
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex
+
+
+LOCAL_MODE = "qdrant-local"  # --engines name of Qdrant's local mode (the embedded Qdrant is Qdrant Edge)
 
 
 def rss_mb() -> float:
@@ -71,9 +75,13 @@ def measure(corpus: CorpusIndex, q: dict, qids: list[str], fusion, qrels: dict |
     row(f"memory candidates k'={candidates}", lambda qq, ids: cand.search(qq, ids, fusion, 100, ("hybrid",))["hybrid"], {})
     for engine in engines:
         with tempfile.TemporaryDirectory(prefix=f"bench-{engine}-") as folder:
+            if engine == LOCAL_MODE:  # qdrant-client's pure-Python local mode, as index folders made before Qdrant Edge
+                from qdrant_client import QdrantClient
+
+                QdrantClient(path=str(Path(folder) / EMBEDDED["qdrant"])).close()
             before = rss_mb()
-            database = build_database(engine, "", "bench", Path(folder), corpus.docids, candidates,
-                                      index_id=secrets.token_hex(8))  # a fresh collection of its own
+            database = build_database("qdrant" if engine == LOCAL_MODE else engine, "", "bench", Path(folder),
+                                      corpus.docids, candidates, index_id=secrets.token_hex(8))  # a fresh collection
             started = time.perf_counter()
             push(database, corpus_batches(corpus, 2000), 500)
             built = {"insert_s": time.perf_counter() - started, "memory_mb": rss_mb() - before,
@@ -92,7 +100,7 @@ def main() -> None:
     parser.add_argument("--model", help="the checkpoint, when --index is an evaluation's <run>/index/<split>")
     parser.add_argument("--queries", required=True)
     parser.add_argument("--qrels", help="judgements of the real corpus (nDCG@10)")
-    parser.add_argument("--engines", default="qdrant,milvus")
+    parser.add_argument("--engines", default="qdrant,milvus", help="qdrant (embedded: Qdrant Edge), qdrant-local, milvus")
     parser.add_argument("--sizes", default="", help="synthetic corpus sizes after the real one, e.g. 20000,50000")
     parser.add_argument("--timed", type=int, default=50, help="queries timed one at a time")
     parser.add_argument("--candidates", type=int, default=200, help="k' per head")

@@ -28,7 +28,7 @@ from HybridPQA.evaluation.metrics import score_run
 from HybridPQA.data.trec import read_qrels
 from HybridPQA.retrieval.corpus import CorpusIndex
 from HybridPQA.retrieval.engines import EngineSettings
-from HybridPQA.retrieval.index import top_k
+from HybridPQA.retrieval.kernels import top_k
 
 ENGINES = {"sparse": ("exact", "seismic"), "dense": ("torch", "faiss", "hnsw", "ivf-pq")}
 EXACT = {"sparse": "sparse exact", "dense": "dense torch"}

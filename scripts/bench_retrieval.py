@@ -52,7 +52,8 @@ from HybridPQA.data.readers import read_beir
 from HybridPQA.modeling.encode import encode
 from HybridPQA.modeling import build_model
 from HybridPQA.modeling.pretrained import model_kind
-from HybridPQA.retrieval.index import SparseIndex, load_queries, top_k
+from HybridPQA.retrieval.index import SparseIndex, load_queries
+from HybridPQA.retrieval.kernels import top_k
 
 
 def plain_encode(mlm, tokenizer, texts, length, batch_size, head: str, pooling: str) -> dict:

@@ -13,7 +13,7 @@ encoded by the index's model.
 
 How: each head's engine settings are timed one query at a time at each k' (p50), and their
 candidates kept; every pair of a sparse and a dense point is fused exactly from those candidates
-(its recall, no timing) and its latency estimated as the sum of the two heads' plus the fusion's;
+(its recall, no timing) and its latency estimated as the sum of the two heads';
 the pairs on the estimated front are then searched end to end, one query at a time, through the
 same `CorpusIndex.search` a user calls, and the measured front is reported.
 
@@ -44,12 +44,12 @@ from HybridPQA.retrieval.store import fuse_candidates, union
 
 KEEP, NOISE, CHUNK = 0.5, 0.5, 50_000
 WIDTHS = (10, 25, 50, 100, 200)  # k' per head
+EXACT = "exact hybrid (every document)"
 # search-time settings per engine (its build parameters are the config's)
 SPARSE = {"exact": [{"query_terms": t} for t in (0, 16, 8)],
           "pruned": [{"pruned": {"doc_terms": d}, "query_terms": t} for d, t in ((64, 16), (64, 8), (64, 4), (32, 16),
                                                                                   (32, 8))],
-          "seismic": [{"seismic": {"query_cut": 10, "heap_factor": 0.9}}],
-          "bmp": [{"bmp": {"alpha": 0.8, "beta": 1.0}, "query_terms": 8}]}
+          "seismic": [{"seismic": {"query_cut": 10, "heap_factor": 0.9}}]}
 DENSE = {"hnsw": [{"hnsw": {"ef_search": e}} for e in (32, 64, 128)],
          "hnsw-sq8": [{"hnsw": {"ef_search": e}} for e in (64, 128)]}
 
@@ -141,9 +141,9 @@ def front(rows: list[dict], key: str) -> list[dict]:
 
 
 def measure(size: int, sparse: sp.csr_matrix, dense: np.ndarray, q: dict, base: EngineSettings, fusion,
-            count: int) -> list[dict]:
+            count: int) -> tuple[list[dict], list[dict]]:
     """One corpus size: the exact hybrid, each head's points, and the hybrid's measured front."""
-    docids, qids = [str(i) for i in range(size)], [str(i) for i in range(q["dense"].shape[0])]
+    docids = [str(i) for i in range(size)]
     started = time.perf_counter()
     indexes = {"sparse": SparseIndex.build(sparse, docids), "dense": DenseIndex(dense, docids)}
     exact_build = time.perf_counter() - started
@@ -152,7 +152,7 @@ def measure(size: int, sparse: sp.csr_matrix, dense: np.ndarray, q: dict, base: 
     one = lambda i: {h: v[i:i + 1] for h, v in q.items()}  # noqa: E731
     p50, p95 = latency(lambda i: exact.hits(one(i), fusion, 10, "hybrid"), count)
     base_mb = (indexes["sparse"].nbytes + indexes["dense"].nbytes) / 2 ** 20
-    rows = [{"documents": size, "setting": "exact hybrid (every document)", "p50_ms": p50, "p95_ms": p95,
+    rows = [{"documents": size, "setting": EXACT, "p50_ms": p50, "p95_ms": p95,
              "recall@10": 1.0, "index_mb": base_mb, "build_s": exact_build, "front": False}]
     print(f"  exact hybrid: p50 {p50:.2f} ms, p95 {p95:.2f} ms", flush=True)
     built = {"sparse": {}, "dense": {}}
@@ -192,14 +192,20 @@ def measure(size: int, sparse: sp.csr_matrix, dense: np.ndarray, q: dict, base: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--index", required=True, help="comma-separated `hybridpqa index` folders (real vectors)")
+    parser.add_argument("--index", help="comma-separated `hybridpqa index` folders (real vectors)")
     parser.add_argument("--model", help="the checkpoint of the first folder when it is an evaluation's <run>/index/<split>")
-    parser.add_argument("--queries", required=True, help="queries file searched (BEIR queries.jsonl, ...)")
+    parser.add_argument("--queries", help="queries file searched (BEIR queries.jsonl, ...)")
     parser.add_argument("--sizes", default="100000,300000,1000000")
     parser.add_argument("--queries-count", type=int, default=100, help="queries timed one at a time per setting")
     parser.add_argument("--output", default="docs/scale", help="folder for scale.json and scale.md")
     parser.add_argument("overrides", nargs="*", help="KEY VALUE config overrides (build parameters: HNSW.M, BMP.BSIZE, ...)")
+    parser.add_argument("--report", help="instead: write scale.md into --output from these scale.json files "
+                        "(comma-separated runs, e.g. of different sizes)")
     args = parser.parse_args()
+    if args.report:
+        runs = [json.loads(Path(f).read_text()) for f in args.report.split(",")]
+        write_report([r for run in runs for r in run["hybrid"]], runs[0]["machine"], Path(args.output))
+        return
     folders = args.index.split(",")
     loaded = load_index(folders[0], args.model, [])
     real = [CorpusIndex.load(f) for f in folders]
@@ -224,10 +230,10 @@ def main() -> None:
         heads += per_head
         del sparse, dense, synth_sparse, synth_dense
         gc.collect()
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "scale.json").write_text(json.dumps({"machine": info, "hybrid": hybrid, "heads": heads}, indent=2))
-    write_report(hybrid, info, out)
+        out = Path(args.output)  # written after each size: a later size that runs out of memory loses only itself
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "scale.json").write_text(json.dumps({"machine": info, "hybrid": hybrid, "heads": heads}, indent=2))
+        write_report(hybrid, info, out)
 
 
 def write_report(rows: list[dict], info: dict, out: Path) -> None:
@@ -235,12 +241,13 @@ def write_report(rows: list[dict], info: dict, out: Path) -> None:
     lines = [f"Measured on {info['cpu']}, {info['threads']} threads.", "",
              "| documents | setting | p50 ms | p95 ms | speed-up over exact | recall of exact hybrid top-10 | "
              "index MB | build s |", "|---|---|---|---|---|---|---|---|"]
-    exact = {r["documents"]: r["p50_ms"] for r in rows if r["setting"].startswith("exact")}
+    exact = {r["documents"]: r["p50_ms"] for r in rows if r["setting"] == EXACT}
     for r in rows:
-        if r["setting"].startswith("exact") or r["front"]:
+        if r["setting"] == EXACT or r["front"]:
             lines.append(f"| {r['documents']:,} | {r['setting']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
                          f"{exact[r['documents']] / r['p50_ms']:.1f}x | {r['recall@10']:.3f} | {r['index_mb']:.0f} | "
                          f"{r['build_s']:.0f} |")
+    out.mkdir(parents=True, exist_ok=True)
     (out / "scale.md").write_text("\n".join(lines) + "\n")
 
 

@@ -5,10 +5,14 @@ SECONDS, each cycling through the queries; reports queries/s, latency p50 / p99,
 server's resident memory before and after. The baseline, in the same run: the same queries through
 `SearchIndex.search` in this process, one at a time (encoding included in both). Served searches are
 timed as ids, scores and texts (`detail: false`, what the baseline returns), then with the page's
-score split, matching terms and shaded texts.
+score split, matching terms and shaded texts, each at every count of --clients. With --soak=S: one
+count of clients posts detailed searches for S seconds while the server's resident memory is sampled
+every second (start, after --warmup seconds, end, and the slope after warm-up in MB/min).
 
     python scripts/bench_serve.py --index=output/scifact-index --queries=data/raw/scifact/queries.jsonl \\
-        --clients=16 --seconds=30
+        --clients=1,4,16 --seconds=30
+    python scripts/bench_serve.py --index=output/scifact-index --queries=data/raw/scifact/queries.jsonl \\
+        --clients=8 --soak=150 --warmup=60
 """
 from __future__ import annotations
 
@@ -92,7 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", required=True, help="a `hybridpqa index` folder")
     parser.add_argument("--queries", required=True)
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--clients", default="1,4,16", help="comma-separated client counts (a soak takes the first)")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--scorer", help="hybrid, dense or sparse (default: the index's)")
@@ -104,8 +108,8 @@ def main() -> None:
     queries = list(read_texts(args.queries, "query").values())
     if args.soak:
         with running_server([args.index]) as (base, server):
-            report = soak(base, server.pid, queries, args.clients, args.soak, args.warmup, args.k, True)
-        print(f"soak, {args.clients} clients, {args.soak:.0f} s with detail: {report['qps']:.1f} q/s; server memory "
+            report = soak(base, server.pid, queries, int(args.clients.split(",")[0]), args.soak, args.warmup, args.k, True)
+        print(f"soak, {args.clients.split(',')[0]} clients, {args.soak:.0f} s with detail: {report['qps']:.1f} q/s; server memory "
               f"{report['rss_mb_start']:.0f} MB at start, {report['rss_mb_after_warmup']:.0f} MB after "
               f"{args.warmup:.0f} s, {report['rss_mb_end']:.0f} MB at the end; "
               f"{report['rss_mb_per_min_after_warmup']:+.1f} MB/min after warm-up; {report['errors']} errors")
@@ -126,23 +130,22 @@ def main() -> None:
     index.close()
     del index
 
+    counts = [int(c) for c in args.clients.split(",")]
     with running_server([args.index]) as (base, server):
         before = rss_mb(server.pid)
         load(base, queries, 1, 3, args.k, scorer=args.scorer)  # warm-up
-        one = load(base, queries, 1, min(args.seconds, 15), args.k, scorer=args.scorer)
-        many = load(base, queries, args.clients, args.seconds, args.k, scorer=args.scorer)
-        detailed_one = load(base, queries, 1, min(args.seconds, 15), args.k, detail=True, scorer=args.scorer)
-        detailed = load(base, queries, args.clients, args.seconds, args.k, detail=True, scorer=args.scorer)
+        served = [load(base, queries, c, min(args.seconds, 15) if c == 1 else args.seconds, args.k, detail=detail,
+                       scorer=args.scorer) for detail in (False, True) for c in counts]
         after = rss_mb(server.pid)
-    report = {"in_process": in_process, "served_1_client": one, "served": many, "served_detailed_1_client": detailed_one,
-              "served_detailed": detailed,
-              "server_rss_mb": [before, after]}
+    report = {"in_process": in_process, "served": served, "server_rss_mb": [before, after]}
     print(json.dumps(report, indent=2))
-    print(f"\nin-process, one at a time: {in_process['qps']:.1f} q/s, p50 {in_process['p50_ms']:.1f} ms")
-    for name, r in (("served, 1 client", one), (f"served, {args.clients} clients", many),
-                    ("served with the score split and terms, 1 client", detailed_one),
-                    (f"served with the score split and terms, {args.clients} clients", detailed)):
-        print(f"{name}: {r['qps']:.1f} q/s ({r['qps'] / in_process['qps']:.2f}x in-process), p50 {r['p50_ms']:.1f} ms, "
+    print(f"\nin-process, one at a time: {in_process['qps']:.1f} q/s, p50 {in_process['p50_ms']:.1f} ms, "
+          f"p99 {in_process['p99_ms']:.1f} ms")
+    plain = {r["clients"]: r["qps"] for r in served if not r["detail"]}
+    for r in served:
+        name = "with the score split, terms and shaded text" if r["detail"] else "ids, scores, texts"
+        print(f"served, {r['clients']:>2} clients, {name}: {r['qps']:.1f} q/s ({r['qps'] / in_process['qps']:.2f}x "
+              f"in-process, {r['qps'] / plain[r['clients']]:.2f}x plain served), p50 {r['p50_ms']:.1f} ms, "
               f"p99 {r['p99_ms']:.1f} ms, {r['errors']} errors of {r['requests']}")
     print(f"server memory: {before:.0f} MB before, {after:.0f} MB after")
     if args.output:

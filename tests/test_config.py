@@ -209,3 +209,21 @@ def test_the_old_name_of_the_store_key_is_still_taken():
     assert load_config(None, ["RETRIEVER.INDEX.ENGINE", "qdrant"], dotenv_path=None).RETRIEVER.INDEX.STORE == "qdrant"
     with pytest.raises(InputError, match="the old name of STORE"):
         load_config(None, ["RETRIEVER.INDEX.ENGINE", "qdrant", "RETRIEVER.INDEX.STORE", "milvus"], dotenv_path=None)
+
+
+def test_a_search_settings_file_sets_only_the_index_keys(tmp_path):
+    from HybridPQA.config import search_settings
+
+    good = tmp_path / "1m.yaml"
+    good.write_text("RETRIEVER:\n  INDEX:\n    SPARSE: pruned\n    QUERY_TERMS: 16\n    PRUNED: {DOC_TERMS: 64}\n")
+    pairs = search_settings(good)
+    assert pairs == ["RETRIEVER.INDEX.SPARSE", "pruned", "RETRIEVER.INDEX.QUERY_TERMS", "16",
+                     "RETRIEVER.INDEX.PRUNED.DOC_TERMS", "64"]
+    cfg = load_config(None, pairs, dotenv_path=None)
+    assert cfg.RETRIEVER.INDEX.PRUNED.DOC_TERMS == 64 and cfg.RETRIEVER.INDEX.SPARSE == "pruned"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("RETRIEVER:\n  INDEX: {SPARSE: pruned}\n  SOLVER: {TOTAL_TRAIN_STEPS: 5}\n")
+    with pytest.raises(InputError, match="bad.yaml: RETRIEVER.SOLVER.TOTAL_TRAIN_STEPS: a search-settings file"):
+        search_settings(bad)
+    for shipped in sorted((REPO / "configs" / "search").glob("*.yaml")):
+        load_config(None, search_settings(shipped), dotenv_path=None)  # every shipped file is valid

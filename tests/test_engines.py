@@ -135,7 +135,7 @@ def test_bmp_exact_finds_the_exact_top_10_and_pruned_stays_close(tmp_path):
 
 
 def test_query_term_pruning_searches_each_querys_largest_terms():
-    from HybridPQA.retrieval.index import keep_largest as prune_queries
+    from HybridPQA.retrieval.kernels import keep_largest as prune_queries
 
     q = sp.csr_matrix(np.array([[0.1, 0.9, 0.0, 0.5, 0.3], [0.0, 0.0, 0.0, 0.0, 0.0], [0.2, 0.0, 0.0, 0.0, 0.0]],
                                dtype=np.float32))

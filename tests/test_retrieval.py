@@ -15,7 +15,8 @@ from HybridPQA.errors import InputError
 from HybridPQA.data.trec import read_trec
 from HybridPQA.retrieval.fusion import tune
 from HybridPQA.scoring import Fusion, normalize, ranks
-from HybridPQA.retrieval.index import DenseIndex, SparseIndex, top_k
+from HybridPQA.retrieval.index import DenseIndex, SparseIndex
+from HybridPQA.retrieval.kernels import top_k
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -217,3 +217,45 @@ def test_a_missing_or_damaged_index_stops_serve_at_start_with_one_line(served, t
             main(["serve", f"--index={folder}", "--port=70000" if folder == served[0] else "--port=8999"])
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert stopped.value.code == 2 and len(errors) == 1 and message in errors[0]
+
+
+KERNEL_CACHE_PROBE = """
+import os, sys
+from HybridPQA.runtime import bound_kernel_cache
+if sys.argv[1] == "bounded":
+    bound_kernel_cache()
+else:
+    os.environ["LRU_CACHE_CAPACITY"] = "1024"  # oneDNN's default
+from HybridPQA.api import HybridRetriever
+
+def rss():
+    return next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmRSS"))
+
+retriever = HybridRetriever.from_pretrained(sys.argv[2], ["PRECISION", "bf16"])
+def shapes(lengths):
+    for n in lengths:
+        for batch in range(1, 5):
+            retriever.encode_queries([" ".join(["statin"] * n)] * batch)
+shapes(range(1, 21))
+warm = rss()
+shapes(range(21, 41))  # 80 input shapes never seen
+print(rss() - warm)
+"""
+
+
+@pytest.mark.slow  # measures memory
+def test_the_kernel_cache_is_bounded_so_new_query_shapes_do_not_grow_memory(splade_tiny):
+    """Each new (batch, length) of a bf16 encode adds a compiled oneDNN kernel with its buffers; the
+    service keeps KERNEL_CACHE of them (runtime.bound_kernel_cache), where oneDNN's default keeps 1024:
+    after warm-up, 80 new shapes grow the process less than half as much with the bound as without."""
+    import subprocess
+    import sys
+
+    from HybridPQA.precision import probe_bf16
+
+    if probe_bf16(128, 30522).ratio < 0.5:
+        pytest.skip("no fast bf16 kernels on this CPU: PRECISION auto runs fp32, which builds no such cache")
+    grown = {mode: float(subprocess.run([sys.executable, "-c", KERNEL_CACHE_PROBE, mode, str(splade_tiny)], check=True,
+                                        capture_output=True, text=True).stdout.split()[-1])
+             for mode in ("bounded", "default")}
+    assert grown["bounded"] < grown["default"] / 2, grown

@@ -23,7 +23,7 @@ from calflops import calculate_flops
 from HybridPQA.data.readers import RankingData
 from HybridPQA.heads import HEADS, HYBRID, LATE, SCORER_HEADS, SPARSE, scorers
 from HybridPQA.modeling.encode import active_dims, tokenize
-from HybridPQA.retrieval.index import top_k
+from HybridPQA.retrieval.kernels import top_k
 from HybridPQA.runtime import progress
 from HybridPQA.scoring import Fusion
 

@@ -32,7 +32,8 @@ from HybridPQA.retrieval.corpus import CorpusIndex
 from HybridPQA.retrieval.folder import write_index_files
 from HybridPQA.retrieval.store import QUERY_CHUNK, fused_runs
 from HybridPQA.retrieval.engines import EngineSettings
-from HybridPQA.retrieval.index import save_queries, top_k
+from HybridPQA.retrieval.index import save_queries
+from HybridPQA.retrieval.kernels import top_k
 from HybridPQA.rundir import RunDir
 from HybridPQA.runtime import progress
 from HybridPQA.precision import autocast

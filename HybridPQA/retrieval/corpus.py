@@ -18,7 +18,8 @@ from HybridPQA.errors import InputError
 from HybridPQA.heads import DENSE, HYBRID, SPARSE
 from HybridPQA.retrieval.engines import EngineSettings, build_engine
 from HybridPQA.retrieval.folder import ENGINES, read_index_meta
-from HybridPQA.retrieval.index import DenseIndex, SparseIndex, keep_largest
+from HybridPQA.retrieval.index import DenseIndex, SparseIndex
+from HybridPQA.retrieval.kernels import keep_largest
 from HybridPQA.retrieval.store import CorpusStore
 
 INDEXES = {SPARSE: SparseIndex, DENSE: DenseIndex}  # the corpus index that serves each indexed head (heads.HEADS)

@@ -29,7 +29,7 @@ import numpy as np
 
 from HybridPQA.heads import DENSE, HYBRID, SPARSE
 from HybridPQA.heads import scorers as scorers_of
-from HybridPQA.retrieval.index import top_k
+from HybridPQA.retrieval.kernels import top_k
 
 Run = dict[str, dict[str, float]]
 QUERY_CHUNK = 256  # queries scored against the whole corpus at once: (chunk, N) float32 per head

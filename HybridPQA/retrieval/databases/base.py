@@ -35,7 +35,7 @@ import scipy.sparse as sp
 from HybridPQA.errors import InputError
 from HybridPQA.heads import DENSE, SPARSE
 from HybridPQA.retrieval.folder import DOCIDS_FILE
-from HybridPQA.retrieval.index import dense_dots, sparse_dots
+from HybridPQA.retrieval.kernels import dense_dots, sparse_dots
 from HybridPQA.retrieval.store import CorpusStore
 from HybridPQA.scoring import Fusion
 

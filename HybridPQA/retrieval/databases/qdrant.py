@@ -29,7 +29,7 @@ from HybridPQA.errors import InputError
 from HybridPQA.heads import DENSE, SPARSE
 from HybridPQA.retrieval.databases.base import MARK, VectorDatabase, sparse_rows
 from HybridPQA.retrieval.databases.qdrant_edge import EdgeClient
-from HybridPQA.retrieval.index import dense_dots, sparse_dots
+from HybridPQA.retrieval.kernels import dense_dots, sparse_dots
 from HybridPQA.retrieval.store import Hits
 from HybridPQA.scoring import Fusion
 

@@ -19,9 +19,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from HybridPQA.errors import InputError
-from HybridPQA.retrieval.index import SparseIndex, top_k
+from HybridPQA.retrieval.index import SparseIndex
+from HybridPQA.retrieval.kernels import top_k
 
 LEVELS = 255  # the largest integer impact
+BUILD_ROWS = 20_000
 
 
 class BmpEngine:
@@ -81,12 +83,13 @@ def _build(bmp, docs: sp.csr_matrix, path: Path, bsize: int, compress_range: boo
     """Write BMP's index of `docs` (rows in order) to `path` -> the weight scale used."""
     docs = sp.csr_matrix(docs, dtype=np.float32)
     scale = LEVELS / max(float(docs.data.max(initial=0.0)), 1e-9)
-    impacts = np.clip(np.rint(docs.data * scale), 1, LEVELS).astype(np.int64).tolist()
-    terms = docs.indices.astype(str).tolist()
-    indptr = docs.indptr.tolist()
     indexer = bmp.Indexer(str(path), bsize=bsize, compress_range=compress_range)
-    for row in range(docs.shape[0]):
-        lo, hi = indptr[row], indptr[row + 1]
-        indexer.add_document(str(row), dict(zip(terms[lo:hi], impacts[lo:hi])))
+    for start in range(0, docs.shape[0], BUILD_ROWS):  # Python's dicts a block of rows at a time: bounded memory
+        block = docs[start:start + BUILD_ROWS]
+        impacts = np.clip(np.rint(block.data * scale), 1, LEVELS).astype(np.int64).tolist()
+        terms, indptr = block.indices.astype(str).tolist(), block.indptr.tolist()
+        for row in range(block.shape[0]):
+            lo, hi = indptr[row], indptr[row + 1]
+            indexer.add_document(str(start + row), dict(zip(terms[lo:hi], impacts[lo:hi])))
     indexer.finish()
     return scale

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from HybridPQA.errors import InputError
-from HybridPQA.retrieval.index import DenseIndex, top_k
+from HybridPQA.retrieval.index import DenseIndex
+from HybridPQA.retrieval.kernels import top_k
 
 
 class FaissEngine:

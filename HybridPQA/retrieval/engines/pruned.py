@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from HybridPQA.retrieval.index import SparseIndex, keep_largest, top_k
+from HybridPQA.retrieval.index import SparseIndex
+from HybridPQA.retrieval.kernels import keep_largest, top_k
 
 
 class PrunedEngine:
