@@ -124,7 +124,7 @@ def test_merge_order_yaml_env_cli(tmp_path, monkeypatch):
     (["DATA.VAL_FROM_TRAIN", "1.0", "VAL_DATA_PATH", "None"], "VAL_FROM_TRAIN = 1.0 must lie in [0, 1)"),
     (["FUSION.NORM", "l2"], "RETRIEVER.FUSION.NORM = 'l2' is not one of none, min-max, z-score"),
     (["FUSION.RRF_K", "0"], "RETRIEVER.FUSION.RRF_K = 0 must be an integer >= 1"),
-    (["INDEX.DENSE", "annoy"], "is not one of torch, faiss, hnsw, ivf-pq"),
+    (["INDEX.DENSE", "annoy"], "is not one of torch, faiss, hnsw, hnsw-sq8, ivf-pq"),
 ])
 def test_bad_values_give_one_line_errors(overrides, message):
     with pytest.raises(InputError) as err:

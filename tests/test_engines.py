@@ -117,7 +117,7 @@ def test_seismic_without_pruning_finds_the_exact_top_10():
 
 
 def test_bmp_exact_finds_the_exact_top_10_and_pruned_stays_close(tmp_path):
-    """BMP at ALPHA = BETA = 1 finds the exact top-10 but for ties of its 8-bit impacts, each hit
+    """BMP at THRESHOLD = QUERY_SHARE = 1 finds the exact top-10 but for ties of its 8-bit impacts, each hit
     re-scored exactly; pruned, it still finds most of it. Saved and loaded, it searches the same index."""
     pytest.importorskip("bmp")
     index, q = corpus(EngineSettings())
@@ -128,7 +128,7 @@ def test_bmp_exact_finds_the_exact_top_10_and_pruned_stays_close(tmp_path):
     assert np.allclose(values, np.take_along_axis(full, got, 1), atol=1e-5) and engine.nbytes > 0
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want)]) >= 0.95
     engine.save(tmp_path)
-    loaded = type(engine)(index.indexes["sparse"], settings(sparse="bmp", bmp={**DEFAULTS.bmp, "alpha": 0.7, "beta": 0.7}),
+    loaded = type(engine)(index.indexes["sparse"], settings(sparse="bmp", bmp={**DEFAULTS.bmp, "threshold": 0.7, "query_share": 0.7}),
                           tmp_path)
     pruned, _ = loaded.search(q["sparse"], 10)
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(pruned, want)]) >= 0.5
@@ -196,7 +196,7 @@ def test_hnsw_sq8_rescores_its_hits_exactly():
 def test_engine_settings_are_checked():
     for key, value in (("RETRIEVER.INDEX.SPARSE", "hnsw"), ("RETRIEVER.INDEX.HYBRID", "union"),
                        ("RETRIEVER.INDEX.CANDIDATES", "0"), ("RETRIEVER.INDEX.SEISMIC.HEAP_FACTOR", "1.5"),
-                       ("RETRIEVER.INDEX.BMP.ALPHA", "0.0"), ("RETRIEVER.INDEX.QUERY_TERMS", "-1")):
+                       ("RETRIEVER.INDEX.BMP.THRESHOLD", "0.0"), ("RETRIEVER.INDEX.QUERY_TERMS", "-1")):
         with pytest.raises(InputError, match=key.split(".")[-1]):
             load_config(None, [key, value], dotenv_path=None)
     index, _ = corpus(EngineSettings())

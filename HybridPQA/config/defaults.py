@@ -276,13 +276,14 @@ _C.RETRIEVER.INDEX.SEISMIC.MAX_FRACTION = 1.5
 _C.RETRIEVER.INDEX.SEISMIC.DOC_CUT = 15
 _C.RETRIEVER.INDEX.SEISMIC.QUERY_CUT = 20  # a query's largest terms searched
 _C.RETRIEVER.INDEX.SEISMIC.HEAP_FACTOR = 0.7  # a block is skipped when its summary score < heap_factor * k-th best
-# Block-max pruning: BSIZE documents per block (built), ALPHA stops when no block left can beat ALPHA x
-# the k-th best (1 = exact), BETA keeps the query terms holding that share of its weight (1 = all)
+# Block-max pruning: BSIZE documents per block (built), THRESHOLD stops when no block left can beat
+# THRESHOLD x the k-th best (BMP's alpha; 1 = exact), QUERY_SHARE keeps the query terms holding that share
+# of its weight (BMP's beta; 1 = all)
 _C.RETRIEVER.INDEX.BMP = CN()
 _C.RETRIEVER.INDEX.BMP.BSIZE = 32
 _C.RETRIEVER.INDEX.BMP.COMPRESS_RANGE = False
-_C.RETRIEVER.INDEX.BMP.ALPHA = 1.0
-_C.RETRIEVER.INDEX.BMP.BETA = 1.0
+_C.RETRIEVER.INDEX.BMP.THRESHOLD = 1.0
+_C.RETRIEVER.INDEX.BMP.QUERY_SHARE = 1.0
 _C.RETRIEVER.INDEX.PRUNED = CN()
 _C.RETRIEVER.INDEX.PRUNED.DOC_TERMS = 64  # a document's largest weights kept in the pruned inverted index
 _C.RETRIEVER.INDEX.HNSW = CN()

@@ -202,8 +202,8 @@ def _index_rules(cfg: CN) -> list[tuple[bool, str]]:
         (not 0.0 < cfg.RETRIEVER.INDEX.SEISMIC.HEAP_FACTOR <= 1.0 or not 0.0 < cfg.RETRIEVER.INDEX.SEISMIC.SUMMARY_ENERGY <= 1.0
          or not 0.0 < cfg.RETRIEVER.INDEX.SEISMIC.CENTROID_FRACTION <= 1.0,
          "RETRIEVER.INDEX.SEISMIC.HEAP_FACTOR, SUMMARY_ENERGY and CENTROID_FRACTION must lie in (0, 1]"),
-        (not 0.0 < cfg.RETRIEVER.INDEX.BMP.ALPHA <= 1.0 or not 0.0 < cfg.RETRIEVER.INDEX.BMP.BETA <= 1.0,
-         "RETRIEVER.INDEX.BMP.ALPHA and BETA must lie in (0, 1] (1: exact)"),
+        (not 0.0 < cfg.RETRIEVER.INDEX.BMP.THRESHOLD <= 1.0 or not 0.0 < cfg.RETRIEVER.INDEX.BMP.QUERY_SHARE <= 1.0,
+         "RETRIEVER.INDEX.BMP.THRESHOLD and QUERY_SHARE must lie in (0, 1] (1: exact)"),
         (cfg.RETRIEVER.INDEX.HYBRID == "native" and cfg.RETRIEVER.INDEX.STORE == "memory",
          "RETRIEVER.INDEX.HYBRID = 'native' is a vector database's own fusion; set RETRIEVER.INDEX.STORE qdrant or milvus"),
         (not isinstance(cfg.RETRIEVER.INDEX.URI, str) or not isinstance(cfg.RETRIEVER.INDEX.COLLECTION, str),

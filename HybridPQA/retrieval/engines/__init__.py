@@ -26,6 +26,7 @@ from pathlib import Path
 
 
 from HybridPQA.backends import ENGINES, MEMORY, load
+from HybridPQA.heads import SPARSE
 from HybridPQA.retrieval.index import DenseIndex, SparseIndex
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class EngineSettings:
     candidates: int = 200
     norm_sample: int = 1000  # documents whose scores give the candidate hybrid's normalisation statistics
     seismic: dict = field(default_factory=dict)  # n_postings, centroid_fraction, ..., query_cut, heap_factor
-    bmp: dict = field(default_factory=dict)  # bsize, compress_range, alpha, beta
+    bmp: dict = field(default_factory=dict)  # bsize, compress_range, threshold, query_share
     pruned: dict = field(default_factory=dict)  # doc_terms
     hnsw: dict = field(default_factory=dict)  # m, ef_construction, ef_search
     ivf: dict = field(default_factory=dict)  # nlist (0: 4 sqrt(N)), nprobe, pq_m, pq_bits
@@ -72,7 +73,7 @@ class EngineSettings:
 
     def exact_head(self, head: str) -> bool:
         """This head's engine ranks every document by its exact score."""
-        return not ENGINES[self.engine(head)].approximate and not (head == "sparse" and self.query_terms)
+        return not ENGINES[self.engine(head)].approximate and not (head == SPARSE and self.query_terms)
 
     @property
     def exact(self) -> bool:
@@ -84,7 +85,7 @@ class EngineSettings:
         return getattr(self, f"{head}_candidates") or self.candidates
 
     def describe(self, head: str) -> str:
-        pruned = f" query_terms={self.query_terms}" if head == "sparse" and self.query_terms else ""
+        pruned = f" query_terms={self.query_terms}" if head == SPARSE and self.query_terms else ""
         return self.engine(head) + "".join(f" {k}={v}" for k, v in self.params(head).items()) + pruned
 
 

@@ -1,7 +1,8 @@
 """Block-Max Pruning (`bmp` on PyPI, pisa-engine/BMP; Mallia, Suel & Tonellotto, SIGIR 2024) over the
 rows of a SparseIndex: documents in blocks of BSIZE rows, each term's maximum impact per block kept,
-blocks visited best bound first and the search stopped when no block left can beat ALPHA times the
-k-th best score; BETA keeps the query terms that hold that share of the query's weight.
+blocks visited best bound first and the search stopped when no block left can beat THRESHOLD times
+the k-th best score (BMP's alpha); QUERY_SHARE (its beta) keeps the query terms that hold that share
+of the query's weight.
 
 BMP stores integer impacts: each weight is scaled so the corpus's largest becomes 255 and rounded
 (at least 1), the scale kept with the engine. It only has to find candidates: the candidate
@@ -54,7 +55,7 @@ class BmpEngine:
 
     def configure(self, settings) -> None:
         """Search-time parameters (not part of what is built)."""
-        self.alpha, self.beta = float(settings.bmp["alpha"]), float(settings.bmp["beta"])
+        self.alpha, self.beta = float(settings.bmp["threshold"]), float(settings.bmp["query_share"])
 
     def save(self, folder: Path) -> None:
         for name in ("index.bmp", "scale.json"):
