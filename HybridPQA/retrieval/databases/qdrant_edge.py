@@ -68,10 +68,18 @@ class EdgeClient:
         return SimpleNamespace(config=SimpleNamespace(metadata=metadata if isinstance(metadata, dict) else None))
 
     def delete_collection(self, collection: str) -> None:
-        shard = self.shards.pop(collection, None)
+        """Remove a collection this client made: only a real folder whose collection.json parses (the
+        adapter has checked the mark inside it is this index's before asking)."""
+        shard, folder = self.shards.pop(collection, None), self._folder(collection)
         if shard is not None:
             shard.close()
-        shutil.rmtree(self._folder(collection), ignore_errors=True)
+        try:
+            ours = isinstance(json.loads((folder / METADATA).read_text(encoding="utf-8")), dict)
+        except (OSError, ValueError):
+            ours = False
+        if not ours or folder.is_symlink():
+            raise InputError(f"{folder}: not a collection HybridPQA wrote (no readable {METADATA}); left alone")
+        shutil.rmtree(folder)
 
     # -- points --------------------------------------------------------------------------------------
     def upsert(self, collection: str, points: list, wait: bool = True) -> None:
