@@ -14,8 +14,8 @@ Query-side markers are inserted inside the graph; inference-free query sides are
 The text options (`text`: NORMALIZE, INSERT_SOURCE, FLATTEN_ATTRIBUTE, ...) rewrite a text before it is
 tokenised, so a runtime elsewhere applies them first (`data.text.TextOptions(**manifest["text"])`), as
 `HybridRetriever.from_pretrained(folder)` does.
-Inside the graph the sparse head takes the plain path (the (B, L, V) logits, then the masked max),
-the one ONNX can express; the tiled kernel computes the same values in PyTorch.
+Inside the graph the sparse head projects the vocabulary in fixed tiles, each tile's max over the
+text taken before the next (heads.ONNX_VOCAB_TILE), so the (B, L, V) logits never exist at once.
 """
 from __future__ import annotations
 
