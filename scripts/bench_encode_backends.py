@@ -140,7 +140,7 @@ def main(argv=None) -> dict:
         base = report["backends"]
         for mine in ("onnx fp32", "onnx int8", "openvino fp32"):
             for other in ("pytorch fp32", "pytorch bf16", "two graphs fp32", "two graphs int8"):
-                if other in base and other != mine:
+                if mine in base and other in base and other != mine:
                     ratio = base[other]["seconds"] / base[mine]["seconds"]
                     base[f"{mine} / {other} docs/s"] = ratio
                     print(f"{mine} vs {other}: {ratio:.2f}x the docs/s")

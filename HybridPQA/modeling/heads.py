@@ -41,8 +41,10 @@ class LateHead(nn.Module):
         return vectors * attention_mask.unsqueeze(-1).to(vectors.dtype)
 
 
-# terms per projection tile inside an ONNX graph: 256 encoded corpora fastest in ONNX Runtime (fp32 and
-# int8, against 1,024 and 4,096 and the whole vocabulary at once; scripts/bench_encode_backends.py)
+# terms per projection tile inside a corpus (context) ONNX graph: 256 encoded corpora fastest in ONNX
+# Runtime, fp32 and int8, against 64, 128, 1,024, 4,096 and the whole vocabulary at once. A query graph
+# projects the whole vocabulary at once: one short text's (1, L, V) logits are small, and one matmul
+# answered sooner than 120 small ones (scripts/bench_encode_backends.py)
 ONNX_VOCAB_TILE = 256
 
 
@@ -58,17 +60,19 @@ class SpladeHead(nn.Module):
         super().__init__()
         self.register_buffer("vocab_mask", vocab_mask.bool(), persistent=False)
         self.agg, self.top_k, self.chunk = agg, top_k, chunk
+        self.onnx_tile: int | None = ONNX_VOCAB_TILE  # terms per projection tile in an exported graph (None: all)
 
     def forward(self, states: torch.Tensor, attention_mask: torch.Tensor, decoder: nn.Linear | None = None):
         pad = ~attention_mask.bool()
         if self.agg == "max" and decoder is not None and torch.onnx.is_in_onnx_export():
             # in a graph: padding takes the text's first real token's state, so the max needs no mask, and
-            # the bias comes after it; the vocabulary in tiles of ONNX_VOCAB_TILE terms (a static unroll: the
+            # the bias comes after it; the vocabulary in tiles of `onnx_tile` terms (a static unroll: the
             # vocabulary is fixed), so the runtime reuses one (B, L, tile) buffer, never the (B, L, V) logits
             first = torch.gather(states, 1, (~pad).long().argmax(1)[:, None, None].expand(-1, 1, states.shape[-1]))
             states, weight = torch.where(pad.unsqueeze(-1), first, states), decoder.weight
-            pooled = torch.cat([torch.matmul(states, weight[t:t + ONNX_VOCAB_TILE].t()).amax(dim=1)
-                                for t in range(0, weight.shape[0], ONNX_VOCAB_TILE)], dim=-1)
+            tile = self.onnx_tile or weight.shape[0]
+            pooled = torch.cat([torch.matmul(states, weight[t:t + tile].t()).amax(dim=1)
+                                for t in range(0, weight.shape[0], tile)], dim=-1)
             weights = torch.log1p(torch.relu(pooled + decoder.bias if decoder.bias is not None else pooled))
         elif self.agg == "max" and decoder is not None:
             bias = decoder.bias if decoder.bias is not None else torch.zeros(decoder.out_features, device=states.device)

@@ -1,6 +1,6 @@
 """A HybridPQA bi-encoder as ONNX graphs that any ONNX runtime serves, one call giving every vector:
 
-<out>/query.onnx, <out>/context.onnx   one graph per encoder side (one, encoder.onnx, when shared)
+<out>/query.onnx, <out>/context.onnx   one graph per encoder side (one, encoder.onnx, when shared and dense only)
 <out>/tokenizer files                  the model's tokenizer (tokenizer.json: `tokenizers` alone reads it)
 <out>/hybridpqa_onnx.json              what each graph takes and gives, the max lengths, the similarity,
                                        the text options to apply before tokenising, each graph's sha256
@@ -14,8 +14,10 @@ Query-side markers are inserted inside the graph; inference-free query sides are
 The text options (`text`: NORMALIZE, INSERT_SOURCE, FLATTEN_ATTRIBUTE, ...) rewrite a text before it is
 tokenised, so a runtime elsewhere applies them first (`data.text.TextOptions(**manifest["text"])`), as
 `HybridRetriever.from_pretrained(folder)` does.
-Inside the graph the sparse head projects the vocabulary in fixed tiles, each tile's max over the
-text taken before the next (heads.ONNX_VOCAB_TILE), so the (B, L, V) logits never exist at once.
+Inside the context graph the sparse head projects the vocabulary in fixed tiles, each tile's max over
+the text taken before the next (heads.ONNX_VOCAB_TILE), so a corpus batch's (B, L, V) logits never
+exist at once; the query graph projects it whole (a short text's logits are small). So a shared
+encoder with a sparse head still gives two graphs.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from HybridPQA.errors import InputError
 from HybridPQA.files import file_digest
 from HybridPQA.heads import DENSE, HEADS, LATE, SPARSE
 from HybridPQA.modeling.encode import Encoder
+from HybridPQA.modeling.heads import ONNX_VOCAB_TILE, SpladeHead
 from HybridPQA.modeling.manifest import FILES, write_manifest
 
 MANIFEST = FILES["onnx"]
@@ -59,9 +62,10 @@ class SideGraph(nn.Module):
         return tuple(out)
 
 
-def graph_files(model: nn.Module) -> dict[str, str]:
-    """{side: file}: one graph per side, one for both when the encoder is shared."""
-    if model.context_encoder is None:
+def graph_files(model: nn.Module, heads: tuple[str, ...] | None) -> dict[str, str]:
+    """{side: file}: one graph per side, one for both when the encoder is shared and
+    exports no sparse head."""
+    if model.context_encoder is None and (SPARSE not in model.heads or heads is not None and SPARSE not in heads):
         return {"query": "encoder.onnx", "context": "encoder.onnx"}
     return {"query": "query.onnx", "context": "context.onnx"}
 
@@ -80,7 +84,7 @@ def export_onnx(encoder: Encoder, folder: str | Path, top_k: int | None = None, 
         raise InputError("export --format=onnx: late-interaction (token vector) models are not exported; "
                          "export a hybrid, dense or sparse checkpoint")
     folder.mkdir(parents=True, exist_ok=True)
-    files, graphs = graph_files(model), {}
+    files, graphs = graph_files(model, heads), {}
     sample = encoder.tokenizer(["a short text", "a somewhat longer second text of the sample batch"], padding=True,
                                return_tensors="pt", return_token_type_ids=False)
     for side, name in files.items():
@@ -91,6 +95,9 @@ def export_onnx(encoder: Encoder, folder: str | Path, top_k: int | None = None, 
         side_heads = tuple(h for h in (DENSE, SPARSE) if h in side_encoder.heads and (heads is None or h in heads))
         if not side_heads:
             raise InputError(f"export --format=onnx: the {side} encoder has none of the heads {list(heads or [])}")
+        for head in model.modules():
+            if isinstance(head, SpladeHead):
+                head.onnx_tile = ONNX_VOCAB_TILE if side == "context" else None
         graph = SideGraph(model, side, side_heads, encoder.encoding.cosine, top_k)
         axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"}}
         axes.update({o: {0: "batch"} for o in graph.output_names})
