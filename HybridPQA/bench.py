@@ -92,5 +92,6 @@ def finish(report: dict, output: str | None) -> dict:
     """Print the report as one JSON line, and write it (indented) to `output` when given."""
     print(json.dumps(report))
     if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(json.dumps(report, indent=2))
     return report
