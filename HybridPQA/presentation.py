@@ -5,6 +5,10 @@
 from __future__ import annotations
 
 import html
+import weakref
+
+import numpy as np
+from tokenizers import Tokenizer
 
 from HybridPQA.heads import DENSE, HYBRID, SPARSE
 from HybridPQA.modeling.explain import Explanation
@@ -51,25 +55,60 @@ def _bar_rows(rows: list[tuple[str, float]], color: str) -> str:
                    f"{100 * abs(w) / top:.0f}%;background:{color}'></span></td></tr>" for t, w in rows)
 
 
+_PLAIN = weakref.WeakKeyDictionary()
+
+
+def _plain_backend(tokenizer):
+    """A fast tokenizer's Rust encoder, copied once with no padding and no truncation (the original's
+    settings are whatever the last transformers call left) -> None for a slow tokenizer."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    if tokenizer not in _PLAIN:
+        plain = Tokenizer.from_str(backend.to_str())
+        plain.no_padding()
+        plain.no_truncation()
+        _PLAIN[tokenizer] = plain
+    return _PLAIN[tokenizer]
+
+
+def with_offsets(tokenizer, texts: list[str]) -> list[dict]:
+    """Each text's word pieces without special tokens: [{input_ids, offset_mapping}] as int32 arrays
+    ((n,) and (n, 2)). A fast tokenizer's Rust encoder is called directly: the transformers wrapper's
+    conversion of the offsets doubled the time of a page of hits."""
+    backend = _plain_backend(tokenizer)
+    if backend is None:
+        batch = tokenizer(texts, return_offsets_mapping=True, add_special_tokens=False, truncation=False)
+        pairs = [(batch["input_ids"][j], batch["offset_mapping"][j]) for j in range(len(texts))]
+    else:
+        pairs = [(e.ids, e.offsets) for e in backend.encode_batch(texts, add_special_tokens=False)]
+    return [{"input_ids": np.asarray(ids, dtype=np.int32),
+             "offset_mapping": np.asarray(offsets, dtype=np.int32).reshape(-1, 2)} for ids, offsets in pairs]
+
+
 def highlighted(text: str, tokenizer, matches: list[tuple[str, float, float, float]], encoded=None,
                 vocabulary: list[str] | None = None) -> str:
     """The document's own text, each word piece that matches a query term shaded by its contribution
     to the sparse score (its q*d in the tooltip); spans from the tokenizer's offsets (`encoded`: the
-    text's encoding with offsets, when already at hand; `vocabulary`: the tokenizer's pieces by id,
+    text's with_offsets encoding, when already at hand; `vocabulary`: the tokenizer's pieces by id,
     a list lookup instead of a tokenizer call per text)."""
     weight = {t: p for t, _, _, p in matches}
     top = max(list(weight.values()) + [1e-9])
     if encoded is None:
-        encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False, truncation=False)
-    pieces = [vocabulary[i] for i in encoded["input_ids"]] if vocabulary is not None \
-        else tokenizer.convert_ids_to_tokens(encoded["input_ids"])
+        encoded = with_offsets(tokenizer, [text])[0]
+    ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+    distinct = np.unique(ids).tolist()
+    names = [vocabulary[i] for i in distinct] if vocabulary is not None else tokenizer.convert_ids_to_tokens(distinct)
+    wanted = [i for i, name in zip(distinct, names) if name in weight]
+    piece = dict(zip(distinct, names))
     out, at = [], 0
-    for piece, (start, end) in zip(pieces, encoded["offset_mapping"]):
-        if piece not in weight or start < at:
+    for position in np.flatnonzero(np.isin(ids, wanted)).tolist():  # only the matching pieces, in text order
+        (start, end), name = offsets[position].tolist(), piece[int(ids[position])]
+        if start < at:
             continue
-        share = weight[piece] / top
+        share = weight[name] / top
         out += [html.escape(text[at:start]), f"<mark style='background:rgba(230,120,0,{0.15 + 0.85 * share:.2f})' "
-                f"title='{html.escape(piece)}: q*d {weight[piece]:.4f}'>{html.escape(text[start:end])}</mark>"]
+                f"title='{html.escape(name)}: q*d {weight[name]:.4f}'>{html.escape(text[start:end])}</mark>"]
         at = end
     return "".join(out + [html.escape(text[at:])])
 

@@ -218,3 +218,25 @@ def test_a_missing_or_damaged_index_stops_serve_at_start_with_one_line(served, t
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert stopped.value.code == 2 and len(errors) == 1 and message in errors[0]
 
+
+
+def test_hit_pieces_are_kept_by_text_and_bounded(splade_tiny):
+    """The service's cache of hit texts' word pieces gives what a fresh tokenizer call gives, shades the
+    same spans, and keeps at most its size (least recently shown out first)."""
+    from transformers import AutoTokenizer
+
+    from HybridPQA.presentation import highlighted, with_offsets
+    from HybridPQA.serving.hits import Pieces
+
+    tokenizer = AutoTokenizer.from_pretrained(splade_tiny)
+    texts = ["Batteries last longer in the cold.", "The battery charges in two hours.", "Résumé of a café."]
+    pieces = Pieces(size=2)
+    first = pieces.encode(tokenizer, texts[:2])
+    again = pieces.encode(tokenizer, [texts[1], texts[2]])
+    assert (pieces.asked, pieces.found) == (4, 1) and list(pieces.kept) == texts[1:]
+    fresh = with_offsets(tokenizer, texts)
+    for got, want in zip([*first, again[1]], fresh):
+        assert (got["input_ids"] == want["input_ids"]).all() and (got["offset_mapping"] == want["offset_mapping"]).all()
+    page = highlighted(texts[1], tokenizer, [("battery", 1.0, 1.0, 1.0), ("hours", 1.0, 0.5, 0.5)], again[0])
+    assert page.count("<mark") == 2 and ">battery</mark>" in page and ">hours</mark>" in page
+    assert highlighted(texts[2], tokenizer, [("cafe", 1.0, 1.0, 1.0)]).count(">café</mark>") == 1

@@ -7,6 +7,7 @@ document match on, used by explain, RETRIEVER.VISUALIZE and the service.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -77,10 +78,18 @@ def explain_pair(encoder: Encoder, query: str, document: str, fusion: Fusion, to
     return out
 
 
+class CsrRow(NamedTuple):
+    """One sparse vector as a CSR row's two arrays (term ids, weights)."""
+    indices: np.ndarray
+    data: np.ndarray
+
+
 def matched_terms(query_row, document_row) -> list[tuple[int, float, float, float]]:
     """The terms one sparse query vector and one sparse document vector (1 x V CSR rows) share:
     (term id, q_v, d_v, q_v * d_v), largest product first; the products sum to the sparse score."""
-    weights = dict(zip(query_row.indices.tolist(), query_row.data.tolist()))
-    shared = [(t, weights[t], w) for t, w in zip(document_row.indices.tolist(), document_row.data.tolist())
-              if t in weights and weights[t] * w != 0]
-    return sorted(((t, q, d, q * d) for t, q, d in shared), key=lambda m: (-m[3], m[0]))
+    terms, at_q, at_d = np.intersect1d(query_row.indices, document_row.indices, assume_unique=True, return_indices=True)
+    q, d = query_row.data[at_q].astype(np.float64), document_row.data[at_d].astype(np.float64)
+    products = q * d
+    keep = np.flatnonzero(products != 0)
+    order = keep[np.lexsort((terms[keep], -products[keep]))]
+    return list(zip(terms[order].tolist(), q[order].tolist(), d[order].tolist(), products[order].tolist()))

@@ -6,7 +6,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from HybridPQA.api import SearchIndex
-from HybridPQA.serving.hits import describe_hits
+from HybridPQA.serving.hits import Pieces, describe_hits
 
 
 class Batcher:
@@ -14,7 +14,7 @@ class Batcher:
     request waiting (up to `size`), grouped by index and scorer, searched at the largest k asked."""
 
     def __init__(self, size: int = 32):
-        self.size, self.queue, self.loop = size, None, None
+        self.size, self.queue, self.loop, self.pieces = size, None, None, {}
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hybridpqa-search")
 
     async def search(self, index: SearchIndex, name: str, query: str, k: int, scorer: str, detail: bool) -> list[dict]:
@@ -37,8 +37,9 @@ class Batcher:
             for (_, (scorer, detail)), items in groups.items():
                 k = max(item[3] for item in items)
                 try:
+                    pieces = self.pieces.setdefault(items[0][1], Pieces())  # only the worker thread uses it
                     found = await loop.run_in_executor(self.worker, describe_hits, items[0][0],
-                                                       [item[2] for item in items], k, scorer, detail)
+                                                       [item[2] for item in items], k, scorer, detail, pieces)
                 except Exception as err:  # noqa: BLE001 - handed to each waiting request, which reports it
                     for item in items:
                         item[5].set_exception(err)
