@@ -96,21 +96,19 @@ def highlighted(text: str, tokenizer, matches: list[tuple[str, float, float, flo
     top = max(list(weight.values()) + [1e-9])
     if encoded is None:
         encoded = with_offsets(tokenizer, [text])[0]
-    ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
-    distinct = np.unique(ids).tolist()
+    ids, offsets = encoded["input_ids"].tolist(), encoded["offset_mapping"]
+    distinct = list(set(ids))
     names = [vocabulary[i] for i in distinct] if vocabulary is not None else tokenizer.convert_ids_to_tokens(distinct)
-    wanted = [i for i, name in zip(distinct, names) if name in weight]
-    piece = dict(zip(distinct, names))
+    marks = {i: (f"<mark style='background:rgba(230,120,0,{0.15 + 0.85 * weight[name] / top:.2f})' "
+                 f"title='{html.escape(name)}: q*d {weight[name]:.4f}'>") for i, name in zip(distinct, names) if name in weight}
+    escape = html.escape if any(c in text for c in "&<>\"'") else str  # most texts have nothing to escape
     out, at = [], 0
-    for position in np.flatnonzero(np.isin(ids, wanted)).tolist():  # only the matching pieces, in text order
-        (start, end), name = offsets[position].tolist(), piece[int(ids[position])]
-        if start < at:
-            continue
-        share = weight[name] / top
-        out += [html.escape(text[at:start]), f"<mark style='background:rgba(230,120,0,{0.15 + 0.85 * share:.2f})' "
-                f"title='{html.escape(name)}: q*d {weight[name]:.4f}'>{html.escape(text[start:end])}</mark>"]
-        at = end
-    return "".join(out + [html.escape(text[at:])])
+    for position in [p for p, i in enumerate(ids) if i in marks]:  # only the matching pieces, in text order
+        start, end = offsets[position].tolist()
+        if start >= at:
+            out += [escape(text[at:start]), marks[ids[position]], escape(text[start:end]), "</mark>"]
+            at = end
+    return "".join(out + [escape(text[at:])])
 
 
 def render_html(e: Explanation, tokenizer) -> str:

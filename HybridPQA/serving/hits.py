@@ -8,7 +8,6 @@ from __future__ import annotations
 import html
 from collections import OrderedDict
 
-import numpy as np
 
 from HybridPQA.api import SearchIndex
 from HybridPQA.heads import DENSE, SPARSE
@@ -74,8 +73,8 @@ def _add_terms(index: SearchIndex, hits: list[dict], rows, query_row, pieces: Pi
     for j, (hit, encoded) in enumerate(zip(hits, encodings)):
         row = slice(docs.indptr[j], docs.indptr[j + 1])  # the CSR row's arrays: no scipy row object per hit
         matched = matched_terms(query_row, CsrRow(docs.indices[row], docs.data[row]))
-        own = np.isin([t for t, *_ in matched[:TERMS_SHOWN]], encoded["input_ids"]).tolist()
-        hit["terms"] = [{"term": terms[t], "weight": round(p, 5), "expansion": not mine}
-                        for (t, _, _, p), mine in zip(matched[:TERMS_SHOWN], own)]
+        own = set(encoded["input_ids"].tolist())
+        hit["terms"] = [{"term": terms[t], "weight": round(p, 5), "expansion": t not in own}
+                        for t, _, _, p in matched[:TERMS_SHOWN]]
         shaded = [(terms[t], q, d, p) for t, q, d, p in matched]
         hit["html"] = highlighted(hit["text"], tokenizer, shaded, encoded, terms) if hit["text"] else html.escape(hit["id"])
