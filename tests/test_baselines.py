@@ -264,3 +264,42 @@ def test_output_placeholder_becomes_an_absolute_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _, (row,) = load_table("t", Path("out"), root=tmp_path)
     assert row.cfg.RETRIEVER.DISTILL.TEACHER_RUN == str(tmp_path / "out" / "t" / "runs" / "x.trec")
+
+
+@pytest.mark.slow  # runs three BM25 rows as `hybridpqa train` processes
+def test_reproduce_rows_runs_a_row_and_its_pair_and_reuses_the_rest(tmp_path, product_qa, capsys):
+    """--rows runs the named rows and their PAIRS partners; other rows come from earlier runs in the
+    output folder or show as "not run"; an unknown row is a one-line error."""
+    from HybridPQA.paper import reproduce
+
+    table = tmp_path / "paper" / "mini"
+    table.mkdir(parents=True)
+    (table / "table.yaml").write_text(
+        "TITLE: 'mini'\nMETRICS: ['mrr@5', 'map']\nROWS: ['plain', 'soft', 'short']\nREFERENCE: 'plain'\n"
+        "PAIRS: [['soft', 'plain']]\n")
+    for name, b in (("plain", 0.4), ("soft", 0.75), ("short", 0.1)):
+        (table / f"{name}.yaml").write_text(
+            f"_BASE_: {QUICK}\nEXP: '{name}'\nRETRIEVER:\n  DO_TRAIN: False\n  MODEL:\n    BIENCODER_TYPE: 'bm25'\n"
+            f"  BM25:\n    B: {b}\nPAPER:\n  ROW: '{name.upper()}'\n  SCORER: 'bm25'\n  DATA: '{product_qa}'\n"
+            "  EXPECT: {mrr@5: [0.7, 0.2]}\n")
+    output, root = tmp_path / "out", tmp_path / "paper"
+    report = reproduce("mini", output, root=root, rows=["soft"])
+    assert report["run"] == ["plain", "soft"] and not (output / "mini" / "short").exists()
+    assert "| SHORT | not run |" in (output / "mini" / "table.md").read_text()
+    assert report["checks"][:3] == [report["checks"][0], report["checks"][1], "SKIP short: not run (--rows)"]
+    assert report["checks"][0].startswith("OK plain") and any(c.startswith("PAIR soft vs plain") for c in report["checks"])
+    before = (output / "mini" / "soft" / "results" / "test.json").stat().st_mtime
+    report = reproduce("mini", output, root=root, rows=["short"])  # the others from the first run, not rerun
+    assert report["run"] == ["short"] and all(report["values"][n]["mrr@5"] > 0.5 for n in ("plain", "soft", "short"))
+    assert (output / "mini" / "soft" / "results" / "test.json").stat().st_mtime == before
+    assert set(report["significance"]) == {"soft", "short", "soft vs plain"}
+    with pytest.raises(InputError, match="--rows: nope is not a row of .*; its rows: plain, soft, short"):
+        reproduce("mini", output, root=root, rows=["nope"])
+
+
+def test_a_paper_row_given_to_train_names_reproduce_rows(tmp_path, product_qa, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", f"--output={tmp_path}", f"--data={product_qa}",
+              f"--config={REPO / 'configs' / 'paper' / 'product-qa' / 'minilm_lexical.yaml'}"])
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "reproduce --table=product-qa --rows=minilm_lexical" in err

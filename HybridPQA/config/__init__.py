@@ -221,7 +221,12 @@ def load_config(path_yaml: str | Path | None = None, overrides: list[str] = (),
     for key, value in zip(base[::2], base[1::2]):
         _set(cfg, resolve_key(cfg, key, "the model"), value, "the model")
     if path_yaml is not None:
-        _merge_dict(cfg, read_yaml(path_yaml), str(path_yaml))
+        experiment = read_yaml(path_yaml)
+        if "PAPER" in experiment:  # a row of configs/paper/<table>/: its PAPER section is reproduce's
+            raise InputError(f"{path_yaml}: a paper table's row (it has a PAPER section); run it with hybridpqa reproduce "
+                             f"--table={Path(path_yaml).parent.name} --rows={experiment.get('EXP', Path(path_yaml).stem)} "
+                             "--output=DIR")
+        _merge_dict(cfg, experiment, str(path_yaml))
     return with_overrides(cfg, overrides, freeze, dotenv_path)
 
 

@@ -35,6 +35,7 @@ _C.RETRIEVER = CN()
 _C.RETRIEVER.DO_TRAIN = True  # train on DATA.TRAIN_DATA_PATH, selecting on DATA.VAL_DATA_PATH
 _C.RETRIEVER.DO_TEST = True  # evaluate the best checkpoint (or the zero-shot model) on DATA.TEST_DATA_PATH
 _C.RETRIEVER.COMPUTE_FLOPS = True  # encoder GFLOPs per query and per context via calflops, in results
+_C.RETRIEVER.MEASURE_COST = True  # (new) a test split's cost columns: FLOPs and the 50-query latency; False: neither
 # write `hybridpqa explain` pages (HTML + text) for 5 test questions and their top hit, in results/<split>.explain/
 _C.RETRIEVER.VISUALIZE = False
 

@@ -53,13 +53,15 @@ class Evaluation:
     select_metric: str = "mrr@5"  # the metric FUSION.TUNE tunes for
     save_index: bool = True  # INDEX.SAVE: a retrieve split's index is kept in the run, searchable
     compute_flops: bool = True
+    measure_cost: bool = True  # MEASURE_COST: FLOPs and latency at all
     config: str | None = None  # the merged config, saved with that index so search rebuilds the model
 
 
 def build_evaluation(cfg: CfgNode) -> Evaluation:
     s = cfg.RETRIEVER.SOLVER
     return Evaluation(cfg.EXP, cfg.RETRIEVER.DATA.NAME, s.TOP_RETRIEVE_COUNT, cfg.RETRIEVER.DATA.IGNORE_IDENTICAL_IDS,
-                      s.SELECT_METRIC, cfg.RETRIEVER.INDEX.SAVE, cfg.RETRIEVER.COMPUTE_FLOPS, cfg.dump())
+                      s.SELECT_METRIC, cfg.RETRIEVER.INDEX.SAVE, cfg.RETRIEVER.COMPUTE_FLOPS, cfg.RETRIEVER.MEASURE_COST,
+                      cfg.dump())
 
 
 def build_ranker(model: BiEncoder | CrossEncoder | BM25, tokenizer, cfg: CfgNode, device: torch.device, dtype):
@@ -141,6 +143,7 @@ def evaluate_split(ranker, data: RankingData, settings: Evaluation, fusion: Fusi
         **({"truncated": tally} if tally is not None else {}),
         "seconds": time.perf_counter() - started,
     }
+    with_efficiency = with_efficiency and settings.measure_cost
     if with_efficiency and getattr(ranker, "corpus", None) is not None and approximated_scorers(ranker.corpus):
         exact = CorpusIndex(ranker.corpus.indexes).search(ranked.query_reps, ranked.qids, fusion, depth or settings.depth)
         results["approximate"] = approximation(ranker.corpus, ranked, cut(exact), fusion, ranker.depth, data.qrels,

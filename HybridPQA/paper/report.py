@@ -15,17 +15,21 @@ from HybridPQA.errors import InputError
 from HybridPQA.evaluation.evaluator import load_results
 from HybridPQA.evaluation.significance import ALPHA, judged, paired_tests, per_query
 from HybridPQA.data.trec import read_trec
-from HybridPQA.paper.rows import Row
+from HybridPQA.paper.rows import QUICK_QUESTIONS, Row
 from HybridPQA.rundir import RunDir
 
 COST = {"gflops_per_query": "GFLOPs/query", "gflops_per_pair": "GFLOPs/pair", "latency_ms_p50": "latency ms"}
 
 
-def collect(rows: list[Row], output: Path) -> dict[str, dict]:
-    """{row: {metric or cost key: value}} from each row's results/test.json."""
-    table = {}
+def collect(rows: list[Row], output: Path, required: list[Row] | None = None) -> dict[str, dict]:
+    """{row: {metric or cost key: value}} from each row's results/test.json; {} for a row outside
+    `required` (--rows) that no earlier run left results for: "not run"."""
+    table, needed = {}, {r.name for r in (rows if required is None else required)}
     for row in rows:
         path = RunDir(output / row.name).results_file("test")
+        if not path.is_file() and row.name not in needed:
+            table[row.name] = {}
+            continue
         if not path.is_file():
             raise InputError(f"{path}: row {row.name} has no test results; run reproduce without --dry-run")
         results = load_results(path)
@@ -38,15 +42,20 @@ def collect(rows: list[Row], output: Path) -> dict[str, dict]:
 
 
 def significance(rows: list[Row], output: Path, reference: str, metrics: list[str],
-                 pairs: list[list[str]] = ()) -> dict[str, dict]:
+                 pairs: list[list[str]] = (), values: dict | None = None) -> dict[str, dict]:
     """{row: {metric: {"p": corrected p-value, "significant": bool}}} against the reference row, and
-    {"ROW vs OVER": ...} for each of `pairs` (table.yaml PAIRS); Bonferroni over all those tests."""
+    {"ROW vs OVER": ...} for each of `pairs` (table.yaml PAIRS); Bonferroni over all those tests.
+    Only rows with results take part (`values`: {} for a row not run)."""
+    values = values or {r.name: True for r in rows}
+    ran = [r for r in rows if values[r.name]]
     ref = next(r for r in rows if r.name == reference)
     qrels = judged(read_split(ref.path_data / ref.cfg.RETRIEVER.DATA.TEST_DATA_PATH).qrels)
-    scores = per_query(qrels, {r.name: read_trec(RunDir(output / r.name).run_file("test", r.scorer)) for r in rows},
+    scores = per_query(qrels, {r.name: read_trec(RunDir(output / r.name).run_file("test", r.scorer)) for r in ran},
                        metrics)
-    compared = {row.name: (row.name, reference) for row in rows if row.name != reference}
-    compared |= {f"{a} vs {b}": (a, b) for a, b in pairs}
+    compared = {row.name: (row.name, reference) for row in ran if row.name != reference and values[reference]}
+    compared |= {f"{a} vs {b}": (a, b) for a, b in pairs if values[a] and values[b]}
+    if not compared:
+        return {}
     tests = paired_tests(scores, list(dict.fromkeys(compared.values())), metrics, "bonferroni")
     return {key: {m: {"p": tests[pair][m].p, "significant": tests[pair][m].significant} for m in metrics}
             for key, pair in compared.items()}
@@ -56,13 +65,16 @@ def _cell(value, digits: int = 4) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def write_tables(rows: list[Row], values: dict, sig: dict, settings: dict, output: Path) -> str:
+def write_tables(rows: list[Row], values: dict, sig: dict, settings: dict, output: Path, steps: int | None = None) -> str:
     """table.md, table.csv and table.tex; returns the Markdown."""
     metrics, reference = settings["METRICS"], settings["REFERENCE"]
     header = ["row", *metrics, *COST.values()]
     body = []
     for row in rows:
         cells = [row.label]
+        if not values[row.name]:  # --rows left it out and no earlier run has it
+            body.append(cells + ["not run"] + [""] * (len(header) - 2))
+            continue
         for m in metrics:
             mark = "†" if sig.get(row.name, {}).get(m, {}).get("significant") else ""
             cells.append(_cell(values[row.name].get(m)) + mark)
@@ -73,7 +85,8 @@ def write_tables(rows: list[Row], values: dict, sig: dict, settings: dict, outpu
             "pair (query encoding shared by its candidates, documents encoded ahead; the cross-encoder runs every pair).")
     md = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                    + ["| " + " | ".join(c) + " |" for c in body] + ["", note])
-    (output / "table.md").write_text(f"## {settings.get('TITLE', '')}\n\n{md}\n")
+    quick = f" (a quick look: --steps={steps}, the first {QUICK_QUESTIONS} questions of each split)" if steps else ""
+    (output / "table.md").write_text(f"## {settings.get('TITLE', '')}{quick}\n\n{md}\n")
     with (output / "table.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header + [f"p_{m}" for m in metrics])
@@ -174,16 +187,25 @@ def checks(rows: list[Row], values: dict, sig: dict, settings: dict, scaled: boo
     """One OK/FAIL line per row (its EXPECT numbers) and per claim of table.yaml."""
     lines = []
     for row in rows:
-        if scaled and row.trains():
-            lines.append(f"SKIP {row.name}: --steps changes training, the expected numbers are for full runs")
+        if not values[row.name]:
+            lines.append(f"SKIP {row.name}: not run (--rows)")
+            continue
+        if scaled:
+            lines.append(f"SKIP {row.name}: a quick look (--steps: fewer steps and {QUICK_QUESTIONS} questions per split); "
+                         "the expected numbers are for full runs")
             continue
         misses = [f"{m} {values[row.name].get(m, float('nan')):.4f} not within {want} ± {tol}"
                   for m, (want, tol) in row.expect.items() if not abs(values[row.name].get(m, float("nan")) - want) <= tol]
         got = ", ".join(f"{m} {values[row.name].get(m, float('nan')):.4f}" for m in row.expect)
         lines.append(f"{'FAIL' if misses else 'OK'} {row.name}: " + ("; ".join(misses) if misses else got or "no EXPECT"))
     for claim in settings.get("CLAIMS") or []:
-        lines.append(f"SKIP claim {claim}: --steps" if scaled else check_claim(claim, values, sig))
+        missing = [n for n in (claim["ROW"], claim["OVER"]) if not values.get(n)]
+        lines.append(f"SKIP claim {claim}: --steps" if scaled else f"SKIP claim {claim}: {', '.join(missing)} not run"
+                     if missing else check_claim(claim, values, sig))
     for a, b in settings.get("PAIRS") or []:
+        if not (values[a] and values[b]):
+            lines.append(f"SKIP PAIR {a} vs {b}: not run")
+            continue
         lines.append(f"PAIR {a} vs {b}: " + ", ".join(
             f"{m} {values[a].get(m, float('nan')):.4f} vs {values[b].get(m, float('nan')):.4f} "
             f"(p = {sig[f'{a} vs {b}'][m]['p']:.3g}{', significant' if sig[f'{a} vs {b}'][m]['significant'] else ''})"

@@ -46,6 +46,7 @@ class Row:
     score_splits: list[str] = field(default_factory=list)
     expect: dict[str, tuple[float, float]] = field(default_factory=dict)
     cfg: CfgNode | None = None  # the merged, validated config (after --steps)
+    overrides: list[str] = field(default_factory=list)  # what --steps adds to the row's command line
 
     def trains(self) -> bool:
         return bool(self.experiment.get("RETRIEVER", {}).get("DO_TRAIN", True))
@@ -82,13 +83,24 @@ def _row(path: Path, output: Path) -> Row:
                path, list(paper.get("AFTER") or []), list(paper.get("SCORE_SPLITS") or []), expect)
 
 
-def steps_overrides(steps: int | None) -> list[str]:
-    """--steps N: train for N steps, evaluate twice, warm up for a tenth."""
+QUICK_QUESTIONS = 200  # --steps: the first questions of each split, train and evaluation alike
+
+
+def steps_overrides(steps: int | None, warmup: int = 0) -> list[str]:
+    """--steps N, a quick look at every stage: train N steps, evaluate twice, warm up the optimiser for
+    a tenth, the masked-LM warm-up capped at N steps (`warmup`: the row's own), the first
+    QUICK_QUESTIONS questions of each split, and no FLOPs or latency measured."""
     if steps is None:
         return []
     return ["SOLVER.TOTAL_TRAIN_STEPS", str(steps), "SOLVER.NUM_STEP_PER_EVAL", str(max(1, steps // 2)),
             "SOLVER.OPTIMIZER.WARMUP_STEPS", str(steps // 10), "SOLVER.REG_WARMUP_STEPS", "None",
-            "DISTILL.SELF_START_STEP", "0"]
+            "DISTILL.SELF_START_STEP", "0", "MODEL.MLM_WARMUP.STEPS", str(min(warmup, steps)),
+            "DATA.COUNT", str(QUICK_QUESTIONS), "MEASURE_COST", "False"]
+
+
+def quick_evaluation(steps: int | None) -> list[str]:
+    """--steps for a row that does not train: the same questions and no cost measured."""
+    return [] if steps is None else ["DATA.COUNT", str(QUICK_QUESTIONS), "MEASURE_COST", "False"]
 
 
 def load_table(table: str, output: Path, steps: int | None = None, root: Path = PAPER_ROOT) -> tuple[dict, list[Row]]:
@@ -115,10 +127,35 @@ def load_table(table: str, output: Path, steps: int | None = None, root: Path = 
         config_file = output / "configs" / f"{row.name}.yaml"
         config_file.parent.mkdir(parents=True, exist_ok=True)
         config_file.write_text(yaml.safe_dump(row.experiment, sort_keys=False))
-        row.cfg = load_config(config_file, steps_overrides(steps) if row.trains() else [],
-                              dotenv_path=".env")
+        warmup = load_config(config_file, dotenv_path=".env").RETRIEVER.MODEL.MLM_WARMUP.STEPS if steps else 0
+        row.overrides = steps_overrides(steps, warmup) if row.trains() else quick_evaluation(steps)
+        row.cfg = load_config(config_file, row.overrides, dotenv_path=".env")
     _ordered(rows, folder)  # AFTER names rows and makes no cycle
     return settings, rows
+
+
+def select_rows(rows: list[Row], settings: dict, names: list[str] | None, folder: Path | str = "") -> list[Row]:
+    """--rows: these rows, the rows their PAIRS and CLAIMS compare them with, and the rows they read
+    (AFTER), in table order; all rows without `names`."""
+    if not names:
+        return rows
+    by_name = {r.name: r for r in rows}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise InputError(f"--rows: {', '.join(unknown)} is not a row of {folder}; its rows: {', '.join(by_name)}")
+    wanted = set(names)
+    compared = [tuple(pair) for pair in settings.get("PAIRS") or []]
+    compared += [(claim.get("ROW"), claim.get("OVER")) for claim in settings.get("CLAIMS") or []]
+    for pair in compared:
+        if set(pair) & set(names):
+            wanted |= {n for n in pair if n in by_name}
+    reading = list(wanted)
+    while reading:
+        for name in by_name[reading.pop()].after:
+            if name in by_name and name not in wanted:
+                wanted.add(name)
+                reading.append(name)
+    return [r for r in rows if r.name in wanted]
 
 
 def _ordered(rows: list[Row], folder: Path | str = "") -> list[Row]:
@@ -170,14 +207,13 @@ def commands(row: Row, output: Path, steps: int | None, overwrite: bool) -> list
     if not (same and run_dir.finished("test")):
         resume = same and (run_dir.checkpoint("last") / "trainer.pt").is_file()
         todo.append(base + ["train", *common, f"--path_cfg_exp={config_file}",
-                            "--resume" if resume else "--overwrite", *(steps_overrides(steps) if row.trains()
-                                                                        else [])])
+                            "--resume" if resume else "--overwrite", *row.overrides])
     for split in row.score_splits:
         if same and run_dir.finished(split) and not todo:
             continue
         best = "<best checkpoint>" if todo else _best_checkpoint(run_dir)
         source = [f"--checkpoint={best}"] if row.trains() else [f"--path_cfg_exp={config_file}"]
-        todo.append(base + ["evaluate", *common, *source, f"--split={split}", "--overwrite"])
+        todo.append(base + ["evaluate", *common, *source, f"--split={split}", "--overwrite", *quick_evaluation(steps)])
     return todo
 
 
