@@ -304,3 +304,7 @@ def test_a_paper_row_given_to_train_names_reproduce_rows(tmp_path, product_qa, c
               f"--config={REPO / 'configs' / 'paper' / 'product-qa' / 'minilm_lexical.yaml'}"])
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "reproduce --table=product-qa --rows=minilm_lexical" in err
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--table=product-qa", f"--output={tmp_path}", "--rows=minilm_lexical,nope", "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--rows: nope is not a row of configs/paper/product-qa" in err

@@ -2,13 +2,13 @@
 checked against its expected numbers; writes table.{md,csv,tex}, plots, checks.txt and report.json.
 
 Usage:
-  hybridpqa reproduce --table=NAME --output=DIR [--rows=EXP,...] [--steps=N] [--dry-run] [--overwrite]
+  hybridpqa reproduce --table=NAME --output=DIR [--rows=NAMES] [--steps=N] [--dry-run] [--overwrite]
   hybridpqa reproduce -h | --help
 
 Options:
   --table=NAME   configs/paper/NAME/*.yaml, e.g. product-qa or scifact
   --output=DIR   the table goes to DIR/NAME/ (old spelling: --path_output)
-  --rows=EXP,... only these rows (their EXP names), the rows their PAIRS and claims compare them with,
+  --rows=NAMES   only these rows (EXP names, comma-separated), the rows their PAIRS and claims compare them with,
                  and the rows they read; the table shows the others from earlier runs in DIR, or "not run"
   --steps=N      train every row N steps into DIR/NAME-stepsN/ instead of its own (a quick look)
   --dry-run      list the rows and what would run, run nothing
