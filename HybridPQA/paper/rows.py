@@ -95,11 +95,11 @@ def steps_overrides(steps: int | None, warmup: int = 0) -> list[str]:
     return ["SOLVER.TOTAL_TRAIN_STEPS", str(steps), "SOLVER.NUM_STEP_PER_EVAL", str(max(1, steps // 2)),
             "SOLVER.OPTIMIZER.WARMUP_STEPS", str(steps // 10), "SOLVER.REG_WARMUP_STEPS", "None",
             "DISTILL.SELF_START_STEP", "0", "MODEL.MLM_WARMUP.STEPS", str(min(warmup, steps)),
-            "DATA.COUNT", str(QUICK_QUESTIONS), "MEASURE_COST", "False"]
+            *quick_evaluation(steps)]
 
 
 def quick_evaluation(steps: int | None) -> list[str]:
-    """--steps for a row that does not train: the same questions and no cost measured."""
+    """--steps for any row, trained or not: the first QUICK_QUESTIONS questions, no cost measured."""
     return [] if steps is None else ["DATA.COUNT", str(QUICK_QUESTIONS), "MEASURE_COST", "False"]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import html
 from collections import OrderedDict
 
-
 from HybridPQA.api import SearchIndex
 from HybridPQA.heads import DENSE, SPARSE
 from HybridPQA.modeling.explain import CsrRow, matched_terms
